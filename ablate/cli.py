@@ -75,6 +75,110 @@ def train(
               + (" [truncated]" if result["truncated"] else ""), highlight=False)
 
 
+def open_store(db: str | None, create: bool = True):
+    from .store import Store, StoreError, default_url
+
+    try:
+        return Store(db or default_url(), create=create)
+    except StoreError as e:
+        fail(str(e))
+
+
+def load(matrix_path: str):
+    from .matrix import MatrixError, load_matrix
+
+    try:
+        matrix = load_matrix(matrix_path)
+    except MatrixError as e:
+        fail(str(e))
+    for warning in matrix.warnings:
+        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    return matrix
+
+
+DbOption = Annotated[Optional[str], typer.Option("--db", help="SQLAlchemy URL (default $ABLATE_DB or sqlite:///results.db)")]
+DataOption = Annotated[Optional[str], typer.Option(help="local data file in place of the matrix's data")]
+
+
+@app.command()
+def plan(matrix_path: Annotated[str, typer.Argument(metavar="MATRIX.yaml")],
+         data: DataOption = None, db: DbOption = None) -> None:
+    """Expand a matrix without running it: runs, identities, what is already done."""
+    from rich.table import Table
+
+    from . import runner
+
+    matrix = load(matrix_path)
+    rows = runner.plan(matrix, data)
+    store = open_store(db)
+    known = store.runs_by_hash(r.hash for r in rows)
+    table = Table(title=f"{matrix.name}: {matrix.design}, {len(rows)} runs")
+    for col in ("#", "run", "toggles on", "seed", "hash", "status"):
+        table.add_column(col)
+    for r in rows:
+        status = known[r.hash].status if r.hash in known else "new"
+        table.add_row(str(r.position), r.planned.name, ", ".join(r.planned.toggles) or "-",
+                      str(r.planned.seed), r.hash, status)
+    Console().print(table)
+    done = sum(1 for r in rows if r.hash in known and known[r.hash].status == "completed")
+    estimate = runner.estimate_seconds(store, rows, matrix)
+    eta = (f"about {estimate / 60:.1f} min serial, from similar completed runs"
+           if estimate is not None else "no similar completed run to estimate from")
+    Console().print(f"{len(rows)} runs, {done} already completed; {eta}", highlight=False)
+
+
+@app.command()
+def run(
+    matrix_path: Annotated[str, typer.Argument(metavar="MATRIX.yaml")],
+    data: DataOption = None,
+    db: DbOption = None,
+    rerun: Annotated[Optional[str], typer.Option(help="failed | all: run these again")] = None,
+    executor: Annotated[str, typer.Option(help="local | ray")] = "local",
+    jobs_per_device: Annotated[Optional[int], typer.Option(help="override the matrix's jobs per device")] = None,
+    compile: Annotated[bool, typer.Option("--compile", help="torch.compile each model")] = False,
+    log_dir: Annotated[str, typer.Option(help="where each job's output goes")] = "ablate-logs",
+) -> None:
+    """Run a matrix: every configuration once, results committed as they happen."""
+    from pathlib import Path
+
+    from . import runner
+    from .executors import LocalExecutor, detect_slots
+    from .progress import LiveProgress
+    from .store import default_url
+
+    if rerun not in (None, "failed", "all"):
+        fail(f"--rerun {rerun!r}: expected 'failed' or 'all'")
+    if executor != "local":
+        fail(f"--executor {executor!r}: only 'local' is available in this version")
+    matrix = load(matrix_path)
+    try:
+        rows = runner.plan(matrix, data)
+    except RuntimeError as e:
+        fail(str(e))
+    url = db or default_url()
+    store = open_store(url)
+    run_ids = runner.register(store, matrix, rows)
+    slots = detect_slots(matrix.execution.devices, jobs_per_device or matrix.execution.jobs_per_device)
+    pool = LocalExecutor(slots, Path(log_dir) / matrix.name)
+    console = Console()
+    done = sum(r.status == "completed" for r in store.runs_by_hash(r.hash for r in rows).values())
+    if done == len(set(run_ids)) and rerun != "all":
+        console.print(f"{matrix.name}: all {len(set(run_ids))} runs already completed in {url}; "
+                      f"nothing to train (--rerun all trains them again)", highlight=False)
+        return
+    console.print(f"{matrix.name}: {len(rows)} runs ({done} already completed) on "
+                  f"{len(slots)} {slots[0].device} slot(s); results in {url}", highlight=False)
+    with LiveProgress(store, len(set(run_ids)), done, console) as progress:
+        outcome = runner.run(store, run_ids, pool, db_url=url, rerun=rerun,
+                             options={"compile": compile}, on_event=progress)
+    statuses = [store.run(i).status for i in dict.fromkeys(run_ids)]
+    summary = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
+    console.print(f"{matrix.name}: trained {len(outcome.trained)} run(s) now; {summary}. "
+                  f"See `ablate report {matrix_path}`.", highlight=False)
+    if outcome.interrupted:
+        raise typer.Exit(130)
+
+
 @app.command("catalog")
 def show_catalog() -> None:
     """List the report's optimizations and the base presets."""
@@ -91,3 +195,149 @@ def show_catalog() -> None:
     Console().print(table)
     for name, note in catalog.PRESET_NOTES.items():
         Console().print(f"[bold]{name}[/]: {note}", highlight=False)
+
+
+# ------------------------------------------------------ results: report, runs, show, plot, export
+
+from contextlib import contextmanager  # noqa: E402  (this section's own imports)
+from pathlib import Path  # noqa: E402
+
+DbOption = Annotated[Optional[str], typer.Option(
+    "--db", help="results database: SQLAlchemy URL or .db path (default: $ABLATE_DB or sqlite:///results.db)")]
+ExperimentOption = Annotated[Optional[str], typer.Option(
+    "--experiment", "-e", help="experiment name (default: the only one in the database)")]
+FormatOption = Annotated[str, typer.Option("--format", "-f", help="table | markdown | csv | json")]
+MetricOption = Annotated[Optional[str], typer.Option(
+    help="mainrun (val_loss) | full (val_loss_full); default: mainrun unless eval coverages differ")]
+
+
+@contextmanager
+def _results_errors():
+    """A missing database, unknown experiment or run, or bad argument: one line, exit 2."""
+    from .matrix import MatrixError
+    from .results import ResultsError
+    from .store import StoreError
+
+    try:
+        yield
+    except (StoreError, ResultsError, MatrixError, ConfigError) as e:
+        fail(str(e))
+
+
+def _check(value: Optional[str], choices: tuple, option: str) -> None:
+    if value is not None and value not in choices:
+        fail(f"{option} {value!r}: expected one of {', '.join(choices)}")
+
+
+def _emit(render) -> None:
+    """Print render(width, color): the terminal's width and colours, or 100 plain columns in a pipe."""
+    console = Console()
+    width, color = (console.width, True) if console.is_terminal else (100, False)
+    sys.stdout.write(render(width, color))
+
+
+def _experiment(db: Optional[str], experiment: Optional[str], matrix_path: Optional[Path]) -> str:
+    """--experiment, else the matrix file's name, else the only experiment (listing them if several)."""
+    from .matrix import load_matrix
+    from .report import render_frame
+    from .results import list_experiments, pick_experiment
+
+    if experiment is None and matrix_path is not None:
+        experiment = load_matrix(matrix_path).name
+    if experiment is None and len(experiments := list_experiments(db)) != 1:
+        err.print(render_frame(experiments[["experiment", "design", "runs", "completed"]], "table", "Experiments"))
+    return pick_experiment(db, experiment)["experiment"]
+
+
+@app.command("report")
+def report_cmd(
+    matrix: Annotated[Optional[Path], typer.Argument(help="matrix YAML; its name selects the experiment")] = None,
+    experiment: ExperimentOption = None, db: DbOption = None, metric: MetricOption = None,
+    fmt: FormatOption = "table",
+) -> None:
+    """Rank an experiment's configurations and estimate each toggle's effect."""
+    from .report import FORMATS, METRICS, build_report, render
+
+    _check(metric, tuple(METRICS), "--metric")
+    _check(fmt, FORMATS, "--format")
+    with _results_errors():
+        report = build_report(db, _experiment(db, experiment, matrix), metric)
+    _emit(lambda width, color: render(report, fmt, width, color))
+
+
+@app.command("runs")
+def runs_cmd(
+    experiment: ExperimentOption = None,
+    status: Annotated[Optional[str], typer.Option(help="queued | running | completed | failed | interrupted")] = None,
+    toggle: Annotated[Optional[str], typer.Option(help="only runs with this toggle on")] = None,
+    db: DbOption = None, fmt: FormatOption = "table",
+) -> None:
+    """List runs with their status and results (csv/json: every column)."""
+    from .report import FORMATS, render_frame, runs_display
+    from .results import load_runs, select_runs
+    from .store import STATUSES
+
+    _check(status, STATUSES, "--status")
+    _check(fmt, FORMATS, "--format")
+    with _results_errors():
+        runs = select_runs(load_runs(db, experiment), status, toggle)
+    shown = runs if fmt in ("csv", "json") else runs_display(runs)
+    _emit(lambda width, color: render_frame(shown, fmt, f"{len(runs)} run(s)", width, color))
+
+
+@app.command("show")
+def show_cmd(
+    run: Annotated[str, typer.Argument(help="run id, run name (within the experiment) or hash prefix")],
+    experiment: ExperimentOption = None, db: DbOption = None, fmt: FormatOption = "table",
+    as_command: Annotated[bool, typer.Option("--as-command", help="print an `ablate train` line that reproduces the run")] = False,
+) -> None:
+    """One run: config vs its baseline, status or error, evaluations and a sparkline."""
+    from .report import FORMATS, as_command as command_for, render_run, run_detail
+    from .results import find_run, load_evals, load_runs, open_store
+
+    _check(fmt, FORMATS, "--format")
+    with _results_errors(), open_store(db) as store:
+        runs = load_runs(store, experiment)
+        row = find_run(runs, run)
+        if as_command:
+            typer.echo(command_for(row))
+            return
+        detail = run_detail(runs, load_evals(store, row["experiment"], runs=[int(row["run_id"])]), row)
+    _emit(lambda width, color: render_run(detail, fmt, width, color))
+
+
+@app.command("plot")
+def plot_cmd(
+    matrix: Annotated[Optional[Path], typer.Argument(help="matrix YAML; its name selects the experiment")] = None,
+    experiment: ExperimentOption = None,
+    runs: Annotated[Optional[str], typer.Option(help="comma-separated run names (default: baseline + top 5)")] = None,
+    out: Annotated[Path, typer.Option(help="PNG file to write")] = Path("curves.png"),
+    metric: Annotated[str, typer.Option(help="mainrun (val_loss) | full (val_loss_full)")] = "mainrun",
+    db: DbOption = None,
+) -> None:
+    """Plot validation loss against step."""
+    from .plot import plot_curves
+    from .report import METRICS
+
+    _check(metric, tuple(METRICS), "--metric")
+    names = [n.strip() for n in runs.split(",") if n.strip()] if runs else None
+    with _results_errors():
+        path = plot_curves(db, _experiment(db, experiment, matrix), names, out, METRICS[metric])
+    err.print(f"wrote {path}", highlight=False)
+
+
+@app.command("export")
+def export_cmd(
+    to: Annotated[Path, typer.Option("--to", help="FILE.csv or FILE.parquet")],
+    experiment: ExperimentOption = None,
+    what: Annotated[str, typer.Option(help="runs | evals")] = "runs",
+    db: DbOption = None,
+) -> None:
+    """Write runs (one row per run, config as cfg.* columns) or evaluations to a file."""
+    from .results import export, load_evals, load_runs
+
+    _check(what, ("runs", "evals"), "--what")
+    with _results_errors():
+        frame = (load_runs if what == "runs" else load_evals)(db, experiment)
+        export(frame, to)
+    err.print(f"wrote {len(frame)} {what} to {to}", highlight=False)

@@ -24,14 +24,16 @@ from .config import HUB_DATASET, TrainConfig
 
 EOS = "<eos>"
 SPECIAL_TOKENS = ["<pad>", EOS, "<unk>"]
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: URL_PATTERN keeps URLs after a space whole (url_split ids changed)
 LOCAL_FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "json", ".json": "json"}
 
 # GPT-2's pre-tokenization regex with a URL alternative in front: one Split keeps a whole URL
 # as a single pre-token. (The report's literal code — Split on a *string* pattern, followed by
 # ByteLevel's own regex — would match the pattern literally and then cut URLs apart anyway.)
 _GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
-URL_PATTERN = r"(?i)https?://\S+"
+# The optional leading space matters: without it " ?\p{L}+" matches " https" first (leftmost
+# match wins) and a URL after a space — every URL not at the start of a title — is cut apart.
+URL_PATTERN = r"(?i) ?https?://\S+"
 
 
 class DataError(RuntimeError):

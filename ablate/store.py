@@ -670,6 +670,14 @@ class Store:
     def run(self, run_id: int) -> Run | None:
         return self._read(lambda s: s.get(Run, run_id))
 
+    def runs_by_hash(self, hashes: Iterable[str]) -> dict[str, Run]:
+        """Runs already known under these identities, from any experiment."""
+        wanted = list(hashes)
+        return self._read(lambda s: {r.hash: r for r in s.scalars(select(Run).where(Run.hash.in_(wanted)))})
+
+    def completed_runs(self) -> list[Run]:
+        return self._read(lambda s: list(s.scalars(select(Run).where(Run.status == "completed"))))
+
     def runs_for(self, experiment_id: int) -> list[MatrixEntry]:
         """The experiment's runs in matrix order, each with its current status and results."""
 

@@ -309,7 +309,7 @@ def train(config: TrainConfig | dict, on_eval: EvalCallback | None = None,
                 if not math.isfinite(metrics["val_loss"]):
                     raise NonFiniteLoss(f"non-finite validation loss at step {step}")
                 metrics.update(
-                    step=step, epoch=epoch, train_loss=sum(losses) / len(losses),
+                    step=step, max_steps=sched.max_steps, epoch=epoch, train_loss=sum(losses) / len(losses),
                     lr=step_lr[-1], grad_norm=norms[-1], tokens_seen=step * tokens_per_step,
                     elapsed_s=time.perf_counter() - t_train0,
                     tokens_per_s=step * tokens_per_step / train_time, eval_coverage=coverage,

@@ -1,0 +1,122 @@
+"""Where jobs run. An executor has slots, starts a job in a free slot, and reports jobs that
+ended; the runner owns everything else (claiming, the database, progress, failure rules), so
+the local executor and the Ray executor are interchangeable.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Job:
+    run_id: int
+    attempt: int
+    name: str
+    db_url: str
+    trainer: str
+    options: dict  # ExecOptions fields; the executor fills in device and threads
+
+
+@dataclass(frozen=True)
+class Ended:
+    job: Job
+    returncode: int  # < 0: killed by that signal
+    log_path: str | None = None
+
+
+class Executor(Protocol):
+    def free_slots(self) -> int: ...
+    def start(self, job: Job) -> None: ...
+    def poll(self) -> list[Ended]: ...
+    def stop_all(self) -> list[Job]: ...
+
+
+@dataclass
+class Slot:
+    device: str  # "cpu" or "cuda"
+    visible: str | None  # CUDA_VISIBLE_DEVICES for this slot
+    threads: int | None = None
+    process: subprocess.Popen | None = None
+    job: Job | None = None
+    log: object | None = field(default=None, repr=False)
+
+
+def detect_slots(devices: str | list[int], jobs_per_device: int) -> list[Slot]:
+    """One slot per visible GPU times jobs_per_device; CPU slots when there is no GPU."""
+    gpus: list[int] = []
+    if devices != "cpu":
+        if isinstance(devices, list):
+            gpus = devices
+        else:
+            import torch
+
+            gpus = list(range(torch.cuda.device_count()))
+    if gpus:
+        return [Slot("cuda", str(g)) for g in gpus for _ in range(jobs_per_device)]
+    threads = max(1, (os.cpu_count() or 1) // jobs_per_device)
+    return [Slot("cpu", None, threads) for _ in range(jobs_per_device)]
+
+
+class LocalExecutor:
+    """Each job is a `python -m ablate.job` subprocess; its output goes to a log file."""
+
+    def __init__(self, slots: list[Slot], log_dir: Path):
+        self.slots = slots
+        self.log_dir = log_dir
+
+    def free_slots(self) -> int:
+        return sum(s.process is None for s in self.slots)
+
+    def start(self, job: Job) -> None:
+        slot = next(s for s in self.slots if s.process is None)
+        env = dict(os.environ)
+        options = {**job.options, "device": slot.device}
+        if slot.visible is not None:
+            env["CUDA_VISIBLE_DEVICES"] = slot.visible
+        if slot.threads:
+            options["threads"] = slot.threads
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"run{job.run_id}-attempt{job.attempt}.log"
+        slot.log = log_path.open("w")
+        slot.process = subprocess.Popen(
+            [sys.executable, "-m", "ablate.job", "--db", job.db_url, "--run-id", str(job.run_id),
+             "--attempt", str(job.attempt), "--trainer", job.trainer,
+             "--options", json.dumps(options)],
+            stdout=slot.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+            start_new_session=True)  # Ctrl-C reaches the runner only; it stops jobs itself
+        slot.job = job
+
+    def poll(self) -> list[Ended]:
+        ended = []
+        for slot in self.slots:
+            if slot.process is not None and slot.process.poll() is not None:
+                ended.append(self._release(slot))
+        return ended
+
+    def stop_all(self, grace_s: float = 10.0) -> list[Job]:
+        """SIGTERM every job (it records itself interrupted), SIGKILL what outlives the grace."""
+        running = [s for s in self.slots if s.process is not None]
+        for slot in running:
+            slot.process.send_signal(signal.SIGTERM)
+        for slot in running:
+            try:
+                slot.process.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                slot.process.kill()
+                slot.process.wait()
+        return [self._release(s).job for s in running]
+
+    def _release(self, slot: Slot) -> Ended:
+        ended = Ended(slot.job, slot.process.returncode, slot.log.name if slot.log else None)
+        if slot.log:
+            slot.log.close()
+        slot.process = slot.job = slot.log = None
+        return ended

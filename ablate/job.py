@@ -1,0 +1,100 @@
+"""One run in its own process: `python -m ablate.job --db URL --run-id N --attempt A`.
+
+The job reads its config from the database, calls the training entry point, and commits each
+evaluation the moment the trainer reports it; a crash here cannot take down the runner or the
+other jobs. It knows nothing of GPT internals: the trainer is any `module:function` with the
+signature `train(config: dict, on_eval, options) -> dict`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import importlib
+import json
+import os
+import signal
+import sys
+import threading
+import traceback
+from typing import Any, Callable
+
+from .config import ExecOptions
+from .store import Store
+
+DEFAULT_TRAINER = "ablate.train:train"
+HEARTBEAT_S = 10.0
+EXIT_FAILED = 3  # the job recorded the failure itself
+
+
+def load_trainer(spec: str) -> Callable[..., dict[str, Any]]:
+    module, _, func = spec.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def _die_with_parent() -> None:
+    """Linux: get SIGTERM when the runner dies, so no orphan keeps a run 'running'."""
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    """SIGTERM (Ctrl-C in the runner, or the runner's death) unwinds like Ctrl-C, so the job
+    records itself as interrupted."""
+    raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+
+def _heartbeat(store: Store, run_id: int, attempt: int, stop: threading.Event) -> None:
+    while not stop.wait(HEARTBEAT_S):
+        if not store.heartbeat(run_id, attempt):
+            os.kill(os.getpid(), signal.SIGTERM)  # a newer attempt owns the run: stop
+
+
+def run_job(db: str, run_id: int, attempt: int, trainer: str, options: dict) -> int:
+    store = Store(db)
+    run = store.run(run_id)
+    if run is None or run.attempt != attempt:
+        return EXIT_FAILED
+    opts = ExecOptions(**options)
+    store.set_pid(run_id, os.getpid(), opts.device)
+    stop = threading.Event()
+    threading.Thread(target=_heartbeat, args=(store, run_id, attempt, stop), daemon=True).start()
+
+    def on_eval(metrics: dict) -> None:
+        metrics = dict(metrics)
+        steps = metrics.pop("step_metrics", [])
+        store.record_eval(run_id, attempt, metrics, steps)
+        sys.stdout.write(json.dumps({"step": metrics["step"], "val_loss": metrics["val_loss"]}) + "\n")
+        sys.stdout.flush()
+
+    try:
+        result = load_trainer(trainer)(run.config, on_eval, opts)
+    except BaseException as e:  # noqa: BLE001 - every failure is recorded, then re-signalled
+        stop.set()
+        tb = traceback.format_exc()
+        sys.stderr.write(tb)
+        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        store.fail(run_id, attempt, f"{type(e).__name__}: {e}", tb, status=status)
+        return EXIT_FAILED
+    stop.set()
+    store.finish(run_id, attempt, result)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m ablate.job")
+    parser.add_argument("--db", required=True)
+    parser.add_argument("--run-id", type=int, required=True)
+    parser.add_argument("--attempt", type=int, required=True)
+    parser.add_argument("--trainer", default=DEFAULT_TRAINER)
+    parser.add_argument("--options", default="{}", help="ExecOptions as JSON")
+    args = parser.parse_args(argv)
+    _die_with_parent()
+    signal.signal(signal.SIGTERM, _interrupt)
+    return run_job(args.db, args.run_id, args.attempt, args.trainer, json.loads(args.options))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

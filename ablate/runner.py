@@ -1,0 +1,170 @@
+"""`ablate run`: a matrix becomes queued runs in the database, and free executor slots claim
+them one at a time until none is left.
+
+Identity is the hash of the fully resolved config with the data replaced by its fingerprint;
+a completed run with the same hash is never trained twice, in this matrix or any other.
+Claiming is atomic in the store, so any number of runners can share one matrix. A job that
+dies without a word is found here: by its exit status while this runner lives, by its dead pid
+or stale heartbeat at the next `ablate run`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from .data import fingerprint
+from .executors import Ended, Executor, Job
+from .job import DEFAULT_TRAINER
+from .matrix import Matrix, PlannedRun
+from .store import Store
+
+STALE_AFTER_S = 180.0  # a heartbeat older than this means the job is gone (jobs beat every 10 s)
+POLL_S = 0.5
+RERUN_STATUSES = {"failed": {"failed", "interrupted"}, "all": {"completed", "failed", "interrupted"}}
+
+
+@lru_cache(maxsize=1)
+def code_version() -> str:
+    """The git commit of the ablate source (+ '-dirty' when modified), else the package version."""
+    from . import __version__
+
+    src = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(src), "rev-parse", "--short=12", "HEAD"],
+                                capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(src), "status", "--porcelain", "--", "."],
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return __version__
+    return f"{commit}{'-dirty' if dirty else ''}"
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    position: int
+    planned: PlannedRun
+    hash: str
+
+
+def plan(matrix: Matrix, data_override: str | None = None) -> list[PlanRow]:
+    """The matrix's runs with their identity hashes (the data read once per distinct source)."""
+    fingerprints: dict[str, str] = {}
+    rows = []
+    for i, p in enumerate(matrix.expand(data_override)):
+        if p.config.data not in fingerprints:
+            fingerprints[p.config.data] = fingerprint(p.config.data)
+        rows.append(PlanRow(i, p, p.config.identity_hash(fingerprints[p.config.data])))
+    return rows
+
+
+def register(store: Store, matrix: Matrix, rows: list[PlanRow]) -> list[int]:
+    """Create the experiment and its queued runs (idempotent); returns run ids in matrix order."""
+    exp_id = store.upsert_experiment(matrix.name, matrix.description or "", matrix.text,
+                                     matrix.reference, matrix.design)
+    return store.add_runs(exp_id, [
+        {"hash": r.hash, "name": r.planned.name, "config": r.planned.config.to_dict(),
+         "toggles": list(r.planned.toggles), "seed": r.planned.seed, "position": r.position}
+        for r in rows])
+
+
+@dataclass
+class Outcome:
+    trained: list[int]  # run ids this runner started
+    already_done: int  # runs completed before this invocation
+    interrupted: bool = False
+
+
+Progress = Callable[[str, dict], None]  # (event, details): "start", "end", "tick"
+
+
+def run(store: Store, run_ids: list[int], executor: Executor, *, db_url: str,
+        trainer: str = DEFAULT_TRAINER, options: dict | None = None, rerun: str | None = None,
+        on_event: Progress | None = None) -> Outcome:
+    """Train every run of `run_ids` that is not completed, in free executor slots."""
+    notify = on_event or (lambda event, details: None)
+    host, pid = socket.gethostname(), os.getpid()
+    for reaped in store.reap_stale(host=host, stale_after_s=STALE_AFTER_S):
+        notify("reaped", {"run_id": reaped})
+    if rerun:
+        store.requeue(run_ids, RERUN_STATUSES[rerun])
+    already_done = sum(store.run(i).status == "completed" for i in run_ids)
+    tried: set[int] = set()  # never retry a run within one invocation (an OOM would loop)
+    active: dict[int, Job] = {}
+    outcome = Outcome([], already_done)
+    try:
+        while True:
+            while executor.free_slots() > 0:
+                claimed = store.claim([i for i in run_ids if i not in tried], host=host, pid=pid,
+                                      code_version=code_version())
+                if claimed is None:
+                    break
+                job = Job(claimed.id, claimed.attempt, claimed.name, db_url, trainer, options or {})
+                tried.add(claimed.id)
+                executor.start(job)
+                active[claimed.id] = job
+                outcome.trained.append(claimed.id)
+                notify("start", {"job": job})
+            if not active:
+                return outcome  # nothing claimable and nothing running: done
+            time.sleep(POLL_S)
+            for ended in executor.poll():
+                active.pop(ended.job.run_id, None)
+                _settle(store, ended)
+                notify("end", {"job": ended.job, "run": store.run(ended.job.run_id)})
+            notify("tick", {"active": list(active.values())})
+    except KeyboardInterrupt:
+        for job in executor.stop_all():
+            store.fail(job.run_id, job.attempt, "interrupted by the user (Ctrl-C)",
+                       status="interrupted")
+        outcome.interrupted = True
+        return outcome
+
+
+def _settle(store: Store, ended: Ended) -> None:
+    """A job that ended without recording an outcome: killed → interrupted, else failed."""
+    run = store.run(ended.job.run_id)
+    if run is None or run.status != "running" or run.attempt != ended.job.attempt:
+        return
+    log_tail = _tail(ended.log_path)
+    if ended.returncode < 0:
+        name = signal.Signals(-ended.returncode).name
+        store.fail(run.id, run.attempt, f"job process killed by {name}", log_tail,
+                   status="interrupted")
+    else:
+        store.fail(run.id, run.attempt,
+                   f"job process exited with code {ended.returncode} without a result "
+                   f"(log: {ended.log_path})", log_tail)
+
+
+def _tail(path: str | None, limit: int = 4000) -> str:
+    if not path:
+        return ""
+    try:
+        return Path(path).read_text(errors="replace")[-limit:]
+    except OSError:
+        return ""
+
+
+def estimate_seconds(store: Store, rows: list[PlanRow], matrix: Matrix) -> float | None:
+    """Serial time for the runs not yet done, from completed runs that share everything but
+    the matrix's toggled fields and the seed. None when no such run exists."""
+    varied = {"seed", "data"} | {k for f in matrix.factors for _, patch in f.levels for k in patch}
+    key = lambda cfg: tuple(sorted((k, str(v)) for k, v in cfg.items() if k not in varied))  # noqa: E731
+    times: dict[tuple, list[float]] = {}
+    for run in store.completed_runs():
+        if run.wall_time_s:
+            times.setdefault(key(run.config), []).append(run.wall_time_s)
+    done = {h for h, r in store.runs_by_hash(r.hash for r in rows).items() if r.status == "completed"}
+    todo = [r for r in rows if r.hash not in done]
+    similar = times.get(key(rows[0].planned.config.to_dict())) if rows else None
+    if not todo:
+        return 0.0
+    return sum(similar) / len(similar) * len(todo) if similar else None
