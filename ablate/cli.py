@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
@@ -76,10 +78,10 @@ def train(
 
 
 def open_store(db: str | None, create: bool = True):
-    from .store import Store, StoreError, default_url
+    from .store import Store, StoreError, resolve_url
 
     try:
-        return Store(db or default_url(), create=create)
+        return Store(resolve_url(db), create=create)
     except StoreError as e:
         fail(str(e))
 
@@ -96,7 +98,8 @@ def load(matrix_path: str):
     return matrix
 
 
-DbOption = Annotated[Optional[str], typer.Option("--db", help="SQLAlchemy URL (default $ABLATE_DB or sqlite:///results.db)")]
+DbOption = Annotated[Optional[str], typer.Option(
+    "--db", help="results database: SQLAlchemy URL or .db path (default: $ABLATE_DB or sqlite:///results.db)")]
 DataOption = Annotated[Optional[str], typer.Option(help="local data file in place of the matrix's data")]
 
 
@@ -137,14 +140,13 @@ def run(
     jobs_per_device: Annotated[Optional[int], typer.Option(help="override the matrix's jobs per device")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile each model")] = False,
     log_dir: Annotated[str, typer.Option(help="where each job's output goes")] = "ablate-logs",
+    trainer: Annotated[str, typer.Option(help="training entry point, module:function")] = "ablate.train:train",
 ) -> None:
     """Run a matrix: every configuration once, results committed as they happen."""
-    from pathlib import Path
-
     from . import runner
     from .executors import LocalExecutor, detect_slots
     from .progress import LiveProgress
-    from .store import default_url
+    from .store import resolve_url
 
     if rerun not in (None, "failed", "all"):
         fail(f"--rerun {rerun!r}: expected 'failed' or 'all'")
@@ -155,7 +157,7 @@ def run(
         rows = runner.plan(matrix, data)
     except RuntimeError as e:
         fail(str(e))
-    url = db or default_url()
+    url = resolve_url(db)
     store = open_store(url)
     run_ids = runner.register(store, matrix, rows)
     slots = detect_slots(matrix.execution.devices, jobs_per_device or matrix.execution.jobs_per_device)
@@ -169,7 +171,7 @@ def run(
     console.print(f"{matrix.name}: {len(rows)} runs ({done} already completed) on "
                   f"{len(slots)} {slots[0].device} slot(s); results in {url}", highlight=False)
     with LiveProgress(store, len(set(run_ids)), done, console) as progress:
-        outcome = runner.run(store, run_ids, pool, db_url=url, rerun=rerun,
+        outcome = runner.run(store, run_ids, pool, db_url=url, rerun=rerun, trainer=trainer,
                              options={"compile": compile}, on_event=progress)
     statuses = [store.run(i).status for i in dict.fromkeys(run_ids)]
     summary = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
@@ -199,11 +201,6 @@ def show_catalog() -> None:
 
 # ------------------------------------------------------ results: report, runs, show, plot, export
 
-from contextlib import contextmanager  # noqa: E402  (this section's own imports)
-from pathlib import Path  # noqa: E402
-
-DbOption = Annotated[Optional[str], typer.Option(
-    "--db", help="results database: SQLAlchemy URL or .db path (default: $ABLATE_DB or sqlite:///results.db)")]
 ExperimentOption = Annotated[Optional[str], typer.Option(
     "--experiment", "-e", help="experiment name (default: the only one in the database)")]
 FormatOption = Annotated[str, typer.Option("--format", "-f", help="table | markdown | csv | json")]

@@ -13,7 +13,7 @@ import difflib
 import hashlib
 import json
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 HUB_DATASET = "julien040/hacker-news-posts"

@@ -24,7 +24,7 @@ from .config import HUB_DATASET, TrainConfig
 
 EOS = "<eos>"
 SPECIAL_TOKENS = ["<pad>", EOS, "<unk>"]
-CACHE_FORMAT = 2  # 2: URL_PATTERN keeps URLs after a space whole (url_split ids changed)
+CACHE_FORMAT = 3  # 2, 3: URL_PATTERN fixes (url_split ids changed)
 LOCAL_FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "json", ".json": "json"}
 
 # GPT-2's pre-tokenization regex with a URL alternative in front: one Split keeps a whole URL
@@ -33,7 +33,9 @@ LOCAL_FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "json", ".json"
 _GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
 # The optional leading space matters: without it " ?\p{L}+" matches " https" first (leftmost
 # match wins) and a URL after a space — every URL not at the start of a title — is cut apart.
-URL_PATTERN = r"(?i) ?https?://\S+"
+# The case-insensitive flag is scoped to the URL: a bare leading (?i) would apply to the whole
+# alternation and make GPT-2's contractions match "'T", "'S", ... unlike ByteLevel.
+URL_PATTERN = r"(?i: ?https?://\S+)"
 
 
 class DataError(RuntimeError):

@@ -86,6 +86,14 @@ def default_url() -> str:
     return os.environ.get("ABLATE_DB") or "sqlite:///results.db"
 
 
+def resolve_url(db: str | Path | None) -> str:
+    """A URL as given, a bare path as a SQLite URL, None as $ABLATE_DB or ./results.db."""
+    if db is None or str(db) == "":
+        return default_url()
+    text = str(db)
+    return text if "://" in text else f"sqlite:///{Path(text).expanduser().absolute()}"
+
+
 def process_alive(pid: int | None) -> bool:
     """Whether a process with this id exists on this host (signal 0 checks, sends nothing)."""
     if not pid or pid <= 0:
@@ -669,6 +677,10 @@ class Store:
 
     def run(self, run_id: int) -> Run | None:
         return self._read(lambda s: s.get(Run, run_id))
+
+    def query(self, statement: Any) -> list:
+        """Rows of any SELECT, in one read transaction (for the results API and reports)."""
+        return self._read(lambda session: session.execute(statement).all())
 
     def runs_by_hash(self, hashes: Iterable[str]) -> dict[str, Run]:
         """Runs already known under these identities, from any experiment."""

@@ -1,0 +1,77 @@
+"""Validation curves: a PNG for reports and PRs, and a one-line sparkline for the terminal.
+
+matplotlib is imported inside `plot_curves` (Agg backend, no display needed), so commands that
+only want a sparkline stay fast.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+from . import results
+from .report import REFERENCE
+
+BLOCKS = "▁▂▃▄▅▆▇█"
+TOP = 5  # configurations plotted besides the baseline when none are named
+
+
+def sparkline(values: Iterable[float]) -> str:
+    """One block character per value, scaled from the lowest to the highest; blank for nan."""
+    vals = [float(v) for v in values]
+    finite = [v for v in vals if math.isfinite(v)]
+    if not finite:
+        return " " * len(vals)
+    lo, span = min(finite), max(finite) - min(finite)
+    top = len(BLOCKS) - 1
+    return "".join(" " if not math.isfinite(v) else BLOCKS[round((v - lo) / span * top) if span else top // 2]
+                   for v in vals)
+
+
+def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, out: str | Path = "curves.png",
+                metric: str = "val_loss") -> Path:
+    """Plot `metric` against step for the named configurations (default: the baseline and the five
+    configurations with the lowest final value), averaged over seeds with a min-max band."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with results.open_store(db) as store:
+        exp = results.pick_experiment(store, experiment)
+        evals = results.load_evals(store, exp["experiment"])
+    evals = evals.dropna(subset=[metric])
+    if evals.empty:
+        raise results.ResultsError(f"experiment {exp['experiment']!r} has no evaluations of {metric} yet")
+    names = runs or _default_names(evals, metric)
+    unknown = sorted(set(names) - set(evals["name"]))
+    if unknown:
+        raise results.ResultsError(f"no evaluations for {', '.join(unknown)} in {exp['experiment']!r}; "
+                                   f"known: {', '.join(dict.fromkeys(evals['name']))}")
+    fig, ax = plt.subplots(figsize=(9, 5.5))
+    for name in names:
+        curve = evals[evals["name"] == name].groupby("step")[metric].agg(["mean", "min", "max"])
+        seeds = evals.loc[evals["name"] == name, "run_id"].nunique()
+        line, = ax.plot(curve.index, curve["mean"], label=name + (f" (mean of {seeds} seeds)" if seeds > 1 else ""),
+                        linewidth=2.2 if name == "baseline" else 1.4, linestyle="--" if name == "baseline" else "-")
+        if seeds > 1:
+            ax.fill_between(curve.index, curve["min"], curve["max"], color=line.get_color(), alpha=0.15)
+    reference = exp["reference"] if exp["reference"] is not None and not math.isnan(exp["reference"]) else REFERENCE
+    low, high = ax.get_ylim()
+    if low <= reference <= high:
+        ax.axhline(reference, color="grey", linestyle=":", label=f"Mainrun reference {reference:g}")
+    ax.set(xlabel="step", ylabel=metric, title=f"{exp['experiment']}: {metric} by step")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    path = Path(out)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def _default_names(evals: Any, metric: str) -> list[str]:
+    """The baseline plus the TOP configurations by mean final value of `metric`."""
+    final = evals.sort_values("step").groupby("run_id").tail(1).groupby("name")[metric].mean().sort_values()
+    top = [n for n in final.index if n != "baseline"][:TOP]
+    return (["baseline"] if "baseline" in final.index else []) + top

@@ -1,0 +1,793 @@
+"""The ablation report: which configurations win, by how much, and whether it is beyond noise.
+
+Everything here reads the results database only (through `results`); it knows nothing of the
+model. `build_report` loads, `make_report` computes (pure: DataFrames in, a `Report` out), and
+`render` prints it as a terminal table, markdown, csv or json.
+
+Definitions, all on the ranking metric `y` (the last evaluation's val_loss, or val_loss_full):
+
+* a configuration is every completed run sharing a name (the same config across seeds);
+* a difference between two configurations is paired by seed when every treated run has a
+  control run with the same seed (mean of the per-seed differences, one-sample Student t);
+  otherwise it is the difference of means with Welch's t;
+* a factorial main effect is mean(y | on) - mean(y | off); a two-way interaction of two-level
+  factors A, B with x = +1 (on) / -1 (off) is mean(y | x_A*x_B = +1) - mean(y | x_A*x_B = -1),
+  i.e. half the difference between A's effect with B on and with B off. With several seeds
+  both are computed within each seed and the per-seed values give the interval;
+* intervals are 95% Student t; p-values are two-sided and Holm-corrected across all effects of
+  the report; an effect whose interval covers zero is "within noise". One seed: noise unknown.
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import math
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from . import results
+from .catalog import CATALOG
+from .config import HUB_DATASET, TrainConfig
+from .matrix import MatrixError, aliasing_note, parse_matrix
+
+REFERENCE = 1.754  # Mainrun's baseline validation loss
+COVERAGE_TOLERANCE = 0.01  # eval coverages further apart than 1 percentage point differ
+MAINRUN_DATA_FILE = "hacker_news.csv"  # the offline copy of Mainrun's hub dataset
+METRICS = {"mainrun": "val_loss", "full": "val_loss_full"}
+FORMATS = ("table", "markdown", "csv", "json")
+
+
+# --------------------------------------------------------------------------- statistics
+
+
+def _betainc(a: float, b: float, x: float) -> float:
+    """Regularized incomplete beta I_x(a, b) by Lentz's continued fraction (no scipy needed)."""
+    if x <= 0.0 or x >= 1.0:
+        return max(0.0, min(1.0, x))
+    if x > (a + 1.0) / (a + b + 2.0):
+        return 1.0 - _betainc(b, a, 1.0 - x)
+    front = math.exp(a * math.log(x) + b * math.log1p(-x)
+                     - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b))) / a
+    f, c, d, tiny = 1.0, 1.0, 0.0, 1e-300
+    for i in range(300):
+        m = i // 2
+        if i == 0:
+            num = 1.0
+        elif i % 2 == 0:
+            num = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
+        else:
+            num = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
+        d = 1.0 + num * d
+        d = 1.0 / (d if abs(d) > tiny else tiny)
+        c = 1.0 + num / c
+        c = c if abs(c) > tiny else tiny
+        f *= c * d
+        if abs(1.0 - c * d) < 1e-15:
+            break
+    return front * (f - 1.0)
+
+
+def t_pvalue(t: float, df: float) -> float:
+    """Two-sided p-value of Student's t statistic with df degrees of freedom."""
+    if math.isinf(t):
+        return 0.0
+    return _betainc(df / 2.0, 0.5, df / (df + t * t))
+
+
+@functools.lru_cache(maxsize=None)
+def t_quantile(q: float, df: float) -> float:
+    """The q quantile (q > 0.5) of Student's t, by bisection on t_pvalue."""
+    lo, hi = 0.0, 1e6
+    for _ in range(64):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if t_pvalue(mid, df) > 2 * (1 - q) else (lo, mid)
+    return (lo + hi) / 2
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """A mean (of values or of differences) with its spread; nan where n cannot tell."""
+
+    mean: float
+    n: int
+    sd: float = math.nan
+    lo: float = math.nan
+    hi: float = math.nan
+    p: float = math.nan
+    paired: bool = False
+
+
+def _interval(mean: float, se: float, df: float, n: int, sd: float, paired: bool) -> Estimate:
+    half = t_quantile(0.975, df) * se
+    p = (0.0 if mean else 1.0) if se == 0 else t_pvalue(mean / se, df)
+    return Estimate(mean, n, sd, mean - half, mean + half, p, paired)
+
+
+def summarize(values: Iterable[float], paired: bool = False) -> Estimate:
+    """Mean, sd and 95% CI (mean ± t_{0.975,n-1}·sd/√n); p tests mean = 0. n = 1: mean only."""
+    v = np.asarray(list(values), dtype=float)
+    if len(v) < 2:
+        return Estimate(float(v.mean()) if len(v) else math.nan, len(v), paired=paired)
+    sd = float(v.std(ddof=1))
+    return _interval(float(v.mean()), sd / math.sqrt(len(v)), len(v) - 1, len(v), sd, paired)
+
+
+def difference(treated: dict, control: dict) -> Estimate | None:
+    """treated - control, each {seed: y}: paired by seed when every treated seed has a control."""
+    if not treated or not control:
+        return None
+    if set(treated) <= set(control):
+        return summarize((treated[s] - control[s] for s in treated), paired=True)
+    a, b = np.array(list(treated.values())), np.array(list(control.values()))
+    mean = float(a.mean() - b.mean())
+    if len(a) < 2 or len(b) < 2:
+        return Estimate(mean, min(len(a), len(b)))
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se else 1.0
+    return _interval(mean, se, df, min(len(a), len(b)), math.nan, False)
+
+
+def holm(pvalues: Iterable[float]) -> list[float]:
+    """Holm step-down adjusted p-values; nan entries stay nan and are not counted in the family."""
+    p = list(pvalues)
+    order = sorted((i for i, v in enumerate(p) if not math.isnan(v)), key=p.__getitem__)
+    adjusted, running = [math.nan] * len(p), 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
+
+
+# ------------------------------------------------------------------------------- model
+
+
+@dataclass
+class Report:
+    experiment: str
+    design: str
+    metric: str  # "mainrun" (val_loss) or "full" (val_loss_full)
+    reference: float
+    seeds: list
+    lines: list[str]  # one-liners above the ranking: which comparison is fair, which metric
+    ranking: pd.DataFrame  # ranked configurations, then one row per run that did not complete
+    effects: pd.DataFrame
+    effects_title: str
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Factor:
+    name: str
+    labels: tuple[str, ...]  # labels of its on-levels
+    allowed: bool
+
+
+def build_report(db: Any = None, experiment: str | None = None, metric: str | None = None) -> Report:
+    """Load the experiment (the only one when None) and compute its report: three queries."""
+    with results.open_store(db) as store:
+        exp = results.pick_experiment(store, experiment)
+        runs = results.load_runs(store, exp["experiment"])
+        evals = results.load_evals(store, exp["experiment"])
+    return make_report(exp, runs, evals, metric)
+
+
+def make_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame,
+                metric: str | None = None) -> Report:
+    """The report of one experiment from its list_experiments() row, runs and evals."""
+    if metric is not None and metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+    design, reference, factors, alias = _design(exp, runs)
+    coverage = _coverage(runs, evals)
+    done = coverage[(runs["status"] == "completed").to_numpy()] if len(runs) else coverage
+    spread = float(done.max() - done.min()) if done.notna().any() else 0.0
+    mixed = spread > COVERAGE_TOLERANCE
+    chosen = metric or ("full" if mixed else "mainrun")
+    per_run = _per_run(runs, evals, chosen, coverage)
+    ranking = _ranking(per_run, factors, reference, chosen)
+    effects, title = _effects(design, per_run, factors)
+    seeds = sorted(per_run["seed"].dropna().unique().tolist())
+    lines = [_fairness_line(per_run, reference), _metric_line(chosen, mixed, done)]
+    return Report(exp["experiment"], design, chosen, reference, seeds, lines, ranking, effects, title,
+                  _notes(ranking, effects, alias, seeds))
+
+
+def _design(exp: pd.Series, runs: pd.DataFrame) -> tuple[str, float, list[_Factor], str]:
+    """Design, reference and factors from the stored matrix YAML; from the runs if it won't parse."""
+    reference = exp.get("reference")
+    reference = REFERENCE if reference is None or pd.isna(reference) else float(reference)
+    try:
+        matrix = parse_matrix(exp.get("yaml_text") or "")
+    except MatrixError:
+        labels = dict.fromkeys(t for ts in runs.get("toggles", []) for t in _split(ts))
+        factors = [_Factor(t, (t,), CATALOG[t].allowed if t in CATALOG else True) for t in labels]
+        return exp.get("design") or "list", reference, factors, ""
+    factors = [_Factor(f.name, tuple(label for label, _ in f.levels[1:]), f.allowed) for f in matrix.factors]
+    alias = aliasing_note(len(factors)) if matrix.design == "fractional" else ""
+    return matrix.design, matrix.reference, factors, alias
+
+
+def _split(toggles: Any) -> list[str]:
+    return [t for t in str(toggles or "").split("+") if t]
+
+
+def _column(frame: pd.DataFrame, name: str) -> pd.Series:
+    return frame[name] if name in frame else pd.Series(np.nan, index=frame.index, dtype=object)
+
+
+def _by_run(runs: pd.DataFrame, values: pd.Series) -> pd.Series:
+    """`values` (indexed by run id) aligned to the runs, as floats."""
+    return pd.to_numeric(runs["run_id"].map(values), errors="coerce").astype(float)
+
+
+def _last_evals(evals: pd.DataFrame) -> pd.DataFrame:
+    return evals.sort_values("step").groupby("run_id").tail(1).set_index("run_id")
+
+
+def _coverage(runs: pd.DataFrame, evals: pd.DataFrame) -> pd.Series:
+    """Each run's eval coverage: the stored result, else its last evaluation's."""
+    last = _last_evals(evals)["eval_coverage"]
+    stored = pd.to_numeric(_column(runs, "res.eval_coverage"), errors="coerce")
+    return stored.astype(float).fillna(_by_run(runs, last)) if len(runs) else stored
+
+
+def _per_run(runs: pd.DataFrame, evals: pd.DataFrame, metric: str, coverage: pd.Series) -> pd.DataFrame:
+    """One row per run with the metric's final value `y`, its best and the fairness inputs."""
+    frame = runs.copy()
+    frame["coverage"] = coverage
+    frame["sha"] = _column(runs, "res.val_text_sha256")
+    frame["roundtrip"] = _column(runs, "res.tokenizer_roundtrip")
+    if metric == "mainrun":
+        frame["y"], frame["best"], frame["best_at"] = runs["final_val_loss"], runs["best_val_loss"], runs["best_step"]
+    else:
+        scored = evals.dropna(subset=["val_loss_full"])
+        best = scored.loc[scored.groupby("run_id")["val_loss_full"].idxmin()].set_index("run_id")
+        last = _last_evals(scored)["val_loss_full"]
+        stored = pd.to_numeric(_column(runs, "res.final_val_loss_full"), errors="coerce")
+        frame["y"] = stored.astype(float).fillna(_by_run(runs, last))
+        frame["best"] = _by_run(runs, best["val_loss_full"])
+        frame["best_at"] = _by_run(runs, best["step"])
+    for column in ("y", "best", "best_at", "wall_time_s", "tokens_per_s"):
+        frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    return frame
+
+
+def _baseline_name(per_run: pd.DataFrame) -> str | None:
+    """The in-matrix baseline: the run named 'baseline', else the configuration with no toggles."""
+    names = per_run["name"].tolist()
+    if "baseline" in names:
+        return "baseline"
+    plain = per_run.loc[per_run["toggles"] == "", "name"]
+    return plain.iloc[0] if len(plain) else None
+
+
+def _values(per_run: pd.DataFrame, name: str | None) -> dict:
+    """{seed: y} of a configuration's completed runs."""
+    rows = per_run[(per_run["name"] == name) & (per_run["status"] == "completed") & per_run["y"].notna()]
+    return dict(zip(rows["seed"], rows["y"]))
+
+
+def _mismatches(run: pd.Series, base: pd.Series | None, metric: str) -> list[tuple[str, bool]]:
+    """Why a run is not like-for-like with the baseline: (reason, whether it biases `metric`)."""
+    reasons = []
+    roundtrip = run.get("roundtrip")
+    if roundtrip is not None and not pd.isna(roundtrip) and not bool(roundtrip):
+        reasons.append(("the tokenizer does not round-trip the text", True))
+    if base is None or base["run_id"] == run["run_id"]:
+        return reasons
+    if pd.notna(run["sha"]) and pd.notna(base["sha"]) and run["sha"] != base["sha"]:
+        reasons.append(("validation text differs from the baseline's", True))
+    if abs(run["coverage"] - base["coverage"]) > COVERAGE_TOLERANCE:  # nan compares False
+        harmless = " (val_loss_full scores every target, so the ranking still compares)"
+        reasons.append((f"eval coverage {run['coverage']:.0%} vs baseline {base['coverage']:.0%}"
+                        + ("" if metric == "mainrun" else harmless), metric == "mainrun"))
+    return reasons
+
+
+def _ranking(per_run: pd.DataFrame, factors: list[_Factor], reference: float, metric: str) -> pd.DataFrame:
+    base_name = _baseline_name(per_run)
+    done = per_run[(per_run["status"] == "completed") & per_run["y"].notna()]
+    slim = done[["run_id", "name", "seed", "coverage", "sha", "roundtrip"]]
+    base_runs = [r for _, r in slim[slim["name"] == base_name].iterrows()]
+    controls = {r["seed"]: r for r in reversed(base_runs)}  # same seed, else the first baseline run
+    base_values = _values(per_run, base_name)
+    allowed = {label: f.allowed for f in factors for label in f.labels}
+    rows = []
+    for name, group in done.groupby("name", sort=False):
+        est = summarize(group["y"])
+        vs_base = difference(dict(zip(group["seed"], group["y"])), base_values)
+        mismatch: dict[str, bool] = {}
+        for _, run in slim.loc[group.index].iterrows():
+            control = controls.get(run["seed"], base_runs[0] if base_runs else None)
+            for reason, blocks in _mismatches(run, control, metric):
+                mismatch[reason] = mismatch.get(reason, False) or blocks
+        breaking = [t for t in _split(group["toggles"].iloc[0]) if not allowed.get(t, True)]
+        rows.append({
+            "name": name, "toggles": group["toggles"].iloc[0], "n": est.n, "seeds": len(group),
+            "final": est.mean, "final_sd": est.sd, "ci_lo": est.lo, "ci_hi": est.hi,
+            "best": group["best"].mean(), "best_step": group["best_at"].median(),
+            "d_ref": est.mean - reference, "d_ref_pct": (est.mean - reference) / reference * 100,
+            "d_base": vs_base.mean if vs_base and name != base_name else math.nan,
+            "wall_time_s": group["wall_time_s"].mean(), "tokens_per_s": group["tokens_per_s"].mean(),
+            "status": "completed", "error": None, "seed": None,
+            "is_baseline": name == base_name, "breaks_rule": "+".join(breaking),
+            "not_like_for_like": "; ".join(mismatch), "fair": not any(mismatch.values()),
+        })
+    ranked = pd.DataFrame(rows, columns=_RANKING_COLUMNS[1:-1])
+    ranked = ranked.sort_values("final", kind="stable").reset_index(drop=True)
+    ranked.insert(0, "rank", np.arange(1, len(ranked) + 1, dtype=float))
+    eligible = ranked[(ranked["breaks_rule"] == "") & ranked["fair"]]
+    ranked["is_best"] = ranked.index == (eligible.index[0] if len(eligible) else -1)
+    pending = per_run[per_run["status"] != "completed"]
+    unranked = pd.DataFrame({
+        "name": pending["name"], "toggles": pending["toggles"], "n": 0, "status": pending["status"],
+        "error": pending["error"], "seed": pending["seed"], "is_baseline": pending["name"] == base_name,
+        "breaks_rule": "", "not_like_for_like": "", "fair": True, "is_best": False,
+    })
+    return pd.concat([ranked, unranked], ignore_index=True)[_RANKING_COLUMNS]
+
+
+_RANKING_COLUMNS = [
+    "rank", "name", "toggles", "n", "seeds", "final", "final_sd", "ci_lo", "ci_hi", "best", "best_step",
+    "d_ref", "d_ref_pct", "d_base", "wall_time_s", "tokens_per_s", "status", "error", "seed",
+    "is_baseline", "breaks_rule", "not_like_for_like", "fair", "is_best",
+]
+
+
+# ------------------------------------------------------------------------------ effects
+
+_TITLES = {
+    "one-at-a-time": "Effect of each toggle: loss − baseline loss (negative = better)",
+    "list": "Each run against the baseline: loss − baseline loss (negative = better)",
+    "leave-one-out": "What removing each toggle costs: loss(all − X) − loss(all) (positive = X helps)",
+    "factorial": "Main effects: mean loss with X on − with X off; interactions A×B: mean(loss | "
+                 "x_A·x_B = +1) − mean(loss | x_A·x_B = −1), x = ±1 for on/off (negative = lower loss)",
+    "fractional": "Main effects: mean loss with X on − with X off (negative = better)",
+    "cumulative": "Adding toggles in order: loss after each step and the step's Δ (negative = better)",
+}
+
+
+def _effects(design: str, per_run: pd.DataFrame, factors: list[_Factor]) -> tuple[pd.DataFrame, str]:
+    done = per_run[(per_run["status"] == "completed") & per_run["y"].notna()]
+    names = list(dict.fromkeys(per_run.sort_values("position", kind="stable")["name"]))
+    base = _baseline_name(per_run)
+    if design in ("factorial", "fractional"):
+        rows = _factorial_effects(done, factors, interactions=design == "factorial")
+    elif design == "leave-one-out":
+        rows = [_compare(per_run, "−" + n.removeprefix("all-minus-"), "cost", n, "all")
+                for n in names if n.startswith("all-minus-")]
+    elif design == "cumulative":
+        rows = [_compare(per_run, "+" + "+".join(_added(per_run, prev, cur)), "step", cur, prev)
+                for prev, cur in zip(names, names[1:])]
+    else:
+        rows = [_compare(per_run, n, "vs baseline", n, base) for n in names if base and n != base]
+    effects = pd.DataFrame([
+        {"effect": label, "kind": kind, "n": est.n if est else 0, "paired": bool(est and est.paired),
+         "loss": loss, **{k: getattr(est, a) if est else math.nan
+                          for k, a in (("estimate", "mean"), ("sd", "sd"), ("ci_lo", "lo"), ("ci_hi", "hi"),
+                                       ("p", "p"))}}
+        for label, kind, est, loss in rows
+    ], columns=["effect", "kind", "n", "paired", "loss", "estimate", "sd", "ci_lo", "ci_hi", "p"])
+    effects["p_holm"] = holm(effects["p"].astype(float))
+    effects["verdict"] = [_verdict(r) for r in effects.itertuples()]
+    return effects, _TITLES.get(design, _TITLES["list"])
+
+
+def _compare(per_run: pd.DataFrame, label: str, kind: str, treated: str, control: str | None) -> tuple:
+    """(label, kind, treated − control by seed, the treated configuration's mean loss)."""
+    values = _values(per_run, treated)
+    loss = float(np.mean(list(values.values()))) if values else math.nan
+    return label, kind, difference(values, _values(per_run, control)), loss
+
+
+def _added(per_run: pd.DataFrame, prev: str, cur: str) -> list[str]:
+    """The toggles configuration `cur` has on top of `prev`."""
+    toggles = per_run.drop_duplicates("name").set_index("name")["toggles"]
+    before = set(_split(toggles[prev]))
+    return [t for t in _split(toggles[cur]) if t not in before]
+
+
+def _verdict(row: Any) -> str:
+    if math.isnan(row.estimate):
+        return "no data"
+    if math.isnan(row.ci_lo):
+        return "noise unknown"
+    return "within noise" if row.ci_lo <= 0 <= row.ci_hi else "beyond noise"
+
+
+def _factorial_effects(done: pd.DataFrame, factors: list[_Factor], interactions: bool) -> list:
+    """Main effects per on-level and, for full factorials, two-way interactions of two-level factors."""
+    labels = done["toggles"].map(lambda t: set(_split(t)))
+    on = {label: labels.map(lambda s, label=label: label in s) for f in factors for label in f.labels}
+    off = {f.name: labels.map(lambda s, f=f: not s & set(f.labels)) for f in factors}
+    rows = [(label if len(f.labels) == 1 else f"{f.name}: {label}", "main",
+             _per_seed_contrast(done, on[label], off[f.name]), math.nan)
+            for f in factors for label in f.labels]
+    if interactions:
+        two_level = [f for f in factors if len(f.labels) == 1]
+        for i, a in enumerate(two_level):
+            for b in two_level[i + 1:]:
+                same = on[a.labels[0]] == on[b.labels[0]]
+                rows.append((f"{a.name}×{b.name}", "interaction", _per_seed_contrast(done, same, ~same), math.nan))
+    return rows
+
+
+def _per_seed_contrast(done: pd.DataFrame, plus: pd.Series, minus: pd.Series) -> Estimate | None:
+    """mean(y | plus) − mean(y | minus) within each seed; the seeds' values give the interval."""
+    contrasts = []
+    for _, group in done.groupby("seed", dropna=False):
+        a, b = group["y"][plus[group.index]], group["y"][minus[group.index]]
+        if len(a) and len(b):
+            contrasts.append(a.mean() - b.mean())
+    return summarize(contrasts, paired=True) if contrasts else None
+
+
+# -------------------------------------------------------------------------------- lines
+
+
+def _fairness_line(per_run: pd.DataFrame, reference: float) -> str:
+    """Which comparison is fair: the reference only for Mainrun's data at full scale."""
+    base = per_run[(per_run["name"] == _baseline_name(per_run)) & (per_run["status"] == "completed")]
+    if base.empty:
+        return (f"Fair comparison: none certain — no completed in-matrix baseline; the reference "
+                f"{reference:g} is fair only on Mainrun's data at full scale.")
+    config = {k[4:]: v for k, v in base.iloc[0].items() if k.startswith("cfg.")}
+    default = TrainConfig().to_dict()
+    scale = [f"{k}={v}" for k, v in config.items() if k not in ("data", "seed") and default.get(k) != _plain(v)]
+    data = str(config.get("data", HUB_DATASET))
+    if data != HUB_DATASET and Path(data).name != MAINRUN_DATA_FILE:
+        scale.insert(0, f"data={Path(data).name}")
+    if bool(base["truncated"].fillna(False).any()):
+        scale.append("truncated")
+    if not scale:
+        return (f"Fair comparisons: the in-matrix baseline and the reference {reference:g} "
+                f"(Mainrun's data at full scale).")
+    shown = ", ".join(scale[:4]) + (", …" if len(scale) > 4 else "")
+    return (f"Fair comparison: the in-matrix baseline, not the reference {reference:g} "
+            f"(data/scale differ from Mainrun's: {shown}).")
+
+
+def _plain(value: Any) -> Any:
+    """JSON / numpy values as TrainConfig.to_dict() holds them (lists, Python scalars)."""
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in value]
+    return value.item() if hasattr(value, "item") else value
+
+
+def _metric_line(metric: str, mixed: bool, coverage: pd.Series) -> str:
+    low, high = (f"{coverage.min():.0%}", f"{coverage.max():.0%}") if coverage.notna().any() else ("unknown",) * 2
+    span = low if low == high else f"{low}–{high}"
+    if metric == "full":
+        why = (f"eval coverage ranges {span} across runs, so Mainrun's val_loss scores different "
+               f"targets for different runs" if mixed else "chosen with --metric full")
+        return f"Metric: val_loss_full (every validation target scored): {why}."
+    if mixed:
+        return (f"Metric: val_loss (Mainrun's official metric) — but eval coverage ranges {span}; "
+                f"runs score different targets, use --metric full to compare like-for-like.")
+    same = f"eval coverage {span} for every run" if coverage.notna().any() else "eval coverage not recorded"
+    return f"Metric: val_loss (Mainrun's official metric); {same}."
+
+
+def _notes(ranking: pd.DataFrame, effects: pd.DataFrame, alias: str, seeds: list) -> list[str]:
+    notes = []
+    ranked = ranking[ranking["rank"].notna()]
+    for row in ranked.itertuples():
+        if row.breaks_rule:
+            rules = {CATALOG[t].breaks_rule for t in row.breaks_rule.split("+") if t in CATALOG}
+            notes.append(f"{row.name} breaks Mainrun's rules ({'; '.join(sorted(rules)) or 'not allowed'}): "
+                         f"never the best.")
+        if row.not_like_for_like:
+            notes.append(f"{row.name} is not like-for-like: {row.not_like_for_like}.")
+        delta = row.d_base if not math.isnan(row.d_base) else row.d_ref
+        for t in _split(row.toggles):
+            if t in CATALOG and CATALOG[t].changes_metric and delta < 0:
+                notes.append(f"{row.name} looks like a win ({delta:+.4f}), but {t} changes the metric: "
+                             f"{CATALOG[t].changes_metric}.")
+    if alias:
+        notes.append(alias)
+    family = int(effects["p"].notna().sum())
+    if len(seeds) > 1:
+        notes.append(f"Intervals: 95% Student t; differences paired by seed where every treated run "
+                     f"has a same-seed control (else Welch); p-values Holm-corrected across {family} effects.")
+    else:
+        notes.append("One seed per configuration: noise is unknown, so no interval — small differences "
+                     "may be noise.")
+    return notes
+
+
+# ---------------------------------------------------------------------------- rendering
+
+
+def _missing(value: Any) -> bool:
+    """None, pandas' NA or a float nan (not a list, which pd.isna would test element-wise)."""
+    return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and math.isnan(value))
+
+
+def _fmt(value: Any, spec: str = ".4f", signed: bool = False) -> str:
+    if _missing(value):
+        return ""
+    return format(round(value, 10) + 0.0, ("+" if signed else "") + spec)  # no "-0.0000"
+
+
+def _duration(seconds: float) -> str:
+    if math.isnan(seconds):
+        return ""
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    return f"{seconds / 60:.0f}m" if seconds < 3600 else f"{seconds / 3600:.1f}h"
+
+
+def _si(value: float) -> str:
+    if math.isnan(value):
+        return ""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.0f}"
+
+
+def _flags(row: Any, short: bool) -> str:
+    marks = [("B", "baseline", row.is_baseline), ("★", "best", row.is_best),
+             ("✗", "breaks rule", bool(row.breaks_rule)), ("≠", "not like-for-like", bool(row.not_like_for_like))]
+    return ("" if short else ", ").join(s if short else word for s, word, on in marks if on)
+
+
+def ranking_display(report: Report, short: bool) -> pd.DataFrame:
+    """The ranked configurations as display strings; `short` abbreviates for the terminal."""
+    ranked = report.ranking[report.ranking["rank"].notna()]
+    show_toggles = any(r.toggles != r.name.lstrip("+") and not r.is_baseline for r in ranked.itertuples())
+    rows = []
+    for r in ranked.itertuples():
+        row = {"#": f"{r.rank:.0f}", "config": r.name}
+        if show_toggles or not short:
+            row["toggles"] = r.toggles
+        row.update({
+            "n": str(r.n), "final": _fmt(r.final) + (f"±{r.final_sd:.4f}" if r.n > 1 else ""),
+            "95% CI": f"{r.ci_lo:.4f}–{r.ci_hi:.4f}" if r.n > 1 else "",
+            "best@step": f"{r.best:.4f}@{r.best_step:.0f}" if not math.isnan(r.best) else "",
+            "Δref": _fmt(r.d_ref, signed=True), "Δref%": _fmt(r.d_ref_pct, ".1f", signed=True) + "%",
+            "Δbase": _fmt(r.d_base, signed=True), "wall": _duration(r.wall_time_s),
+            "tok/s": _si(r.tokens_per_s), "flags": _flags(r, short),
+        })
+        rows.append(row)
+    return _drop_empty(pd.DataFrame(rows))
+
+
+def _drop_empty(frame: pd.DataFrame) -> pd.DataFrame:
+    """Without the columns no row fills (a one-seed matrix has no intervals)."""
+    return frame.loc[:, [(frame[c].astype(str) != "").any() for c in frame.columns]] if len(frame) else frame
+
+
+def unranked_display(report: Report) -> pd.DataFrame:
+    pending = report.ranking[report.ranking["rank"].isna()]
+    return pd.DataFrame({"config": pending["name"], "seed": pending["seed"].map(lambda s: _fmt(s, ".0f")),
+                         "status": pending["status"], "error": pending["error"].fillna("")})
+
+
+def effects_display(report: Report) -> pd.DataFrame:
+    e = report.effects
+    return pd.DataFrame({
+        "effect": e["effect"], "n": e["n"].astype(str),
+        "loss": e["loss"].map(_fmt),
+        "estimate": [_fmt(r.estimate, signed=True) + (f"±{r.sd:.4f}" if not math.isnan(r.sd) else "")
+                     for r in e.itertuples()],
+        "95% CI": [f"{r.ci_lo:+.4f}…{r.ci_hi:+.4f}" if not math.isnan(r.ci_lo) else "" for r in e.itertuples()],
+        "p": e["p"].map(lambda v: _fmt(v, ".3g")), "p Holm": e["p_holm"].map(lambda v: _fmt(v, ".3g")),
+        "verdict": e["verdict"],
+    }).pipe(_drop_empty)
+
+
+def _rich_table(frame: pd.DataFrame, styles: list[str] | None = None,
+                flexible: Iterable[str] = ("config", "effect", "error", "name", "field")) -> Any:
+    """A borderless rich table: flexible text columns shrink with an ellipsis, numbers never wrap."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=0)
+    for column in frame.columns:
+        widest = max([len(str(column)), *(len(str(v)) for v in frame[column])])
+        table.add_column(str(column), no_wrap=True, overflow="ellipsis",
+                         min_width=min(widest, 8) if column in flexible else widest)
+    for i, row in enumerate(frame.itertuples(index=False)):
+        table.add_row(*(str(v) for v in row), style=styles[i] if styles else None)
+    return table
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A pipes table for pull requests."""
+    def cell(v: Any) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+    lines = ["| " + " | ".join(map(cell, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _capture(renderables: list, width: int, color: bool) -> str:
+    """Print renderables to a string: plain text, or with ANSI colours for a terminal."""
+    from rich.console import Console
+
+    from rich.text import Text
+
+    console = Console(file=io.StringIO(), width=width, force_terminal=color, no_color=not color,
+                      highlight=False, soft_wrap=False)
+    for item in renderables:  # text is printed as is (no markup); (text, style) pairs styled
+        if isinstance(item, tuple):
+            item = Text(*item)
+        console.print(Text(item) if isinstance(item, str) else item)
+    return console.file.getvalue()
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    return json.loads(frame.to_json(orient="records", default_handler=str))
+
+
+def render(report: Report, format: str = "table", width: int = 100, color: bool = False) -> str:
+    """The report as a terminal table (rich), markdown, csv (ranking then effects) or json."""
+    if format == "csv":
+        return pd.concat([report.ranking.assign(table="ranking"), report.effects.assign(table="effects")],
+                         ignore_index=True).pipe(lambda d: d[["table", *d.columns[:-1]]]).to_csv(index=False)
+    if format == "json":
+        head = {k: getattr(report, k) for k in ("experiment", "design", "metric", "reference", "seeds",
+                                                  "lines", "effects_title", "notes")}
+        return json.dumps({**head, "ranking": _records(report.ranking), "effects": _records(report.effects)},
+                          indent=2, default=str)
+    title = (f"{report.experiment} — {report.design}, {len(report.seeds)} seed(s), "
+             f"ranked by {METRICS[report.metric]}")
+    ranked = report.ranking[report.ranking["rank"].notna()]
+    pending, effects = unranked_display(report), effects_display(report)
+    if format == "markdown":
+        parts = [f"## {title}", *report.lines,
+                 markdown_table(ranking_display(report, short=False)) if len(ranked) else "No completed runs yet."]
+        if len(pending):
+            parts += ["**Not ranked**", markdown_table(pending)]
+        if len(effects):
+            parts += [f"**{report.effects_title}**", markdown_table(effects)]
+        parts.append("\n".join(f"- {note}" for note in report.notes))
+        return "\n\n".join(parts) + "\n"
+    if format != "table":
+        raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
+    styles = ["bold green" if r.is_best else "cyan" if r.is_baseline else "red" if r.breaks_rule else ""
+              for r in ranked.itertuples()]
+    parts: list = [(title, "bold"), *report.lines]
+    parts += [_rich_table(ranking_display(report, True), styles=styles),
+              "B baseline  ★ best rule-abiding  ✗ breaks Mainrun's rules  ≠ not like-for-like (see notes)"
+              ] if len(ranked) else ["No completed runs yet."]
+    if len(pending):
+        parts += [("Not ranked", "bold"), _rich_table(pending)]
+    if len(effects):
+        parts += [(report.effects_title, "bold"), _rich_table(effects)]
+    parts += [f"• {note}" for note in report.notes]
+    return _capture(parts, width, color)
+
+
+def render_frame(frame: pd.DataFrame, format: str = "table", title: str | None = None,
+                 width: int = 100, color: bool = False) -> str:
+    """Any results table (runs, evals) in one of FORMATS."""
+    if format == "csv":
+        return frame.to_csv(index=False)
+    if format == "json":
+        return json.dumps(_records(frame), indent=2)
+    shown = frame.map(_cell)
+    if format == "markdown":
+        return (f"**{title}**\n\n" if title else "") + markdown_table(shown) + "\n"
+    if format != "table":
+        raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
+    return _capture([(title, "bold")] * bool(title) + [_rich_table(shown)], width, color)
+
+
+def runs_display(runs: pd.DataFrame) -> pd.DataFrame:
+    """The columns of a load_runs() frame worth a terminal line, with short headers."""
+    columns = {"run_id": "id", "experiment": "experiment", "name": "name", "seed": "seed", "status": "status",
+               "final_val_loss": "final", "best_val_loss": "best", "best_step": "@step",
+               "wall_time_s": "wall s", "error": "error"}
+    if runs["experiment"].nunique() <= 1:
+        columns.pop("experiment")
+    return runs[list(columns)].rename(columns=columns)
+
+
+def _cell(value: Any) -> str:
+    """Compact text for one value: 4 decimals, scientific when tiny, thousands when large."""
+    if _missing(value):
+        return ""
+    if isinstance(value, (float, np.floating)):
+        if value != 0 and abs(value) < 0.01:
+            return f"{value:.2e}"
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4f}"
+    return str(value)
+
+
+# ------------------------------------------------------------------------------ one run
+
+
+@dataclass
+class RunDetail:
+    run: dict  # identity, status and results of the run
+    config_diff: pd.DataFrame  # field, value, and the baseline's value
+    evals: pd.DataFrame
+    values: list[float]  # the ranking metric over evaluations, for a sparkline
+
+
+def run_detail(runs: pd.DataFrame, evals: pd.DataFrame, row: pd.Series) -> RunDetail:
+    """One run of a load_runs() frame with its config diff against its same-seed baseline."""
+    base_rows = runs[(runs["name"] == _baseline_name(runs)) & (runs["experiment"] == row["experiment"])]
+    same_seed = base_rows[base_rows["seed"] == row["seed"]]
+    base = same_seed if len(same_seed) else base_rows
+    if len(base) and base.iloc[0]["run_id"] != row["run_id"]:
+        against, label = {k[4:]: v for k, v in base.iloc[0].items() if k.startswith("cfg.")}, "baseline"
+    else:
+        against, label = TrainConfig().to_dict(), "default"
+    config = {k[4:]: v for k, v in row.items() if k.startswith("cfg.")}
+    diff = pd.DataFrame([{"field": k, "value": _plain(v), label: _plain(against.get(k))}
+                         for k, v in config.items() if _plain(v) != _plain(against.get(k))],
+                        columns=["field", "value", label])
+    mine = evals[evals["run_id"] == row["run_id"]].drop(columns=["experiment", "run_id", "name", "seed"])
+    info = {k: _plain(row.get(k)) for k in ("run_id", "experiment", "name", "hash", "seed", "status", "error",
+                                              "toggles", "final_val_loss", "best_val_loss", "best_step",
+                                              "wall_time_s", "tokens_per_s", "code_version")}
+    info = {k: (None if _missing(v) else v) for k, v in info.items()}
+    return RunDetail(info, diff, mine.reset_index(drop=True), mine["val_loss"].astype(float).tolist())
+
+
+def render_run(detail: RunDetail, format: str = "table", width: int = 100, color: bool = False) -> str:
+    """A run's header, config diff and evaluations; csv is the evaluations alone."""
+    from .plot import sparkline
+
+    if format == "csv":
+        return detail.evals.to_csv(index=False)
+    if format == "json":
+        return json.dumps({"run": detail.run, "config_diff": _records(detail.config_diff),
+                           "evals": _records(detail.evals)}, indent=2, default=str)
+    r = detail.run
+    header = [f"{r['name']} (run {r['run_id']}, {r['hash']}, seed {r['seed']}) in {r['experiment']}: {r['status']}"]
+    if r["error"]:
+        header.append(f"error: {r['error']}")
+    if r["final_val_loss"] is not None:
+        header.append(f"final val_loss {r['final_val_loss']:.4f}, best {r['best_val_loss']:.4f} "
+                      f"at step {r['best_step']}")
+    if detail.values:
+        header.append(f"val_loss {sparkline(detail.values)}")
+    evals = detail.evals.drop(columns=[c for c in detail.evals.columns if c.startswith("extra.")])
+    if format == "markdown":
+        return "\n\n".join([*header, "**Config vs " + detail.config_diff.columns[-1] + "**",
+                            markdown_table(detail.config_diff.map(_cell)),
+                            "**Evaluations**", markdown_table(evals.map(_cell))]) + "\n"
+    if format != "table":
+        raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
+    short = evals.rename(columns={"epoch": "ep", "val_loss": "val", "val_loss_full": "full",
+                                  "eval_coverage": "cov", "train_loss": "train", "grad_norm": "gnorm",
+                                  "tokens_seen": "tokens", "elapsed_s": "time", "tokens_per_s": "tok/s"})
+    return _capture([*header, ("Config vs " + detail.config_diff.columns[-1], "bold"),
+                     _rich_table(detail.config_diff.map(_cell)), ("Evaluations", "bold"),
+                     _rich_table(short.map(_cell))], width, color)
+
+
+def as_command(row: pd.Series) -> str:
+    """An `ablate train` command line that reproduces the run: --data, then --set for every field
+    that differs from TrainConfig's defaults, and --max-steps when the run was truncated."""
+    config = TrainConfig.from_dict({k[4:]: _plain(v) for k, v in row.items()
+                                    if k.startswith("cfg.") and not _missing(v)})
+    words = ["ablate", "train", "--data", config.data]
+    for name, value in config.diff().items():
+        if name != "data":
+            words += ["--set", f"{name}={_cli_value(value)}"]
+    if not _missing(row.get("truncated")) and bool(row["truncated"]) and not _missing(row.get("steps")):
+        words += ["--max-steps", str(int(row["steps"]))]
+    return shlex.join(words)
+
+
+def _cli_value(value: Any) -> str:
+    """A config value as `parse_value` reads it back."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(repr(float(v)) for v in value)
+    return repr(value) if isinstance(value, float) else str(value)
+
+

@@ -1,0 +1,195 @@
+"""The results database as pandas tables, for reports, plots, notebooks and exports.
+
+Every loader is one query per table, whatever the number of runs, so a report over hundreds of
+runs costs a handful of queries. Loaders take `db` as a SQLAlchemy URL, a path to a .db file,
+an open `Store`, or None for `store.default_url()`; they never create a database.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import pandas as pd
+from sqlalchemy import case, func, select
+
+from .store import Eval, Experiment, ExperimentRun, Run, Store, resolve_url
+
+RUN_COLUMNS = (
+    "experiment", "run_id", "hash", "position", "name", "toggles", "seed", "status", "attempt",
+    "final_val_loss", "best_val_loss", "best_step", "wall_time_s", "tokens_per_s", "steps",
+    "max_steps", "truncated", "code_version", "error",
+)
+INT_COLUMNS = ("run_id", "position", "seed", "attempt", "best_step", "steps", "max_steps")  # nullable
+EVAL_VALUES = (
+    "step", "epoch", "val_loss", "val_loss_full", "eval_coverage", "train_loss", "lr", "grad_norm",
+    "tokens_seen", "elapsed_s", "tokens_per_s",
+)
+
+class ResultsError(LookupError):
+    """An experiment or run the database does not hold; the message says what it does hold."""
+
+
+@contextmanager
+def open_store(db: str | Path | Store | None) -> Iterator[Store]:
+    """The store behind `db`, read-only in spirit: a missing SQLite file is a StoreError."""
+    if isinstance(db, Store):
+        yield db
+        return
+    with Store(resolve_url(db), create=False) as store:
+        yield store
+
+
+def _rows(store: Store, statement: Any) -> list:
+    return store.query(statement)
+
+
+def list_experiments(db: str | Path | Store | None = None) -> pd.DataFrame:
+    """One row per experiment: name, design, reference, yaml_text, run counts, timestamps."""
+    completed = func.sum(case((Run.status == "completed", 1), else_=0))
+    statement = (
+        select(Experiment, func.count(Run.id), completed)
+        .outerjoin(ExperimentRun, ExperimentRun.experiment_id == Experiment.id)
+        .outerjoin(Run, Run.id == ExperimentRun.run_id)
+        .group_by(Experiment.id)
+        .order_by(Experiment.name)
+    )
+    with open_store(db) as store:
+        rows = _rows(store, statement)
+    return pd.DataFrame(
+        [{"experiment": e.name, "design": e.design, "reference": e.reference, "runs": n,
+          "completed": int(done or 0), "description": e.description, "yaml_text": e.yaml_text,
+          "created_at": e.created_at, "updated_at": e.updated_at} for e, n, done in rows],
+        columns=["experiment", "design", "reference", "runs", "completed", "description",
+                 "yaml_text", "created_at", "updated_at"],
+    )
+
+
+def pick_experiment(db: str | Path | Store | None, name: str | None) -> pd.Series:
+    """The named experiment, or the only one when no name is given; else a ResultsError."""
+    experiments = list_experiments(db)
+    names = ", ".join(experiments["experiment"]) or "none"
+    if name is not None:
+        hit = experiments[experiments["experiment"] == name]
+        if hit.empty:
+            raise ResultsError(f"unknown experiment {name!r}; the database holds: {names}")
+        return hit.iloc[0]
+    if len(experiments) != 1:
+        raise ResultsError("no experiments in the database" if experiments.empty else
+                           f"the database holds several experiments; pick one with --experiment: {names}")
+    return experiments.iloc[0]
+
+
+def _check_experiment(store: Store, experiment: str | None) -> None:
+    if experiment is not None and store.experiment(experiment) is None:
+        pick_experiment(store, experiment)  # raises, listing the experiments that exist
+
+
+def _prefixed(prefix: str, values: dict | None) -> dict:
+    return {f"{prefix}{k}": v for k, v in (values or {}).items()}
+
+
+def load_runs(db: str | Path | Store | None = None, experiment: str | None = None) -> pd.DataFrame:
+    """One row per (experiment, run), in matrix order.
+
+    Columns: RUN_COLUMNS (name and toggles as the experiment sees them, toggles joined as
+    "a+b"), then every config field as `cfg.<field>` and every extra result key (those beyond
+    the runs table's columns, e.g. val_text_sha256, eval_coverage) as `res.<key>`.
+    """
+    statement = (
+        select(Experiment.name, ExperimentRun.position, ExperimentRun.name, ExperimentRun.toggles, Run)
+        .join(ExperimentRun, ExperimentRun.experiment_id == Experiment.id)
+        .join(Run, Run.id == ExperimentRun.run_id)
+        .order_by(Experiment.name, ExperimentRun.position, Run.id)
+    )
+    if experiment is not None:
+        statement = statement.where(Experiment.name == experiment)
+    with open_store(db) as store:
+        _check_experiment(store, experiment)
+        rows = _rows(store, statement)
+    records = []
+    for exp, position, name, toggles, run in rows:
+        record = {column: getattr(run, column, None) for column in RUN_COLUMNS}
+        record.update(experiment=exp, run_id=run.id, position=position, name=name,
+                      toggles="+".join(toggles or []))
+        records.append({**record, **_prefixed("cfg.", run.config), **_prefixed("res.", run.result)})
+    frame = pd.DataFrame(records) if records else pd.DataFrame(columns=list(RUN_COLUMNS))
+    return frame.astype({column: "Int64" for column in INT_COLUMNS})
+
+
+def load_evals(db: str | Path | Store | None = None, experiment: str | None = None,
+               runs: Iterable[int | str] | None = None) -> pd.DataFrame:
+    """One row per evaluation of each run's current attempt, in step order.
+
+    Columns: experiment, run_id, name, seed, EVAL_VALUES, and the eval's extra metrics as
+    `extra.<key>` (e.g. extra.attention_entropy). `runs` keeps run ids (int) or names (str).
+    """
+    statement = (
+        select(Experiment.name, ExperimentRun.name, Run.seed, Eval.run_id,
+               *(getattr(Eval, column) for column in EVAL_VALUES), Eval.extra)
+        .join(ExperimentRun, ExperimentRun.experiment_id == Experiment.id)
+        .join(Run, Run.id == ExperimentRun.run_id)
+        .join(Eval, (Eval.run_id == Run.id) & (Eval.attempt == Run.attempt))
+        .order_by(Experiment.name, ExperimentRun.position, Run.id, Eval.step)
+    )
+    if experiment is not None:
+        statement = statement.where(Experiment.name == experiment)
+    if runs is not None:
+        wanted = list(runs)
+        ids = [r for r in wanted if isinstance(r, int)]
+        names = [r for r in wanted if isinstance(r, str)]
+        statement = statement.where(Run.id.in_(ids) | ExperimentRun.name.in_(names))
+    with open_store(db) as store:
+        _check_experiment(store, experiment)
+        rows = _rows(store, statement)
+    columns = ["experiment", "name", "seed", "run_id", *EVAL_VALUES]
+    records = [{**dict(zip(columns, row[:-1])), **_prefixed("extra.", row[-1])} for row in rows]
+    frame = pd.DataFrame(records) if records else pd.DataFrame(columns=columns)
+    return frame[["experiment", "run_id", "name", "seed", *frame.columns[4:]]]
+
+
+def find_run(runs: pd.DataFrame, ref: str) -> pd.Series:
+    """The run `ref` names in a load_runs() frame: a run id, a run name, or a hash prefix."""
+    unique = runs.drop_duplicates("run_id")
+    if ref.isdigit() and (hit := unique[unique["run_id"] == int(ref)]).shape[0]:
+        return hit.iloc[0]
+    by_name = runs[runs["name"] == ref]
+    if by_name["experiment"].nunique() > 1:
+        raise ResultsError(f"run name {ref!r} is in several experiments "
+                           f"({', '.join(sorted(by_name['experiment'].unique()))}); pick one with --experiment")
+    hits = by_name if not by_name.empty else unique[unique["hash"].str.startswith(ref.lower())]
+    if len(hits) == 1:
+        return hits.iloc[0]
+    if hits.empty:
+        raise ResultsError(f"no run {ref!r} (by id, name or hash prefix)")
+    choices = ", ".join(f"{r.run_id} (seed {r.seed})" for r in hits.itertuples())
+    raise ResultsError(f"{ref!r} matches {len(hits)} runs; give a run id: {choices}")
+
+
+def select_runs(runs: pd.DataFrame, status: str | None = None, toggle: str | None = None) -> pd.DataFrame:
+    """The load_runs() rows with this status and/or this toggle on."""
+    keep = pd.Series(True, index=runs.index)
+    if status is not None:
+        keep &= runs["status"] == status
+    if toggle is not None:
+        keep &= runs["toggles"].map(lambda t: toggle in str(t or "").split("+"))
+    return runs[keep]
+
+
+def export(frame: pd.DataFrame, path: str | Path) -> Path:
+    """Write a loader's frame to .csv or .parquet (lists and dicts become JSON text in parquet)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        frame.to_csv(path, index=False)
+    elif suffix == ".parquet":
+        flat = frame.map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v)
+        try:
+            flat.to_parquet(path, index=False)
+        except ImportError as e:
+            raise ResultsError(f"writing parquet needs pyarrow or fastparquet ({e}); or export to .csv") from None
+    else:
+        raise ResultsError(f"cannot export to {path.name!r}: expected a .csv or .parquet file name")
+    return path
