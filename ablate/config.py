@@ -44,6 +44,7 @@ class TrainConfig:
     seed: int = 1337
     vocab_size: int = 16_000
     pretokenizer: PreTokenizer = "bytelevel"  # url_split: the report's Split(URL) + ByteLevel
+    tokenizer_lowercase: bool = False  # a lossy normalizer: changes what the metric scores
     # --- model (§6) ---
     block_size: int = 128
     batch_size: int = 64

@@ -18,13 +18,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from .config import HUB_DATASET, TrainConfig
 
 EOS = "<eos>"
 SPECIAL_TOKENS = ["<pad>", EOS, "<unk>"]
-CACHE_FORMAT = 3  # 2, 3: URL_PATTERN fixes (url_split ids changed)
+CACHE_FORMAT = 4  # 2, 3: URL_PATTERN fixes (url_split ids changed); 4: round-trip check
 LOCAL_FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "json", ".json": "json"}
 
 # GPT-2's pre-tokenization regex with a URL alternative in front: one Split keeps a whole URL
@@ -50,6 +50,7 @@ class PreparedData:
     train_title_lengths: torch.Tensor  # tokens per train title (incl. its <eos>), for augmentation
     val_chars: int  # characters of the validation text: Mainrun's loss denominator
     val_text_sha256: str
+    tokenizer_roundtrip: bool  # decoding the validation ids gives the validation text back
     fingerprint: str  # data identity: hub id, or the local file's content hash
     vocab_size: int  # the tokenizer's actual size (what the model is built with)
     cache_hit: bool
@@ -59,7 +60,8 @@ class PreparedData:
     def info(self) -> dict:
         return {"data_fingerprint": self.fingerprint, "train_tokens": len(self.train_ids),
                 "val_tokens": len(self.val_ids), "val_chars": self.val_chars,
-                "val_text_sha256": self.val_text_sha256, "tokenizer_vocab": self.vocab_size,
+                "val_text_sha256": self.val_text_sha256,
+                "tokenizer_roundtrip": self.tokenizer_roundtrip, "tokenizer_vocab": self.vocab_size,
                 "data_cache_hit": self.cache_hit, "data_seconds": round(self.seconds, 3)}
 
 
@@ -122,8 +124,19 @@ def build_tokenizer(cfg: TrainConfig) -> Tokenizer:
         ])
     else:
         tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel()
+    if cfg.tokenizer_lowercase:
+        tokenizer.normalizer = normalizers.Lowercase()
     tokenizer.decoder = decoders.ByteLevel()
     return tokenizer
+
+
+def round_trips(tokenizer: Tokenizer, val_ids: torch.Tensor, val_text: str) -> bool:
+    """Does decoding the ids give the text back? The only difference allowed is ByteLevel's
+    prefix-space convention: one space in front of each title (titles are stripped, so a space
+    right after <eos> or at the very start can only come from it). A lossy tokenizer — one
+    that lowercases, or drops characters — fails."""
+    decoded = tokenizer.decode(val_ids.tolist(), skip_special_tokens=False)
+    return decoded.removeprefix(" ").replace(EOS + " ", EOS) == val_text
 
 
 def _encode(tokenizer: Tokenizer, titles: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -138,7 +151,7 @@ def _encode(tokenizer: Tokenizer, titles: list[str]) -> tuple[torch.Tensor, torc
 def cache_key(cfg: TrainConfig, data_fingerprint: str) -> str:
     key = {"format": CACHE_FORMAT, "data": data_fingerprint, "num_titles": cfg.num_titles,
            "seed": cfg.seed, "val_frac": cfg.val_frac, "vocab_size": cfg.vocab_size,
-           "pretokenizer": cfg.pretokenizer}
+           "pretokenizer": cfg.pretokenizer, "tokenizer_lowercase": cfg.tokenizer_lowercase}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
 
@@ -163,11 +176,12 @@ def prepare(cfg: TrainConfig, cache_dir: str | Path | None = None) -> PreparedDa
     val_text = EOS.join(val_titles) + EOS
     meta = {"val_chars": len(val_text),
             "val_text_sha256": hashlib.sha256(val_text.encode()).hexdigest(),
+            "tokenizer_roundtrip": round_trips(tokenizer, val_ids, val_text),
             "num_train_titles": len(train_titles), "num_val_titles": len(val_titles)}
     _write_entry(entry, tokenizer, train_ids, val_ids, train_lengths, meta)
     return PreparedData(tokenizer, train_ids, val_ids, train_lengths, meta["val_chars"],
-                        meta["val_text_sha256"], fp, tokenizer.get_vocab_size(), False,
-                        time.perf_counter() - t0)
+                        meta["val_text_sha256"], meta["tokenizer_roundtrip"], fp,
+                        tokenizer.get_vocab_size(), False, time.perf_counter() - t0)
 
 
 def _write_entry(entry: Path, tokenizer, train_ids, val_ids, train_lengths, meta) -> None:
@@ -189,4 +203,5 @@ def _read_entry(entry: Path, fp: str, t0: float) -> PreparedData:
     tensors = torch.load(entry / "ids.pt", weights_only=True)
     return PreparedData(tokenizer, tensors["train_ids"], tensors["val_ids"],
                         tensors["train_title_lengths"], meta["val_chars"], meta["val_text_sha256"],
-                        fp, tokenizer.get_vocab_size(), True, time.perf_counter() - t0)
+                        meta["tokenizer_roundtrip"], fp, tokenizer.get_vocab_size(), True,
+                        time.perf_counter() - t0)

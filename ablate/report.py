@@ -193,6 +193,8 @@ def make_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame,
     per_run = _per_run(runs, evals, chosen, coverage)
     ranking = _ranking(per_run, factors, reference, chosen)
     effects, title = _effects(design, per_run, factors)
+    incomparable = ranking.loc[ranking["error"].fillna("").str.startswith("not like-for-like"), "name"]
+    effects.loc[effects["effect"].isin(set(incomparable)), "verdict"] = "not like-for-like"
     seeds = sorted(per_run["seed"].dropna().unique().tolist())
     lines = [_fairness_line(per_run, reference), _metric_line(chosen, mixed, done)]
     return Report(exp["experiment"], design, chosen, reference, seeds, lines, ranking, effects, title,
@@ -291,6 +293,9 @@ def _mismatches(run: pd.Series, base: pd.Series | None, metric: str) -> list[tup
     return reasons
 
 
+_INCURABLE = ("does not round-trip", "validation text differs")
+
+
 def _ranking(per_run: pd.DataFrame, factors: list[_Factor], reference: float, metric: str) -> pd.DataFrame:
     base_name = _baseline_name(per_run)
     done = per_run[(per_run["status"] == "completed") & per_run["y"].notna()]
@@ -320,18 +325,24 @@ def _ranking(per_run: pd.DataFrame, factors: list[_Factor], reference: float, me
             "is_baseline": name == base_name, "breaks_rule": "+".join(breaking),
             "not_like_for_like": "; ".join(mismatch), "fair": not any(mismatch.values()),
         })
-    ranked = pd.DataFrame(rows, columns=_RANKING_COLUMNS[1:-1])
-    ranked = ranked.sort_values("final", kind="stable").reset_index(drop=True)
+    every = pd.DataFrame(rows, columns=_RANKING_COLUMNS[1:-1])
+    # A number that no metric can make comparable (a lossy tokenizer, another validation text)
+    # is not ranked at all but listed with its reason; a coverage gap only bars "best".
+    comparable = ~every["not_like_for_like"].str.contains("|".join(_INCURABLE), regex=True)
+    ranked = every[comparable].sort_values("final", kind="stable").reset_index(drop=True)
     ranked.insert(0, "rank", np.arange(1, len(ranked) + 1, dtype=float))
     eligible = ranked[(ranked["breaks_rule"] == "") & ranked["fair"]]
     ranked["is_best"] = ranked.index == (eligible.index[0] if len(eligible) else -1)
+    incomparable = every[~comparable].assign(
+        rank=math.nan, is_best=False,
+        error=lambda f: "not like-for-like: " + f["not_like_for_like"])
     pending = per_run[per_run["status"] != "completed"]
     unranked = pd.DataFrame({
         "name": pending["name"], "toggles": pending["toggles"], "n": 0, "status": pending["status"],
         "error": pending["error"], "seed": pending["seed"], "is_baseline": pending["name"] == base_name,
         "breaks_rule": "", "not_like_for_like": "", "fair": True, "is_best": False,
     })
-    return pd.concat([ranked, unranked], ignore_index=True)[_RANKING_COLUMNS]
+    return pd.concat([ranked, incomparable, unranked], ignore_index=True)[_RANKING_COLUMNS]
 
 
 _RANKING_COLUMNS = [
@@ -593,7 +604,8 @@ def _rich_table(frame: pd.DataFrame, styles: list[str] | None = None,
     table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=0)
     for column in frame.columns:
         widest = max([len(str(column)), *(len(str(v)) for v in frame[column])])
-        table.add_column(str(column), no_wrap=True, overflow="ellipsis",
+        wraps = column == "error"  # reasons are read in full; everything else stays one line
+        table.add_column(str(column), no_wrap=not wraps, overflow="fold" if wraps else "ellipsis",
                          min_width=min(widest, 8) if column in flexible else widest)
     for i, row in enumerate(frame.itertuples(index=False)):
         table.add_row(*(str(v) for v in row), style=styles[i] if styles else None)

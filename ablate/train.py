@@ -241,6 +241,10 @@ def train(config: TrainConfig | dict, on_eval: EvalCallback | None = None,
                 if cfg.token_mask_prob > 0 else None)
 
     coverage = eval_coverage(len(val_ids), cfg.block_size, cfg.batch_size)
+    # What each evaluation scored, so a comparison can check it is like for like (issue: the
+    # metric can be gamed by scoring fewer tokens or a different text).
+    eval_identity = {k: data.info[k] for k in
+                     ("val_tokens", "val_chars", "val_text_sha256", "tokenizer_roundtrip")}
     stop_at = min(sched.max_steps, opts.max_steps or sched.max_steps)
     step_loss = torch.zeros(stop_at, device=device)
     step_norm = torch.zeros(stop_at, device=device)
@@ -309,10 +313,11 @@ def train(config: TrainConfig | dict, on_eval: EvalCallback | None = None,
                 if not math.isfinite(metrics["val_loss"]):
                     raise NonFiniteLoss(f"non-finite validation loss at step {step}")
                 metrics.update(
-                    step=step, max_steps=sched.max_steps, epoch=epoch, train_loss=sum(losses) / len(losses),
-                    lr=step_lr[-1], grad_norm=norms[-1], tokens_seen=step * tokens_per_step,
-                    elapsed_s=time.perf_counter() - t_train0,
+                    step=step, max_steps=sched.max_steps, epoch=epoch,
+                    train_loss=sum(losses) / len(losses), lr=step_lr[-1], grad_norm=norms[-1],
+                    tokens_seen=step * tokens_per_step, elapsed_s=time.perf_counter() - t_train0,
                     tokens_per_s=step * tokens_per_step / train_time, eval_coverage=coverage,
+                    **eval_identity,
                     step_metrics=[{"step": last_eval_step + i + 1, "train_loss": l, "lr": r,
                                    "grad_norm": g} for i, (l, r, g) in enumerate(
                                        zip(losses, step_lr[last_eval_step:step], norms))]

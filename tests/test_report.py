@@ -260,10 +260,12 @@ def test_mixed_coverage_defaults_to_full_metric(db):
     report = rp.build_report(db, "mixed")
     assert report.metric == "full" and "eval coverage ranges 70%–96%" in report.lines[1]
     table = ranked(report)
-    assert list(table.index) == ["url_pretokenizer", "sdpa", "baseline", "rmsnorm", "vocab_32k"]
+    # a lossy tokenizer or another validation text cannot be ranked by any metric
+    assert list(table.index) == ["sdpa", "baseline", "vocab_32k"]
     assert table.loc["sdpa", "final"] == pytest.approx(1.84)
-    assert "does not round-trip" in table.loc["url_pretokenizer", "not_like_for_like"]
-    assert "validation text differs" in table.loc["rmsnorm", "not_like_for_like"]
+    excluded = report.ranking[report.ranking["rank"].isna()].set_index("name")["error"]
+    assert "does not round-trip" in excluded["url_pretokenizer"]
+    assert "validation text differs" in excluded["rmsnorm"]
     assert "eval coverage 70% vs baseline 96%" in table.loc["vocab_32k", "not_like_for_like"]
     assert table.loc["vocab_32k", "fair"]  # val_loss_full scores every target
     assert table.loc["sdpa", "is_best"]  # url_pretokenizer is lower but not like-for-like
