@@ -16,7 +16,7 @@ from .config import ConfigError, ExecOptions, TrainConfig, parse_value
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Ablation matrices for small language models: which changes help?")
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # piped output: whole lines, never wrapped at 80
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -141,6 +141,9 @@ def run(
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile each model")] = False,
     log_dir: Annotated[str, typer.Option(help="where each job's output goes")] = "ablate-logs",
     trainer: Annotated[str, typer.Option(help="training entry point, module:function")] = "ablate.train:train",
+    checkpoints: Annotated[bool, typer.Option("--checkpoints", help="checkpoint every run at each evaluation")] = False,
+    resume: Annotated[bool, typer.Option("--resume", help="continue interrupted runs from their last checkpoint (implies --checkpoints)")] = False,
+    checkpoint_dir: Annotated[str, typer.Option(help="where checkpoints go, one folder per run hash")] = "ablate-checkpoints",
 ) -> None:
     """Run a matrix: every configuration once, results committed as they happen."""
     from . import runner
@@ -162,7 +165,7 @@ def run(
     run_ids = runner.register(store, matrix, rows)
     slots = detect_slots(matrix.execution.devices, jobs_per_device or matrix.execution.jobs_per_device)
     pool = LocalExecutor(slots, Path(log_dir) / matrix.name)
-    console = Console()
+    console = Console(soft_wrap=True)
     done = sum(r.status == "completed" for r in store.runs_by_hash(r.hash for r in rows).values())
     if done == len(set(run_ids)) and rerun != "all":
         console.print(f"{matrix.name}: all {len(set(run_ids))} runs already completed in {url}; "
@@ -172,7 +175,9 @@ def run(
                   f"{len(slots)} {slots[0].device} slot(s); results in {url}", highlight=False)
     with LiveProgress(store, len(set(run_ids)), done, console) as progress:
         outcome = runner.run(store, run_ids, pool, db_url=url, rerun=rerun, trainer=trainer,
-                             options={"compile": compile}, on_event=progress)
+                             options={"compile": compile, "resume": resume},
+                             checkpoint_root=Path(checkpoint_dir) if checkpoints or resume else None,
+                             on_event=progress)
     statuses = [store.run(i).status for i in dict.fromkeys(run_ids)]
     summary = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
     console.print(f"{matrix.name}: trained {len(outcome.trained)} run(s) now; {summary}. "

@@ -137,11 +137,12 @@ class TrainConfig:
         return {k: v for k, v in self.to_dict().items() if ref[k] != v}
 
     def identity_hash(self, data_fingerprint: str | None = None) -> str:
-        """Hash of the canonical config; the data path is replaced by the data's fingerprint
-        when given, so the same file under two paths is the same run."""
-        d = self.to_dict()
-        if data_fingerprint is not None:
-            d["data"] = data_fingerprint
+        """Hash of what makes this run differ from the baseline, plus its data and seed.
+
+        Only non-default fields enter (defaults ARE the baseline), so a new switch added in
+        its off position leaves every stored run's identity unchanged. The data path is
+        replaced by the data's fingerprint when given: one file under two paths is one run."""
+        d = {**self.diff(), "data": data_fingerprint or self.data, "seed": self.seed}
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -159,6 +160,7 @@ class ExecOptions:
     max_steps: int | None = None  # stop after N optimizer steps; schedule and eval points unchanged
     cache_dir: str | None = None  # tokenizer/ids cache (default: ~/.cache/ablate or $ABLATE_CACHE)
     checkpoint_dir: str | None = None  # write a checkpoint at each evaluation when set
+    resume: bool = False  # continue from checkpoint_dir's checkpoint when there is one
     threads: int | None = None  # torch intra-op threads (CPU)
     step_metrics: bool = True  # report lr / grad norm / loss of every step at each evaluation
 

@@ -87,8 +87,10 @@ Progress = Callable[[str, dict], None]  # (event, details): "start", "end", "tic
 
 def run(store: Store, run_ids: list[int], executor: Executor, *, db_url: str,
         trainer: str = DEFAULT_TRAINER, options: dict | None = None, rerun: str | None = None,
-        on_event: Progress | None = None) -> Outcome:
-    """Train every run of `run_ids` that is not completed, in free executor slots."""
+        checkpoint_root: Path | None = None, on_event: Progress | None = None) -> Outcome:
+    """Train every run of `run_ids` that is not completed, in free executor slots. With a
+    `checkpoint_root`, each run checkpoints under root/<hash> (options `resume` decides whether
+    an interrupted run continues from there)."""
     notify = on_event or (lambda event, details: None)
     host, pid = socket.gethostname(), os.getpid()
     for reaped in store.reap_stale(host=host, stale_after_s=STALE_AFTER_S):
@@ -106,7 +108,10 @@ def run(store: Store, run_ids: list[int], executor: Executor, *, db_url: str,
                                       code_version=code_version())
                 if claimed is None:
                     break
-                job = Job(claimed.id, claimed.attempt, claimed.name, db_url, trainer, options or {})
+                job_options = dict(options or {})
+                if checkpoint_root is not None:
+                    job_options["checkpoint_dir"] = str(checkpoint_root / claimed.hash)
+                job = Job(claimed.id, claimed.attempt, claimed.name, db_url, trainer, job_options)
                 tried.add(claimed.id)
                 executor.start(job)
                 active[claimed.id] = job

@@ -43,6 +43,7 @@ from sqlalchemy import (
     TypeDecorator,
     UniqueConstraint,
     create_engine,
+    delete,
     event,
     inspect,
     select,
@@ -459,7 +460,8 @@ class Store:
 
         Each dict has hash, name, config, toggles, seed, position. A run whose hash exists is
         reused whatever its status (completed work is shared across matrices); its link to this
-        experiment is created or updated. Idempotent. Returns the run ids in `planned` order.
+        experiment is created or updated, and links to runs no longer planned are removed.
+        Idempotent. Returns the run ids in `planned` order.
         """
 
         def _add(session: Session) -> list[int]:
@@ -482,6 +484,10 @@ class Store:
                     session.add(link)
                 link.name, link.toggles, link.position = item["name"], list(item["toggles"]), item["position"]
                 ids.append(run.id)
+            # The experiment is what its matrix says now: runs the file no longer plans are
+            # unlinked (they stay in `runs`, shared, with their results) so reports never mix them in.
+            session.execute(delete(ExperimentRun).where(
+                ExperimentRun.experiment_id == experiment_id, ExperimentRun.run_id.not_in(ids)))
             return ids
 
         return self._write(_add, retry_conflicts=True)

@@ -253,18 +253,34 @@ def train(config: TrainConfig | dict, on_eval: EvalCallback | None = None,
     span = cfg.batch_size * cfg.block_size + 1
     params = list(model.parameters())
 
+    stateful = {"model": model, "optimizer": opt, "scheduler": scheduler, "scaler": scaler,
+                "aug_gen": aug_gen, "mask_gen": mask_gen}
     evals: list[dict[str, Any]] = []
-    last_eval_step, train_time, t_resume = 0, 0.0, time.perf_counter()
-    t_train0 = t_resume
-    stream, ptr, step = train_ids, 0, 0
+    stream, ptr, step, train_time, elapsed0 = train_ids, 0, 0, 0.0, 0.0
+    checkpoint = Path(opts.checkpoint_dir) / CHECKPOINT_FILE if opts.checkpoint_dir else None
+    if opts.resume and checkpoint and checkpoint.exists():
+        # everything a step depends on comes back, so the run continues exactly
+        position = restore_checkpoint(checkpoint, cfg, stateful, ema, device)
+        evals, step, ptr, train_time = (position["evals"], position["step"], position["ptr"],
+                                        position["train_time"])
+        stream = train_ids if position["stream"] is None else position["stream"].to(device)
+        elapsed0 = evals[-1]["elapsed_s"]
+        step_lr.extend([math.nan] * step)
+        for metrics in evals:  # the consumer sees the whole run, restored part included
+            if on_eval:
+                on_eval(metrics)
+    resumed_from_step = last_eval_step = step
+    t_resume = time.perf_counter()
+    t_train0 = t_resume - elapsed0
+    first_epoch, done_in_epoch = step // sched.steps_per_epoch + 1, step % sched.steps_per_epoch
     model.train()
-    for epoch in range(1, cfg.epochs + 1):
-        if cfg.sequence_augment_prob > 0:
+    for epoch in range(first_epoch, cfg.epochs + 1):
+        if cfg.sequence_augment_prob > 0 and not (epoch == first_epoch and done_in_epoch):
             new = (augmented_stream(data.train_ids, data.train_title_lengths, aug_gen).to(device)
                    if random.random() < cfg.sequence_augment_prob else train_ids)
             if new is not stream:
                 stream, ptr = new, 0
-        for _ in range(sched.steps_per_epoch):
+        for _ in range(sched.steps_per_epoch - (done_in_epoch if epoch == first_epoch else 0)):
             if step >= stop_at:
                 break
             step += 1
@@ -323,12 +339,15 @@ def train(config: TrainConfig | dict, on_eval: EvalCallback | None = None,
                                        zip(losses, step_lr[last_eval_step:step], norms))]
                     if opts.step_metrics else [])
                 evals.append(metrics)
-                if opts.checkpoint_dir:
-                    save_checkpoint(Path(opts.checkpoint_dir), model, opt, scheduler, ema,
-                                    scaler, step=step, ptr=ptr, epoch=epoch)
+                if checkpoint:
+                    save_checkpoint(checkpoint, cfg, stateful, ema, {
+                        "step": step, "ptr": ptr, "epoch": epoch, "evals": evals,
+                        "train_time": train_time,
+                        "stream": None if stream is train_ids else stream.cpu()})
                 if on_eval:
                     on_eval(metrics)
-                last_eval_step, t_resume = step, time.perf_counter()
+                resumed_from_step = last_eval_step = step
+    t_resume = time.perf_counter()
 
     final = evals[-1]
     best = min(evals, key=lambda e: e["val_loss"])
@@ -339,7 +358,7 @@ def train(config: TrainConfig | dict, on_eval: EvalCallback | None = None,
         "truncated": step < sched.max_steps, "evals": len(evals),
         "wall_time_s": time.perf_counter() - t_start, "train_time_s": train_time,
         "tokens_per_s": final["tokens_per_s"], "device": _device_name(device),
-        "eval_coverage": coverage, **data.info,
+        "eval_coverage": coverage, "resumed_from_step": resumed_from_step, **data.info,
     }
 
 
@@ -368,20 +387,54 @@ def attention_entropy(model: GPT, val_ids: torch.Tensor, block_size: int, rows: 
     return model.attention_entropy(False).item()
 
 
-def save_checkpoint(directory: Path, model, opt, scheduler, ema, scaler, **position) -> Path:
-    """Everything needed to continue the run, written atomically (tmp file + rename)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    state = {
-        "model": model.state_dict(), "optimizer": opt.state_dict(),
-        "scheduler": scheduler.state_dict(), "ema": ema.shadow if ema else None,
-        "scaler": scaler.state_dict() if scaler else None,
-        "rng_cpu": torch.get_rng_state(), "rng_python": random.getstate(), **position,
-    }
-    path = directory / "checkpoint.pt"
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+def save_checkpoint(path: Path, cfg: TrainConfig, stateful: dict, ema: EMA | None,
+                    position: dict) -> Path:
+    """Everything the next step depends on — weights, optimizer, scheduler, scaler, EMA, every
+    RNG, the data position and the evaluations so far — written atomically (tmp + rename), so
+    a kill while writing leaves the previous checkpoint intact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {name: obj.state_dict() if hasattr(obj, "state_dict") else obj.get_state()
+             for name, obj in stateful.items() if obj is not None}
+    state.update(config=cfg.to_dict(), ema=ema.shadow if ema else None, position=position,
+                 rng_cpu=torch.get_rng_state(), rng_python=random.getstate(),
+                 rng_cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
     torch.save(state, tmp)
     os.replace(tmp, path)
     return path
+
+
+def restore_checkpoint(path: Path, cfg: TrainConfig, stateful: dict, ema: EMA | None,
+                       device: torch.device) -> dict:
+    """Load a checkpoint into freshly built objects (tensors only: weights_only=True, so a
+    checkpoint cannot run code); returns the saved position."""
+    state = torch.load(path, map_location=device, weights_only=True)
+    if state["config"] != cfg.to_dict():
+        raise ConfigError(f"checkpoint {path} belongs to another configuration; "
+                          f"differs in {sorted(k for k, v in cfg.to_dict().items() if state['config'].get(k) != v)}")
+    for name, obj in stateful.items():
+        if obj is None:
+            continue
+        if hasattr(obj, "load_state_dict"):
+            obj.load_state_dict(state[name])
+        else:
+            obj.set_state(state[name].cpu())
+    if ema:
+        with torch.no_grad():
+            torch._foreach_copy_(ema.shadow, state["ema"])
+    torch.set_rng_state(state["rng_cpu"].cpu())
+    random.setstate(_as_tuples(state["rng_python"]))
+    if state["rng_cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
+    return state["position"]
+
+
+def _as_tuples(value: Any) -> Any:
+    """random.setstate wants the tuples that pickling turned into lists."""
+    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def _device_name(device: torch.device) -> str:

@@ -207,3 +207,12 @@ def test_apply_accepts_equal_values():
     # grouped_weight_decay and weight_decay_001 both set weight_decay 0.01: no conflict
     assert apply(TrainConfig(), ["grouped_weight_decay", "weight_decay_001"]).weight_decay == 0.01
     assert apply(TrainConfig(), []) == TrainConfig()
+
+
+def test_identity_of_the_baseline_is_pinned():
+    """Only non-default fields, the data and the seed make a run's identity: a new switch added
+    in its off position must not turn every stored run into a new one (this value must never
+    change)."""
+    assert TrainConfig().identity_hash("sha256:abc") == "9e5ebdd0d153d1ae"
+    assert TrainConfig(lr=1e-3, seed=1).identity_hash("sha256:abc") == "f97a85e48487174c"
+    assert TrainConfig(seed=1).identity_hash("sha256:abc") != TrainConfig().identity_hash("sha256:abc")

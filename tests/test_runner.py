@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -189,3 +190,39 @@ def test_plan_lists_runs_and_what_is_done(tmp_path, needs_data):
     assert result.returncode == 0, result.stderr
     assert "2 runs, 0 already completed" in result.stdout
     assert "'same' changes nothing" in result.stderr  # a no-op toggle is a warning, not a run
+
+
+def test_ctrl_c_stops_jobs_and_marks_them_interrupted(tmp_path, needs_data):
+    matrix = write_matrix(tmp_path, "ctrlc", "[sdpa]", epochs=6)
+    db = tmp_path / "r.db"
+    runner = ablate("run", str(matrix), db=db, cwd=tmp_path, background=True)
+    run_id, job_pid = wait_for(lambda: poll(
+        db, "select r.id, r.pid from runs r where r.status='running' and r.pid != ? and "
+            "(select count(*) from evals e where e.run_id=r.id) >= 1", runner.pid), what="a job")[0]
+    runner.send_signal(signal.SIGINT)
+    out, _ = runner.communicate(timeout=60)
+    assert runner.returncode == 130, out
+    assert query(db, "select status, error from runs where id=?", run_id)[0][0] == "interrupted"
+    assert not _alive(job_pid)
+    assert query(db, "select count(*) from runs where status='running'") == [(0,)]
+
+
+def test_resume_continues_a_killed_run_from_its_checkpoint_exactly(tmp_path, needs_data):
+    matrix = write_matrix(tmp_path, "resume", "[]", epochs=6, extra="")
+    matrix.write_text(matrix.read_text().replace("design: one-at-a-time", "design: list")
+                      .replace("toggles: []", "toggles: []\nruns: [{name: baseline, toggles: []}]"))
+    clean_db, db = tmp_path / "clean.db", tmp_path / "r.db"
+    assert ablate("run", str(matrix), db=clean_db, cwd=tmp_path).returncode == 0
+    runner = ablate("run", str(matrix), "--checkpoints", db=db, cwd=tmp_path, background=True)
+    pid = wait_for(lambda: poll(
+        db, "select r.pid from runs r where r.status='running' and r.pid != ? and "
+            "(select count(*) from evals e where e.run_id=r.id) >= 3", runner.pid), what="evals")
+    os.kill(pid[0][0], signal.SIGKILL)
+    runner.communicate(timeout=120)
+    again = ablate("run", str(matrix), "--resume", db=db, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    (status, attempt, result), = query(db, "select status, attempt, result from runs")
+    assert status == "completed" and attempt == 2
+    assert json.loads(result)["resumed_from_step"] > 1
+    curve = "select step, val_loss, train_loss from evals where attempt=? order by step"
+    assert query(db, curve, 2) == query(clean_db, curve, 1)  # bit for bit, on CPU

@@ -171,6 +171,13 @@ def test_add_runs_keeps_completed_work(store, exp_runs):
     assert store.run(ids[0]).status == "completed"
 
 
+def test_add_runs_makes_the_experiment_what_its_matrix_says_now(store, exp_runs):
+    exp, ids = exp_runs  # three runs linked
+    kept = store.add_runs(exp, _planned(2))  # the matrix file lost its third run
+    assert [e.run.id for e in store.runs_for(exp)] == kept == ids[:2]
+    assert store.run(ids[2]) is not None  # unlinked, never deleted: its results stay shared
+
+
 def test_add_runs_unknown_experiment(store):
     with pytest.raises(StoreError, match="no experiment"):
         store.add_runs(999, _planned(1))
