@@ -346,8 +346,7 @@ def train(config: TrainConfig | dict, on_eval: EvalCallback | None = None,
                         "stream": None if stream is train_ids else stream.cpu()})
                 if on_eval:
                     on_eval(metrics)
-                resumed_from_step = last_eval_step = step
-    t_resume = time.perf_counter()
+                last_eval_step, t_resume = step, time.perf_counter()
 
     final = evals[-1]
     best = min(evals, key=lambda e: e["val_loss"])

@@ -42,6 +42,9 @@ def test_resumed_run_equals_uninterrupted_run(uninterrupted, tmp_path, stop_eval
     resumed, result = run(cfg, checkpoint_dir=str(tmp_path), resume=True)
     assert comparable(resumed) == comparable(full_evals)  # the restored part is replayed too
     assert result["final_val_loss"] == full_result["final_val_loss"] and not result["truncated"]
+    assert result["resumed_from_step"] == stop_step and full_result["resumed_from_step"] == 0
+    # only the resumed part was trained now: its time is what the first run had left
+    assert 0 < result["train_time_s"] - truncated["train_time_s"] < full_result["train_time_s"] * 3
 
 
 def test_checkpoint_of_another_config_is_refused(hn_csv, tmp_path):
