@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -28,3 +32,43 @@ def hn_csv() -> str:
     if not HN_CSV.is_file():
         pytest.skip(f"shared data not found at {HN_CSV} (set ABLATE_TEST_DATA)")
     return str(HN_CSV)
+
+
+# ------------------------------------------------------------------ the smoke matrix, run once
+
+SMOKE_MATRIX = REPO / "experiments" / "smoke.yaml"
+
+
+@dataclass(frozen=True)
+class SmokeRun:
+    """`ablate run experiments/smoke.yaml` done once per session: where its results are and
+    what the command printed. os.PathLike, so it can stand in for the database path."""
+
+    db: Path  # the SQLite file
+    url: str  # --db as passed
+    cwd: Path  # where the command ran (a tmp dir)
+    log_dir: Path
+    cmd: list  # the exact command line, to run it again
+    stdout: str
+    stderr: str
+    returncode: int
+    wall_s: float
+
+    def __fspath__(self) -> str:
+        return str(self.db)
+
+
+@pytest.fixture(scope="session")
+def smoke_db(hn_csv, tmp_path_factory) -> SmokeRun:
+    """Run the smoke matrix once (about 90 s on 2 cores) into a fresh SQLite file."""
+    cwd = tmp_path_factory.mktemp("smoke")
+    db = cwd / "smoke.db"
+    url = f"sqlite:///{db}"
+    cmd = [sys.executable, "-m", "ablate", "run", str(SMOKE_MATRIX), "--data", hn_csv,
+           "--db", url, "--log-dir", str(cwd / "logs")]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        pytest.fail(f"smoke run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return SmokeRun(db, url, cwd, cwd / "logs", cmd, proc.stdout, proc.stderr, proc.returncode, wall)

@@ -1,0 +1,211 @@
+"""README.md is executable: its SQL and pandas examples run on real results, its YAML example
+loads, and every `ablate ...` command it shows names a real subcommand with real options.
+
+The examples run against a copy of the smoke matrix's database (the session fixture
+`smoke_db`), laid out as the README assumes: `results.db` in the repository root, with
+`../shared` beside it. The copy also holds one failed run (in its own experiment), recorded
+through the store as a crashing job would record it, so the "failed runs" examples have a row.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import sqlite3
+from pathlib import Path
+
+import click
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from ablate.cli import app
+from ablate.matrix import parse_matrix
+from ablate.store import Store
+
+from .conftest import REPO
+
+README = (REPO / "README.md").read_text(encoding="utf-8")
+COMMAND = typer.main.get_command(app)
+DB_SECTION = "The results database"
+READ_SECTION = "Reading the results"
+
+
+# ------------------------------------------------------------------------------ README parsing
+
+
+def fenced_blocks() -> list[tuple[str, str, str]]:
+    """(section heading, language, code) of every fenced block, in order."""
+    blocks, section, lang, code = [], "", None, []
+    for line in README.splitlines():
+        if lang is None and line.startswith("## "):
+            section = line[3:].strip()
+        elif line.startswith("```"):
+            if lang is None:
+                lang, code = line[3:].strip(), []
+            else:
+                blocks.append((section, lang, "\n".join(code)))
+                lang = None
+        elif lang is not None:
+            code.append(line)
+    assert lang is None, "unclosed code fence in README.md"
+    return blocks
+
+
+def blocks(lang: str, section: str | None = None) -> list[str]:
+    return [code for sec, lng, code in fenced_blocks() if lng == lang and section in (None, sec)]
+
+
+def shell_commands(code: str) -> list[list[str]]:
+    """Each `ablate ...` command of a bash block as argv words (without the `ablate`)."""
+    commands = []
+    for line in code.replace("\\\n", " ").splitlines():
+        for part in re.split(r"&&|;|\|", line):
+            words = shlex.split(part, comments=True)
+            if words[:3] == ["python", "-m", "ablate"]:
+                words = words[2:]
+            if words[:1] == ["ablate"]:
+                commands.append(words[1:])
+    return commands
+
+
+def inline_commands() -> list[str]:
+    """`ablate ...` spans in the prose, e.g. `ablate show RUN [--as-command]`."""
+    prose = re.sub(r"```.*?```", "", README, flags=re.S)
+    return re.findall(r"`(ablate [^`]+)`", prose)
+
+
+def bash_commands() -> list[tuple[str, list[str]]]:
+    return [(sec, argv) for sec, lng, code in fenced_blocks() if lng == "bash"
+            for argv in shell_commands(code)]
+
+
+def test_the_readme_has_the_examples_this_file_runs():
+    assert len(blocks("sql", DB_SECTION)) >= 4
+    assert len(blocks("python", DB_SECTION)) >= 2
+    assert len(blocks("yaml")) == 1
+    assert {argv[0] for _, argv in bash_commands()} >= {
+        "train", "catalog", "plan", "run", "report", "runs", "show", "plot", "export"}
+
+
+# ------------------------------------------------------------------------- the results database
+
+
+@pytest.fixture(scope="module")
+def workspace(smoke_db, tmp_path_factory) -> Path:
+    """A repository root as the README assumes it: results.db (the smoke results plus one failed
+    run), experiments/, and ../shared beside it."""
+    top = tmp_path_factory.mktemp("readme")
+    root = top / "main"
+    root.mkdir()
+    (top / "shared").symlink_to(REPO.parent / "shared", target_is_directory=True)
+    shutil.copytree(REPO / "experiments", root / "experiments")
+    db = root / "results.db"
+    with sqlite3.connect(smoke_db.db) as src, sqlite3.connect(db) as dst:
+        src.backup(dst)  # consistent even with a WAL beside the source
+    store = Store(f"sqlite:///{db}")
+    try:
+        exp = store.upsert_experiment("smoke-failures", "a job that crashed", None, None, "list")
+        (config,) = [r[0] for r in sqlite3.connect(db).execute(
+            "select config from runs where name = 'baseline'")]
+        config = {**json.loads(config), "lr": 1e9}
+        (run_id,) = store.add_runs(exp, [{"hash": "0" * 16, "name": "diverges", "config": config,
+                                          "toggles": [], "seed": 1337, "position": 0}])
+        run = store.claim([run_id], host="test", pid=1, code_version="test")
+        store.record_eval(run_id, run.attempt, {"step": 1, "val_loss": 9.9, "val_loss_full": 9.9,
+                                                 "eval_coverage": 0.99})
+        store.fail(run_id, run.attempt, "NonFiniteLoss: non-finite validation loss at step 12",
+                   "Traceback (most recent call last):\n  ...\nNonFiniteLoss: non-finite validation loss")
+    finally:
+        store.close()
+    return root
+
+
+@pytest.fixture
+def in_workspace(workspace, monkeypatch) -> Path:
+    monkeypatch.chdir(workspace)
+    monkeypatch.delenv("ABLATE_DB", raising=False)  # the README's default: ./results.db
+    return workspace
+
+
+@pytest.mark.parametrize("sql", blocks("sql", DB_SECTION),
+                         ids=lambda s: re.sub(r"\W+", "-", s.split("FROM")[0].strip())[:40])
+def test_sql_example(sql, workspace):
+    statement = sql.strip()
+    assert sqlite3.complete_statement(statement) and statement.count(";") == 1, \
+        "one statement per ```sql block, ending in ';'"
+    with sqlite3.connect(workspace / "results.db") as conn:
+        rows = conn.execute(statement).fetchall()
+    assert rows, f"no rows from:\n{statement}"
+
+
+@pytest.mark.parametrize("code", blocks("python", DB_SECTION), ids=lambda c: c.splitlines()[0][:40])
+def test_python_example(code, in_workspace, capsys):
+    namespace: dict = {"__name__": "__readme__"}
+    exec(compile(code, "README.md", "exec"), namespace)
+    frames = {k: v for k, v in namespace.items() if isinstance(v, (pd.DataFrame, pd.Series))}
+    assert frames, "the example builds no table"
+    for name, frame in frames.items():
+        assert len(frame) > 0, f"{name} is empty"
+    assert capsys.readouterr().out.strip()
+
+
+def test_yaml_example_is_a_valid_matrix():
+    (text,) = blocks("yaml")
+    matrix = parse_matrix(text, REPO / "experiments" / "example.yaml")
+    labels = [label for f in matrix.factors for label, _ in f.levels[1:]]
+    assert labels == ["sdpa", "wide_mlp", "lr=0.003", "lr=0.012"]
+    assert len(matrix.expand()) == 2 * (1 + len(labels))
+
+
+# ---------------------------------------------------------------------------- ablate commands
+
+
+def _subcommand(argv: list[str]) -> click.Command:
+    assert argv and argv[0] in COMMAND.commands, f"`ablate {' '.join(argv)}`: no such subcommand"
+    return COMMAND.commands[argv[0]]
+
+
+def _option_names(command: click.Command) -> set[str]:
+    return {name for p in command.params for name in (*p.opts, *p.secondary_opts)}
+
+
+@pytest.mark.parametrize("argv", [a for _, a in bash_commands()], ids=" ".join)
+def test_command_line_parses(argv):
+    """Strict parsing: the subcommand, every option and every required argument."""
+    command = _subcommand(argv)
+    words = [w for w in argv[1:] if w.startswith("-")]
+    unknown = [w.split("=")[0] for w in words if w.split("=")[0] not in _option_names(command)]
+    assert not unknown, f"`ablate {' '.join(argv)}`: unknown option(s) {unknown}"
+    command.make_context(argv[0], list(argv[1:]), parent=click.Context(COMMAND))
+
+
+@pytest.mark.parametrize("span", inline_commands())
+def test_inline_command_names_real_options(span):
+    argv = span.split()[1:]
+    command = _subcommand(argv)
+    for option in re.findall(r"(?<![\w-])(--?[a-z][\w-]*)", span):
+        assert option in _option_names(command), f"`{span}`: {option} is not an option of {argv[0]}"
+    words = [w.strip("[]") for w in argv[1:]]
+    command.make_context(argv[0], words, parent=click.Context(COMMAND), resilient_parsing=True)
+
+
+def _runnable(argv: list[str]) -> bool:
+    """Commands cheap enough to run here: reading results, planning, and the smoke matrix's run
+    (which, on a database that holds its results, trains nothing)."""
+    return argv[0] in ("catalog", "plan", "report", "runs", "show", "plot", "export") or (
+        argv[0] == "run" and "experiments/smoke.yaml" in argv)
+
+
+@pytest.mark.parametrize("argv", [a for _, a in bash_commands() if _runnable(a)], ids=" ".join)
+def test_command_works_as_written(argv, in_workspace):
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 0, f"`ablate {' '.join(argv)}` exit {result.exit_code}:\n{result.output}"
+    if argv[0] == "run":
+        assert "nothing to train" in " ".join(result.stdout.split())
+    for option, value in zip(argv, argv[1:]):
+        if option in ("--out", "--to"):
+            assert (in_workspace / value).stat().st_size > 0
