@@ -61,7 +61,13 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
     low, high = ax.get_ylim()
     if low <= reference <= high:
         ax.axhline(reference, color="grey", linestyle=":", label=f"Mainrun reference {reference:g}")
-    ax.set(xlabel="step", ylabel=metric, title=f"{exp['experiment']}: {metric} by step")
+    else:  # drawing it would flatten every curve: say where it is instead
+        where = "below" if reference < low else "above"
+        ax.annotate(f"Mainrun reference {reference:g}: {where} this range", xy=(0.99, 0.99 if where == "above" else 0.01),
+                    xycoords="axes fraction", ha="right", va="top" if where == "above" else "bottom",
+                    fontsize="small", color="grey")
+    ax.set(xlabel="optimizer step", ylabel=f"{metric} (nats per character)",
+           title=f"{exp['experiment']}: {metric} by step")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     path = Path(out)
