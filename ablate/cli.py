@@ -112,7 +112,10 @@ def plan(matrix_path: Annotated[str, typer.Argument(metavar="MATRIX.yaml")],
     from . import runner
 
     matrix = load(matrix_path)
-    rows = runner.plan(matrix, data)
+    try:
+        rows = runner.plan(matrix, data)
+    except RuntimeError as e:  # DataError: a data file that is not there
+        fail(str(e))
     store = open_store(db)
     known = store.runs_by_hash(r.hash for r in rows)
     table = Table(title=f"{matrix.name}: {matrix.design}, {len(rows)} runs")
@@ -137,6 +140,9 @@ def run(
     db: DbOption = None,
     rerun: Annotated[Optional[str], typer.Option(help="failed | all: run these again")] = None,
     executor: Annotated[str, typer.Option(help="local | ray")] = "local",
+    address: Annotated[Optional[str], typer.Option(help="Ray: auto | HOST:PORT | ray://HOST:PORT (default: a new local Ray instance)")] = None,
+    gpus_per_run: Annotated[Optional[float], typer.Option(help="Ray: GPUs per run, fractions pack runs (default: 1 if the cluster has GPUs, else 0)")] = None,
+    cpus_per_run: Annotated[Optional[float], typer.Option(help="Ray: CPUs per run (default: 1)")] = None,
     jobs_per_device: Annotated[Optional[int], typer.Option(help="override the matrix's jobs per device")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile each model")] = False,
     log_dir: Annotated[str, typer.Option(help="where each job's output goes")] = "ablate-logs",
@@ -153,8 +159,20 @@ def run(
 
     if rerun not in (None, "failed", "all"):
         fail(f"--rerun {rerun!r}: expected 'failed' or 'all'")
-    if executor != "local":
-        fail(f"--executor {executor!r}: only 'local' is available in this version")
+    if rerun == "all" and resume:
+        fail("--rerun all retrains from scratch; --resume continues from checkpoints: pick one")
+    if executor not in ("local", "ray"):
+        fail(f"--executor {executor!r}: expected 'local' or 'ray'")
+    if executor == "local" and (address, gpus_per_run, cpus_per_run) != (None, None, None):
+        fail("--address, --gpus-per-run and --cpus-per-run need --executor ray")
+    if executor == "ray":
+        from rich.markup import escape
+
+        from .ray_executor import ExecutorUnavailable, import_ray
+        try:
+            import_ray()
+        except ExecutorUnavailable as e:
+            fail(escape(str(e)))  # 'ablate[ray]' is not markup
     matrix = load(matrix_path)
     try:
         rows = runner.plan(matrix, data)
@@ -163,21 +181,35 @@ def run(
     url = resolve_url(db)
     store = open_store(url)
     run_ids = runner.register(store, matrix, rows)
-    slots = detect_slots(matrix.execution.devices, jobs_per_device or matrix.execution.jobs_per_device)
-    pool = LocalExecutor(slots, Path(log_dir) / matrix.name)
+    if executor == "local":
+        slots = detect_slots(matrix.execution.devices, jobs_per_device or matrix.execution.jobs_per_device)
+        pool = LocalExecutor(slots, Path(log_dir) / matrix.name)
+        where = f"{len(slots)} {slots[0].device} slot(s)"
     console = Console(soft_wrap=True)
     done = sum(r.status == "completed" for r in store.runs_by_hash(r.hash for r in rows).values())
     if done == len(set(run_ids)) and rerun != "all":
         console.print(f"{matrix.name}: all {len(set(run_ids))} runs already completed in {url}; "
                       f"nothing to train (--rerun all trains them again)", highlight=False)
         return
+    if executor == "ray":
+        from .ray_executor import RayExecutor
+        try:
+            pool = RayExecutor(address=address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run,
+                               log_dir=Path(log_dir) / matrix.name)
+        except ExecutorUnavailable as e:
+            fail(escape(str(e)))
+        where = pool.describe()
     console.print(f"{matrix.name}: {len(rows)} runs ({done} already completed) on "
-                  f"{len(slots)} {slots[0].device} slot(s); results in {url}", highlight=False)
-    with LiveProgress(store, len(set(run_ids)), done, console) as progress:
-        outcome = runner.run(store, run_ids, pool, db_url=url, rerun=rerun, trainer=trainer,
-                             options={"compile": compile, "resume": resume},
-                             checkpoint_root=Path(checkpoint_dir) if checkpoints or resume else None,
-                             on_event=progress)
+                  f"{where}; results in {url}", highlight=False)
+    try:
+        with LiveProgress(store, len(set(run_ids)), done, console) as progress:
+            outcome = runner.run(store, run_ids, pool, db_url=url, rerun=rerun, trainer=trainer,
+                                 options={"compile": compile, "resume": resume},
+                                 checkpoint_root=Path(checkpoint_dir) if checkpoints or resume else None,
+                                 on_event=progress)
+    finally:
+        if executor == "ray":
+            pool.close()
     statuses = [store.run(i).status for i in dict.fromkeys(run_ids)]
     summary = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
     console.print(f"{matrix.name}: trained {len(outcome.trained)} run(s) now; {summary}. "

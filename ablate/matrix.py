@@ -215,6 +215,9 @@ def parse_matrix(text: str, path: str | Path = "<matrix>") -> Matrix:
         _raise_if(where, ["toggles: every toggle is a no-op on the base config; nothing to ablate"])
 
     seeds = spec.seeds or [base.seed]
+    # Seeds are stored as 64-bit integers (and seed torch): a bigger one fails at the first write.
+    _raise_if(where, [f"{'seeds' if spec.seeds else 'base.overrides.seed'}: {s} is outside the "
+                      f"64-bit range of a seed" for s in seeds if not -2**63 <= s < 2**63])
     count = _row_count(spec.design, factors, runs)
     if count * len(seeds) > spec.max_runs:
         _raise_if(where, [f"max_runs: design {spec.design!r} has {count} runs x {len(seeds)} seeds = "
@@ -238,10 +241,43 @@ def _read_yaml(text: str, where: str) -> dict:
         at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(e, "problem", None) or str(e)
         raise MatrixError(where, [f"{at}invalid YAML: {problem}"]) from None
+    except RecursionError:  # the YAML composer recurses once per nesting level
+        raise MatrixError(where, [f"(top level): nested deeper than {MAX_DEPTH} levels"]) from None
+    _check_size(raw, where)
     if not isinstance(raw, dict):
         got = "an empty file" if raw is None else type(raw).__name__
         raise MatrixError(where, [f"(top level): expected a mapping of keys, got {got}"])
     return raw
+
+
+MAX_DEPTH = 32  # a real matrix nests 5 levels at most
+MAX_NODES = 100_000  # values after expanding YAML aliases; a real matrix has a few hundred
+
+
+def _check_size(raw: Any, where: str) -> None:
+    """Refuse what no matrix needs and every later step would choke on: aliases expanding to
+    millions of values ("billion laughs"), self-referencing values, deep nesting (recursion in
+    validation), and text that is not valid UTF-8 (lone surrogates from "\\ud800" escapes, which
+    the database cannot store). Iterative and bounded: it stops at the first MAX_NODES values."""
+    stack, nodes = [(raw, 0)], 0
+    while stack:
+        value, depth = stack.pop()
+        nodes += 1
+        if nodes > MAX_NODES:
+            raise MatrixError(where, [f"(top level): more than {MAX_NODES:,} values once YAML aliases "
+                                      f"are expanded (or a value that contains itself)"])
+        if depth > MAX_DEPTH:
+            raise MatrixError(where, [f"(top level): nested deeper than {MAX_DEPTH} levels"])
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise MatrixError(where, [f"(top level): text {value[:40]!r} is not valid UTF-8 "
+                                          f"(a lone surrogate escape?)"]) from None
+        elif isinstance(value, dict):
+            stack.extend((item, depth + 1) for pair in value.items() for item in pair)
+        elif isinstance(value, (list, tuple, set)):
+            stack.extend((item, depth + 1) for item in value)
 
 
 def _shape_problems(spec: MatrixSpec) -> list[str]:

@@ -65,11 +65,9 @@ class LiveProgress:
         evals = self.store.evals(job.run_id, job.attempt)
         if not evals or job.run_id not in self.tasks:
             return
-        e = evals[-1]
+        e = evals[-1]  # a trainer owes only step and val_loss: everything else is optional
         total = (e.extra or {}).get("max_steps") or e.step
-        rate = e.elapsed_s / e.step if e.step else 0.0
-        eta = rate * (total - e.step)
-        self.progress.update(
-            self.tasks[job.run_id], total=total, completed=e.step,
-            info=f"step {e.step}/{total}  loss {e.val_loss:.4f}  "
-                 f"{(e.tokens_per_s or 0):,.0f} tok/s  ETA {eta:,.0f}s")
+        eta = f"  ETA {e.elapsed_s / e.step * (total - e.step):,.0f}s" if e.elapsed_s and e.step else ""
+        speed = f"  {e.tokens_per_s:,.0f} tok/s" if e.tokens_per_s else ""
+        self.progress.update(self.tasks[job.run_id], total=total, completed=e.step,
+                             info=f"step {e.step}/{total}  loss {e.val_loss:.4f}{speed}{eta}")

@@ -11,6 +11,7 @@ or stale heartbeat at the next `ablate run`.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -20,7 +21,6 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .data import fingerprint
 from .executors import Ended, Executor, Job
 from .job import DEFAULT_TRAINER
 from .matrix import Matrix, PlannedRun
@@ -56,6 +56,8 @@ class PlanRow:
 
 def plan(matrix: Matrix, data_override: str | None = None) -> list[PlanRow]:
     """The matrix's runs with their identity hashes (the data read once per distinct source)."""
+    from .data import fingerprint  # imports torch (seconds): not for a matrix that fails to load
+
     fingerprints: dict[str, str] = {}
     rows = []
     for i, p in enumerate(matrix.expand(data_override)):
@@ -143,10 +145,19 @@ def _settle(store: Store, ended: Ended) -> None:
         name = signal.Signals(-ended.returncode).name
         store.fail(run.id, run.attempt, f"job process killed by {name}", log_tail,
                    status="interrupted")
-    else:
+    else:  # e.g. the job could not record its own failure: the database was full
+        reason = _last_error(log_tail)
         store.fail(run.id, run.attempt,
-                   f"job process exited with code {ended.returncode} without a result "
-                   f"(log: {ended.log_path})", log_tail)
+                   f"job process exited with code {ended.returncode} without a result"
+                   f"{': ' + reason if reason else ''} (log: {ended.log_path})", log_tail)
+
+
+def _last_error(log: str) -> str:
+    """The last `SomeError: message` line of a log (a traceback's last word), or ''."""
+    for line in reversed(log.splitlines()):
+        if re.match(r"[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b", line):
+            return line.strip()[:300]
+    return ""
 
 
 def _tail(path: str | None, limit: int = 4000) -> str:

@@ -105,7 +105,13 @@ def process_alive(pid: int | None) -> bool:
         return False
     except PermissionError:  # exists, owned by someone else
         return True
-    return True
+    # A zombie answers signal 0 but is dead: a job orphaned by a killed runner stays one for
+    # good where PID 1 does not reap (containers without an init), and its run would look alive.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):  # no procfs (macOS), or the process just went away
+        return Path(f"/proc/{pid}").exists() or not Path("/proc/self").exists()
 
 
 def _now() -> datetime:
@@ -396,6 +402,8 @@ class Store:
     @staticmethod
     def _create_schema(session: Session) -> None:
         conn = session.connection()
+        if conn.dialect.name == "postgresql":  # runners starting together: one creates, one waits
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext('ablate create schema'))")
         if "meta" in inspect(conn).get_table_names():  # another process got here first
             return
         Base.metadata.create_all(conn)

@@ -401,8 +401,12 @@ def save_checkpoint(path: Path, cfg: TrainConfig, stateful: dict, ema: EMA | Non
                  rng_cpu=torch.get_rng_state(), rng_python=random.getstate(),
                  rng_cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    try:
+        torch.save(state, tmp)
+        os.replace(tmp, path)
+    except BaseException:  # a full disk must not leave a half-written file behind
+        tmp.unlink(missing_ok=True)
+        raise
     return path
 
 
@@ -440,3 +444,19 @@ def _device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({torch.get_num_threads()} threads)"
+
+
+# ------------------------------------------------------ data for executors that ship it (Ray)
+
+
+def data_key(config: dict) -> str:
+    """Configs with the same key train on the same prepared data (the tokenizer cache key)."""
+    from .data import cache_key, fingerprint
+
+    cfg = TrainConfig.from_dict(config)
+    return cache_key(cfg, fingerprint(cfg.data))
+
+
+def prepare_data(config: dict, options: ExecOptions | None = None) -> PreparedData:
+    """What `train(..., data=)` takes: prepared once on a Ray driver, shared by its workers."""
+    return prepare(TrainConfig.from_dict(config), (options or ExecOptions()).cache_dir)

@@ -72,3 +72,48 @@ def smoke_db(hn_csv, tmp_path_factory) -> SmokeRun:
     if proc.returncode != 0:
         pytest.fail(f"smoke run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return SmokeRun(db, url, cwd, cwd / "logs", cmd, proc.stdout, proc.stderr, proc.returncode, wall)
+
+
+# ------------------------------------------------------------ PostgreSQL variants of DB tests
+
+
+def _pg_unavailable(reason: str) -> None:
+    """Outside CI a PostgreSQL variant is skipped, visibly; in CI (CI=true) it fails."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail(f"CI=true but the PostgreSQL variants cannot run: {reason}. .ci/run starts "
+                    "a server and sets ABLATE_TEST_PG_URL", pytrace=False)
+    pytest.skip(f"PostgreSQL variant not run: {reason} (to run it: source .ci/postgres.sh && "
+                "pg_start, or set ABLATE_TEST_PG_URL=postgresql+psycopg://USER@HOST:PORT/DB)")
+
+
+@pytest.fixture(scope="session")
+def pg_server_url() -> str:
+    """$ABLATE_TEST_PG_URL: a PostgreSQL database the tests may create schemas in."""
+    url = os.environ.get("ABLATE_TEST_PG_URL")
+    if not url:
+        _pg_unavailable("ABLATE_TEST_PG_URL is not set")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        _pg_unavailable("psycopg is not installed (pip install 'ablate[postgres]')")
+    return url
+
+
+@pytest.fixture
+def pg_url(pg_server_url):
+    """A URL of a fresh, empty schema on the test server (search_path set in the URL, so every
+    process given the URL, `ablate run` and its jobs included, sees only it); dropped after."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    schema = f"test_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(pg_server_url)
+    with engine.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = make_url(pg_server_url).update_query_dict({"options": f"-csearch_path={schema}"})
+    yield url.render_as_string(hide_password=False)
+    with engine.begin() as conn:
+        conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+    engine.dispose()

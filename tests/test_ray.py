@@ -1,0 +1,117 @@
+"""`ablate run --executor ray` on a local Ray instance (2 CPUs): same runs and losses as the
+local executor, evaluations streamed to the driver's SQLite file or written straight into
+PostgreSQL, and a killed worker's run interrupted, then completed by the next `ablate run`.
+
+Each CLI call starts its own local Ray instance (a few seconds); matrices are 3 tiny runs.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from ablate.store import Store
+
+from .test_runner import ablate, poll, query, wait_for, write_matrix
+
+ray = pytest.importorskip("ray", reason="Ray not installed: pip install 'ablate[ray]'")
+
+RAY = ("--executor", "ray", "--cpus-per-run", "2")  # one run at a time, 2 threads: as local
+
+
+def runs(db: Path) -> list[tuple]:
+    return query(db, "select hash, name, status, attempt, final_val_loss from runs order by id")
+
+
+def curves(db: Path) -> dict[str, list[tuple]]:
+    out: dict[str, list[tuple]] = {}
+    for name, step, loss in query(db, "select r.name, e.step, e.val_loss from evals e join runs r "
+                                      "on r.id = e.run_id order by r.id, e.step"):
+        out.setdefault(name, []).append((step, loss))
+    return out
+
+
+def test_without_ray_the_command_says_how_to_install_it(tmp_path):
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text("name: m\ndesign: one-at-a-time\ntoggles: [sdpa]\n")
+    code = ("import sys; sys.modules['ray'] = None; from ablate.cli import app; "
+            "sys.argv = ['ablate', 'run', sys.argv[1], '--executor', 'ray']; app()")
+    result = subprocess.run([sys.executable, "-c", code, str(matrix)], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "pip install 'ablate[ray]'" in lines[0], result.stderr
+
+
+def test_ray_executor_gives_the_local_executors_runs_and_losses(tmp_path, hn_csv):
+    matrix = write_matrix(tmp_path, "same", "[sdpa, dropout_005]")
+    local_db, ray_db = tmp_path / "local.db", tmp_path / "ray.db"
+    local = ablate("run", str(matrix), db=local_db, cwd=tmp_path)
+    assert local.returncode == 0, local.stdout + local.stderr
+    remote = ablate("run", str(matrix), *RAY, db=ray_db, cwd=tmp_path)
+    assert remote.returncode == 0, remote.stdout + remote.stderr
+    assert "Ray cluster" in remote.stdout
+    expected, got = runs(local_db), runs(ray_db)
+    assert [r[:4] for r in got] == [r[:4] for r in expected]  # same identities, names, statuses
+    assert all(r[2] == "completed" for r in got)
+    assert [r[4] for r in got] == pytest.approx([r[4] for r in expected], rel=1e-6)
+    local_curves, ray_curves = curves(local_db), curves(ray_db)
+    assert local_curves.keys() == ray_curves.keys()
+    for name, curve in local_curves.items():
+        assert [s for s, _ in ray_curves[name]] == [s for s, _ in curve]
+        assert [v for _, v in ray_curves[name]] == pytest.approx([v for _, v in curve], rel=1e-6)
+    # the driver committed everything; one log per run, with the worker that trained it
+    logs = sorted((tmp_path / "ablate-logs" / "same").glob("run*-attempt1.log"))
+    assert len(logs) == 3 and all("running on host" in p.read_text() for p in logs)
+
+
+def test_killed_ray_worker_run_is_interrupted_then_completed_by_the_next_run(tmp_path, hn_csv):
+    matrix = write_matrix(tmp_path, "raykill", "[sdpa]", epochs=3)
+    db = tmp_path / "r.db"
+    runner = ablate("run", str(matrix), *RAY, db=db, cwd=tmp_path, background=True)
+    victim = wait_for(lambda: poll(
+        db, "select r.id from runs r where r.status='running' and "
+            "(select count(*) from evals e where e.run_id=r.id) >= 2"), timeout=240, what="evals")[0][0]
+    log = tmp_path / "ablate-logs" / "raykill" / f"run{victim}-attempt1.log"
+    pid = int(re.search(r"running on host \S+ pid (\d+)", log.read_text()).group(1))
+    assert pid != runner.pid
+    before = query(db, "select attempt, step, val_loss from evals where run_id=? order by step", victim)
+    os.kill(pid, signal.SIGKILL)  # the Ray worker process training the run
+    out, _ = runner.communicate(timeout=300)
+    assert runner.returncode == 0, out
+    status, error = query(db, "select status, error from runs where id=?", victim)[0]
+    assert status == "interrupted" and "Ray worker lost" in error, error
+    assert set(before) <= set(query(db, "select attempt, step, val_loss from evals where run_id=?", victim))
+    assert query(db, "select count(*) from runs where status='completed'") == [(1,)]  # the other run
+
+    again = ablate("run", str(matrix), *RAY, db=db, cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert query(db, "select status, attempt from runs where id=?", victim) == [("completed", 2)]
+    assert query(db, "select count(*), count(distinct hash), sum(status='completed') from runs") == [(2, 2, 2)]
+    assert query(db, "select count(*) from (select run_id, attempt, step from evals "
+                     "group by run_id, attempt, step having count(*) > 1)") == [(0,)]
+    old = dict(query(db, "select step, val_loss from evals where run_id=? and attempt=1", victim))
+    new = dict(query(db, "select step, val_loss from evals where run_id=? and attempt=2", victim))
+    assert len(old) >= 2 and all(new[s] == pytest.approx(v, rel=1e-6) for s, v in old.items())
+
+
+def test_ray_workers_write_straight_into_postgresql(tmp_path, hn_csv, pg_url):
+    matrix = write_matrix(tmp_path, "raypg", "[]")  # one run: the baseline
+    matrix.write_text(matrix.read_text().replace("design: one-at-a-time", "design: list")
+                      .replace("toggles: []", "toggles: []\nruns: [{name: baseline, toggles: []}]"))
+    cmd = [sys.executable, "-m", "ablate", "run", str(matrix), *RAY, "--db", pg_url]
+    result = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    with Store(pg_url, create=False) as store:
+        assert sorted(store.query(text("select status, attempt from runs"))) == [("completed", 1)]
+        per_run = store.query(text("select run_id, count(*), count(distinct step) from evals group by run_id"))
+        assert len(per_run) == 1 and all(n == distinct and n >= 3 for _, n, distinct in per_run)
+    log = next((tmp_path / "ablate-logs" / "raypg").glob("run*-attempt1.log")).read_text()
+    assert "written by the worker" in log and '"step": 1' in log
