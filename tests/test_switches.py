@@ -397,7 +397,7 @@ def test_training_updates_ema_each_step_and_evaluates_it(tiny, tmp_path, monkeyp
         for b, p, a in zip(before, params, after):
             assert_close(a, 0.5 * b + 0.5 * p, rtol=1e-6, atol=1e-7)
     ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
-    assert ckpt["step"] == 4
+    assert ckpt["position"]["step"] == 4
     model = GPT(cfg, data.vocab_size)
     model.load_state_dict(ckpt["model"])
     model.eval()
