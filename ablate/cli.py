@@ -375,3 +375,21 @@ def export_cmd(
         frame = (load_runs if what == "runs" else load_evals)(db, experiment)
         export(frame, to)
     err.print(f"wrote {len(frame)} {what} to {to}", highlight=False)
+
+
+@app.command("results-md")
+def results_md(
+    db: DbOption = None,
+    out: Annotated[Path, typer.Option(help="the document whose generated section is rewritten")] = Path("RESULTS.md"),
+    check: Annotated[bool, typer.Option("--check", help="exit 1 if the document differs from the database")] = False,
+) -> None:
+    """Regenerate RESULTS.md's tables from the results database (prose outside the markers stays)."""
+    from . import results_doc
+
+    with _results_errors():
+        if check:
+            same = out.exists() and results_doc.committed_block(out) == results_doc.generated(db)
+            err.print(f"{out}: {'up to date' if same else 'differs from the database'}")
+            raise typer.Exit(0 if same else 1)
+        changed = results_doc.write(out, db)
+    err.print(f"{out}: {'rewritten' if changed else 'already up to date'}", highlight=False)
