@@ -223,9 +223,26 @@ def parse_matrix(text: str, path: str | Path = "<matrix>") -> Matrix:
         _raise_if(where, [f"max_runs: design {spec.design!r} has {count} runs x {len(seeds)} seeds = "
                           f"{count * len(seeds)}, over the limit of {spec.max_runs}; raise max_runs or "
                           f"choose a smaller design"])
-    rows = _compose(_design_rows(spec.design, factors, runs), factors, base, problems)
+    rows = _distinct(_compose(_design_rows(spec.design, factors, runs), factors, base, problems),
+                     warnings)
     _raise_if(where, problems)
     return Matrix(Path(path), text, spec, base, factors, seeds, [f"{where}: {w}" for w in warnings], rows)
+
+
+def _distinct(rows: list, warnings: list[str]) -> list:
+    """One run per distinct configuration: a design row that equals an earlier one (e.g. the
+    stack minus a toggle whose patch another toggle already carries) is the same run under a
+    second name, so it is dropped with a warning instead of stealing the first one's name."""
+    seen: dict = {}
+    kept = []
+    for row in rows:
+        name, _, config = row
+        if config in seen:
+            warnings.append(f"run {name!r} is the same configuration as {seen[config]!r}; dropped")
+            continue
+        seen[config] = name
+        kept.append(row)
+    return kept
 
 
 def _raise_if(where: str, problems: list[str]) -> None:

@@ -445,3 +445,16 @@ def test_list_design_shape(tmp_path):
     assert "runs: design 'list' needs a non-empty list of runs" in error(tmp_path, "name: x\ndesign: list\n")
     assert "runs: only used by design 'list'" in error(
         tmp_path, "name: x\ndesign: factorial\ntoggles: [sdpa]\nruns: [{name: a}]\n")
+
+
+def test_a_row_equal_to_an_earlier_one_is_dropped_with_a_warning(tmp_path):
+    path = tmp_path / "dup.yaml"
+    # grouped_weight_decay already carries weight_decay 0.01: the stack minus weight_decay_001
+    # is the whole stack again
+    path.write_text("name: dup\ndesign: leave-one-out\n"
+                    "toggles: [grouped_weight_decay, weight_decay_001, sdpa]\n")
+    matrix = load_matrix(path)
+    names = [r.name for r in matrix.expand()]
+    assert "all-minus-weight_decay_001" not in names and "all" in names
+    assert any("'all-minus-weight_decay_001' is the same configuration as 'all'" in w
+               for w in matrix.warnings)
