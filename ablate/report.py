@@ -410,7 +410,11 @@ def _verdict(row: Any) -> str:
         return "no data"
     if math.isnan(row.ci_lo):
         return "noise unknown"
-    return "within noise" if row.ci_lo <= 0 <= row.ci_hi else "beyond noise"
+    # Corrected for the number of comparisons: an effect is beyond noise only when its
+    # Holm-adjusted p-value is below 0.05 (the 95% interval shown is per comparison).
+    if row.ci_lo <= 0 <= row.ci_hi or not row.p_holm < 0.05:
+        return "within noise"
+    return "beyond noise"
 
 
 def _factorial_effects(done: pd.DataFrame, factors: list[_Factor], interactions: bool) -> list:
