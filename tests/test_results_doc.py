@@ -1,0 +1,65 @@
+"""RESULTS.md cannot drift from results.db, and a committed run can be reproduced."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from ablate import results_doc
+from ablate.results import load_runs
+
+from .conftest import REPO
+
+
+@pytest.fixture
+def committed_db(tmp_path):
+    """A copy of the committed results.db: tests never touch the real one."""
+    db = REPO / "results.db"
+    assert db.is_file() and (REPO / "RESULTS.md").is_file(), "results.db and RESULTS.md are committed"
+    copy = tmp_path / "results.db"
+    shutil.copy(db, copy)
+    return copy
+
+
+def test_results_md_tables_equal_what_the_committed_database_gives(committed_db):
+    assert results_doc.committed_block(REPO / "RESULTS.md") == results_doc.generated(committed_db)
+
+
+def test_every_completed_run_is_complete_and_every_failure_has_its_reason(committed_db):
+    runs = load_runs(committed_db)
+    done = runs[runs["status"] == "completed"]
+    assert len(done) and done["code_version"].notna().all() and done["wall_time_s"].notna().all()
+    assert done["seed"].notna().all() and done["cfg.data"].notna().all()
+    assert (done["steps"] == done["max_steps"]).all() and not done["truncated"].any()
+    assert runs.loc[runs["status"].isin(["failed", "interrupted"]), "error"].notna().all()
+    from ablate.results import load_evals
+    evals = load_evals(committed_db)
+    for run_id, n in evals.groupby("run_id").size().items():  # step 1, 3 per epoch x 7, the end
+        assert n >= 22, (run_id, n)
+
+
+def test_a_committed_run_reproduces_with_its_as_command(committed_db, hn_csv, tmp_path):
+    runs = load_runs(committed_db, experiment="report-cpu")
+    row = runs[(runs["status"] == "completed") & (runs["name"] == "baseline")].iloc[0]
+    command = subprocess.run(
+        [sys.executable, "-m", "ablate", "show", str(row["run_id"]), "--db", str(committed_db),
+         "--as-command"], capture_output=True, text=True, check=True).stdout.strip()
+    args = shlex.split(command)[1:]  # drop the leading `ablate`
+    args[args.index("--data") + 1] = hn_csv  # the same file (same fingerprint) where CI has it
+    out = subprocess.run([sys.executable, "-m", "ablate", *args, "--json"], cwd=REPO,
+                         capture_output=True, text=True, check=True).stdout
+    final = json.loads(out.splitlines()[-1])
+    assert final["val_loss"] == pytest.approx(row["final_val_loss"], rel=1e-4)
+
+
+def test_prose_outside_the_markers_survives_regeneration(committed_db, tmp_path):
+    doc = tmp_path / "RESULTS.md"
+    assert results_doc.write(doc, committed_db)
+    doc.write_text("# Results\n\nintro\n" + doc.read_text().split("\n", 1)[1] + "\n## Ours\nkept\n")
+    assert not results_doc.write(doc, committed_db)  # already up to date
+    assert doc.read_text().startswith("# Results\n\nintro\n") and doc.read_text().endswith("kept\n")
