@@ -245,7 +245,10 @@ def test_sigkilled_runners_at_seven_points_resume_to_the_clean_result(tmp_path):
     # each SIGKILL of both left a 'running' run whose job is a zombie (nothing reaps orphans
     # here); the next runner saw it dead and took it back
     outputs = "".join(p.read_text() for p in tmp_path.glob("runner*.out"))
-    assert outputs.count("had no live process") == sum(v == "both" for *_, v in RUNNER_KILLS)
+    # (a job whose runner died usually records itself interrupted, but the SIGTERM can land
+    # inside its own database write; then it is reaped the same way: never fewer reaps)
+    both = sum(v == "both" for *_, v in RUNNER_KILLS)
+    assert both <= outputs.count("had no live process") <= len(RUNNER_KILLS)
 
 
 def test_disk_full_and_vanishing_data_fail_their_runs_with_the_reason(tmp_path):
