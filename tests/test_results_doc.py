@@ -63,3 +63,22 @@ def test_prose_outside_the_markers_survives_regeneration(committed_db, tmp_path)
     doc.write_text("# Results\n\nintro\n" + doc.read_text().split("\n", 1)[1] + "\n## Ours\nkept\n")
     assert not results_doc.write(doc, committed_db)  # already up to date
     assert doc.read_text().startswith("# Results\n\nintro\n") and doc.read_text().endswith("kept\n")
+
+
+def test_readme_queries_run_on_the_committed_results(committed_db, monkeypatch, capsys):
+    """The README's SQL and pandas examples, pointed at the committed experiment."""
+    import sqlite3
+
+    from .test_readme import DB_SECTION, blocks
+
+    def ours(text: str) -> str:
+        return text.replace("'smoke'", "'report-cpu'").replace('"smoke"', '"report-cpu"')
+
+    with sqlite3.connect(committed_db) as conn:
+        for sql in blocks("sql", DB_SECTION):
+            rows = conn.execute(ours(sql)).fetchall()
+            assert rows or "failed" in sql, sql  # results.db has no failed run to list
+    monkeypatch.chdir(committed_db.parent)  # `results.db` in the examples is the copy
+    for code in blocks("python", DB_SECTION):
+        exec(compile(ours(code), "README.md", "exec"), {})
+    assert "onecycle_fix" in capsys.readouterr().out
