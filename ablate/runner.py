@@ -15,8 +15,9 @@ import re
 import signal
 import socket
 import subprocess
-import time
+import threading
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -103,9 +104,9 @@ def run(store: Store, run_ids: list[int], executor: Executor, *, db_url: str,
     tried: set[int] = set()  # never retry a run within one invocation (an OOM would loop)
     active: dict[int, Job] = {}
     outcome = Outcome([], already_done)
-    try:
-        while True:
-            while executor.free_slots() > 0:
+    with _ctrl_c() as stopped:
+        while not stopped.is_set():
+            while executor.free_slots() > 0 and not stopped.is_set():
                 claimed = store.claim([i for i in run_ids if i not in tried], host=host, pid=pid,
                                       code_version=code_version())
                 if claimed is None:
@@ -121,18 +122,33 @@ def run(store: Store, run_ids: list[int], executor: Executor, *, db_url: str,
                 notify("start", {"job": job})
             if not active:
                 return outcome  # nothing claimable and nothing running: done
-            time.sleep(POLL_S)
+            stopped.wait(POLL_S)
             for ended in executor.poll():
                 active.pop(ended.job.run_id, None)
                 _settle(store, ended)
                 notify("end", {"job": ended.job, "run": store.run(ended.job.run_id)})
             notify("tick", {"active": list(active.values())})
-    except KeyboardInterrupt:
-        for job in executor.stop_all():
-            store.fail(job.run_id, job.attempt, "interrupted by the user (Ctrl-C)",
-                       status="interrupted")
-        outcome.interrupted = True
-        return outcome
+    for job in executor.stop_all():
+        store.fail(job.run_id, job.attempt, "interrupted by the user (Ctrl-C)",
+                   status="interrupted")
+    outcome.interrupted = True
+    return outcome
+
+
+@contextmanager
+def _ctrl_c():
+    """Ctrl-C (SIGINT) sets an event the loop checks, instead of raising KeyboardInterrupt
+    wherever the main thread happens to be: inside a SQLite call the interrupt can be turned
+    into a query error and lost, and the matrix would carry on as if nothing happened."""
+    stopped = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stopped
+        return
+    previous = signal.signal(signal.SIGINT, lambda *_: stopped.set())
+    try:
+        yield stopped
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _settle(store: Store, ended: Ended) -> None:
