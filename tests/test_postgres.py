@@ -9,7 +9,6 @@ tests are skipped with that reason, except in CI (CI=true), where they fail.
 from __future__ import annotations
 
 import inspect
-import multiprocessing
 import subprocess
 import sys
 
@@ -20,7 +19,7 @@ from ablate.store import Store
 
 from . import test_store as sqlite_suite
 from .test_runner import write_matrix
-from .test_store import _planned, _worker, exp_runs  # noqa: F401 - exp_runs: a fixture, on this module's store
+from .test_store import check_parallel_claims, exp_runs  # noqa: F401 - exp_runs: a fixture, on this module's store
 
 # Tests of test_store.py that take the `store` fixture but check SQLite itself.
 SQLITE_ONLY = {"test_sqlite_pragmas_and_begin_immediate_for_writes"}
@@ -51,17 +50,7 @@ def test_the_store_really_is_postgresql(store):
 
 def test_parallel_workers_claim_each_run_exactly_once(pg_url):
     """FOR UPDATE SKIP LOCKED: four processes claim 40 runs; each is trained exactly once."""
-    with Store(pg_url) as store:
-        exp = store.upsert_experiment("par", "", "", None, "d")
-        ids = store.add_runs(exp, _planned(40))
-    with multiprocessing.get_context("spawn").Pool(4) as pool:
-        claimed = pool.starmap(_worker, [(pg_url, ids)] * 4)
-    flat = [run_id for per_worker in claimed for run_id in per_worker]
-    assert sorted(flat) == sorted(ids)
-    with Store(pg_url, create=False) as store:
-        for entry in store.runs_for(exp):
-            assert (entry.run.status, entry.run.attempt) == ("completed", 1)
-            assert [e.step for e in store.evals(entry.run.id)] == list(range(5))
+    check_parallel_claims(pg_url)
 
 
 def test_two_runners_share_a_matrix_on_postgresql(tmp_path, hn_csv, pg_url):

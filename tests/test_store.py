@@ -221,7 +221,11 @@ def _worker(url: str, run_ids: list[int]) -> list[int]:
 
 
 def test_parallel_workers_claim_each_run_exactly_once(tmp_path):
-    url = _url(tmp_path / "results.db")
+    check_parallel_claims(_url(tmp_path / "results.db"))
+
+
+def check_parallel_claims(url: str) -> None:
+    """Four processes claim 40 runs from one database; each run is trained exactly once."""
     with Store(url) as store:
         exp = store.upsert_experiment("par", "", "", None, "d")
         ids = store.add_runs(exp, _planned(40))
