@@ -205,7 +205,7 @@ JOB_KILLS = [
     (key(0.005), "after_eval:4", "job"),  # the whole replay committed, no result yet
 ]
 
-# 7 runner kills in one 3-run matrix: each ends an invocation.
+# 8 runner kills in one 3-run matrix: each ends an invocation.
 RUNNER_KILLS = [
     (key(BASE_LR), "before_eval:2", "runner"),
     (key(BASE_LR), "commit:3", "both"),  # both die mid-transaction: the run stays 'running'
@@ -214,6 +214,7 @@ RUNNER_KILLS = [
     (key(0.001), "return", "runner"),
     (key(0.002), "commit:1", "runner"),  # SIGTERM lands inside the commit hook
     (key(0.002), "report:2", "both"),
+    (key(0.002), "ckpt_tmp:3", "runner"),  # the resumed attempt, mid-checkpoint: SIGTERM there
 ]
 
 
@@ -233,12 +234,12 @@ def test_sigkilled_jobs_at_twelve_points_resume_to_the_clean_result(tmp_path):
     assert list((tmp_path / "ckpt").glob("*/*.tmp*"))  # orphaned tmp files did no harm
 
 
-def test_sigkilled_runners_at_seven_points_resume_to_the_clean_result(tmp_path):
+def test_sigkilled_runners_at_eight_points_resume_to_the_clean_result(tmp_path):
     pauses: dict[str, list[str]] = {}
     for k, point, _ in RUNNER_KILLS:
         pauses.setdefault(k, []).append(point)
     bench = Bench(tmp_path, write_matrix(tmp_path, "runnerkills", [0.001, 0.002]), pauses)
-    assert drive(bench, RUNNER_KILLS, 3) == 7
+    assert drive(bench, RUNNER_KILLS, 3) == 8
     bench.check_final(3)
     errors = [e for (e,) in bench.query("select error from runs")]
     assert errors == [None, None, None]
