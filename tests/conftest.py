@@ -60,7 +60,7 @@ class SmokeRun:
 
 @pytest.fixture(scope="session")
 def smoke_db(hn_csv, tmp_path_factory) -> SmokeRun:
-    """Run the smoke matrix once (about 90 s on 2 cores) into a fresh SQLite file."""
+    """Run the smoke matrix once (under a minute on 2 cores) into a fresh SQLite file."""
     cwd = tmp_path_factory.mktemp("smoke")
     db = cwd / "smoke.db"
     url = f"sqlite:///{db}"

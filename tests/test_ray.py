@@ -2,7 +2,7 @@
 local executor, evaluations streamed to the driver's SQLite file or written straight into
 PostgreSQL, and a killed worker's run interrupted, then completed by the next `ablate run`.
 
-Each CLI call starts its own local Ray instance (a few seconds); matrices are 3 tiny runs.
+Each CLI call starts its own local Ray instance (a few seconds) on this machine's CPUs.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from sqlalchemy import text
 
 from ablate.store import Store
 
+from .conftest import SMOKE_MATRIX
 from .test_runner import ablate, poll, query, wait_for, write_matrix
 
 ray = pytest.importorskip("ray", reason="Ray not installed: pip install 'ablate[ray]'")
@@ -50,26 +51,27 @@ def test_without_ray_the_command_says_how_to_install_it(tmp_path):
     assert len(lines) == 1 and "pip install 'ablate[ray]'" in lines[0], result.stderr
 
 
-def test_ray_executor_gives_the_local_executors_runs_and_losses(tmp_path, hn_csv):
-    matrix = write_matrix(tmp_path, "same", "[sdpa, dropout_005]")
-    local_db, ray_db = tmp_path / "local.db", tmp_path / "ray.db"
-    local = ablate("run", str(matrix), db=local_db, cwd=tmp_path)
-    assert local.returncode == 0, local.stdout + local.stderr
-    remote = ablate("run", str(matrix), *RAY, db=ray_db, cwd=tmp_path)
+def test_ray_executor_runs_the_smoke_matrix_like_the_local_executor(tmp_path, hn_csv, smoke_db):
+    """experiments/smoke.yaml through Ray (one CPU, one thread per run: as the local executor
+    runs it with two jobs on the two cores) against the session's local smoke run."""
+    ray_db = tmp_path / "ray.db"
+    remote = ablate("run", str(SMOKE_MATRIX), "--data", hn_csv, "--executor", "ray",
+                    "--log-dir", str(tmp_path / "logs"), db=ray_db, cwd=tmp_path)
     assert remote.returncode == 0, remote.stdout + remote.stderr
     assert "Ray cluster" in remote.stdout
-    expected, got = runs(local_db), runs(ray_db)
+    expected, got = runs(smoke_db.db), runs(ray_db)
+    assert len(got) == 9
     assert [r[:4] for r in got] == [r[:4] for r in expected]  # same identities, names, statuses
     assert all(r[2] == "completed" for r in got)
     assert [r[4] for r in got] == pytest.approx([r[4] for r in expected], rel=1e-6)
-    local_curves, ray_curves = curves(local_db), curves(ray_db)
+    local_curves, ray_curves = curves(smoke_db.db), curves(ray_db)
     assert local_curves.keys() == ray_curves.keys()
     for name, curve in local_curves.items():
         assert [s for s, _ in ray_curves[name]] == [s for s, _ in curve]
         assert [v for _, v in ray_curves[name]] == pytest.approx([v for _, v in curve], rel=1e-6)
     # the driver committed everything; one log per run, with the worker that trained it
-    logs = sorted((tmp_path / "ablate-logs" / "same").glob("run*-attempt1.log"))
-    assert len(logs) == 3 and all("running on host" in p.read_text() for p in logs)
+    logs = sorted((tmp_path / "logs" / "smoke").glob("run*-attempt1.log"))
+    assert len(logs) == 9 and all("running on host" in p.read_text() for p in logs)
 
 
 def test_killed_ray_worker_run_is_interrupted_then_completed_by_the_next_run(tmp_path, hn_csv):

@@ -22,7 +22,7 @@ from ablate.matrix import load_matrix
 
 from .conftest import REPO, SMOKE_MATRIX
 
-RUN_BUDGET_S = 180.0
+RUN_BUDGET_S = 120.0
 REPORT_BUDGET_S = 2.0
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
