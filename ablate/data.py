@@ -21,11 +21,11 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from .config import HUB_DATASET, TrainConfig
+from .datasource import LOCAL_FORMATS, DataError, fingerprint  # noqa: F401 - DataError: API
 
 EOS = "<eos>"
 SPECIAL_TOKENS = ["<pad>", EOS, "<unk>"]
 CACHE_FORMAT = 4  # 2, 3: URL_PATTERN fixes (url_split ids changed); 4: round-trip check
-LOCAL_FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "json", ".json": "json"}
 
 # GPT-2's pre-tokenization regex with a URL alternative in front: one Split keeps a whole URL
 # as a single pre-token. (The report's literal code — Split on a *string* pattern, followed by
@@ -36,10 +36,6 @@ _GPT2_PATTERN = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\
 # The case-insensitive flag is scoped to the URL: a bare leading (?i) would apply to the whole
 # alternation and make GPT-2's contractions match "'T", "'S", ... unlike ByteLevel.
 URL_PATTERN = r"(?i: ?https?://\S+)"
-
-
-class DataError(RuntimeError):
-    """The data cannot be loaded; the message names the source and what to do."""
 
 
 @dataclass
@@ -67,21 +63,6 @@ class PreparedData:
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("ABLATE_CACHE", Path.home() / ".cache" / "ablate"))
-
-
-def fingerprint(source: str) -> str:
-    """Identity of the data: a local file by its content, a hub dataset by its id."""
-    path = Path(source)
-    if path.suffix.lower() in LOCAL_FORMATS or path.exists():
-        if not path.is_file():
-            raise DataError(f"data file {source!r} does not exist; pass --data PATH to a local "
-                            f"csv/parquet/jsonl file with a 'title' column")
-        digest = hashlib.sha256()
-        with path.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
-        return f"sha256:{digest.hexdigest()}"
-    return f"hub:{source}"
 
 
 def load_titles(cfg: TrainConfig) -> tuple[list[str], list[str]]:

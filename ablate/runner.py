@@ -24,6 +24,7 @@ from pathlib import Path
 
 from .executors import Ended, Executor, Job
 from .job import DEFAULT_TRAINER
+from .datasource import fingerprint
 from .matrix import Matrix, PlannedRun
 from .store import Store
 
@@ -57,8 +58,6 @@ class PlanRow:
 
 def plan(matrix: Matrix, data_override: str | None = None) -> list[PlanRow]:
     """The matrix's runs with their identity hashes (the data read once per distinct source)."""
-    from .data import fingerprint  # imports torch (seconds): not for a matrix that fails to load
-
     fingerprints: dict[str, str] = {}
     rows = []
     for i, p in enumerate(matrix.expand(data_override)):

@@ -18,7 +18,7 @@ import yaml
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from ablate.data import DataError
+from ablate.datasource import DataError
 from ablate.matrix import NAME_PATTERN, MatrixError, load_matrix, parse_matrix
 from ablate.runner import plan, register
 from ablate.store import Store
