@@ -72,6 +72,7 @@ class TrainConfig:
     warmup_steps: int = 500  # warmup_cosine only
     min_lr: float = 1e-5  # warmup_cosine only
     precision: Precision = "off"
+    tf32: bool = False  # CUDA: fp32 matmuls on TF32 tensor cores (faster; 10-bit mantissa)
     ema_decay: float = 0.0  # 0 disables EMA; evaluation then sees the raw weights
     token_mask_prob: float = 0.0  # augmentation: breaks Mainrun's rules
     sequence_augment_prob: float = 0.0  # augmentation: breaks Mainrun's rules

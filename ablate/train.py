@@ -190,6 +190,15 @@ def autocast_for(cfg: TrainConfig, device: torch.device):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+def set_matmul_precision(cfg: TrainConfig, device: torch.device) -> None:
+    """TF32 rounds fp32 matmul inputs to a 10-bit mantissa, so it is a config field (part of a
+    run's identity), not an execution option; it exists on CUDA only."""
+    if cfg.tf32 and device.type != "cuda":
+        raise ConfigError("tf32 applies to CUDA matmuls only; on CPU leave it off")
+    if device.type == "cuda":  # set both ways: a process may train several configs
+        torch.backends.cuda.matmul.fp32_precision = "tf32" if cfg.tf32 else "ieee"
+
+
 # --------------------------------------------------------------------------- the run
 class Schedule:
     """Step arithmetic of MAINRUN.md §5, with optimizer steps of `grad_accum_steps` batches."""
@@ -218,6 +227,7 @@ def train(config: TrainConfig | dict, on_eval: EvalCallback | None = None,
     opts = options or ExecOptions()
     device = resolve_device(opts.device)
     autocast = autocast_for(cfg, device)  # validates precision vs device before any work
+    set_matmul_precision(cfg, device)
     if opts.threads:
         torch.set_num_threads(opts.threads)
     t_start = time.perf_counter()
@@ -357,6 +367,7 @@ def train(config: TrainConfig | dict, on_eval: EvalCallback | None = None,
         "truncated": step < sched.max_steps, "evals": len(evals),
         "wall_time_s": time.perf_counter() - t_start, "train_time_s": train_time,
         "tokens_per_s": final["tokens_per_s"], "device": _device_name(device),
+        "compile": opts.compile,  # an execution option: not in the identity, so recorded here
         "eval_coverage": coverage, "resumed_from_step": resumed_from_step, **data.info,
     }
 

@@ -584,6 +584,17 @@ def test_fp16_on_cpu_is_a_clear_config_error(tiny, monkeypatch):
         train(cfg0.replace(precision="fp16"), options=opts())
 
 
+def test_tf32_on_cpu_is_a_clear_config_error_and_part_of_the_identity(tiny, monkeypatch):
+    cfg0, _ = tiny
+
+    def no_data(*a, **k):
+        raise AssertionError("tf32 on CPU must fail before any data work")
+    monkeypatch.setattr(T, "prepare", no_data)
+    with pytest.raises(ConfigError, match=r"tf32.*CUDA"):
+        train(cfg0.replace(tf32=True), options=opts())
+    assert cfg0.replace(tf32=True).identity_hash() != cfg0.identity_hash()
+
+
 # --------------------------------------------------------------------------- monitoring
 def test_more_evaluations_do_not_change_the_final_loss(tiny):
     cfg0, data = tiny

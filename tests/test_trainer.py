@@ -71,6 +71,7 @@ def test_truncated_run_keeps_schedule_and_eval_points(hn_csv):
     trunc = train(cfg, lambda m: trunc_steps.append((m["step"], m["lr"], m["val_loss"])),
                   ExecOptions(max_steps=full["max_steps"] // 2 + 1))
     assert trunc["truncated"] and not full["truncated"]
+    assert full["compile"] is False  # execution options that are not in the identity are recorded
     assert trunc["max_steps"] == full["max_steps"]
     assert trunc_steps == full_steps[:len(trunc_steps)]
 
