@@ -104,6 +104,22 @@ def test_killed_ray_worker_run_is_interrupted_then_completed_by_the_next_run(tmp
     assert len(old) >= 2 and all(new[s] == pytest.approx(v, rel=1e-6) for s, v in old.items())
 
 
+def test_ctrl_c_under_ray_interrupts_the_runs_and_leaves_none_running(tmp_path, hn_csv):
+    matrix = write_matrix(tmp_path, "rayctrlc", "[sdpa]", epochs=6)
+    db = tmp_path / "r.db"
+    runner = ablate("run", str(matrix), *RAY, db=db, cwd=tmp_path, background=True)
+    run_id = wait_for(lambda: poll(
+        db, "select r.id from runs r where r.status='running' and "
+            "(select count(*) from evals e where e.run_id=r.id) >= 1"), timeout=240, what="an eval")[0][0]
+    committed = query(db, "select attempt, step, val_loss from evals where run_id=?", run_id)
+    runner.send_signal(signal.SIGINT)
+    out, _ = runner.communicate(timeout=120)
+    assert runner.returncode == 130, out
+    assert query(db, "select status from runs where id=?", run_id) == [("interrupted",)]
+    assert query(db, "select count(*) from runs where status='running'") == [(0,)]
+    assert set(committed) <= set(query(db, "select attempt, step, val_loss from evals where run_id=?", run_id))
+
+
 def test_ray_workers_write_straight_into_postgresql(tmp_path, hn_csv, pg_url):
     matrix = write_matrix(tmp_path, "raypg", "[]")  # one run: the baseline
     matrix.write_text(matrix.read_text().replace("design: one-at-a-time", "design: list")
