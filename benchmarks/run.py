@@ -7,7 +7,8 @@ Sections (all by default; `--only` picks some):
   peak      large matmul in fp32 and bf16: the device's measured peak FLOP/s (MFU denominator)
   parity    ablate's baseline step vs the plain hand-written loop (tests/mainrun_reference.py)
   switches  time per step, tokens/s and MFU of the baseline and each speed switch
-  first     time to first optimizer step, cold (empty tokenizer cache) vs cached, fresh processes
+  first     time to first step (setup: data, tokenizer, model, optimizer) and to the end of
+            step 1, cold (empty tokenizer cache) vs cached, in fresh processes
   eval      share of a run's wall time spent in evaluation, and in the extra val_loss_full pass
   omp       OMP_WAIT_POLICY (unset vs PASSIVE), one CPU job alone and two at once (CPU only)
   smoke     wall time of the whole smoke matrix through the CLI
@@ -17,7 +18,8 @@ and reports medians: other processes on the machine shift all variants alike. St
 from a global optimizer step hook (CUDA: synchronized), so the exact code path of `train()` is
 measured and nothing in the trainer is instrumented. The interval that contains the step-1
 evaluation is dropped; so is the first step (warm-up / compilation).
-`--full` adds the full 27M Mainrun architecture (d512, 6 layers, vocab 16000) to parity/switches.
+`--full` adds the full 27M Mainrun architecture (d512, 6 layers, vocab 16000) to parity/switches;
+`--model small|mid|full` picks the one model they use instead.
 """
 
 from __future__ import annotations
@@ -56,15 +58,19 @@ from tests import mainrun_reference as ref  # noqa: E402
 MID = dict(data=HN, num_titles=20_000, vocab_size=8_000, d_model=256, n_layer=4, n_head=8,
            block_size=128, batch_size=64)
 FULL = dict(data=HN, num_titles=20_000, vocab_size=16_000, d_model=512, n_layer=6, n_head=8,
-            block_size=128, batch_size=64)
+            block_size=128, batch_size=64, val_frac=0.01)  # small val set: each call's step-1
+# evaluation is not measured, and on a CPU it would cost more than the steps that are
 SMALL = dict(data=HN, num_titles=4_000, vocab_size=1_000, d_model=64, n_layer=2, n_head=4,
              block_size=64, batch_size=16)  # experiments/smoke.yaml's base model
+MODELS = {"small": (SMALL, "smoke base model"), "mid": (MID, "mid d256/L4/V8000/B64xT128"),
+          "full": (FULL, "full 27M d512/L6/V16000")}
 SWITCHES = {  # name -> config patch (and exec options)
     "baseline": ({}, {}),
     "sdpa": ({"attention": "sdpa"}, {}),
     "bf16": ({"precision": "bf16"}, {}),
     "bf16+sdpa": ({"precision": "bf16", "attention": "sdpa"}, {}),
     "adamw": ({"optimizer": "adamw", "lr": 1e-3}, {}),  # fused on CUDA (make_optimizer)
+    "tf32": ({"tf32": True}, {}),  # CUDA only
     "compile": ({}, {"compile": True}),
     "compile+bf16+sdpa": ({"precision": "bf16", "attention": "sdpa"}, {"compile": True}),
 }
@@ -173,7 +179,7 @@ def bench_peak(device, quick: bool) -> dict:
         out[f"{key}_tflops"] = 2 * n ** 3 / med(ts) / 1e12
     out["bf16_over_fp32"] = out["bf16_tflops"] / out["fp32_tflops"]
     if device.type == "cuda":  # what most GPU MFU numbers use: TF32 tensor cores for fp32
-        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cuda.matmul.fp32_precision = "tf32"
         a, b = mats[torch.float32]
         a @ b
         ts = []
@@ -183,7 +189,7 @@ def bench_peak(device, quick: bool) -> dict:
             a @ b
             sync(device)
             ts.append(time.perf_counter() - t0)
-        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
         out["tf32_tflops"] = 2 * n ** 3 / med(ts) / 1e12
     return out | load()
 
@@ -194,9 +200,13 @@ def bench_parity(device, base: dict, steps: int, rounds: int, label: str) -> dic
     data = prepare(cfg)
     a, r, ratios = [], [], []
     before = load()
-    for _ in range(rounds):
-        ta = med(ablate_steps(cfg, data, device, steps))
-        tr = med(ref_steps(cfg, data, steps))
+    for i in range(rounds):  # A B, B A, ...: whichever runs first in a round pays for fresh memory
+        if i % 2:
+            tr = med(ref_steps(cfg, data, steps))
+            ta = med(ablate_steps(cfg, data, device, steps))
+        else:
+            ta = med(ablate_steps(cfg, data, device, steps))
+            tr = med(ref_steps(cfg, data, steps))
         a.append(ta)
         r.append(tr)
         ratios.append(ta / tr)
@@ -245,31 +255,58 @@ def bench_switches(device, base: dict, steps: int, rounds: int, peak: dict | Non
             "load_before": before, "load_after": load()}
 
 
+class _FirstStepDone(Exception):
+    pass
+
+
+def _stop_after_step(*_) -> None:
+    raise _FirstStepDone
+
+
 def _first_step_worker(config: dict, cache_dir: str, device: str) -> None:
-    """Runs in a fresh process: seconds from train() until the first optimizer step ends."""
+    """Runs in a fresh process (torch already imported, as in a job): seconds from the train()
+    call until the first training forward starts (data + tokenizer + model + optimizer setup:
+    the issue's "time to first step") and until the first optimizer step ends."""
     dev = torch.device(device)
+    first_forward: list[float] = []
+
+    def on_forward(*_) -> None:  # a pre-hook that returns a value would replace the input
+        if not first_forward:
+            first_forward.append(time.perf_counter())
+
+    hook = torch.nn.modules.module.register_module_forward_pre_hook(on_forward)
     with StepClock(dev) as clock:
-        train(TrainConfig(**config), options=ExecOptions(device=device, max_steps=1,
-                                                         cache_dir=cache_dir,
-                                                         step_metrics=False))
-    print(json.dumps({"first_step_s": clock.first()}))
+        stop = register_optimizer_step_post_hook(_stop_after_step)  # skips the step-1 evaluation
+        try:
+            train(TrainConfig(**config), options=ExecOptions(device=device, max_steps=1,
+                                                             cache_dir=cache_dir,
+                                                             step_metrics=False))
+        except _FirstStepDone:
+            pass
+    stop.remove()
+    hook.remove()
+    print(json.dumps({"setup_s": first_forward[0] - clock.t0, "first_step_s": clock.first()}))
 
 
 def bench_first(device, configs: dict[str, dict], rounds: int) -> dict:
     out = {}
     for label, config in configs.items():
-        cold, cached = [], []
+        runs: dict[str, list[dict]] = {"cold": [], "cached": []}
         before = load()
         for _ in range(rounds):
             with tempfile.TemporaryDirectory() as cache:
-                for bucket in (cold, cached):  # cold, then the same cache again
+                for kind in ("cold", "cached"):  # an empty cache, then the same cache again
                     proc = subprocess.run(
                         [sys.executable, __file__, "--_first-step", json.dumps(config), cache,
                          str(device)], capture_output=True, text=True, check=True)
-                    bucket.append(json.loads(proc.stdout.strip().splitlines()[-1])["first_step_s"])
-        out[label] = {"cold_s": med(cold), "cached_s": med(cached),
-                      "speedup": med(cold) / med(cached), "cold": cold, "cached": cached,
-                      "load_before": before, "load_after": load()}
+                    runs[kind].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        row = {"load_before": before, "load_after": load()}
+        for what in ("setup_s", "first_step_s"):
+            cold, cached = ([r[what] for r in runs[k]] for k in ("cold", "cached"))
+            row[what] = {"cold": med(cold), "cached": med(cached),
+                         "speedup": med(cold) / med(cached), "cold_rounds": cold,
+                         "cached_rounds": cached}
+        out[label] = row
     return out
 
 
@@ -439,8 +476,10 @@ def print_tables(res: dict) -> None:
                       f"{row['mfu']:.1%} ({row['mfu_vs'][:4]})" if "mfu" in row else "—")
         con.print(t)
     for label, f in res.get("first", {}).items():
-        con.print(f"time to first step ({label}): cold {f['cold_s']:.2f} s, cached "
-                  f"{f['cached_s']:.2f} s ({f['speedup']:.1f}x)")
+        su, fs = f["setup_s"], f["first_step_s"]
+        con.print(f"time to first step ({label}): cold {su['cold']:.2f} s, cached "
+                  f"{su['cached']:.2f} s ({su['speedup']:.1f}x); to the end of step 1: cold "
+                  f"{fs['cold']:.2f} s, cached {fs['cached']:.2f} s ({fs['speedup']:.1f}x)")
     for label, e in res.get("eval", {}).items():
         con.print(f"evaluation ({label}): {e['eval_share']:.1%} of wall time, val_loss_full "
                   f"pass {e['full_share']:.1%}")
@@ -463,6 +502,8 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds, small configs only")
     ap.add_argument("--full", action="store_true", help="also the full 27M baseline model")
+    ap.add_argument("--model", choices=list(MODELS),
+                    help="the model of parity/switches (default: small with --quick, else mid)")
     ap.add_argument("--json", help="write the results here")
     ap.add_argument("--only", nargs="*", help="sections: peak parity switches first eval omp smoke")
     ap.add_argument("--device", default="auto")
@@ -482,8 +523,8 @@ def main(argv=None) -> dict:
     sections = set(args.only or ["peak", "parity", "switches", "first", "eval", "omp", "smoke"])
     q = args.quick
     res: dict = {"machine": machine(device), "load_start": load(), "quick": q}
-    mid = SMALL if q else MID
-    mid_label = "smoke base model" if q else "mid d256/L4/V8000/B64xT128"
+    model = args.model or ("small" if q else "mid")
+    mid, mid_label = MODELS[model]
     if "peak" in sections or "switches" in sections:
         res["peak"] = bench_peak(device, q)
     if "parity" in sections:
@@ -495,6 +536,8 @@ def main(argv=None) -> dict:
             res["parity"] = []
     if "switches" in sections:
         names = list(SWITCHES)
+        if cpu:
+            names.remove("tf32")
         if q or args.no_compile:
             names = [n for n in names if not n.startswith("compile")]
         res["switches"] = [bench_switches(device, mid, 5 if q else 4, 3, res.get("peak"),
@@ -506,8 +549,8 @@ def main(argv=None) -> dict:
     if "first" in sections:
         configs = {"smoke base model, 4k titles": SMALL}
         if not q:
-            configs["mid model, Mainrun data (100k titles of hn_stories, V16000)"] = {
-                **MID, "data": HN_BIG, "num_titles": 100_000, "vocab_size": 16_000}
+            configs["Mainrun baseline: 27M model, 100k titles of hn_stories, V16000"] = {
+                "data": HN_BIG, "num_titles": 100_000}
         res["first"] = bench_first(device, configs, 1 if q else 2)
     if "eval" in sections:
         small = {**SMALL, "epochs": 2}

@@ -9,6 +9,7 @@ import statistics
 import time
 
 import torch
+from torch.nn.modules.module import register_module_forward_pre_hook
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from ablate.config import ExecOptions, TrainConfig
@@ -84,19 +85,49 @@ def test_trainer_step_not_slower_than_plain_loop(hn_csv):
     assert best <= 1.3, f"ablate's step is {best:.2f}x the plain reference loop's"
 
 
-def test_cached_prepare_is_much_faster_than_cold(hn_csv, tmp_path):
-    cfg = TrainConfig(data=hn_csv, num_titles=2000, vocab_size=500)
+class _FirstStepDone(Exception):
+    pass
+
+
+def _raise_first_step_done(*_):
+    raise _FirstStepDone
+
+
+def _time_to_first_step(cfg: TrainConfig, cache_dir) -> float:
+    """Seconds from the train() call until its first training forward starts: data, tokenizer,
+    model and optimizer setup. Stops after step 1 (its evaluation is not setup)."""
+    starts: list[float] = []
+
+    def on_forward(*_) -> None:  # a pre-hook that returns a value would replace the input
+        if not starts:
+            starts.append(time.perf_counter())
+
+    hooks = [register_module_forward_pre_hook(on_forward),
+             register_optimizer_step_post_hook(_raise_first_step_done)]
+    t0 = time.perf_counter()
+    try:
+        train(cfg, options=ExecOptions(device="cpu", max_steps=1, cache_dir=cache_dir,
+                                       step_metrics=False))
+    except _FirstStepDone:
+        pass
+    finally:
+        for h in hooks:
+            h.remove()
+    return starts[0] - t0
+
+
+def test_cached_run_reaches_its_first_step_at_least_3x_sooner(hn_csv, tmp_path):
+    """Issue "Fast": time to first step, cached second run >= 3x shorter than cold. Run once
+    first so one-time process imports (torch._dynamo, on the first optimizer) count in neither;
+    benchmarks/run.py --only first measures fresh processes, imports included."""
+    cfg = TrainConfig(data=hn_csv, **SMALL)
+    _time_to_first_step(cfg, tmp_path / "warm-up")
     ratios = []
     for i in range(2):
-        t0 = time.perf_counter()
-        cold = prepare(cfg, tmp_path / f"c{i}")  # empty cache directory
-        t1 = time.perf_counter()
-        cached = prepare(cfg, tmp_path / f"c{i}")
-        t2 = time.perf_counter()
-        assert not cold.cache_hit and cached.cache_hit
-        assert torch.equal(cold.train_ids, cached.train_ids)
-        ratios.append((t1 - t0) / (t2 - t1))
-    assert max(ratios) >= 3, f"cached prepare only {max(ratios):.1f}x faster than cold"
+        cold = _time_to_first_step(cfg, tmp_path / f"cache{i}")  # empty cache directory
+        cached = _time_to_first_step(cfg, tmp_path / f"cache{i}")
+        ratios.append(cold / cached)
+    assert max(ratios) >= 3, f"cached run only {max(ratios):.1f}x sooner at its first step ({ratios})"
 
 
 def test_step_clock_sees_every_step(hn_csv):
