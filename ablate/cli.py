@@ -144,6 +144,7 @@ def run(
     gpus_per_run: Annotated[Optional[float], typer.Option(help="Ray: GPUs per run, fractions pack runs (default: 1 if the cluster has GPUs, else 0)")] = None,
     cpus_per_run: Annotated[Optional[float], typer.Option(help="Ray: CPUs per run (default: 1)")] = None,
     jobs_per_device: Annotated[Optional[int], typer.Option(help="override the matrix's jobs per device")] = None,
+    warm_workers: Annotated[Optional[bool], typer.Option("--warm-workers/--no-warm-workers", help="keep a spare job process per slot that imports torch while the slot trains (default: the matrix's execution.warm_workers, true)")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile each model")] = False,
     log_dir: Annotated[str, typer.Option(help="where each job's output goes")] = "ablate-logs",
     trainer: Annotated[str, typer.Option(help="training entry point, module:function")] = "ablate.train:train",
@@ -183,7 +184,8 @@ def run(
     run_ids = runner.register(store, matrix, rows)
     if executor == "local":
         slots = detect_slots(matrix.execution.devices, jobs_per_device or matrix.execution.jobs_per_device)
-        pool = LocalExecutor(slots, Path(log_dir) / matrix.name)
+        warm = warm_workers if warm_workers is not None else matrix.execution.warm_workers
+        pool = LocalExecutor(slots, Path(log_dir) / matrix.name, warm_workers=warm)
         where = f"{len(slots)} {slots[0].device} slot(s)"
     console = Console(soft_wrap=True)
     done = sum(r.status == "completed" for r in store.runs_by_hash(r.hash for r in rows).values())
@@ -208,8 +210,7 @@ def run(
                                  checkpoint_root=Path(checkpoint_dir) if checkpoints or resume else None,
                                  on_event=progress)
     finally:
-        if executor == "ray":
-            pool.close()
+        pool.close()
     statuses = [store.run(i).status for i in dict.fromkeys(run_ids)]
     summary = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
     console.print(f"{matrix.name}: trained {len(outcome.trained)} run(s) now; {summary}. "

@@ -1,4 +1,6 @@
-"""One run in its own process: `python -m ablate.job --db URL --run-id N --attempt A`.
+"""One run in its own process: `python -m ablate.job --db URL --run-id N --attempt A`, or
+`python -m ablate.job --serve`: a warm worker that imports the trainer first and then takes its
+one job from stdin (it still runs exactly one run, then exits).
 
 The job reads its config from the database, calls the training entry point, and commits each
 evaluation the moment the trainer reports it; a crash here cannot take down the runner or the
@@ -16,6 +18,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import traceback
 from typing import Any, Callable
 
@@ -83,16 +86,50 @@ def run_job(db: str, run_id: int, attempt: int, trainer: str, options: dict) -> 
     return 0
 
 
+def serve(trainer: str) -> int:
+    """A warm job: import the trainer (and run its optional `warm_up()`) first, then wait for
+    one job on stdin — a JSON line with db, run_id, attempt, options and log — and run it with
+    its output in that log. EOF instead of a job: not needed after all, exit quietly. A trainer
+    that fails to import fails again inside run_job, where the failure is recorded."""
+    module = trainer.partition(":")[0]
+    try:
+        warm_up = getattr(importlib.import_module(module), "warm_up", None)
+        if warm_up is not None:
+            warm_up()
+    except Exception:  # noqa: BLE001 - reported with the run, by run_job
+        pass
+    ready = time.monotonic()
+    line = sys.stdin.readline()
+    if not line.strip():
+        return 0
+    spec = json.loads(line)
+    log = os.open(spec["log"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(log, 1)
+    os.dup2(log, 2)
+    os.close(log)
+    print(f"warm worker pid {os.getpid()}: {trainer} imported {time.monotonic() - ready:.1f} s "
+          f"before this run arrived", flush=True)
+    return run_job(spec["db"], spec["run_id"], spec["attempt"], trainer, spec["options"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ablate.job")
-    parser.add_argument("--db", required=True)
-    parser.add_argument("--run-id", type=int, required=True)
-    parser.add_argument("--attempt", type=int, required=True)
+    parser.add_argument("--db")
+    parser.add_argument("--run-id", type=int)
+    parser.add_argument("--attempt", type=int)
     parser.add_argument("--trainer", default=DEFAULT_TRAINER)
     parser.add_argument("--options", default="{}", help="ExecOptions as JSON")
+    parser.add_argument("--serve", action="store_true",
+                        help="import the trainer, then read the job from stdin (warm workers)")
     args = parser.parse_args(argv)
+    if not args.serve and None in (args.db, args.run_id, args.attempt):
+        parser.error("--db, --run-id and --attempt are required (or --serve)")
     _die_with_parent()
     signal.signal(signal.SIGTERM, _interrupt)
+    if args.serve:
+        return serve(args.trainer)
     return run_job(args.db, args.run_id, args.attempt, args.trainer, json.loads(args.options))
 
 

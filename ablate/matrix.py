@@ -103,6 +103,7 @@ class Run(_Strict):
 class Execution(_Strict):
     devices: str | list[int] = "auto"
     jobs_per_device: int = Field(1, ge=1)
+    warm_workers: bool = True  # a spare job process per slot imports torch while the slot trains
 
     @field_validator("devices", mode="before")
     @classmethod

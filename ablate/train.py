@@ -220,6 +220,12 @@ class Schedule:
         return step == 1 or step % self.eval_interval == 0 or step == self.max_steps
 
 
+def warm_up() -> None:
+    """Called by a warm worker (`python -m ablate.job --serve`) before its run arrives: the
+    import torch does when the first optimizer is built (torch._dynamo, about a second)."""
+    import torch._dynamo  # noqa: F401
+
+
 def train(config: TrainConfig | dict, on_eval: EvalCallback | None = None,
           options: ExecOptions | None = None, data: PreparedData | None = None) -> dict[str, Any]:
     """Train `config`; call `on_eval(metrics)` at every evaluation; return the run's result."""

@@ -82,7 +82,7 @@ def test_matrix_runs_once_and_second_invocation_trains_nothing(tmp_path, needs_d
 
 
 def test_sigkilled_job_keeps_its_evals_and_is_completed_by_the_next_run(tmp_path, needs_data):
-    matrix = write_matrix(tmp_path, "kill", "[sdpa]", epochs=6)
+    matrix = write_matrix(tmp_path, "kill", "[sdpa]", epochs=3)
     db = tmp_path / "r.db"
     runner = ablate("run", str(matrix), db=db, cwd=tmp_path, background=True)
     # wait until the first run's job has committed at least two evaluations, then kill it
@@ -110,7 +110,7 @@ def test_sigkilled_job_keeps_its_evals_and_is_completed_by_the_next_run(tmp_path
 
 
 def test_killed_runner_takes_its_job_down_and_next_run_recovers(tmp_path, needs_data):
-    matrix = write_matrix(tmp_path, "killrunner", "[sdpa]", epochs=6)
+    matrix = write_matrix(tmp_path, "killrunner", "[sdpa]", epochs=3)
     db = tmp_path / "r.db"
     runner = ablate("run", str(matrix), db=db, cwd=tmp_path, background=True)
     rows = wait_for(lambda: poll(
@@ -166,6 +166,34 @@ def test_raising_and_diverging_runs_fail_with_reason_and_the_rest_completes(tmp_
         ("bad_warmup", 2), ("diverge", 2)]
 
 
+def test_warm_workers_train_the_same_runs_and_leave_no_spare_behind(tmp_path, needs_data, monkeypatch):
+    monkeypatch.setenv("ABLATE_TEST_TAG", str(tmp_path))  # inherited by the spares: find them
+    matrix = write_matrix(tmp_path, "warm", "[sdpa]")
+    cold_db, warm_db = tmp_path / "cold.db", tmp_path / "warm.db"
+    cold = ablate("run", str(matrix), "--no-warm-workers", "--log-dir", "cold", db=cold_db, cwd=tmp_path)
+    warm = ablate("run", str(matrix), "--warm-workers", "--log-dir", "warm", db=warm_db, cwd=tmp_path)
+    assert cold.returncode == 0 and warm.returncode == 0, cold.stdout + warm.stdout + warm.stderr
+    curve = ("select r.name, r.status, e.step, e.val_loss, e.train_loss from evals e "
+             "join runs r on r.id = e.run_id order by r.id, e.step")
+    assert query(warm_db, curve) == query(cold_db, curve)  # bit for bit: a spare only imported
+    logs = sorted((tmp_path / "warm" / "warm").glob("run*-attempt1.log"))
+    assert ["warm worker" in p.read_text() for p in logs] == [False, True]
+    assert all('"val_loss"' in p.read_text() for p in logs)  # each run's output in its own log
+    assert _processes_tagged(str(tmp_path)) == []  # the last spare went with its runner
+
+
+def _processes_tagged(tag: str) -> list[int]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and f"ABLATE_TEST_TAG={tag}".encode() in (proc / "environ").read_bytes():
+                if (proc / "stat").read_text().split()[2] != "Z":
+                    found.append(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
 @pytest.mark.parametrize("body, expected", [
     ("name: bad\ndesign: one-at-a-time\ntoggles: [swigl]\n", "did you mean 'swiglu'"),
     ("name: bad\ndesign: one-at-a-time\ntoggles: [sdpa]\nbase: {overrides: {d_model: big}}\n",
@@ -193,7 +221,7 @@ def test_plan_lists_runs_and_what_is_done(tmp_path, needs_data):
 
 
 def test_ctrl_c_stops_jobs_and_marks_them_interrupted(tmp_path, needs_data):
-    matrix = write_matrix(tmp_path, "ctrlc", "[sdpa]", epochs=6)
+    matrix = write_matrix(tmp_path, "ctrlc", "[sdpa]", epochs=3)
     db = tmp_path / "r.db"
     runner = ablate("run", str(matrix), db=db, cwd=tmp_path, background=True)
     run_id, job_pid = wait_for(lambda: poll(
@@ -208,7 +236,7 @@ def test_ctrl_c_stops_jobs_and_marks_them_interrupted(tmp_path, needs_data):
 
 
 def test_resume_continues_a_killed_run_from_its_checkpoint_exactly(tmp_path, needs_data):
-    matrix = write_matrix(tmp_path, "resume", "[]", epochs=6, extra="")
+    matrix = write_matrix(tmp_path, "resume", "[]", epochs=3, extra="")
     matrix.write_text(matrix.read_text().replace("design: one-at-a-time", "design: list")
                       .replace("toggles: []", "toggles: []\nruns: [{name: baseline, toggles: []}]"))
     clean_db, db = tmp_path / "clean.db", tmp_path / "r.db"
