@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from ablate import results_doc
-from ablate.results import load_runs
+from ablate.results import load_evals, load_runs
 
 from .conftest import REPO
 
@@ -51,10 +51,13 @@ def test_a_committed_run_reproduces_with_its_as_command(committed_db, hn_csv, tm
          "--as-command"], capture_output=True, text=True, check=True).stdout.strip()
     args = shlex.split(command)[1:]  # drop the leading `ablate`
     args[args.index("--data") + 1] = hn_csv  # the same file (same fingerprint) where CI has it
-    out = subprocess.run([sys.executable, "-m", "ablate", *args, "--json"], cwd=REPO,
-                         capture_output=True, text=True, check=True).stdout
-    final = json.loads(out.splitlines()[-1])
-    assert final["val_loss"] == pytest.approx(row["final_val_loss"], rel=1e-4)
+    evals = load_evals(committed_db, experiment="report-cpu")
+    committed = dict(evals.loc[evals["run_id"] == row["run_id"], ["step", "val_loss"]].values)
+    until = sorted(committed)[3]  # its first four evaluations: a truncated run keeps the schedule
+    out = subprocess.run([sys.executable, "-m", "ablate", *args, "--max-steps", str(until), "--json"],
+                         cwd=REPO, capture_output=True, text=True, check=True).stdout
+    got = {r["step"]: r["val_loss"] for r in map(json.loads, out.splitlines())}
+    assert len(got) == 4 and got == pytest.approx({s: committed[s] for s in got}, rel=1e-4)
 
 
 def test_prose_outside_the_markers_survives_regeneration(committed_db, tmp_path):
