@@ -120,6 +120,26 @@ def test_ctrl_c_under_ray_interrupts_the_runs_and_leaves_none_running(tmp_path, 
     assert set(committed) <= set(query(db, "select attempt, step, val_loss from evals where run_id=?", run_id))
 
 
+def test_ablate_joins_a_running_ray_cluster_by_its_address(tmp_path, hn_csv):
+    """The README's cluster path: a cluster already running (here one this test starts, with
+    3 CPUs, a count this 2-core machine would never detect for a private instance), and
+    `ablate run --executor ray --address HOST:PORT` sending its runs there."""
+    matrix = write_matrix(tmp_path, "join", "[]")
+    matrix.write_text(matrix.read_text().replace("design: one-at-a-time", "design: list")
+                      .replace("toggles: []", "toggles: []\nruns: [{name: baseline, toggles: []}]"))
+    db = tmp_path / "r.db"
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False,
+             object_store_memory=200 * 1024**2)
+    try:
+        address = ray.get_runtime_context().gcs_address
+        result = ablate("run", str(matrix), "--executor", "ray", "--address", address, db=db, cwd=tmp_path)
+    finally:
+        ray.shutdown()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Ray cluster (3 CPUs" in result.stdout, result.stdout
+    assert query(db, "select status, attempt from runs") == [("completed", 1)]
+
+
 def test_ray_workers_write_straight_into_postgresql(tmp_path, hn_csv, pg_url):
     matrix = write_matrix(tmp_path, "raypg", "[]")  # one run: the baseline
     matrix.write_text(matrix.read_text().replace("design: one-at-a-time", "design: list")
