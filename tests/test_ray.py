@@ -39,6 +39,16 @@ def curves(db: Path) -> dict[str, list[tuple]]:
     return out
 
 
+def start_and_wait_for_evals(matrix: Path, db: Path, n: int) -> tuple[subprocess.Popen, int]:
+    """`ablate run --executor ray` in the background, until a running run has n evaluations."""
+    runner = ablate("run", str(matrix), *RAY, db=db, cwd=matrix.parent, background=True)
+    run_id = wait_for(lambda: poll(
+        db, "select r.id from runs r where r.status='running' and "
+            "(select count(*) from evals e where e.run_id=r.id) >= ?", n), timeout=240,
+        what=f"{n} evaluation(s)")[0][0]
+    return runner, run_id
+
+
 def test_without_ray_the_command_says_how_to_install_it(tmp_path):
     matrix = tmp_path / "m.yaml"
     matrix.write_text("name: m\ndesign: one-at-a-time\ntoggles: [sdpa]\n")
@@ -77,10 +87,7 @@ def test_ray_executor_runs_the_smoke_matrix_like_the_local_executor(tmp_path, hn
 def test_killed_ray_worker_run_is_interrupted_then_completed_by_the_next_run(tmp_path, hn_csv):
     matrix = write_matrix(tmp_path, "raykill", "[sdpa]", epochs=3)
     db = tmp_path / "r.db"
-    runner = ablate("run", str(matrix), *RAY, db=db, cwd=tmp_path, background=True)
-    victim = wait_for(lambda: poll(
-        db, "select r.id from runs r where r.status='running' and "
-            "(select count(*) from evals e where e.run_id=r.id) >= 2"), timeout=240, what="evals")[0][0]
+    runner, victim = start_and_wait_for_evals(matrix, db, 2)
     log = tmp_path / "ablate-logs" / "raykill" / f"run{victim}-attempt1.log"
     pid = int(re.search(r"running on host \S+ pid (\d+)", log.read_text()).group(1))
     assert pid != runner.pid
@@ -107,10 +114,7 @@ def test_killed_ray_worker_run_is_interrupted_then_completed_by_the_next_run(tmp
 def test_ctrl_c_under_ray_interrupts_the_runs_and_leaves_none_running(tmp_path, hn_csv):
     matrix = write_matrix(tmp_path, "rayctrlc", "[sdpa]", epochs=6)
     db = tmp_path / "r.db"
-    runner = ablate("run", str(matrix), *RAY, db=db, cwd=tmp_path, background=True)
-    run_id = wait_for(lambda: poll(
-        db, "select r.id from runs r where r.status='running' and "
-            "(select count(*) from evals e where e.run_id=r.id) >= 1"), timeout=240, what="an eval")[0][0]
+    runner, run_id = start_and_wait_for_evals(matrix, db, 1)
     committed = query(db, "select attempt, step, val_loss from evals where run_id=?", run_id)
     runner.send_signal(signal.SIGINT)
     out, _ = runner.communicate(timeout=120)

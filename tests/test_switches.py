@@ -574,25 +574,19 @@ def test_bf16_autocast_runs_training_matmuls_in_bf16(tiny, monkeypatch):
         assert math.isfinite(evals[0]["val_loss"]) and math.isfinite(evals[0]["train_loss"])
 
 
-def test_fp16_on_cpu_is_a_clear_config_error(tiny, monkeypatch):
+@pytest.mark.parametrize("patch, message", [
+    ({"precision": "fp16"}, r"fp16.*CUDA.*bf16"),
+    ({"tf32": True}, r"tf32.*CUDA"),
+])
+def test_cuda_only_switch_on_cpu_is_a_clear_config_error(tiny, monkeypatch, patch, message):
     cfg0, _ = tiny
 
     def no_data(*a, **k):
-        raise AssertionError("fp16 on CPU must fail before any data work")
+        raise AssertionError(f"{patch} on CPU must fail before any data work")
     monkeypatch.setattr(T, "prepare", no_data)
-    with pytest.raises(ConfigError, match=r"fp16.*CUDA.*bf16"):
-        train(cfg0.replace(precision="fp16"), options=opts())
-
-
-def test_tf32_on_cpu_is_a_clear_config_error_and_part_of_the_identity(tiny, monkeypatch):
-    cfg0, _ = tiny
-
-    def no_data(*a, **k):
-        raise AssertionError("tf32 on CPU must fail before any data work")
-    monkeypatch.setattr(T, "prepare", no_data)
-    with pytest.raises(ConfigError, match=r"tf32.*CUDA"):
-        train(cfg0.replace(tf32=True), options=opts())
-    assert cfg0.replace(tf32=True).identity_hash() != cfg0.identity_hash()
+    with pytest.raises(ConfigError, match=message):
+        train(cfg0.replace(**patch), options=opts())
+    assert cfg0.replace(**patch).identity_hash() != cfg0.identity_hash()  # it changes numerics
 
 
 # --------------------------------------------------------------------------- monitoring
