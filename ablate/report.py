@@ -276,21 +276,38 @@ def _values(per_run: pd.DataFrame, name: str | None) -> dict:
     return dict(zip(rows["seed"], rows["y"]))
 
 
-def _mismatches(run: pd.Series, base: pd.Series | None, metric: str) -> list[tuple[str, bool]]:
-    """Why a run is not like-for-like with the baseline: (reason, whether it biases `metric`)."""
+def _mismatches(run: pd.Series, base: pd.Series | None) -> list[str]:
+    """Why a run's numbers cannot be compared with the baseline's under any metric."""
     reasons = []
     roundtrip = run.get("roundtrip")
     if roundtrip is not None and not pd.isna(roundtrip) and not bool(roundtrip):
-        reasons.append(("the tokenizer does not round-trip the text", True))
-    if base is None or base["run_id"] == run["run_id"]:
-        return reasons
-    if pd.notna(run["sha"]) and pd.notna(base["sha"]) and run["sha"] != base["sha"]:
-        reasons.append(("validation text differs from the baseline's", True))
-    if abs(run["coverage"] - base["coverage"]) > COVERAGE_TOLERANCE:  # nan compares False
-        harmless = " (val_loss_full scores every target, so the ranking still compares)"
-        reasons.append((f"eval coverage {run['coverage']:.0%} vs baseline {base['coverage']:.0%}"
-                        + ("" if metric == "mainrun" else harmless), metric == "mainrun"))
+        reasons.append("the tokenizer does not round-trip the text")
+    if base is not None and base["run_id"] != run["run_id"] and pd.notna(run["sha"]) \
+            and pd.notna(base["sha"]) and run["sha"] != base["sha"]:
+        reasons.append("validation text differs from the baseline's")
     return reasons
+
+
+def _coverage_gap(run: pd.Series, base: pd.Series | None) -> tuple[float, float] | None:
+    """(run's, baseline's) eval coverage when they differ by more than the tolerance."""
+    if base is None or base["run_id"] == run["run_id"]:
+        return None
+    if abs(run["coverage"] - base["coverage"]) > COVERAGE_TOLERANCE:  # nan compares False
+        return run["coverage"], base["coverage"]
+    return None
+
+
+def _coverage_reason(gaps: list[tuple[float, float]], metric: str) -> str:
+    """One phrase for all of a configuration's seeds: 'eval coverage 94–98% vs baseline …'."""
+    def span(values: list[float]) -> str:
+        lo, hi = f"{min(values):.0%}", f"{max(values):.0%}"
+        return lo if lo == hi else f"{lo[:-1]}–{hi}"
+    text = f"eval coverage {span([g[0] for g in gaps])} vs baseline {span([g[1] for g in gaps])}"
+    if len(gaps) > 1:
+        text += f" over {len(gaps)} seeds"
+    if metric != "mainrun":
+        text += " (val_loss_full scores every target, so the ranking still compares)"
+    return text
 
 
 _INCURABLE = ("does not round-trip", "validation text differs")
@@ -308,11 +325,14 @@ def _ranking(per_run: pd.DataFrame, factors: list[_Factor], reference: float, me
     for name, group in done.groupby("name", sort=False):
         est = summarize(group["y"])
         vs_base = difference(dict(zip(group["seed"], group["y"])), base_values)
-        mismatch: dict[str, bool] = {}
+        mismatch: dict[str, bool] = {}  # reason -> whether it biases `metric`
+        gaps = []
         for _, run in slim.loc[group.index].iterrows():
             control = controls.get(run["seed"], base_runs[0] if base_runs else None)
-            for reason, blocks in _mismatches(run, control, metric):
-                mismatch[reason] = mismatch.get(reason, False) or blocks
+            mismatch.update(dict.fromkeys(_mismatches(run, control), True))
+            gaps.append(_coverage_gap(run, control))
+        if any(gaps):
+            mismatch[_coverage_reason([g for g in gaps if g], metric)] = metric == "mainrun"
         breaking = [t for t in _split(group["toggles"].iloc[0]) if not allowed.get(t, True)]
         rows.append({
             "name": name, "toggles": group["toggles"].iloc[0], "n": est.n, "seeds": len(group),

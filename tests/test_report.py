@@ -67,7 +67,7 @@ def fill(store: Store, yaml_text: str, losses: dict, *, full: dict | None = None
 
     val_loss falls 0.2, 0.1, 0 above the final value at steps 10, 20, 30 (best = final, step 30);
     val_loss_full is `full[name]` or final + 0.05; result extras default to coverage 0.96, one
-    validation text and a round-tripping tokenizer. Runs missing from `losses` stay queued unless
+    validation text and a round-tripping tokenizer (`extra` by name, or by (name, seed)). Runs missing from `losses` stay queued unless
     `failed` maps (name, seed) to an error."""
     matrix = parse_matrix(yaml_text)
     exp = store.upsert_experiment(matrix.name, "", yaml_text, matrix.reference, matrix.design)
@@ -96,7 +96,7 @@ def fill(store: Store, yaml_text: str, losses: dict, *, full: dict | None = None
             "final_val_loss": y, "best_val_loss": y, "best_step": 30, "wall_time_s": 90.0,
             "tokens_per_s": 8192.0, "steps": 30, "max_steps": 30, "truncated": False,
             "final_val_loss_full": y_full, "eval_coverage": 0.96, "val_text_sha256": "same",
-            "tokenizer_roundtrip": True, **(extra or {}).get(p.name, {})})
+            "tokenizer_roundtrip": True, **(extra or {}).get(p.name, {}), **(extra or {}).get(key, {})})
     return exp
 
 
@@ -271,6 +271,18 @@ def test_mixed_coverage_defaults_to_full_metric(db):
     assert "eval coverage 70% vs baseline 96%" in table.loc["vocab_32k", "not_like_for_like"]
     assert table.loc["vocab_32k", "fair"]  # val_loss_full scores every target
     assert table.loc["sdpa", "is_best"]  # url_pretokenizer is lower but not like-for-like
+
+
+def test_coverage_gaps_of_several_seeds_make_one_reason(tmp_path):
+    url = f"sqlite:///{tmp_path / 'seeds.db'}"
+    matrix = "name: seeds\ndesign: one-at-a-time\ntoggles: [vocab_32k]\nseeds: [1, 2]\n"
+    losses = {("baseline", 1): 1.80, ("baseline", 2): 1.81, ("vocab_32k", 1): 1.70, ("vocab_32k", 2): 1.71}
+    extra = {("vocab_32k", 1): {"eval_coverage": 0.70}, ("vocab_32k", 2): {"eval_coverage": 0.80}}
+    with Store(url) as store:
+        fill(store, matrix, losses, extra=extra)
+    reason = ranked(rp.build_report(url, "seeds")).loc["vocab_32k", "not_like_for_like"]
+    assert reason.startswith("eval coverage 70–80% vs baseline 96% over 2 seeds (val_loss_full")
+    assert reason.count("eval coverage") == 1
 
 
 def test_mainrun_metric_flags_coverage_and_changes_metric(db):
