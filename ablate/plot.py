@@ -32,7 +32,8 @@ def sparkline(values: Iterable[float]) -> str:
 def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, out: str | Path = "curves.png",
                 metric: str = "val_loss") -> Path:
     """Plot `metric` against step for the named configurations (default: the baseline and the five
-    configurations with the lowest final value), averaged over seeds with a min-max band."""
+    configurations with the lowest final value), averaged over seeds with a min-max band
+    (`seed_band`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -51,7 +52,7 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
                                    f"known: {', '.join(dict.fromkeys(evals['name']))}")
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for name in names:
-        curve = evals[evals["name"] == name].groupby("step")[metric].agg(["mean", "min", "max"])
+        curve = seed_band(evals[evals["name"] == name], metric)
         seeds = evals.loc[evals["name"] == name, "run_id"].nunique()
         line, = ax.plot(curve.index, curve["mean"], label=name + (f" (mean of {seeds} seeds)" if seeds > 1 else ""),
                         linewidth=2.2 if name == "baseline" else 1.4, linestyle="--" if name == "baseline" else "-")
@@ -74,6 +75,24 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def seed_band(evals: Any, metric: str) -> Any:
+    """Mean, min and max of `metric` over a configuration's runs (seeds), on the steps that every
+    run reaches. Seeds can evaluate at different steps (their tokenizers, hence step counts,
+    differ), so each run is interpolated linearly onto the union of their evaluation steps;
+    averaging raw steps instead would mix seeds in and out and make the curve jump."""
+    import numpy as np
+    import pandas as pd
+
+    curves = [g.sort_values("step") for _, g in evals.groupby("run_id")]
+    first = max(c["step"].iloc[0] for c in curves)
+    last = min(c["step"].iloc[-1] for c in curves)
+    grid = np.unique(np.concatenate([c["step"].to_numpy() for c in curves]))
+    grid = grid[(grid >= first) & (grid <= last)]
+    values = np.stack([np.interp(grid, c["step"].to_numpy(dtype=float), c[metric].to_numpy(dtype=float))
+                       for c in curves])
+    return pd.DataFrame({"mean": values.mean(0), "min": values.min(0), "max": values.max(0)}, index=grid)
 
 
 def _default_names(evals: Any, metric: str) -> list[str]:

@@ -22,7 +22,7 @@ from ablate import results
 from ablate.cli import app, build_config
 from ablate.config import TrainConfig
 from ablate.matrix import parse_matrix
-from ablate.plot import plot_curves, sparkline
+from ablate.plot import plot_curves, seed_band, sparkline
 from ablate.store import Eval, Run, Store
 
 # Every matrix has its own seeds: runs with equal configs are shared across matrices.
@@ -334,6 +334,17 @@ def test_report_is_fast_on_hundreds_of_runs(tmp_path):
     rp.render(report, "table")
     assert time.perf_counter() - start < 2.0
     assert ranked(report)["n"].eq(30).all() and len(report.effects) == len(toggles)
+
+
+def test_seed_band_interpolates_seeds_onto_the_steps_all_of_them_reach():
+    evals = pd.DataFrame({"run_id": [1, 1, 1, 2, 2, 2], "step": [1, 10, 20, 1, 12, 24],
+                          "val_loss": [3.0, 2.0, 1.0, 3.2, 2.2, 1.0]})
+    band = seed_band(evals, "val_loss")
+    assert list(band.index) == [1, 10, 12, 20]  # 24: run 1 never gets there
+    # run 2 at step 10: 3.2 + (2.2 - 3.2) * 9/11; run 1 at step 12: 2.0 - 1.0 * 2/10
+    assert band.loc[10, "mean"] == pytest.approx((2.0 + 3.2 - 9 / 11) / 2)
+    assert band.loc[12, "min"] == pytest.approx(1.8) and band.loc[12, "max"] == pytest.approx(2.2)
+    assert band.loc[1].tolist() == pytest.approx([3.1, 3.0, 3.2])
 
 
 def test_plot_curves_writes_png(db, tmp_path):
