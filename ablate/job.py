@@ -22,7 +22,8 @@ import time
 import traceback
 from typing import Any, Callable
 
-from .config import ExecOptions
+from .config import ExecOptions, TrainConfig
+from .datasource import DataError, fingerprint
 from .store import Store
 
 DEFAULT_TRAINER = "ablate.train:train"
@@ -55,6 +56,15 @@ def _heartbeat(store: Store, run_id: int, attempt: int, stop: threading.Event) -
             os.kill(os.getpid(), signal.SIGTERM)  # a newer attempt owns the run: stop
 
 
+def check_data_unchanged(config: dict, run_hash: str) -> None:
+    """A run's identity holds its data's fingerprint as planned; a data file edited since then
+    would put other data under that identity, so the run fails instead of training."""
+    cfg = TrainConfig.from_dict(config)
+    if cfg.identity_hash(fingerprint(cfg.data)) != run_hash:
+        raise DataError(f"data file {cfg.data!r} changed since this matrix was planned (its "
+                        f"content hash differs); run `ablate run` again to plan it anew")
+
+
 def run_job(db: str, run_id: int, attempt: int, trainer: str, options: dict) -> int:
     store = Store(db)
     run = store.run(run_id)
@@ -73,6 +83,7 @@ def run_job(db: str, run_id: int, attempt: int, trainer: str, options: dict) -> 
         sys.stdout.flush()
 
     try:
+        check_data_unchanged(run.config, run.hash)
         result = load_trainer(trainer)(run.config, on_eval, opts)
     except BaseException as e:  # noqa: BLE001 - every failure is recorded, then re-signalled
         stop.set()

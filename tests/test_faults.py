@@ -286,6 +286,30 @@ def test_disk_full_and_vanishing_data_fail_their_runs_with_the_reason(tmp_path):
     assert bench.query("select id, status, attempt from runs") == before
 
 
+def test_data_edited_mid_matrix_fails_the_runs_not_yet_started_then_replans(tmp_path):
+    data = tmp_path / "titles.csv"
+    data.write_text("title\nhello\n")
+    matrix = write_matrix(tmp_path, "edited", [0.001, 0.002], extra=f"data: {data}\n")
+    bench = Bench(tmp_path, matrix, {key(BASE_LR): ["after_eval:1"]})
+    runner = bench.start()
+    bench.wait_marker(f"{key(BASE_LR)}@after_eval:1", runner)
+    data.write_text("title\nhello\nworld\n")  # edited while the baseline trains
+    bench.release(f"{key(BASE_LR)}@after_eval:1")
+    assert runner.wait(60) == 0, bench.output(runner)
+    runs = {key(lr): (status, error) for lr, status, error in bench.query(
+        "select json_extract(config,'$.lr'), status, error from runs")}
+    assert runs[key(BASE_LR)] == ("completed", None)  # it had read its data already
+    for lr in (0.001, 0.002):  # never trained on data other than their identity says
+        assert runs[key(lr)][0] == "failed" and "changed since this matrix was planned" in runs[key(lr)][1]
+        assert bench.query("select count(*) from evals e join runs r on r.id = e.run_id "
+                           "where json_extract(r.config,'$.lr') = ?", lr) == [(0,)]
+    # planned again, the new content is new identities: three new runs, all trained
+    again = bench.start()
+    assert again.wait(60) == 0, bench.output(again)
+    assert bench.query("select count(*), sum(status = 'completed') from runs r join experiment_runs x "
+                       "on x.run_id = r.id") == [(3, 3)]
+
+
 @pytest.mark.parametrize("url", ["sqlite:////proc/nope/x.db", "sqlite:////proc/x.db", "DIR"])
 def test_unwritable_database_is_a_one_line_error(tmp_path, url):
     from typer.testing import CliRunner
