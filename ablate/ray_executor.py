@@ -45,7 +45,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from .executors import Ended, Job
-from .job import EXIT_FAILED, HEARTBEAT_S, load_trainer
+from .job import EXIT_FAILED, HEARTBEAT_S, check_data_unchanged, load_trainer
 from .store import Store, _plain
 
 INSTALL_HINT = "the Ray executor needs Ray: pip install 'ablate[ray]'"
@@ -207,7 +207,9 @@ class RayExecutor:
         job = replace(job, options=options)
         log = self._open_log(job)
         try:
-            config = store.run(job.run_id).config
+            run = store.run(job.run_id)
+            config = run.config
+            check_data_unchanged(config, run.hash)  # workers may not even see the file
             data = self._prepared(job, config)
         except Exception as e:  # noqa: BLE001 - the run fails, the matrix goes on
             tb = traceback.format_exc()
