@@ -49,6 +49,7 @@ class Slot:
     job: Job | None = None
     log: object | None = field(default=None, repr=False)
     spare: subprocess.Popen | None = field(default=None, repr=False)  # warm, waiting for a job
+    spare_trainer: str | None = None  # the trainer the spare imported
 
 
 def detect_slots(devices: str | list[int], jobs_per_device: int) -> list[Slot]:
@@ -93,7 +94,8 @@ class LocalExecutor:
         log_path = self.log_dir / f"run{job.run_id}-attempt{job.attempt}.log"
         slot.log = log_path.open("w")
         spare, slot.spare = slot.spare, None
-        if spare is not None and not self._hand_over(spare, job, options, log_path):
+        if spare is not None and (slot.spare_trainer != job.trainer
+                                  or not self._hand_over(spare, job, options, log_path)):
             _discard(spare)
             spare = None
         slot.process = spare or subprocess.Popen(
@@ -108,7 +110,7 @@ class LocalExecutor:
                 [sys.executable, "-m", "ablate.job", "--serve", "--trainer", job.trainer],
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 env=self._env(slot), start_new_session=True, text=True)
-            slot.spare.trainer = job.trainer
+            slot.spare_trainer = job.trainer
 
     @staticmethod
     def _env(slot: Slot) -> dict:
@@ -123,8 +125,8 @@ class LocalExecutor:
 
     @staticmethod
     def _hand_over(spare: subprocess.Popen, job: Job, options: dict, log_path: Path) -> bool:
-        """Give a spare its job; False if it died meanwhile or serves another trainer."""
-        if spare.poll() is not None or getattr(spare, "trainer", None) != job.trainer:
+        """Give a spare its job through its stdin; False if it died meanwhile."""
+        if spare.poll() is not None:
             return False
         spec = {"db": job.db_url, "run_id": job.run_id, "attempt": job.attempt,
                 "options": options, "log": str(log_path)}
