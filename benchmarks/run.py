@@ -19,7 +19,9 @@ from a global optimizer step hook (CUDA: synchronized), so the exact code path o
 measured and nothing in the trainer is instrumented. The interval that contains the step-1
 evaluation is dropped; so is the first step (warm-up / compilation).
 `--full` adds the full 27M Mainrun architecture (d512, 6 layers, vocab 16000) to parity/switches;
-`--model small|mid|full` picks the one model they use instead.
+`--model small|mid|full|mainrun` picks the one model they use instead (`mainrun`: the baseline
+config itself on 100,000 titles of the big file, for a GPU: its step-1 evaluation is slow on a CPU).
+Switch rows include a projected whole-run time: median step time x the config's optimizer steps.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ HN_BIG = str(DATA_DIR / "hn_stories_2016_2020.csv")
 
 from ablate.config import ExecOptions, TrainConfig  # noqa: E402
 from ablate.data import prepare  # noqa: E402
-from ablate.train import resolve_device, train  # noqa: E402
+from ablate.train import Schedule, resolve_device, train  # noqa: E402
 from tests import mainrun_reference as ref  # noqa: E402
 
 MID = dict(data=HN, num_titles=20_000, vocab_size=8_000, d_model=256, n_layer=4, n_head=8,
@@ -62,8 +64,10 @@ FULL = dict(data=HN, num_titles=20_000, vocab_size=16_000, d_model=512, n_layer=
 # evaluation is not measured, and on a CPU it would cost more than the steps that are
 SMALL = dict(data=HN, num_titles=4_000, vocab_size=1_000, d_model=64, n_layer=2, n_head=4,
              block_size=64, batch_size=16)  # experiments/smoke.yaml's base model
+MAINRUN = dict(data=HN_BIG, num_titles=100_000)  # the baseline itself: every other field default
 MODELS = {"small": (SMALL, "smoke base model"), "mid": (MID, "mid d256/L4/V8000/B64xT128"),
-          "full": (FULL, "full 27M d512/L6/V16000")}
+          "full": (FULL, "full 27M d512/L6/V16000"),
+          "mainrun": (MAINRUN, "Mainrun baseline: 27M, 100k titles of hn_stories (GPU)")}
 SWITCHES = {  # name -> config patch (and exec options)
     "baseline": ({}, {}),
     "sdpa": ({"attention": "sdpa"}, {}),
@@ -243,8 +247,10 @@ def bench_switches(device, base: dict, steps: int, rounds: int, peak: dict | Non
         s = med(results[name])
         tokens = cfg.batch_size * cfg.block_size * cfg.grad_accum_steps
         fl = flops_per_token(cfg, data.vocab_size) * tokens / s
+        steps = Schedule(cfg, len(data.train_ids)).max_steps  # the whole run of this config
         row = {"step_s": s, "tokens_per_s": tokens / s, "speedup": base_s / s,
-               "achieved_tflops": fl / 1e12, "rounds": results[name]}
+               "achieved_tflops": fl / 1e12, "rounds": results[name], "run_steps": steps,
+               "projected_run_s": s * steps}  # step time x steps: evaluations not included
         if peak:
             key = "bf16_tflops" if cfg.precision == "bf16" else (
                 "tf32_tflops" if device.type == "cuda" else "fp32_tflops")
@@ -465,7 +471,7 @@ def print_tables(res: dict) -> None:
                   f"{par['ratio_median']:.3f} (per round {', '.join(f'{r:.3f}' for r in par['ratios'])})")
     for sw in res.get("switches", []):
         t = Table(title=f"speed switches ({sw['config']})")
-        for c in ("switch", "ms/step", "tokens/s", "speedup", "TFLOP/s", "MFU"):
+        for c in ("switch", "ms/step", "tokens/s", "speedup", "TFLOP/s", "MFU", "whole run*"):
             t.add_column(c, justify="right")
         for name, row in sw["rows"].items():
             if "error" in row:
@@ -473,8 +479,10 @@ def print_tables(res: dict) -> None:
                 continue
             t.add_row(name, f"{row['step_s'] * 1e3:.1f}", f"{row['tokens_per_s']:.0f}",
                       f"{row['speedup']:.2f}x", f"{row['achieved_tflops']:.3f}",
-                      f"{row['mfu']:.1%} ({row['mfu_vs'][:4]})" if "mfu" in row else "—")
+                      f"{row['mfu']:.1%} ({row['mfu_vs'][:4]})" if "mfu" in row else "—",
+                      f"{row['projected_run_s']:.1f} s")
         con.print(t)
+        con.print("* projected: median step time x the config's optimizer steps (evaluations excluded)")
     for label, f in res.get("first", {}).items():
         su, fs = f["setup_s"], f["first_step_s"]
         con.print(f"time to first step ({label}): cold {su['cold']:.2f} s, cached "
