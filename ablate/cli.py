@@ -166,6 +166,8 @@ def run(
         fail(f"--executor {executor!r}: expected 'local' or 'ray'")
     if executor == "local" and (address, gpus_per_run, cpus_per_run) != (None, None, None):
         fail("--address, --gpus-per-run and --cpus-per-run need --executor ray")
+    if executor == "ray" and warm_workers is not None:
+        fail("--warm-workers/--no-warm-workers apply to the local executor (Ray keeps its own workers)")
     if executor == "ray":
         from rich.markup import escape
 

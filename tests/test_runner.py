@@ -211,6 +211,18 @@ def test_bad_matrix_is_a_clear_error_and_writes_nothing(tmp_path, body, expected
     assert not db.exists()
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--address", "auto"], "need --executor ray"),
+    (["--executor", "ray", "--no-warm-workers"], "apply to the local executor"),
+])
+def test_options_of_the_other_executor_are_a_one_line_error(tmp_path, args, message):
+    matrix = write_matrix(tmp_path, "opts", "[sdpa]")
+    db = tmp_path / "r.db"
+    result = ablate("run", str(matrix), *args, db=db, cwd=tmp_path)
+    assert result.returncode == 2 and message in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not db.exists()
+
+
 def test_plan_lists_runs_and_what_is_done(tmp_path, needs_data):
     matrix = write_matrix(tmp_path, "planned", "[sdpa, {name: same, patch: {dropout: 0.1}}]")
     db = tmp_path / "r.db"
