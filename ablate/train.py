@@ -251,6 +251,10 @@ def train(config: TrainConfig | dict, on_eval: EvalCallback | None = None,
     scheduler = make_scheduler(opt, cfg, sched.max_steps)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     scaler = torch.amp.GradScaler("cuda") if cfg.precision == "fp16" else None
+    if opts.compile:  # dropout must draw eager's random numbers, or compiling changes the run
+        from torch._inductor import config as inductor_config
+
+        inductor_config.fallback_random = True
     forward = torch.compile(model) if opts.compile else model
     aug_gen = torch.Generator(device="cpu").manual_seed(cfg.seed)  # sequence augmentation
     mask_gen = (torch.Generator(device=device).manual_seed(cfg.seed)

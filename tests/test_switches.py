@@ -574,6 +574,22 @@ def test_bf16_autocast_runs_training_matmuls_in_bf16(tiny, monkeypatch):
         assert math.isfinite(evals[0]["val_loss"]) and math.isfinite(evals[0]["train_loss"])
 
 
+def test_compile_is_an_execution_option_that_keeps_the_numbers(tiny):
+    """torch.compile fuses kernels (last-bit rounding may move) but computes the same training:
+    the losses agree to float tolerance, and the run records that it was compiled."""
+    cfg0, data = tiny
+    cfg = cfg0.replace(evals_per_epoch=8)
+    steps = 2 * T.Schedule(cfg, len(data.train_ids)).eval_interval  # evaluations at 1, k, 2k
+    eager, compiled = [], []
+    train(cfg, eager.append, opts(max_steps=steps), data=data)
+    result = train(cfg, compiled.append, opts(max_steps=steps, compile=True), data=data)
+    assert result["compile"] is True and len(eager) == 3
+    assert [e["step"] for e in compiled] == [e["step"] for e in eager]
+    for key in ("val_loss", "train_loss"):
+        assert [e[key] for e in compiled] == pytest.approx([e[key] for e in eager], rel=1e-4)
+    assert compiled[-1]["val_loss"] != eager[0]["val_loss"]  # it trained
+
+
 @pytest.mark.parametrize("patch, message", [
     ({"precision": "fp16"}, r"fp16.*CUDA.*bf16"),
     ({"tf32": True}, r"tf32.*CUDA"),
