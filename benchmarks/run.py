@@ -29,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import functools
 import json
 import os
 import platform
@@ -247,10 +248,10 @@ def bench_switches(device, base: dict, steps: int, rounds: int, peak: dict | Non
         s = med(results[name])
         tokens = cfg.batch_size * cfg.block_size * cfg.grad_accum_steps
         fl = flops_per_token(cfg, data.vocab_size) * tokens / s
-        steps = Schedule(cfg, len(data.train_ids)).max_steps  # the whole run of this config
+        run_steps = Schedule(cfg, len(data.train_ids)).max_steps  # the whole run of this config
         row = {"step_s": s, "tokens_per_s": tokens / s, "speedup": base_s / s,
-               "achieved_tflops": fl / 1e12, "rounds": results[name], "run_steps": steps,
-               "projected_run_s": s * steps}  # step time x steps: evaluations not included
+               "achieved_tflops": fl / 1e12, "rounds": results[name], "run_steps": run_steps,
+               "projected_run_s": s * run_steps}  # step time x steps: evaluations not included
         if peak:
             key = "bf16_tflops" if cfg.precision == "bf16" else (
                 "tf32_tflops" if device.type == "cuda" else "fp32_tflops")
@@ -522,6 +523,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--only", nargs="*", help="sections: peak parity switches first eval omp smoke")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
+    ap.add_argument("--switches", nargs="*", choices=list(SWITCHES),
+                    help="the switch rows to measure (default: all that apply here)")
+    ap.add_argument("--steps", type=int, help="optimizer steps per timed call (switches)")
+    ap.add_argument("--rounds", type=int, help="interleaved rounds (switches)")
+    ap.add_argument("--compile-backend", help="torch.compile backend of the compile rows "
+                    "(default inductor; aot_eager checks the path without building kernels)")
     ap.add_argument("--_first-step", nargs=4, help=argparse.SUPPRESS)
     ap.add_argument("--_omp", nargs=2, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -531,6 +538,8 @@ def main(argv=None) -> dict:
     if args._omp:
         return _omp_worker(*args._omp)
     os.environ.setdefault("ABLATE_CACHE", str(Path(tempfile.gettempdir()) / "ablate-bench-cache"))
+    if args.compile_backend:  # the trainer calls torch.compile(model): give it this backend
+        torch.compile = functools.partial(torch.compile, backend=args.compile_backend)
 
     device = resolve_device(args.device)
     cpu = device.type == "cpu"
@@ -549,13 +558,13 @@ def main(argv=None) -> dict:
         else:
             res["parity"] = []
     if "switches" in sections:
-        names = list(SWITCHES)
-        if cpu:
+        names = args.switches or list(SWITCHES)
+        if cpu and "tf32" in names:
             names.remove("tf32")
         if q or args.no_compile:
             names = [n for n in names if not n.startswith("compile")]
-        res["switches"] = [bench_switches(device, mid, 5 if q else 4, 3, res.get("peak"),
-                                          names, mid_label)]
+        res["switches"] = [bench_switches(device, mid, args.steps or (5 if q else 4),
+                                          args.rounds or 3, res.get("peak"), names, mid_label)]
         if args.full:
             res["switches"].append(bench_switches(
                 device, FULL, 4, 2, res.get("peak"),
