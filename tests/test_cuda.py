@@ -97,16 +97,23 @@ def test_adamw_is_fused_on_cuda_and_matches_the_unfused_step(data, monkeypatch):
 
 
 def test_flash_sdpa_trains_with_dropout_and_equals_manual_attention(data):
-    """The flash kernel takes dropout inside attention (training) and, without dropout, gives
-    what the manual attention gives."""
+    """Under bf16 autocast the flash kernel serves training attention, dropout inside it; a
+    whole bf16 run with sdpa and no dropout gives what the manual attention gives. (The fp32
+    evaluation cannot use flash: torch picks another SDPA kernel there.)"""
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    cfg = TrainConfig(**TINY, attention="sdpa", precision="bf16")
-    with sdpa_kernel(SDPBackend.FLASH_ATTENTION):  # raises if flash cannot serve the call
-        evals, _ = run(cfg, data, max_steps=20)
-    assert all(math.isfinite(v) for v in losses(evals))
-    manual, _ = run(cfg.replace(attention="manual", dropout=0.0), data, max_steps=20)
-    flash, _ = run(cfg.replace(dropout=0.0), data, max_steps=20)
+    cfg = TrainConfig(**TINY, attention="sdpa")
+    torch.manual_seed(0)
+    model = GPT(cfg, data.vocab_size).cuda().train()
+    x = data.train_ids[:8 * cfg.block_size].view(8, cfg.block_size).cuda()
+    with sdpa_kernel(SDPBackend.FLASH_ATTENTION), torch.autocast("cuda", dtype=torch.bfloat16):
+        first, second = model(x), model(x)  # raises if flash cannot serve the call
+        second.float().logsumexp(-1).mean().backward()
+    assert not torch.equal(first, second)  # dropout was applied, differently each call
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+    base = cfg.replace(dropout=0.0, precision="bf16")
+    manual, _ = run(base.replace(attention="manual"), data, max_steps=20)
+    flash, _ = run(base, data, max_steps=20)
     assert losses(flash) == pytest.approx(losses(manual), rel=2e-2)  # bf16 softmax orders
 
 
