@@ -23,11 +23,12 @@ from ablate.cli import app, build_config
 from ablate.config import TrainConfig
 from ablate.matrix import parse_matrix
 from ablate.plot import plot_curves, seed_band, sparkline
+from ablate.stats import holm
 from ablate.store import Eval, Run, Store
 
+from .test_stats import T975
+
 # Every matrix has its own seeds: runs with equal configs are shared across matrices.
-# Student t quantiles t_{0.975, df} from standard tables (scipy is not a dependency).
-T975 = {1: 12.7062, 2: 4.30265, 3: 3.18245, 4: 2.77645, 9: 2.26216}
 
 OAT = "name: oat\ndesign: one-at-a-time\ntoggles: [sdpa, swiglu, token_masking]\nseeds: [1, 2, 3]\n"
 OAT_LOSS = {  # (name, seed) -> final val_loss
@@ -128,22 +129,7 @@ def effect(report: rp.Report, name: str) -> pd.Series:
     return report.effects.set_index("effect").loc[name]
 
 
-# ------------------------------------------------------------------------------ statistics
-
-
-def test_t_distribution_matches_tables_and_closed_forms():
-    for df, t in T975.items():
-        assert rp.t_quantile(0.975, df) == pytest.approx(t, abs=1e-4)
-    # df 1 and 2 have closed forms: p = 1 - 2/pi*atan(t) and p = 1 - t/sqrt(t^2 + 2)
-    assert rp.t_pvalue(1.5, 1) == pytest.approx(1 - 2 / math.pi * math.atan(1.5), abs=1e-10)
-    assert rp.t_pvalue(2.0, 2) == pytest.approx(1 - 2 / math.sqrt(6), abs=1e-10)
-
-
-def test_holm_adjustment_by_hand():
-    # sorted 0.01, 0.03, 0.04 times 3, 2, 1 -> 0.03, 0.06, 0.04 -> monotone 0.03, 0.06, 0.06
-    adjusted = rp.holm([0.04, 0.01, math.nan, 0.03])
-    assert adjusted[:2] == pytest.approx([0.06, 0.03]) and math.isnan(adjusted[2])
-    assert adjusted[3] == pytest.approx(0.06)
+# ------------------------------------------------------------------------------ sparkline
 
 
 def test_sparkline():
@@ -199,7 +185,7 @@ def test_one_at_a_time_effects_paired_ci_and_holm(db):
     assert swiglu["n"] == 2 and (swiglu["ci_lo"], swiglu["ci_hi"]) == pytest.approx(ci([-0.01, 0.02]), abs=1e-4)
     assert swiglu["verdict"] == "within noise"
     p = report.effects["p"].tolist()
-    assert report.effects["p_holm"].tolist() == pytest.approx(rp.holm(p))
+    assert report.effects["p_holm"].tolist() == pytest.approx(holm(p))
     assert len(p) == 3 and all(0 < v < 1 for v in p)
     # the paired t statistic by hand for sdpa: mean / (sd / sqrt(3)), df 2 (closed form p)
     t = abs(sum(diffs) / 3) / (pd.Series(diffs).std() / math.sqrt(3))
