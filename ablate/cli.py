@@ -276,7 +276,7 @@ def _emit(render) -> None:
 def _experiment(db: Optional[str], experiment: Optional[str], matrix_path: Optional[Path]) -> str:
     """--experiment, else the matrix file's name, else the only experiment (listing them if several)."""
     from .matrix import load_matrix
-    from .report import render_frame
+    from .render import render_frame
     from .results import list_experiments, pick_experiment
 
     if experiment is None and matrix_path is not None:
@@ -293,7 +293,8 @@ def report_cmd(
     fmt: FormatOption = "table",
 ) -> None:
     """Rank an experiment's configurations and estimate each toggle's effect."""
-    from .report import FORMATS, METRICS, build_report, render
+    from .render import FORMATS, render
+    from .report import METRICS, build_report
 
     _check(metric, tuple(METRICS), "--metric")
     _check(fmt, FORMATS, "--format")
@@ -310,7 +311,7 @@ def runs_cmd(
     db: DbOption = None, fmt: FormatOption = "table",
 ) -> None:
     """List runs with their status and results (csv/json: every column)."""
-    from .report import FORMATS, render_frame, runs_display
+    from .render import FORMATS, render_frame, runs_display
     from .results import load_runs, select_runs
     from .store import STATUSES
 
@@ -329,17 +330,18 @@ def show_cmd(
     as_command: Annotated[bool, typer.Option("--as-command", help="print an `ablate train` line that reproduces the run")] = False,
 ) -> None:
     """One run: config vs its baseline, status or error, evaluations and a sparkline."""
-    from .report import FORMATS, as_command as command_for, render_run, run_detail
+    from .render import FORMATS, as_command as command_for, render_run
+    from .report import run_detail
     from .results import find_run, load_evals, load_runs, open_store
 
     _check(fmt, FORMATS, "--format")
     with _results_errors(), open_store(db) as store:
         runs = load_runs(store, experiment)
         row = find_run(runs, run)
-        if as_command:
-            typer.echo(command_for(row))
-            return
         detail = run_detail(runs, load_evals(store, row["experiment"], runs=[int(row["run_id"])]), row)
+    if as_command:
+        typer.echo(command_for(detail))
+        return
     _emit(lambda width, color: render_run(detail, fmt, width, color))
 
 

@@ -26,7 +26,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .catalog import CATALOG, PRESETS, preset
-from .config import FIELDS, ConfigError, TrainConfig, suggest
+from .config import FIELDS, MAINRUN_VAL_LOSS, ConfigError, TrainConfig, suggest
 
 DESIGNS = ("one-at-a-time", "leave-one-out", "factorial", "fractional", "cumulative", "list")
 # Designs whose runs switch each toggle on or off, so a factor with several levels has no meaning.
@@ -120,7 +120,7 @@ class MatrixSpec(_Strict):
     description: str = ""
     base: Base = Base()
     data: str | None = None
-    reference: float = 1.754
+    reference: float = MAINRUN_VAL_LOSS
     seeds: list[int] | None = None
     design: str
     toggles: list[Any] = []  # checked item by item below: three shapes, each with its own errors

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Iterator
 import pandas as pd
 from sqlalchemy import case, func, select
 
+from .config import MAINRUN_VAL_LOSS
 from .store import Eval, Experiment, ExperimentRun, Run, Store, resolve_url
 
 RUN_COLUMNS = (
@@ -80,6 +81,12 @@ def pick_experiment(db: str | Path | Store | None, name: str | None) -> pd.Serie
         raise ResultsError("no experiments in the database" if experiments.empty else
                            f"the database holds several experiments; pick one with --experiment: {names}")
     return experiments.iloc[0]
+
+
+def reference_of(experiment: pd.Series) -> float:
+    """The loss an experiment's Δref is measured against: its own, else Mainrun's."""
+    reference = experiment.get("reference")
+    return MAINRUN_VAL_LOSS if reference is None or pd.isna(reference) else float(reference)
 
 
 def _check_experiment(store: Store, experiment: str | None) -> None:

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from sqlalchemy import select
 
-from .report import build_report, render
+from .render import render
+from .report import build_report
 from .results import list_experiments, open_store
 from .store import Experiment, ExperimentRun, Run
 

@@ -22,7 +22,8 @@ from ablate import results
 from ablate.cli import app, build_config
 from ablate.config import TrainConfig
 from ablate.matrix import parse_matrix
-from ablate.plot import plot_curves, seed_band, sparkline
+from ablate.plot import plot_curves, seed_band
+from ablate.render import render, sparkline
 from ablate.stats import holm
 from ablate.store import Eval, Run, Store
 
@@ -287,15 +288,15 @@ def test_mainrun_metric_flags_coverage_and_changes_metric(db):
 
 def test_render_formats_parse(db):
     report = rp.build_report(db, "oat")
-    frame = pd.read_csv(io.StringIO(rp.render(report, "csv")))
+    frame = pd.read_csv(io.StringIO(render(report, "csv")))
     assert set(frame["table"]) == {"ranking", "effects"}
     assert frame.loc[frame["name"] == "sdpa", "final"].iloc[0] == pytest.approx(1.793333, abs=1e-6)
-    data = json.loads(rp.render(report, "json"))
+    data = json.loads(render(report, "json"))
     assert data["ranking"][0]["name"] == "token_masking" and data["metric"] == "mainrun"
     assert [e["effect"] for e in data["effects"]] == ["sdpa", "swiglu", "token_masking"]
-    markdown = rp.render(report, "markdown")
+    markdown = render(report, "markdown")
     assert "| # | config | toggles |" in markdown and "breaks rule" in markdown
-    table = rp.render(report, "table", width=100)
+    table = render(report, "table", width=100)
     assert max(map(len, table.splitlines())) <= 100
     assert "1.7933±0.0153" in table and "Not ranked" in table and "CUDA out of memory" in table
 
@@ -317,7 +318,7 @@ def test_report_is_fast_on_hundreds_of_runs(tmp_path):
         store._write(complete)
     start = time.perf_counter()
     report = rp.build_report(url, "big")
-    rp.render(report, "table")
+    render(report, "table")
     assert time.perf_counter() - start < 2.0
     assert ranked(report)["n"].eq(30).all() and len(report.effects) == len(toggles)
 
