@@ -31,7 +31,7 @@ import pandas as pd
 from . import results
 from .catalog import CATALOG
 from .config import HUB_DATASET, MAINRUN_VAL_LOSS, TrainConfig
-from .matrix import MatrixError, aliasing_note, parse_matrix
+from .matrix import aliasing_note
 from .stats import Estimate, difference, holm, summarize
 
 COVERAGE_TOLERANCE = 0.01  # eval coverages further apart than 1 percentage point differ
@@ -95,17 +95,35 @@ def make_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame,
 
 
 def _design(exp: pd.Series, runs: pd.DataFrame) -> tuple[str, float, list[_Factor], str]:
-    """Design, reference and factors from the stored matrix YAML; from the runs if it won't parse."""
-    reference = results.reference_of(exp)
-    try:
-        matrix = parse_matrix(exp.get("yaml_text") or "")
-    except MatrixError:
-        labels = dict.fromkeys(t for ts in runs.get("toggles", []) for t in _split(ts))
-        factors = [_Factor(t, (t,), CATALOG[t].allowed if t in CATALOG else True) for t in labels]
-        return exp.get("design") or "list", reference, factors, ""
-    factors = [_Factor(f.name, tuple(label for label, _ in f.levels[1:]), f.allowed) for f in matrix.factors]
-    alias = aliasing_note(len(factors)) if matrix.design == "fractional" else ""
-    return matrix.design, matrix.reference, factors, alias
+    """Design, reference and factors as the database holds them (the matrix file is not read
+    again: it may have changed since, or never have been stored)."""
+    design = exp.get("design") or "list"
+    factors = _factors(runs)
+    alias = aliasing_note(len(factors)) if design == "fractional" else ""
+    return design, results.reference_of(exp), factors, alias
+
+
+def _factors(runs: pd.DataFrame) -> list[_Factor]:
+    """The matrix's factors, from its runs' toggles: a run stores the labels of its on-levels in
+    declaration order, and a field factor's level is labelled `field=value` (no toggle name has
+    an '='). Declaration order is what the runs that hold several factors agree on (every
+    design but one-at-a-time and list has a run with all of them); otherwise matrix order."""
+    labels: dict[str, list[str]] = {}  # factor name -> on-level labels, in matrix order
+    before: dict[str, set[str]] = {}  # factor name -> factors some run lists ahead of it
+    for toggles in runs.sort_values("position", kind="stable")["toggles"] if len(runs) else []:
+        names = []
+        for label in _split(toggles):
+            name = label.split("=", 1)[0]
+            labels.setdefault(name, [])
+            if label not in labels[name]:
+                labels[name].append(label)
+            before.setdefault(name, set()).update(names)
+            names.append(name)
+    order: list[str] = []
+    while len(order) < len(labels):
+        waiting = [n for n in labels if n not in order]
+        order.append(next((n for n in waiting if before[n] <= set(order)), waiting[0]))
+    return [_Factor(n, tuple(labels[n]), CATALOG[n].allowed if n in CATALOG else True) for n in order]
 
 
 def _split(toggles: Any) -> list[str]:

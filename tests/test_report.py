@@ -242,6 +242,22 @@ def test_cumulative_steps(db):
     assert steps["estimate"].tolist() == pytest.approx([-0.1, 0.02, -0.07])
 
 
+def test_factors_come_from_the_stored_runs_not_the_matrix_file(tmp_path):
+    """Declared order (sdpa, lr, swiglu) is not the runs' order in a factorial, and lr is a
+    three-level field factor: the report finds both from the stored runs, without the YAML."""
+    yaml_text = "name: fields\ndesign: factorial\ntoggles: [sdpa, {lr: [0.003, 0.012]}, swiglu]\nseeds: [21]\n"
+    planned = parse_matrix(yaml_text).expand()
+    assert [p.name for p in planned][:3] == ["baseline", "swiglu", "lr=0.003"]
+    url = f"sqlite:///{tmp_path / 'fields.db'}"
+    with Store(url) as store:
+        fill(store, yaml_text, {(p.name, 21): 2.0 - 0.01 * i for i, p in enumerate(planned)})
+        with_yaml = rp.build_report(url, "fields").effects
+        store.upsert_experiment("fields", "", None, 1.754, "factorial")  # the file text is gone
+    effects = rp.build_report(url, "fields").effects
+    assert effects["effect"].tolist() == ["sdpa", "lr: lr=0.003", "lr: lr=0.012", "swiglu", "sdpa×swiglu"]
+    pd.testing.assert_frame_equal(effects, with_yaml)
+
+
 # ---------------------------------------------------------------------------- like-for-like
 
 
