@@ -31,7 +31,7 @@ import pandas as pd
 from . import results
 from .catalog import CATALOG
 from .config import HUB_DATASET, MAINRUN_VAL_LOSS, TrainConfig
-from .matrix import aliasing_note
+from .designs import aliasing_note
 from .stats import Estimate, difference, holm, summarize
 
 COVERAGE_TOLERANCE = 0.01  # eval coverages further apart than 1 percentage point differ
