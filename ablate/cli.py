@@ -77,15 +77,6 @@ def train(
               + (" [truncated]" if result["truncated"] else ""), highlight=False)
 
 
-def open_store(db: str | None, create: bool = True):
-    from .store import Store, StoreError, resolve_url
-
-    try:
-        return Store(resolve_url(db), create=create)
-    except StoreError as e:
-        fail(str(e))
-
-
 def load(matrix_path: str):
     from .matrix import MatrixError, load_matrix
 
@@ -110,14 +101,16 @@ def plan(matrix_path: Annotated[str, typer.Argument(metavar="MATRIX.yaml")],
     from rich.table import Table
 
     from . import runner
+    from .store import open_store
 
     matrix = load(matrix_path)
     try:
         rows = runner.plan(matrix, data)
     except RuntimeError as e:  # DataError: a data file that is not there
         fail(str(e))
-    store = open_store(db)
-    known = store.runs_by_hash(r.hash for r in rows)
+    with _user_errors(), open_store(db, create=True) as store:
+        known = store.runs_by_hash(r.hash for r in rows)
+        estimate = runner.estimate_seconds(store, rows, matrix)
     table = Table(title=f"{matrix.name}: {matrix.design}, {len(rows)} runs")
     for col in ("#", "run", "toggles on", "seed", "hash", "status"):
         table.add_column(col)
@@ -127,7 +120,6 @@ def plan(matrix_path: Annotated[str, typer.Argument(metavar="MATRIX.yaml")],
                       str(r.planned.seed), r.hash, status)
     Console().print(table)
     done = sum(1 for r in rows if r.hash in known and known[r.hash].status == "completed")
-    estimate = runner.estimate_seconds(store, rows, matrix)
     eta = (f"about {estimate / 60:.1f} min serial, from similar completed runs"
            if estimate is not None else "no similar completed run to estimate from")
     Console().print(f"{len(rows)} runs, {done} already completed; {eta}", highlight=False)
@@ -156,7 +148,8 @@ def run(
     from . import runner
     from .executors import LocalExecutor, detect_slots
     from .progress import LiveProgress
-    from .store import resolve_url
+    from .database import resolve_url
+    from .store import open_store
 
     if rerun not in (None, "failed", "all"):
         fail(f"--rerun {rerun!r}: expected 'failed' or 'all'")
@@ -182,43 +175,62 @@ def run(
     except RuntimeError as e:
         fail(str(e))
     url = resolve_url(db)
-    store = open_store(url)
-    run_ids = runner.register(store, matrix, rows)
-    if executor == "local":
-        slots = detect_slots(matrix.execution.devices, jobs_per_device or matrix.execution.jobs_per_device)
-        warm = warm_workers if warm_workers is not None else matrix.execution.warm_workers
-        pool = LocalExecutor(slots, Path(log_dir) / matrix.name, warm_workers=warm)
-        where = f"{len(slots)} {slots[0].device} slot(s)"
-    console = Console(soft_wrap=True)
-    done = sum(r.status == "completed" for r in store.runs_by_hash(r.hash for r in rows).values())
-    if done == len(set(run_ids)) and rerun != "all":
-        console.print(f"{matrix.name}: all {len(set(run_ids))} runs already completed in {url}; "
-                      f"nothing to train (--rerun all trains them again)", highlight=False)
-        return
-    if executor == "ray":
-        from .ray_executor import RayExecutor
+    with _user_errors(), open_store(url, create=True) as store:
+        run_ids = runner.register(store, matrix, rows)
+        if executor == "local":
+            slots = detect_slots(matrix.execution.devices, jobs_per_device or matrix.execution.jobs_per_device)
+            warm = warm_workers if warm_workers is not None else matrix.execution.warm_workers
+            pool = LocalExecutor(slots, Path(log_dir) / matrix.name, warm_workers=warm)
+            where = f"{len(slots)} {slots[0].device} slot(s)"
+        console = Console(soft_wrap=True)
+        done = sum(r.status == "completed" for r in store.runs_by_hash(r.hash for r in rows).values())
+        if done == len(set(run_ids)) and rerun != "all":
+            console.print(f"{matrix.name}: all {len(set(run_ids))} runs already completed in {url}; "
+                          f"nothing to train (--rerun all trains them again)", highlight=False)
+            return
+        if executor == "ray":
+            from .ray_executor import RayExecutor
+            try:
+                pool = RayExecutor(address=address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run,
+                                   log_dir=Path(log_dir) / matrix.name)
+            except ExecutorUnavailable as e:
+                fail(escape(str(e)))
+            where = pool.describe()
+        console.print(f"{matrix.name}: {len(rows)} runs ({done} already completed) on "
+                      f"{where}; results in {url}", highlight=False)
         try:
-            pool = RayExecutor(address=address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run,
-                               log_dir=Path(log_dir) / matrix.name)
-        except ExecutorUnavailable as e:
-            fail(escape(str(e)))
-        where = pool.describe()
-    console.print(f"{matrix.name}: {len(rows)} runs ({done} already completed) on "
-                  f"{where}; results in {url}", highlight=False)
-    try:
-        with LiveProgress(store, len(set(run_ids)), done, console) as progress:
-            outcome = runner.run(store, run_ids, pool, db_url=url, rerun=rerun, trainer=trainer,
-                                 options={"compile": compile, "resume": resume},
-                                 checkpoint_root=Path(checkpoint_dir) if checkpoints or resume else None,
-                                 on_event=progress)
-    finally:
-        pool.close()
-    statuses = [store.run(i).status for i in dict.fromkeys(run_ids)]
-    summary = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
-    console.print(f"{matrix.name}: trained {len(outcome.trained)} run(s) now; {summary}. "
-                  f"See `ablate report {matrix_path}`.", highlight=False)
+            with LiveProgress(store, len(set(run_ids)), done, console) as progress:
+                outcome = runner.run(store, run_ids, pool, db_url=url, rerun=rerun, trainer=trainer,
+                                     options={"compile": compile, "resume": resume},
+                                     checkpoint_root=Path(checkpoint_dir) if checkpoints or resume else None,
+                                     on_event=progress)
+        finally:
+            pool.close()
+        statuses = [store.run(i).status for i in dict.fromkeys(run_ids)]
+        summary = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
+        console.print(f"{matrix.name}: trained {len(outcome.trained)} run(s) now; {summary}. "
+                      f"See `ablate report {matrix_path}`.", highlight=False)
     if outcome.interrupted:
         raise typer.Exit(130)
+
+
+db_app = typer.Typer(no_args_is_help=True, help="The results database itself.")
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: DbOption = None) -> None:
+    """Migrate a database written by an older ablate to this one's schema (every command does
+    it on open; this one only upgrades). A SQLite file is first copied to FILE.bak-vN."""
+    from .store import open_store
+
+    with _user_errors(), open_store(db) as store:
+        if store.upgraded is None:
+            err.print(f"{store.where}: already at schema {store.version}", highlight=False)
+            return
+        old, new = store.upgraded
+        kept = f"; the file as it was: {store.backup}" if store.backup else ""
+        err.print(f"{store.where}: schema {old} → {new}{kept}", highlight=False)
 
 
 @app.command("catalog")
@@ -249,11 +261,12 @@ MetricOption = Annotated[Optional[str], typer.Option(
 
 
 @contextmanager
-def _results_errors():
-    """A missing database, unknown experiment or run, or bad argument: one line, exit 2."""
+def _user_errors():
+    """A database that cannot be opened, an unknown experiment or run, a bad argument: one
+    line, exit 2."""
     from .matrix import MatrixError
     from .results import ResultsError
-    from .store import StoreError
+    from .database import StoreError
 
     try:
         yield
@@ -298,7 +311,7 @@ def report_cmd(
 
     _check(metric, tuple(METRICS), "--metric")
     _check(fmt, FORMATS, "--format")
-    with _results_errors():
+    with _user_errors():
         report = build_report(db, _experiment(db, experiment, matrix), metric)
     _emit(lambda width, color: render(report, fmt, width, color))
 
@@ -313,11 +326,11 @@ def runs_cmd(
     """List runs with their status and results (csv/json: every column)."""
     from .render import FORMATS, render_frame, runs_display
     from .results import load_runs, select_runs
-    from .store import STATUSES
+    from .schema import STATUSES
 
     _check(status, STATUSES, "--status")
     _check(fmt, FORMATS, "--format")
-    with _results_errors():
+    with _user_errors():
         runs = select_runs(load_runs(db, experiment), status, toggle)
     shown = runs if fmt in ("csv", "json") else runs_display(runs)
     _emit(lambda width, color: render_frame(shown, fmt, f"{len(runs)} run(s)", width, color))
@@ -332,10 +345,11 @@ def show_cmd(
     """One run: config vs its baseline, status or error, evaluations and a sparkline."""
     from .render import FORMATS, as_command as command_for, render_run
     from .report import run_detail
-    from .results import find_run, load_evals, load_runs, open_store
+    from .results import find_run, load_evals, load_runs
+    from .store import open_store
 
     _check(fmt, FORMATS, "--format")
-    with _results_errors(), open_store(db) as store:
+    with _user_errors(), open_store(db) as store:
         runs = load_runs(store, experiment)
         row = find_run(runs, run)
         detail = run_detail(runs, load_evals(store, row["experiment"], runs=[int(row["run_id"])]), row)
@@ -360,7 +374,7 @@ def plot_cmd(
 
     _check(metric, tuple(METRICS), "--metric")
     names = [n.strip() for n in runs.split(",") if n.strip()] if runs else None
-    with _results_errors():
+    with _user_errors():
         path = plot_curves(db, _experiment(db, experiment, matrix), names, out, METRICS[metric])
     err.print(f"wrote {path}", highlight=False)
 
@@ -376,7 +390,7 @@ def export_cmd(
     from .results import export, load_evals, load_runs
 
     _check(what, ("runs", "evals"), "--what")
-    with _results_errors():
+    with _user_errors():
         frame = (load_runs if what == "runs" else load_evals)(db, experiment)
         export(frame, to)
     err.print(f"wrote {len(frame)} {what} to {to}", highlight=False)
@@ -391,7 +405,7 @@ def results_md(
     """Regenerate RESULTS.md's tables from the results database (prose outside the markers stays)."""
     from . import results_doc
 
-    with _results_errors():
+    with _user_errors():
         if check:
             same = out.exists() and results_doc.committed_block(out) == results_doc.generated(db)
             err.print(f"{out}: {'up to date' if same else 'differs from the database'}")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from . import results
+from .store import open_store
 
 TOP = 5  # configurations plotted besides the baseline when none are named
 
@@ -24,7 +25,7 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with results.open_store(db) as store:
+    with open_store(db) as store:
         exp = results.pick_experiment(store, experiment)
         evals = results.load_evals(store, exp["experiment"])
     evals = evals.dropna(subset=[metric])

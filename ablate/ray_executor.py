@@ -46,7 +46,8 @@ from sqlalchemy.engine import make_url
 
 from .executors import Ended, Job
 from .job import EXIT_FAILED, HEARTBEAT_S, check_data_unchanged, load_trainer
-from .store import Store, _plain
+from .schema import plain
+from .store import Store
 
 INSTALL_HINT = "the Ray executor needs Ray: pip install 'ablate[ray]'"
 RESOURCES_REFRESH_S = 5.0
@@ -105,9 +106,9 @@ def run_task(job: Job, config: dict, data: Any, mailbox: Any, direct: bool) -> s
         steps = metrics.pop("step_metrics", [])
         if store is not None:
             store.record_eval(job.run_id, job.attempt, metrics, steps)
-            send("evaled", {"step": metrics["step"], "val_loss": _plain(metrics.get("val_loss"))})
+            send("evaled", {"step": metrics["step"], "val_loss": plain(metrics.get("val_loss"))})
         else:
-            send("eval", (_plain(metrics), _plain(list(steps))))
+            send("eval", (plain(metrics), plain(list(steps))))
 
     try:
         kwargs = {"data": data} if data is not None else {}
@@ -123,7 +124,7 @@ def run_task(job: Job, config: dict, data: Any, mailbox: Any, direct: bool) -> s
             return status
         if store is not None:
             store.finish(job.run_id, job.attempt, result)
-        send("done", _plain(result))
+        send("done", plain(result))
         return "completed"
     finally:
         if store is not None:

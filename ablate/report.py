@@ -32,6 +32,8 @@ from . import results
 from .catalog import CATALOG
 from .config import HUB_DATASET, MAINRUN_VAL_LOSS, TrainConfig
 from .designs import aliasing_note
+from .schema import plain
+from .store import open_store
 from .stats import Estimate, difference, holm, summarize
 
 COVERAGE_TOLERANCE = 0.01  # eval coverages further apart than 1 percentage point differ
@@ -65,7 +67,7 @@ class _Factor:
 
 def build_report(db: Any = None, experiment: str | None = None, metric: str | None = None) -> Report:
     """Load the experiment (the only one when None) and compute its report: three queries."""
-    with results.open_store(db) as store:
+    with open_store(db) as store:
         exp = results.pick_experiment(store, experiment)
         runs = results.load_runs(store, exp["experiment"])
         evals = results.load_evals(store, exp["experiment"])
@@ -385,7 +387,7 @@ def _fairness_line(per_run: pd.DataFrame, reference: float) -> str:
                 f"{reference:g} is fair only on Mainrun's data at full scale.")
     config = {k[4:]: v for k, v in base.iloc[0].items() if k.startswith("cfg.")}
     default = TrainConfig().to_dict()
-    scale = [f"{k}={v}" for k, v in config.items() if k not in ("data", "seed") and default.get(k) != _plain(v)]
+    scale = [f"{k}={v}" for k, v in config.items() if k not in ("data", "seed") and default.get(k) != plain(v)]
     data = str(config.get("data", HUB_DATASET))
     if data != HUB_DATASET and Path(data).name != MAINRUN_DATA_FILE:
         scale.insert(0, f"data={Path(data).name}")
@@ -397,13 +399,6 @@ def _fairness_line(per_run: pd.DataFrame, reference: float) -> str:
     shown = ", ".join(scale[:4]) + (", …" if len(scale) > 4 else "")
     return (f"Fair comparison: the in-matrix baseline, not the reference {reference:g} "
             f"(data/scale differ from Mainrun's: {shown}).")
-
-
-def _plain(value: Any) -> Any:
-    """JSON / numpy values as TrainConfig.to_dict() holds them (lists, Python scalars)."""
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_plain(v) for v in value]
-    return value.item() if hasattr(value, "item") else value
 
 
 def _metric_line(metric: str, mixed: bool, coverage: pd.Series) -> str:
@@ -470,15 +465,15 @@ def run_detail(runs: pd.DataFrame, evals: pd.DataFrame, row: pd.Series) -> RunDe
     else:
         against, label = TrainConfig().to_dict(), "default"
     config = {k[4:]: v for k, v in row.items() if k.startswith("cfg.")}
-    diff = pd.DataFrame([{"field": k, "value": _plain(v), label: _plain(against.get(k))}
-                         for k, v in config.items() if _plain(v) != _plain(against.get(k))],
+    diff = pd.DataFrame([{"field": k, "value": plain(v), label: plain(against.get(k))}
+                         for k, v in config.items() if plain(v) != plain(against.get(k))],
                         columns=["field", "value", label])
     mine = evals[evals["run_id"] == row["run_id"]].drop(columns=["experiment", "run_id", "name", "seed"])
-    info = {k: _plain(row.get(k)) for k in ("run_id", "experiment", "name", "hash", "seed", "status", "error",
+    info = {k: plain(row.get(k)) for k in ("run_id", "experiment", "name", "hash", "seed", "status", "error",
                                               "toggles", "final_val_loss", "best_val_loss", "best_step",
                                               "wall_time_s", "tokens_per_s", "code_version")}
     info = {k: (None if missing(v) else v) for k, v in info.items()}
-    stored = TrainConfig.from_dict({k: _plain(v) for k, v in config.items() if not missing(v)})
+    stored = TrainConfig.from_dict({k: plain(v) for k, v in config.items() if not missing(v)})
     truncated = not missing(row.get("truncated")) and bool(row["truncated"]) and not missing(row.get("steps"))
     return RunDetail(info, stored, int(row["steps"]) if truncated else None, diff, mine.reset_index(drop=True),
                      mine["val_loss"].astype(float).tolist())

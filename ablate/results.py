@@ -8,15 +8,15 @@ an open `Store`, or None for `store.default_url()`; they never create a database
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import pandas as pd
 from sqlalchemy import case, func, select
 
 from .config import MAINRUN_VAL_LOSS
-from .store import Eval, Experiment, ExperimentRun, Run, Store, resolve_url
+from .schema import EVAL_COLUMNS, Eval, Experiment, ExperimentRun, Run
+from .store import Store, open_store
 
 RUN_COLUMNS = (
     "experiment", "run_id", "hash", "position", "name", "toggles", "seed", "status", "attempt",
@@ -24,23 +24,10 @@ RUN_COLUMNS = (
     "max_steps", "truncated", "code_version", "error",
 )
 INT_COLUMNS = ("run_id", "position", "seed", "attempt", "best_step", "steps", "max_steps")  # nullable
-EVAL_VALUES = (
-    "step", "epoch", "val_loss", "val_loss_full", "eval_coverage", "train_loss", "lr", "grad_norm",
-    "tokens_seen", "elapsed_s", "tokens_per_s",
-)
+EVAL_VALUES = ("step", *EVAL_COLUMNS)
 
 class ResultsError(LookupError):
     """An experiment or run the database does not hold; the message says what it does hold."""
-
-
-@contextmanager
-def open_store(db: str | Path | Store | None) -> Iterator[Store]:
-    """The store behind `db`, read-only in spirit: a missing SQLite file is a StoreError."""
-    if isinstance(db, Store):
-        yield db
-        return
-    with Store(resolve_url(db), create=False) as store:
-        yield store
 
 
 def _rows(store: Store, statement: Any) -> list:

@@ -33,6 +33,25 @@ POLL_S = 0.5
 RERUN_STATUSES = {"failed": {"failed", "interrupted"}, "all": {"completed", "failed", "interrupted"}}
 
 
+def process_alive(pid: int | None) -> bool:
+    """Whether a process with this id exists on this host (signal 0 checks, sends nothing)."""
+    if not pid or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    # A zombie answers signal 0 but is dead: a job orphaned by a killed runner stays one for
+    # good where PID 1 does not reap (containers without an init), and its run would look alive.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):  # no procfs (macOS), or the process just went away
+        return Path(f"/proc/{pid}").exists() or not Path("/proc/self").exists()
+
+
 @lru_cache(maxsize=1)
 def code_version() -> str:
     """The git commit of the ablate source (+ '-dirty' when modified), else the package version."""
@@ -95,7 +114,7 @@ def run(store: Store, run_ids: list[int], executor: Executor, *, db_url: str,
     an interrupted run continues from there)."""
     notify = on_event or (lambda event, details: None)
     host, pid = socket.gethostname(), os.getpid()
-    for reaped in store.reap_stale(host=host, stale_after_s=STALE_AFTER_S):
+    for reaped in store.reap_stale(host=host, stale_after_s=STALE_AFTER_S, pid_alive=process_alive):
         notify("reaped", {"run_id": reaped})
     if rerun:
         store.requeue(run_ids, RERUN_STATUSES[rerun])

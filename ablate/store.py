@@ -4,17 +4,14 @@ The store knows nothing about models or training. It keeps configs as JSON dicts
 metrics as rows, and the life cycle of each run (queued → running → completed / failed /
 interrupted). It is written for many worker processes sharing one database:
 
-* every public method is one short transaction, committed before it returns, so an eval is
-  durable the moment it is recorded;
-* on SQLite every connection runs in WAL mode with a 30 s busy timeout, and every write
-  transaction starts with ``BEGIN IMMEDIATE``: a writer takes the write lock up front instead
-  of upgrading a read lock, which is what deadlocks two processes into "database is locked";
-  a short retry with backoff remains as a last resort;
+* every public method is one short transaction (`database.Database`: write transactions take
+  the lock up front and retry), committed before it returns, so an eval is durable the moment
+  it is recorded;
 * claiming a run is atomic (``BEGIN IMMEDIATE`` on SQLite, ``FOR UPDATE SKIP LOCKED`` on
   PostgreSQL), so parallel workers never train the same run twice;
 * a job may only write the terminal fields of the attempt it owns, and ``reap_stale`` turns
   runs whose worker died into ``interrupted`` ones that the next claim picks up again;
-* the schema carries a version; a database from another version is refused untouched.
+* the tables are `schema.py`'s; opening a database checks (and migrates) its schema version.
 
 Methods return ORM objects detached from their session (``expire_on_commit=False``): read
 their attributes freely, but treat them as read-only snapshots; changing them changes nothing.
@@ -22,225 +19,21 @@ their attributes freely, but treat them as read-only snapshots; changing them ch
 
 from __future__ import annotations
 
-import os
-import random
-import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
-from sqlalchemy import (
-    JSON,
-    BigInteger,
-    Boolean,
-    DateTime,
-    Float,
-    ForeignKey,
-    Integer,
-    String,
-    Text,
-    TypeDecorator,
-    UniqueConstraint,
-    create_engine,
-    delete,
-    event,
-    inspect,
-    select,
-    update,
-)
-from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
 
-SCHEMA_VERSION = 1
+from .database import Database, StoreError, resolve_url
+from .schema import (EVAL_COLUMNS, RESULT_COLUMNS, STATUSES, STEP_COLUMNS, Eval, Experiment, ExperimentRun, Run,
+                     StepMetric, plain)
 
-STATUSES = ("queued", "running", "completed", "failed", "interrupted")
 CLAIMABLE = ("queued", "interrupted")
 TRACEBACK_LIMIT = 4000
-
-EVAL_COLUMNS = (
-    "epoch", "val_loss", "val_loss_full", "eval_coverage", "train_loss", "lr", "grad_norm",
-    "tokens_seen", "elapsed_s", "tokens_per_s",
-)
-STEP_COLUMNS = ("train_loss", "lr", "grad_norm")
-RESULT_COLUMNS = (
-    "final_val_loss", "best_val_loss", "best_step", "param_count", "wall_time_s",
-    "tokens_per_s", "steps", "max_steps", "truncated", "device",
-)
-
-_SQLITE_PRAGMAS = (
-    "PRAGMA busy_timeout=30000",  # first, so switching to WAL waits for other connections
-    "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=NORMAL",
-    "PRAGMA foreign_keys=ON",
-)
-_WRITE_TRIES = 5
-
-
-class StoreError(RuntimeError):
-    """A results database that cannot be used as asked, with a message for the user."""
-
-
-def default_url() -> str:
-    """$ABLATE_DB, else results.db in the current directory."""
-    return os.environ.get("ABLATE_DB") or "sqlite:///results.db"
-
-
-def resolve_url(db: str | Path | None) -> str:
-    """A URL as given, a bare path as a SQLite URL, None as $ABLATE_DB or ./results.db."""
-    if db is None or str(db) == "":
-        return default_url()
-    text = str(db)
-    return text if "://" in text else f"sqlite:///{Path(text).expanduser().absolute()}"
-
-
-def process_alive(pid: int | None) -> bool:
-    """Whether a process with this id exists on this host (signal 0 checks, sends nothing)."""
-    if not pid or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    # A zombie answers signal 0 but is dead: a job orphaned by a killed runner stays one for
-    # good where PID 1 does not reap (containers without an init), and its run would look alive.
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):  # no procfs (macOS), or the process just went away
-        return Path(f"/proc/{pid}").exists() or not Path("/proc/self").exists()
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-class UTCDateTime(TypeDecorator):
-    """Timestamps stored in UTC and read back timezone-aware on every backend.
-
-    SQLite keeps no zone, so values are converted to UTC before storing and tagged UTC when read.
-    """
-
-    impl = DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is not None and value.tzinfo is not None:
-            value = value.astimezone(timezone.utc)
-        return value
-
-    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            value = value.replace(tzinfo=timezone.utc)
-        return value
-
-
-# --------------------------------------------------------------------------------- schema
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class Meta(Base):
-    __tablename__ = "meta"
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
-
-
-class Experiment(Base):
-    __tablename__ = "experiments"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    name: Mapped[str] = mapped_column(String(255), unique=True)
-    description: Mapped[str | None] = mapped_column(Text)
-    yaml_text: Mapped[str | None] = mapped_column(Text)
-    reference: Mapped[float | None] = mapped_column(Float)
-    design: Mapped[str | None] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
-
-
-class Run(Base):
-    """One training run, identified by the hash of its config; shared by every matrix naming it."""
-
-    __tablename__ = "runs"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    hash: Mapped[str] = mapped_column(String(64), unique=True)
-    name: Mapped[str] = mapped_column(String(255))
-    config: Mapped[dict] = mapped_column(JSON)
-    toggles: Mapped[list] = mapped_column(JSON)
-    seed: Mapped[int | None] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), index=True)
-    attempt: Mapped[int] = mapped_column(Integer, default=0)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    host: Mapped[str | None] = mapped_column(String(255))
-    device: Mapped[str | None] = mapped_column(String(64))
-    pid: Mapped[int | None] = mapped_column(Integer)
-    code_version: Mapped[str | None] = mapped_column(String(64))
-    error: Mapped[str | None] = mapped_column(Text)
-    traceback: Mapped[str | None] = mapped_column(Text)
-    final_val_loss: Mapped[float | None] = mapped_column(Float)
-    best_val_loss: Mapped[float | None] = mapped_column(Float)
-    best_step: Mapped[int | None] = mapped_column(Integer)
-    param_count: Mapped[int | None] = mapped_column(BigInteger)
-    wall_time_s: Mapped[float | None] = mapped_column(Float)
-    tokens_per_s: Mapped[float | None] = mapped_column(Float)
-    steps: Mapped[int | None] = mapped_column(Integer)
-    max_steps: Mapped[int | None] = mapped_column(Integer)
-    truncated: Mapped[bool | None] = mapped_column(Boolean)
-    result: Mapped[dict | None] = mapped_column(JSON)
-
-
-class ExperimentRun(Base):
-    """A run's place in one matrix: its name and toggles there, and its position."""
-
-    __tablename__ = "experiment_runs"
-    experiment_id: Mapped[int] = mapped_column(
-        ForeignKey("experiments.id", ondelete="CASCADE"), primary_key=True, index=True
-    )
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True, index=True)
-    name: Mapped[str] = mapped_column(String(255))
-    toggles: Mapped[list] = mapped_column(JSON)
-    position: Mapped[int] = mapped_column(Integer)
-
-
-class Eval(Base):
-    """One evaluation of one attempt; the (run_id, attempt, step) key also indexes run_id."""
-
-    __tablename__ = "evals"
-    __table_args__ = (UniqueConstraint("run_id", "attempt", "step", name="uq_evals_run_attempt_step"),)
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
-    attempt: Mapped[int] = mapped_column(Integer)
-    step: Mapped[int] = mapped_column(Integer)
-    epoch: Mapped[float | None] = mapped_column(Float)
-    val_loss: Mapped[float | None] = mapped_column(Float)
-    val_loss_full: Mapped[float | None] = mapped_column(Float)
-    eval_coverage: Mapped[float | None] = mapped_column(Float)
-    train_loss: Mapped[float | None] = mapped_column(Float)
-    lr: Mapped[float | None] = mapped_column(Float)
-    grad_norm: Mapped[float | None] = mapped_column(Float)
-    tokens_seen: Mapped[int | None] = mapped_column(BigInteger)
-    elapsed_s: Mapped[float | None] = mapped_column(Float)
-    tokens_per_s: Mapped[float | None] = mapped_column(Float)
-    extra: Mapped[dict | None] = mapped_column(JSON)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
-
-
-class StepMetric(Base):
-    __tablename__ = "step_metrics"
-    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
-    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
-    step: Mapped[int] = mapped_column(Integer, primary_key=True)
-    train_loss: Mapped[float | None] = mapped_column(Float)
-    lr: Mapped[float | None] = mapped_column(Float)
-    grad_norm: Mapped[float | None] = mapped_column(Float)
 
 
 @dataclass(frozen=True)
@@ -253,188 +46,21 @@ class MatrixEntry:
     run: Run
 
 
-# ------------------------------------------------------------------------------ helpers
-
-
-def _plain(value: Any) -> Any:
-    """Numpy / torch scalars to Python numbers, recursively, so they fit columns and JSON."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, (str, bytes)):
-        return value.item()
-    return value
-
-
 def _split(values: dict, columns: Iterable[str]) -> tuple[dict, dict | None]:
     """Known keys to column values, the rest to a JSON dict (None when empty)."""
     columns = set(columns)
-    known = {k: _plain(v) for k, v in values.items() if k in columns}
+    known = {k: plain(v) for k, v in values.items() if k in columns}
     extra = {k: v for k, v in values.items() if k not in columns}
-    return known, (_plain(extra) or None)
+    return known, (plain(extra) or None)
 
 
-def _is_locked(exc: OperationalError) -> bool:
-    text = str(exc.orig).lower()
-    return "database is locked" in text or "database table is locked" in text
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
 
 
-def _sqlite_path(url: str) -> Path | None:
-    """The file behind a SQLite URL, or None for other backends and in-memory databases."""
-    parsed = make_url(url)
-    db = parsed.database
-    if parsed.get_backend_name() != "sqlite" or not db or db == ":memory:" or db.startswith("file:"):
-        return None
-    return Path(db).absolute()
 
-
-def _check_path(path: Path, create: bool) -> None:
-    if not create:
-        if not path.is_file():
-            raise StoreError(f"no results database at {path}")
-        return
-    if not path.parent.is_dir():
-        raise StoreError(f"cannot create results database {path}: directory {path.parent} does not exist")
-    # WAL needs its -wal/-shm files next to the database, so the directory must be writable too.
-    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise StoreError(f"cannot write results database {path}: permission denied")
-
-
-def _setup_sqlite(engine: Engine) -> None:
-    """WAL + busy timeout on every connection; BEGIN IMMEDIATE for write transactions.
-
-    pysqlite's own transaction handling is turned off (isolation_level=None) so that the
-    BEGIN emitted in the "begin" event is the only one: the SQLAlchemy recipe for SQLite.
-    """
-
-    @event.listens_for(engine, "connect")
-    def _connect(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.isolation_level = None
-        cursor = dbapi_connection.cursor()
-        for pragma in _SQLITE_PRAGMAS:
-            cursor.execute(pragma)
-        cursor.close()
-
-    @event.listens_for(engine, "begin")
-    def _begin(conn: Any) -> None:
-        write = conn.get_execution_options().get("ablate_write", False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
-
-
-# -------------------------------------------------------------------------------- store
-
-
-class Store:
-    """A connection to the results database. Cheap to keep; call close() to release files."""
-
-    def __init__(self, url: str | None = None, *, create: bool = True):
-        """Open (and with create=True initialise) the database; refuse other schema versions.
-
-        create=False is for read-only commands: a missing SQLite file is an error, not created.
-        """
-        self.url = url or default_url()
-        path = _sqlite_path(self.url)
-        self.where = str(path) if path else make_url(self.url).render_as_string(hide_password=True)
-        if path is not None:
-            _check_path(path, create)
-        self._engine = create_engine(self.url)
-        if self._engine.dialect.name == "sqlite":
-            _setup_sqlite(self._engine)
-        self._reader = sessionmaker(self._engine, expire_on_commit=False)
-        self._writer = sessionmaker(
-            self._engine.execution_options(ablate_write=True), expire_on_commit=False
-        )
-        try:
-            self._open(create)
-        except OperationalError as exc:
-            self.close()
-            raise StoreError(f"cannot open results database {self.where}: {exc.orig}") from exc
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        self._engine.dispose()
-
-    def __enter__(self) -> Store:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    # ----------------------------------------------------------------- plumbing
-
-    def _open(self, create: bool) -> None:
-        """Check the schema version with a read only; write only to initialise an empty DB."""
-        version = self._version()
-        if version is None:
-            if not create:
-                raise StoreError(f"{self.where} is empty: no ablate results recorded there yet")
-            self._write(self._create_schema)
-            version = self._version()
-        if version > SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.where} was written by a newer ablate (schema {version}, this one reads "
-                f"{SCHEMA_VERSION}); upgrade ablate"
-            )
-        if version < SCHEMA_VERSION:
-            raise StoreError(
-                f"{self.where} has schema {version}, older than this ablate's {SCHEMA_VERSION}, "
-                "and no migration exists yet; use a new database or the ablate that wrote it"
-            )
-
-    def _version(self) -> int | None:
-        """The stored schema version; None for an empty database."""
-        with self._engine.connect() as conn:
-            tables = inspect(conn).get_table_names()
-            if "meta" not in tables:
-                if tables:
-                    raise StoreError(
-                        f"{self.where} is not an ablate results database (tables: {', '.join(sorted(tables))})"
-                    )
-                return None
-            value = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).scalar()
-        if value is None:
-            raise StoreError(f"{self.where} has a meta table but no schema_version")
-        return int(value)
-
-    @staticmethod
-    def _create_schema(session: Session) -> None:
-        conn = session.connection()
-        if conn.dialect.name == "postgresql":  # runners starting together: one creates, one waits
-            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext('ablate create schema'))")
-        if "meta" in inspect(conn).get_table_names():  # another process got here first
-            return
-        Base.metadata.create_all(conn)
-        session.add(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
-
-    def _read(self, fn: Callable[[Session], Any]) -> Any:
-        with self._reader() as session, session.begin():
-            return fn(session)
-
-    def _write(self, fn: Callable[[Session], Any], *, retry_conflicts: bool = False) -> Any:
-        """Run fn in one write transaction and commit it; retry if the database stays locked.
-
-        retry_conflicts also retries unique-key races between processes inserting the same row
-        (PostgreSQL; on SQLite BEGIN IMMEDIATE already serialises them): the retry sees the row.
-        """
-        delay, tries = 0.05, 0
-        while True:
-            tries += 1
-            try:
-                with self._writer() as session, session.begin():
-                    return fn(session)
-            except OperationalError as exc:
-                if not _is_locked(exc):
-                    raise
-                if tries == _WRITE_TRIES:
-                    raise StoreError(f"{self.where} stayed locked through {tries} tries: {exc.orig}") from exc
-            except IntegrityError:
-                if not retry_conflicts or tries == _WRITE_TRIES:
-                    raise
-            time.sleep(delay * (1 + random.random()))
-            delay *= 2
+class Store(Database):
+    """The results database's transactions: experiments, the run life cycle, and reads."""
 
     @staticmethod
     def _owned(session: Session, run_id: int, attempt: int) -> Run | None:
@@ -480,7 +106,7 @@ class Store:
                 run = session.scalars(select(Run).where(Run.hash == item["hash"])).first()
                 if run is None:
                     run = Run(
-                        hash=item["hash"], name=item["name"], config=_plain(item["config"]),
+                        hash=item["hash"], name=item["name"], config=plain(item["config"]),
                         toggles=list(item["toggles"]), seed=item.get("seed"), status="queued",
                         attempt=0, created_at=_now(),
                     )
@@ -608,7 +234,7 @@ class Store:
                 for row_step, row in zip(wanted, step_rows):
                     if row_step not in have:
                         have.add(row_step)
-                        values = {k: _plain(row.get(k)) for k in STEP_COLUMNS}
+                        values = {k: plain(row.get(k)) for k in STEP_COLUMNS}
                         session.add(StepMetric(run_id=run_id, attempt=attempt, step=row_step, **values))
             session.execute(
                 update(Run)
@@ -656,9 +282,7 @@ class Store:
 
         return self._write(_fail)
 
-    def reap_stale(
-        self, *, host: str, stale_after_s: float, pid_alive: Callable[[int], bool] = process_alive
-    ) -> list[int]:
+    def reap_stale(self, *, host: str, stale_after_s: float, pid_alive: Callable[[int | None], bool]) -> list[int]:
         """Mark 'running' runs whose worker is gone as 'interrupted'; returns their ids.
 
         Gone means: no heartbeat for stale_after_s seconds (any host), or, on this host, a
@@ -732,3 +356,15 @@ class Store:
             attempt = session.scalar(select(Run.attempt).where(Run.id == run_id))
         query = select(model).where(model.run_id == run_id, model.attempt == attempt).order_by(model.step)
         return list(session.scalars(query))
+
+
+@contextmanager
+def open_store(db: str | Path | Store | None = None, *, create: bool = False) -> Iterator[Store]:
+    """The store behind `db` (a SQLAlchemy URL, a .db path, or None for `default_url()`), closed
+    again after; an open Store is used as it is and left open. Only with `create` is a missing
+    database created: commands that only read never leave an empty file behind."""
+    if isinstance(db, Store):
+        yield db
+        return
+    with Store(resolve_url(db), create=create) as store:
+        yield store

@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from ablate.config import ExecOptions
-from ablate.store import process_alive
+from ablate.runner import process_alive
 
 from . import fake_trainer
 

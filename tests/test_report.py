@@ -25,7 +25,8 @@ from ablate.matrix import parse_matrix
 from ablate.plot import plot_curves, seed_band
 from ablate.render import render, sparkline
 from ablate.stats import holm
-from ablate.store import Eval, Run, Store
+from ablate.schema import Eval, Run
+from ablate.store import Store
 
 from .test_stats import T975
 
