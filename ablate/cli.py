@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 
 from . import catalog
-from .config import ConfigError, ExecOptions, TrainConfig, parse_value
+from .config import DEFAULT_TRAINER, ConfigError, ExecOptions, TrainConfig, parse_value
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Ablation matrices for small language models: which changes help?")
@@ -139,7 +139,7 @@ def run(
     warm_workers: Annotated[Optional[bool], typer.Option("--warm-workers/--no-warm-workers", help="keep a spare job process per slot that imports torch while the slot trains (default: the matrix's execution.warm_workers, true)")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile each model")] = False,
     log_dir: Annotated[str, typer.Option(help="where each job's output goes")] = "ablate-logs",
-    trainer: Annotated[str, typer.Option(help="training entry point, module:function")] = "ablate.train:train",
+    trainer: Annotated[str, typer.Option(help="training entry point, module:function")] = DEFAULT_TRAINER,
     checkpoints: Annotated[bool, typer.Option("--checkpoints", help="checkpoint every run at each evaluation")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="continue interrupted runs from their last checkpoint (implies --checkpoints)")] = False,
     checkpoint_dir: Annotated[str, typer.Option(help="where checkpoints go, one folder per run hash")] = "ablate-checkpoints",

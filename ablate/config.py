@@ -153,6 +153,9 @@ _HINTS.update(typing.get_type_hints(TrainConfig))
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
+DEFAULT_TRAINER = "ablate.train:train"  # the training entry point every executor calls, module:function
+
+
 @dataclass(frozen=True)
 class ExecOptions:
     """How to run a config; none of it changes what is being measured."""

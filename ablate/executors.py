@@ -14,22 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-
-@dataclass(frozen=True)
-class Job:
-    run_id: int
-    attempt: int
-    name: str
-    db_url: str
-    trainer: str
-    options: dict  # ExecOptions fields; the executor fills in device and threads
-
-
-@dataclass(frozen=True)
-class Ended:
-    job: Job
-    returncode: int  # < 0: killed by that signal
-    log_path: str | None = None
+from . import job as job_process
+from .job import Ended, Job
 
 
 class Executor(Protocol):
@@ -69,7 +55,7 @@ def detect_slots(devices: str | list[int], jobs_per_device: int) -> list[Slot]:
 
 
 class LocalExecutor:
-    """Each job is a `python -m ablate.job` subprocess; its output goes to a log file.
+    """Each job is a `python -m ablate.job` subprocess (`job.py`); its output goes to a log file.
 
     With warm workers (the default), each slot keeps one spare job process that imports torch
     and the trainer while the slot's current run trains, and hands it the next run: the
@@ -91,7 +77,7 @@ class LocalExecutor:
         if slot.threads:
             options["threads"] = slot.threads
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"run{job.run_id}-attempt{job.attempt}.log"
+        log_path = self.log_dir / job.log_name
         slot.log = log_path.open("w")
         spare, slot.spare = slot.spare, None
         if spare is not None and (slot.spare_trainer != job.trainer
@@ -99,7 +85,7 @@ class LocalExecutor:
             _discard(spare)
             spare = None
         slot.process = spare or subprocess.Popen(
-            [sys.executable, "-m", "ablate.job", "--db", job.db_url, "--run-id", str(job.run_id),
+            [sys.executable, "-m", job_process.__name__, "--db", job.db_url, "--run-id", str(job.run_id),
              "--attempt", str(job.attempt), "--trainer", job.trainer,
              "--options", json.dumps(options)],
             stdout=slot.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -107,7 +93,7 @@ class LocalExecutor:
         slot.job = job
         if self.warm_workers:
             slot.spare = subprocess.Popen(
-                [sys.executable, "-m", "ablate.job", "--serve", "--trainer", job.trainer],
+                [sys.executable, "-m", job_process.__name__, "--serve", "--trainer", job.trainer],
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 env=self._env(slot), start_new_session=True, text=True)
             slot.spare_trainer = job.trainer

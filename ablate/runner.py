@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .executors import Ended, Executor, Job
-from .job import DEFAULT_TRAINER
+from .config import DEFAULT_TRAINER
 from .datasource import fingerprint
+from .executors import Executor
+from .job import Ended, Job
 from .matrix import Matrix, PlannedRun
 from .store import Store
 
