@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from . import catalog
 from .config import DEFAULT_TRAINER, ConfigError, ExecOptions, TrainConfig, parse_value
@@ -22,6 +23,22 @@ err = Console(stderr=True, soft_wrap=True)  # piped output: whole lines, never w
 def fail(message: str, code: int = 2) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+@contextmanager
+def _user_errors():
+    """What a user can get wrong (a database that cannot be opened, an unknown experiment or
+    run, a bad matrix, config or option): one line, exit 2."""
+    from .database import StoreError
+    from .executors import ExecutorError
+    from .matrix import MatrixError
+    from .results import ResultsError
+    from .runner import RunnerError
+
+    try:
+        yield
+    except (StoreError, ResultsError, MatrixError, ConfigError, ExecutorError, RunnerError) as e:
+        fail(escape(str(e)))  # messages are plain text: 'ablate[ray]' is not markup
 
 
 def build_config(preset: str, toggles: list[str], sets: list[str], data: str | None) -> TrainConfig:
@@ -72,12 +89,16 @@ def train(
     except (ConfigError, RuntimeError) as e:
         fail(str(e), code=1)
     err.print(f"final val_loss {result['final_val_loss']:.6f} (best {result['best_val_loss']:.6f} "
-                  f"at step {result['best_step']}), {result['param_count']:,} parameters, "
+              f"at step {result['best_step']}), {result['param_count']:,} parameters, "
               f"{result['wall_time_s']:.1f}s on {result['device']}"
               + (" [truncated]" if result["truncated"] else ""), highlight=False)
 
 
-def load(matrix_path: str):
+def _planned(matrix_path: str, data: str | None):
+    """The matrix file (its warnings printed) and its runs with their identities; a bad file or
+    a missing data file: one line, exit 2."""
+    from . import runner
+    from .datasource import DataError
     from .matrix import MatrixError, load_matrix
 
     try:
@@ -86,7 +107,10 @@ def load(matrix_path: str):
         fail(str(e))
     for warning in matrix.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    return matrix
+    try:
+        return matrix, runner.plan(matrix, data)
+    except DataError as e:
+        fail(str(e))
 
 
 DbOption = Annotated[Optional[str], typer.Option(
@@ -103,11 +127,7 @@ def plan(matrix_path: Annotated[str, typer.Argument(metavar="MATRIX.yaml")],
     from . import runner
     from .store import open_store
 
-    matrix = load(matrix_path)
-    try:
-        rows = runner.plan(matrix, data)
-    except RuntimeError as e:  # DataError: a data file that is not there
-        fail(str(e))
+    matrix, rows = _planned(matrix_path, data)
     with _user_errors(), open_store(db, create=True) as store:
         known = store.runs_by_hash(r.hash for r in rows)
         estimate = runner.estimate_seconds(store, rows, matrix)
@@ -146,70 +166,33 @@ def run(
 ) -> None:
     """Run a matrix: every configuration once, results committed as they happen."""
     from . import runner
-    from .executors import LocalExecutor, detect_slots
+    from .executors import ExecutorChoice, make_executor
     from .progress import LiveProgress
-    from .database import resolve_url
     from .store import open_store
 
-    if rerun not in (None, "failed", "all"):
-        fail(f"--rerun {rerun!r}: expected 'failed' or 'all'")
-    if rerun == "all" and resume:
-        fail("--rerun all retrains from scratch; --resume continues from checkpoints: pick one")
-    if executor not in ("local", "ray"):
-        fail(f"--executor {executor!r}: expected 'local' or 'ray'")
-    if executor == "local" and (address, gpus_per_run, cpus_per_run) != (None, None, None):
-        fail("--address, --gpus-per-run and --cpus-per-run need --executor ray")
-    if executor == "ray" and warm_workers is not None:
-        fail("--warm-workers/--no-warm-workers apply to the local executor (Ray keeps its own workers)")
-    if executor == "ray":
-        from rich.markup import escape
-
-        from .ray_executor import ExecutorUnavailable, import_ray
-        try:
-            import_ray()
-        except ExecutorUnavailable as e:
-            fail(escape(str(e)))  # 'ablate[ray]' is not markup
-    matrix = load(matrix_path)
-    try:
-        rows = runner.plan(matrix, data)
-    except RuntimeError as e:
-        fail(str(e))
-    url = resolve_url(db)
-    with _user_errors(), open_store(url, create=True) as store:
+    with _user_errors():
+        runner.check_rerun(rerun, resume)
+        choice = ExecutorChoice(executor, address=address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run,
+                                jobs_per_device=jobs_per_device, warm_workers=warm_workers)
+    matrix, rows = _planned(matrix_path, data)
+    console = Console(soft_wrap=True)
+    with _user_errors(), open_store(db, create=True) as store:
         run_ids = runner.register(store, matrix, rows)
-        if executor == "local":
-            slots = detect_slots(matrix.execution.devices, jobs_per_device or matrix.execution.jobs_per_device)
-            warm = warm_workers if warm_workers is not None else matrix.execution.warm_workers
-            pool = LocalExecutor(slots, Path(log_dir) / matrix.name, warm_workers=warm)
-            where = f"{len(slots)} {slots[0].device} slot(s)"
-        console = Console(soft_wrap=True)
-        done = sum(r.status == "completed" for r in store.runs_by_hash(r.hash for r in rows).values())
-        if done == len(set(run_ids)) and rerun != "all":
-            console.print(f"{matrix.name}: all {len(set(run_ids))} runs already completed in {url}; "
+        total, done = len(set(run_ids)), runner.count_completed(store, rows)
+        if done == total and rerun != "all":
+            console.print(f"{matrix.name}: all {total} runs already completed in {store.url}; "
                           f"nothing to train (--rerun all trains them again)", highlight=False)
             return
-        if executor == "ray":
-            from .ray_executor import RayExecutor
-            try:
-                pool = RayExecutor(address=address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run,
-                                   log_dir=Path(log_dir) / matrix.name)
-            except ExecutorUnavailable as e:
-                fail(escape(str(e)))
-            where = pool.describe()
-        console.print(f"{matrix.name}: {len(rows)} runs ({done} already completed) on "
-                      f"{where}; results in {url}", highlight=False)
-        try:
-            with LiveProgress(store, len(set(run_ids)), done, console) as progress:
-                outcome = runner.run(store, run_ids, pool, db_url=url, rerun=rerun, trainer=trainer,
+        with closing(make_executor(choice, matrix.execution, Path(log_dir) / matrix.name)) as pool:
+            console.print(f"{matrix.name}: {len(rows)} runs ({done} already completed) on {pool.describe()}; "
+                          f"results in {store.url}", highlight=False)
+            with LiveProgress(store, total, done, console) as progress:
+                outcome = runner.run(store, run_ids, pool, trainer=trainer, rerun=rerun,
                                      options={"compile": compile, "resume": resume},
                                      checkpoint_root=Path(checkpoint_dir) if checkpoints or resume else None,
                                      on_event=progress)
-        finally:
-            pool.close()
-        statuses = [store.run(i).status for i in dict.fromkeys(run_ids)]
-        summary = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
-        console.print(f"{matrix.name}: trained {len(outcome.trained)} run(s) now; {summary}. "
-                      f"See `ablate report {matrix_path}`.", highlight=False)
+        console.print(f"{matrix.name}: trained {len(outcome.trained)} run(s) now; "
+                      f"{runner.summary(store, run_ids)}. See `ablate report {matrix_path}`.", highlight=False)
     if outcome.interrupted:
         raise typer.Exit(130)
 
@@ -258,20 +241,6 @@ ExperimentOption = Annotated[Optional[str], typer.Option(
 FormatOption = Annotated[str, typer.Option("--format", "-f", help="table | markdown | csv | json")]
 MetricOption = Annotated[Optional[str], typer.Option(
     help="mainrun (val_loss) | full (val_loss_full); default: mainrun unless eval coverages differ")]
-
-
-@contextmanager
-def _user_errors():
-    """A database that cannot be opened, an unknown experiment or run, a bad argument: one
-    line, exit 2."""
-    from .matrix import MatrixError
-    from .results import ResultsError
-    from .database import StoreError
-
-    try:
-        yield
-    except (StoreError, ResultsError, MatrixError, ConfigError) as e:
-        fail(str(e))
 
 
 def _check(value: Optional[str], choices: tuple, option: str) -> None:

@@ -1,6 +1,10 @@
 """Where jobs run. An executor has slots, starts a job in a free slot, and reports jobs that
 ended; the runner owns everything else (claiming, the database, progress, failure rules), so
 the local executor and the Ray executor are interchangeable.
+
+`ExecutorChoice` is which executor a command asked for, with its options, checked before anything
+is planned; `make_executor` builds it for a matrix. A new executor is a class with the
+`Executor` methods (its jobs run `attempt.run_attempt`), a kind in KINDS and a branch in each.
 """
 
 from __future__ import annotations
@@ -12,18 +16,74 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from . import job as job_process
 from .job import Ended, Job
 
+if TYPE_CHECKING:
+    from .matrix import Execution
+
+KINDS = ("local", "ray")
+
 
 class Executor(Protocol):
+    def describe(self) -> str: ...
     def free_slots(self) -> int: ...
     def start(self, job: Job) -> None: ...
     def poll(self) -> list[Ended]: ...
     def stop_all(self) -> list[Job]: ...
     def close(self) -> None: ...
+
+
+class ExecutorError(RuntimeError):
+    """The executor cannot be used as asked; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ExecutorChoice:
+    """The executor a command asked for and its options (None: not given, the matrix's or the
+    executor's default applies). Checked when made: an unknown kind, an option of the other
+    executor, Ray not installed are ExecutorErrors before anything is planned or written."""
+
+    kind: str = "local"
+    address: str | None = None  # Ray: auto | HOST:PORT | ray://HOST:PORT; None starts a private one
+    gpus_per_run: float | None = None  # Ray
+    cpus_per_run: float | None = None  # Ray
+    jobs_per_device: int | None = None  # local: overrides the matrix's execution.jobs_per_device
+    warm_workers: bool | None = None  # local: overrides the matrix's execution.warm_workers
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ExecutorError(f"--executor {self.kind!r}: expected {' or '.join(map(repr, KINDS))}")
+        if self.kind == "local" and (self.address, self.gpus_per_run, self.cpus_per_run) != (None, None, None):
+            raise ExecutorError("--address, --gpus-per-run and --cpus-per-run need --executor ray")
+        if self.kind == "ray":
+            if self.warm_workers is not None:
+                raise ExecutorError("--warm-workers/--no-warm-workers apply to the local executor "
+                                    "(Ray keeps its own workers)")
+            from .ray_executor import RayUnavailable, import_ray
+
+            try:
+                import_ray()
+            except RayUnavailable as e:
+                raise ExecutorError(str(e)) from e
+
+
+def make_executor(choice: ExecutorChoice, execution: Execution, log_dir: Path) -> Executor:
+    """The chosen executor, set up for a matrix whose `execution` section gives the local
+    executor's devices, jobs per device and warm workers (the command line overrides them)."""
+    if choice.kind == "local":
+        slots = detect_slots(execution.devices, choice.jobs_per_device or execution.jobs_per_device)
+        warm = execution.warm_workers if choice.warm_workers is None else choice.warm_workers
+        return LocalExecutor(slots, log_dir, warm_workers=warm)
+    from .ray_executor import RayExecutor, RayUnavailable
+
+    try:
+        return RayExecutor(address=choice.address, gpus_per_run=choice.gpus_per_run,
+                           cpus_per_run=choice.cpus_per_run, log_dir=log_dir)
+    except RayUnavailable as e:
+        raise ExecutorError(str(e)) from e
 
 
 @dataclass
@@ -67,6 +127,9 @@ class LocalExecutor:
         self.slots = slots
         self.log_dir = log_dir
         self.warm_workers = warm_workers
+
+    def describe(self) -> str:
+        return f"{len(self.slots)} {self.slots[0].device} slot(s)"
 
     def free_slots(self) -> int:
         return sum(s.process is None for s in self.slots)

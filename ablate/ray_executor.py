@@ -56,15 +56,16 @@ RESOURCES_REFRESH_S = 5.0
 LOST = -9  # Ended.returncode of a run whose worker died (reported like SIGKILL)
 
 
-class ExecutorUnavailable(RuntimeError):
-    """The executor cannot be used as asked; the message says what to do."""
+class RayUnavailable(RuntimeError):
+    """Ray cannot be used as asked (not installed, not reachable, too small); the message says
+    what to do. `executors` turns it into an ExecutorError."""
 
 
 def import_ray() -> Any:
     try:
         import ray
     except ImportError as e:
-        raise ExecutorUnavailable(INSTALL_HINT) from e
+        raise RayUnavailable(INSTALL_HINT) from e
     return ray
 
 
@@ -158,7 +159,7 @@ class RayExecutor:
             try:
                 ray.init(address=address, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as e:
-                raise ExecutorUnavailable(f"cannot start or reach Ray at {address or 'a new local instance'}: {e}") from e
+                raise RayUnavailable(f"cannot start or reach Ray at {address or 'a new local instance'}: {e}") from e
             self._started_ray = True
         totals = ray.cluster_resources()
         if gpus_per_run is None:
@@ -166,12 +167,12 @@ class RayExecutor:
         if cpus_per_run is None:
             cpus_per_run = 1.0
         if gpus_per_run < 0 or cpus_per_run < 0 or (gpus_per_run > 1 and gpus_per_run % 1):
-            raise ExecutorUnavailable(f"--gpus-per-run {gpus_per_run:g} / --cpus-per-run {cpus_per_run:g}: "
+            raise RayUnavailable(f"--gpus-per-run {gpus_per_run:g} / --cpus-per-run {cpus_per_run:g}: "
                                       "expected non-negative numbers (fractional GPUs below 1 only)")
         self.gpus_per_run, self.cpus_per_run = float(gpus_per_run), float(cpus_per_run)
         self._capacity, self._capacity_at = 0, -math.inf
         if self._slots() == 0:
-            raise ExecutorUnavailable(
+            raise RayUnavailable(
                 f"the Ray cluster has {totals.get('CPU', 0):g} CPUs and {totals.get('GPU', 0):g} GPUs: "
                 f"not enough for one run with {self.cpus_per_run:g} CPUs and {self.gpus_per_run:g} GPUs")
         self.log_dir = Path(log_dir)

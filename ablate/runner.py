@@ -34,6 +34,18 @@ POLL_S = 0.5
 RERUN_STATUSES = {"failed": {"failed", "interrupted"}, "all": {"completed", "failed", "interrupted"}}
 
 
+class RunnerError(ValueError):
+    """Runner options that cannot be honoured; the message says which."""
+
+
+def check_rerun(rerun: str | None, resume: bool) -> None:
+    """--rerun and --resume as the runner can honour them, checked before anything is planned."""
+    if rerun not in (None, *RERUN_STATUSES):
+        raise RunnerError(f"--rerun {rerun!r}: expected {' or '.join(map(repr, RERUN_STATUSES))}")
+    if rerun == "all" and resume:
+        raise RunnerError("--rerun all retrains from scratch; --resume continues from checkpoints: pick one")
+
+
 def process_alive(pid: int | None) -> bool:
     """Whether a process with this id exists on this host (signal 0 checks, sends nothing)."""
     if not pid or pid <= 0:
@@ -97,6 +109,17 @@ def register(store: Store, matrix: Matrix, rows: list[PlanRow]) -> list[int]:
         for r in rows])
 
 
+def count_completed(store: Store, rows: list[PlanRow]) -> int:
+    """How many of the planned runs are completed already (in this matrix or any other)."""
+    return sum(run.status == "completed" for run in store.runs_by_hash(r.hash for r in rows).values())
+
+
+def summary(store: Store, run_ids: list[int]) -> str:
+    """The runs' statuses counted: '7 completed, 1 failed'."""
+    statuses = [store.run(i).status for i in dict.fromkeys(run_ids)]
+    return ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
+
+
 @dataclass
 class Outcome:
     trained: list[int]  # run ids this runner started
@@ -107,9 +130,9 @@ class Outcome:
 Progress = Callable[[str, dict], None]  # (event, details): "start", "end", "tick"
 
 
-def run(store: Store, run_ids: list[int], executor: Executor, *, db_url: str,
-        trainer: str = DEFAULT_TRAINER, options: dict | None = None, rerun: str | None = None,
-        checkpoint_root: Path | None = None, on_event: Progress | None = None) -> Outcome:
+def run(store: Store, run_ids: list[int], executor: Executor, *, trainer: str = DEFAULT_TRAINER,
+        options: dict | None = None, rerun: str | None = None, checkpoint_root: Path | None = None,
+        on_event: Progress | None = None) -> Outcome:
     """Train every run of `run_ids` that is not completed, in free executor slots. With a
     `checkpoint_root`, each run checkpoints under root/<hash> (options `resume` decides whether
     an interrupted run continues from there)."""
@@ -133,7 +156,7 @@ def run(store: Store, run_ids: list[int], executor: Executor, *, db_url: str,
                 job_options = dict(options or {})
                 if checkpoint_root is not None:
                     job_options["checkpoint_dir"] = str(checkpoint_root / claimed.hash)
-                job = Job(claimed.id, claimed.attempt, claimed.name, db_url, trainer, job_options)
+                job = Job(claimed.id, claimed.attempt, claimed.name, store.url, trainer, job_options)
                 tried.add(claimed.id)
                 executor.start(job)
                 active[claimed.id] = job
