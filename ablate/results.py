@@ -144,6 +144,11 @@ def load_evals(db: str | Path | Store | None = None, experiment: str | None = No
     return frame[["experiment", "run_id", "name", "seed", *frame.columns[4:]]]
 
 
+def split_toggles(joined: Any) -> list[str]:
+    """A load_runs() `toggles` cell ("a+b", "" for none) as the list of toggles it joins."""
+    return [t for t in str(joined or "").split("+") if t]
+
+
 def find_run(runs: pd.DataFrame, ref: str) -> pd.Series:
     """The run `ref` names in a load_runs() frame: a run id, a run name, or a hash prefix."""
     unique = runs.drop_duplicates("run_id")
@@ -168,7 +173,7 @@ def select_runs(runs: pd.DataFrame, status: str | None = None, toggle: str | Non
     if status is not None:
         keep &= runs["status"] == status
     if toggle is not None:
-        keep &= runs["toggles"].map(lambda t: toggle in str(t or "").split("+"))
+        keep &= runs["toggles"].map(lambda t: toggle in split_toggles(t))
     return runs[keep]
 
 
