@@ -12,8 +12,8 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 
-from . import catalog
-from .config import DEFAULT_TRAINER, ConfigError, ExecOptions, TrainConfig, parse_value
+from .training import catalog
+from .training.config import DEFAULT_TRAINER, ConfigError, ExecOptions, TrainConfig, parse_value
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Ablation matrices for small language models: which changes help?")
@@ -29,11 +29,11 @@ def fail(message: str, code: int = 2) -> None:
 def _user_errors():
     """What a user can get wrong (a database that cannot be opened, an unknown experiment or
     run, a bad matrix, config or option): one line, exit 2."""
-    from .database import StoreError
-    from .executors import ExecutorError
-    from .matrix import MatrixError
-    from .results import ResultsError
-    from .runner import RunnerError
+    from .execution.executors import ExecutorError
+    from .execution.matrix import MatrixError
+    from .execution.runner import RunnerError
+    from .results.frames import ResultsError
+    from .storage.database import StoreError
 
     try:
         yield
@@ -66,7 +66,7 @@ def train(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per evaluation on stdout")] = False,
 ) -> None:
     """Train one configuration (no database)."""
-    from .train import train as run_training  # torch import only for commands that train
+    from .training.train import train as run_training  # torch import only for commands that train
 
     try:
         cfg = build_config(preset, toggle, set_, data)
@@ -97,9 +97,9 @@ def train(
 def _planned(matrix_path: str, data: str | None):
     """The matrix file (its warnings printed) and its runs with their identities; a bad file or
     a missing data file: one line, exit 2."""
-    from . import runner
-    from .datasource import DataError
-    from .matrix import MatrixError, load_matrix
+    from .execution import runner
+    from .execution.matrix import MatrixError, load_matrix
+    from .training.datasource import DataError
 
     try:
         matrix = load_matrix(matrix_path)
@@ -124,8 +124,8 @@ def plan(matrix_path: Annotated[str, typer.Argument(metavar="MATRIX.yaml")],
     """Expand a matrix without running it: runs, identities, what is already done."""
     from rich.table import Table
 
-    from . import runner
-    from .store import open_store
+    from .execution import runner
+    from .storage.store import open_store
 
     matrix, rows = _planned(matrix_path, data)
     with _user_errors(), open_store(db, create=True) as store:
@@ -165,10 +165,10 @@ def run(
     checkpoint_dir: Annotated[str, typer.Option(help="where checkpoints go, one folder per run hash")] = "ablate-checkpoints",
 ) -> None:
     """Run a matrix: every configuration once, results committed as they happen."""
-    from . import runner
-    from .executors import ExecutorChoice, make_executor
-    from .progress import LiveProgress
-    from .store import open_store
+    from .execution import runner
+    from .execution.executors import ExecutorChoice, make_executor
+    from .execution.progress import LiveProgress
+    from .storage.store import open_store
 
     with _user_errors():
         runner.check_rerun(rerun, resume)
@@ -205,7 +205,7 @@ app.add_typer(db_app, name="db")
 def db_upgrade(db: DbOption = None) -> None:
     """Migrate a database written by an older ablate to this one's schema (every command does
     it on open; this one only upgrades). A SQLite file is first copied to FILE.bak-vN."""
-    from .store import open_store
+    from .storage.store import open_store
 
     with _user_errors(), open_store(db) as store:
         if store.upgraded is None:
@@ -257,9 +257,9 @@ def _emit(render) -> None:
 
 def _experiment(db: Optional[str], experiment: Optional[str], matrix_path: Optional[Path]) -> str:
     """--experiment, else the matrix file's name, else the only experiment (listing them if several)."""
-    from .matrix import load_matrix
-    from .render import render_frame
-    from .results import list_experiments, pick_experiment
+    from .execution.matrix import load_matrix
+    from .results.frames import list_experiments, pick_experiment
+    from .results.render import render_frame
 
     if experiment is None and matrix_path is not None:
         experiment = load_matrix(matrix_path).name
@@ -275,8 +275,8 @@ def report_cmd(
     fmt: FormatOption = "table",
 ) -> None:
     """Rank an experiment's configurations and estimate each toggle's effect."""
-    from .render import FORMATS, render
-    from .report import METRICS, build_report
+    from .results.render import FORMATS, render
+    from .results.report import METRICS, build_report
 
     _check(metric, tuple(METRICS), "--metric")
     _check(fmt, FORMATS, "--format")
@@ -293,9 +293,9 @@ def runs_cmd(
     db: DbOption = None, fmt: FormatOption = "table",
 ) -> None:
     """List runs with their status and results (csv/json: every column)."""
-    from .render import FORMATS, render_frame, runs_display
-    from .results import load_runs, select_runs
-    from .schema import STATUSES
+    from .results.frames import load_runs, select_runs
+    from .results.render import FORMATS, render_frame, runs_display
+    from .storage.schema import STATUSES
 
     _check(status, STATUSES, "--status")
     _check(fmt, FORMATS, "--format")
@@ -312,10 +312,10 @@ def show_cmd(
     as_command: Annotated[bool, typer.Option("--as-command", help="print an `ablate train` line that reproduces the run")] = False,
 ) -> None:
     """One run: config vs its baseline, status or error, evaluations and a sparkline."""
-    from .render import FORMATS, as_command as command_for, render_run
-    from .report import run_detail
-    from .results import find_run, load_evals, load_runs
-    from .store import open_store
+    from .results.frames import find_run, load_evals, load_runs
+    from .results.render import FORMATS, as_command as command_for, render_run
+    from .results.report import run_detail
+    from .storage.store import open_store
 
     _check(fmt, FORMATS, "--format")
     with _user_errors(), open_store(db) as store:
@@ -338,8 +338,8 @@ def plot_cmd(
     db: DbOption = None,
 ) -> None:
     """Plot validation loss against step."""
-    from .plot import plot_curves
-    from .report import METRICS
+    from .results.plot import plot_curves
+    from .results.report import METRICS
 
     _check(metric, tuple(METRICS), "--metric")
     names = [n.strip() for n in runs.split(",") if n.strip()] if runs else None
@@ -356,7 +356,7 @@ def export_cmd(
     db: DbOption = None,
 ) -> None:
     """Write runs (one row per run, config as cfg.* columns) or evaluations to a file."""
-    from .results import export, load_evals, load_runs
+    from .results.frames import export, load_evals, load_runs
 
     _check(what, ("runs", "evals"), "--what")
     with _user_errors():
@@ -372,12 +372,12 @@ def results_md(
     check: Annotated[bool, typer.Option("--check", help="exit 1 if the document differs from the database")] = False,
 ) -> None:
     """Regenerate RESULTS.md's tables from the results database (prose outside the markers stays)."""
-    from . import results_doc
+    from .results import document
 
     with _user_errors():
         if check:
-            same = out.exists() and results_doc.committed_block(out) == results_doc.generated(db)
+            same = out.exists() and document.committed_block(out) == document.generated(db)
             err.print(f"{out}: {'up to date' if same else 'differs from the database'}")
             raise typer.Exit(0 if same else 1)
-        changed = results_doc.write(out, db)
+        changed = document.write(out, db)
     err.print(f"{out}: {'rewritten' if changed else 'already up to date'}", highlight=False)

@@ -1,4 +1,4 @@
-"""A torch-free, deterministic stand-in for `ablate.train:train`, for fault injection.
+"""A torch-free, deterministic stand-in for `ablate.training.train:train`, for fault injection.
 
 `train(config, on_eval, options)` emits `epochs * evals_per_epoch` evaluations, FAKE_SLEEP_S
 apart (default 0.02 s). Every value is a pure function of the config and the step, so a run
@@ -37,7 +37,7 @@ import threading
 import time
 from pathlib import Path
 
-from ablate.datasource import local_format
+from ablate.training.datasource import local_format
 
 CHECKPOINT_FILE = "fake-checkpoint.json"
 

@@ -6,8 +6,8 @@ import io
 
 import pytest
 
-from ablate.attempt import Fanout, LogSink, run_attempt
-from ablate.config import ExecOptions, TrainConfig
+from ablate.execution.attempt import Fanout, LogSink, run_attempt
+from ablate.training.config import ExecOptions, TrainConfig
 
 from . import fake_trainer
 

@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from ablate.catalog import PatchConflict, merge_patches
-from ablate.designs import aliasing_note, hadamard
+from ablate.execution.designs import aliasing_note, hadamard
+from ablate.training.catalog import PatchConflict, merge_patches
 
 
 def test_fractional_sizes():

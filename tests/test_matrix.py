@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ablate.catalog import CATALOG, preset
-from ablate.matrix import Matrix, MatrixError, PlannedRun, load_matrix, parse_matrix
+from ablate.execution.matrix import Matrix, MatrixError, PlannedRun, load_matrix, parse_matrix
+from ablate.training.catalog import CATALOG, preset
 
 TINY = "base: {overrides: {d_model: 64, n_layer: 2}}\n"
 TWO_LEVEL = ["sdpa", "swiglu", "rmsnorm", "ema", "dropout_005", "onecycle_fix", "grad_accum",

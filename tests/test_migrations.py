@@ -16,13 +16,13 @@ import pytest
 from sqlalchemy import create_engine, inspect
 from typer.testing import CliRunner
 
-from ablate import migrations
 from ablate.cli import app
-from ablate.database import StoreError
-from ablate.migrations import Migration, backup_path, latest_version
-from ablate.report import build_report
-from ablate.results import load_evals, load_runs
-from ablate.store import Store
+from ablate.results.frames import load_evals, load_runs
+from ablate.results.report import build_report
+from ablate.storage import migrations
+from ablate.storage.database import StoreError
+from ablate.storage.migrations import Migration, backup_path, latest_version
+from ablate.storage.store import Store
 
 from .conftest import REPO
 

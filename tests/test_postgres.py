@@ -15,10 +15,10 @@ import sys
 import pytest
 from sqlalchemy import text
 
-from ablate import migrations
-from ablate.database import StoreError
-from ablate.migrations import Migration
-from ablate.store import Store
+from ablate.storage import migrations
+from ablate.storage.database import StoreError
+from ablate.storage.migrations import Migration
+from ablate.storage.store import Store
 
 from . import test_store as sqlite_suite
 from .test_migrations import NOTE, broken

@@ -17,16 +17,16 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from ablate import report as rp
-from ablate import results
 from ablate.cli import app, build_config
-from ablate.config import TrainConfig
-from ablate.matrix import parse_matrix
-from ablate.plot import plot_curves, seed_band
-from ablate.render import render, sparkline
-from ablate.stats import holm
-from ablate.schema import Eval, Run
-from ablate.store import Store
+from ablate.execution.matrix import parse_matrix
+from ablate.results import report as rp
+from ablate.results import frames
+from ablate.results.plot import plot_curves, seed_band
+from ablate.results.render import render, sparkline
+from ablate.results.stats import holm
+from ablate.storage.schema import Eval, Run
+from ablate.storage.store import Store
+from ablate.training.config import TrainConfig
 
 from .test_stats import T975
 
@@ -354,7 +354,7 @@ def test_seed_band_interpolates_seeds_onto_the_steps_all_of_them_reach():
 def test_plot_curves_writes_png(db, tmp_path):
     out = plot_curves(db, "oat", out=tmp_path / "curves.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with pytest.raises(results.ResultsError, match="no evaluations for nope"):
+    with pytest.raises(frames.ResultsError, match="no evaluations for nope"):
         plot_curves(db, "oat", runs=["nope"], out=tmp_path / "x.png")
 
 
@@ -362,15 +362,15 @@ def test_plot_curves_writes_png(db, tmp_path):
 
 
 def test_load_runs_and_evals(db):
-    runs = results.load_runs(db, "oat")
+    runs = frames.load_runs(db, "oat")
     assert len(runs) == 12 and runs["toggles"].iloc[0] == ""
     assert {"cfg.d_model", "cfg.seed", "res.val_text_sha256", "res.final_val_loss_full"} <= set(runs.columns)
     assert runs.loc[runs["name"] == "swiglu", "status"].tolist() == ["completed", "completed", "failed"]
-    evals = results.load_evals(db, "oat", runs=["sdpa"])
+    evals = frames.load_evals(db, "oat", runs=["sdpa"])
     assert len(evals) == 9 and set(evals["name"]) == {"sdpa"}
     assert evals["extra.attention_entropy"].eq(2.0).all()
-    with pytest.raises(results.ResultsError, match="unknown experiment 'nope'"):
-        results.load_runs(db, "nope")
+    with pytest.raises(frames.ResultsError, match="unknown experiment 'nope'"):
+        frames.load_runs(db, "nope")
 
 
 # ------------------------------------------------------------------------------------- CLI
@@ -408,7 +408,7 @@ def test_cli_runs_filters(db):
 
 
 def test_cli_show_and_as_command_round_trip(db):
-    runs = results.load_runs(db, "fact")
+    runs = frames.load_runs(db, "fact")
     row = runs[(runs["name"] == "sdpa+swiglu") & (runs["seed"] == 2)].iloc[0]
     shown = invoke("show", str(row["run_id"]), "--db", db)
     assert shown.exit_code == 0, shown.output
@@ -429,7 +429,7 @@ def test_cli_show_and_as_command_round_trip(db):
     assert "--set n_layer=2" in command and "--set d_model=128" in command
     failed = invoke("show", "swiglu", "-e", "oat", "--db", db)
     assert failed.exit_code == 2  # three seeds share the name
-    failed_id = results.find_run(results.load_runs(db, "oat").query("status == 'failed'"), "swiglu")["run_id"]
+    failed_id = frames.find_run(frames.load_runs(db, "oat").query("status == 'failed'"), "swiglu")["run_id"]
     out = invoke("show", str(failed_id), "--db", db).output
     assert "failed" in out and "CUDA out of memory" in out
 
@@ -443,7 +443,7 @@ def test_cli_plot_and_export(db, tmp_path):
     pytest.importorskip("pyarrow")
     parquet = tmp_path / "runs.parquet"
     assert invoke("export", "--to", str(parquet), "--db", db).exit_code == 0
-    assert len(pd.read_parquet(parquet)) == len(results.load_runs(db))
+    assert len(pd.read_parquet(parquet)) == len(frames.load_runs(db))
 
 
 def test_cli_errors_are_one_line(db, tmp_path):

@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from ablate import results_doc
-from ablate.results import load_evals, load_runs
+from ablate.results import document
+from ablate.results.frames import load_evals, load_runs
 
 from .conftest import REPO
 
@@ -27,7 +27,7 @@ def committed_db(tmp_path):
 
 
 def test_results_md_tables_equal_what_the_committed_database_gives(committed_db):
-    assert results_doc.committed_block(REPO / "RESULTS.md") == results_doc.generated(committed_db)
+    assert document.committed_block(REPO / "RESULTS.md") == document.generated(committed_db)
 
 
 def test_every_completed_run_is_complete_and_every_failure_has_its_reason(committed_db):
@@ -37,7 +37,7 @@ def test_every_completed_run_is_complete_and_every_failure_has_its_reason(commit
     assert done["seed"].notna().all() and done["cfg.data"].notna().all()
     assert (done["steps"] == done["max_steps"]).all() and not done["truncated"].any()
     assert runs.loc[runs["status"].isin(["failed", "interrupted"]), "error"].notna().all()
-    from ablate.results import load_evals
+    from ablate.results.frames import load_evals
     evals = load_evals(committed_db)
     for run_id, n in evals.groupby("run_id").size().items():  # step 1, 3 per epoch x 7, the end
         assert n >= 22, (run_id, n)
@@ -62,9 +62,9 @@ def test_a_committed_run_reproduces_with_its_as_command(committed_db, hn_csv, tm
 
 def test_prose_outside_the_markers_survives_regeneration(committed_db, tmp_path):
     doc = tmp_path / "RESULTS.md"
-    assert results_doc.write(doc, committed_db)
+    assert document.write(doc, committed_db)
     doc.write_text("# Results\n\nintro\n" + doc.read_text().split("\n", 1)[1] + "\n## Ours\nkept\n")
-    assert not results_doc.write(doc, committed_db)  # already up to date
+    assert not document.write(doc, committed_db)  # already up to date
     assert doc.read_text().startswith("# Results\n\nintro\n") and doc.read_text().endswith("kept\n")
 
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ablate.stats import holm, t_pvalue, t_quantile
+from ablate.results.stats import holm, t_pvalue, t_quantile
 
 # Student t quantiles t_{0.975, df} from standard tables.
 T975 = {1: 12.7062, 2: 4.30265, 3: 3.18245, 4: 2.77645, 9: 2.26216}

@@ -10,10 +10,10 @@ import time
 import pytest
 from sqlalchemy import event
 
-from ablate.database import StoreError, default_url
-from ablate.migrations import latest_version
-from ablate.runner import process_alive
-from ablate.store import Store
+from ablate.execution.runner import process_alive
+from ablate.storage.database import StoreError, default_url
+from ablate.storage.migrations import latest_version
+from ablate.storage.store import Store
 
 
 def _url(path) -> str:

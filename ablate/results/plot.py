@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from . import results
-from .store import open_store
+from ..storage.store import open_store
+from . import frames
 
 TOP = 5  # configurations plotted besides the baseline when none are named
 
@@ -26,15 +26,15 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
     import matplotlib.pyplot as plt
 
     with open_store(db) as store:
-        exp = results.pick_experiment(store, experiment)
-        evals = results.load_evals(store, exp["experiment"])
+        exp = frames.pick_experiment(store, experiment)
+        evals = frames.load_evals(store, exp["experiment"])
     evals = evals.dropna(subset=[metric])
     if evals.empty:
-        raise results.ResultsError(f"experiment {exp['experiment']!r} has no evaluations of {metric} yet")
+        raise frames.ResultsError(f"experiment {exp['experiment']!r} has no evaluations of {metric} yet")
     names = runs or _default_names(evals, metric)
     unknown = sorted(set(names) - set(evals["name"]))
     if unknown:
-        raise results.ResultsError(f"no evaluations for {', '.join(unknown)} in {exp['experiment']!r}; "
+        raise frames.ResultsError(f"no evaluations for {', '.join(unknown)} in {exp['experiment']!r}; "
                                    f"known: {', '.join(dict.fromkeys(evals['name']))}")
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for name in names:
@@ -44,7 +44,7 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
                         linewidth=2.2 if name == "baseline" else 1.4, linestyle="--" if name == "baseline" else "-")
         if seeds > 1:
             ax.fill_between(curve.index, curve["min"], curve["max"], color=line.get_color(), alpha=0.15)
-    reference = results.reference_of(exp)
+    reference = frames.reference_of(exp)
     low, high = ax.get_ylim()
     if low <= reference <= high:
         ax.axhline(reference, color="grey", linestyle=":", label=f"Mainrun reference {reference:g}")

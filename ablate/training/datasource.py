@@ -2,7 +2,7 @@
 
 A run's identity includes its data's fingerprint, so the runner reads it for every matrix it
 plans. Keeping this module free of torch and tokenizers lets `ablate run` and `ablate plan`
-start in a fraction of a second; the heavy data work stays in `ablate.data`.
+start in a fraction of a second; the heavy data work stays in `data.py`.
 """
 
 from __future__ import annotations

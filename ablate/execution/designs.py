@@ -15,8 +15,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from .catalog import PatchConflict, merge_patches
-from .config import ConfigError, TrainConfig
+from ..training.catalog import PatchConflict, merge_patches
+from ..training.config import ConfigError, TrainConfig
 
 DESIGNS = ("one-at-a-time", "leave-one-out", "factorial", "fractional", "cumulative", "list")
 # Designs whose runs switch each toggle on or off, so a factor with several levels has no meaning.

@@ -153,7 +153,7 @@ _HINTS.update(typing.get_type_hints(TrainConfig))
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
-DEFAULT_TRAINER = "ablate.train:train"  # the training entry point every executor calls, module:function
+DEFAULT_TRAINER = "ablate.training.train:train"  # the training entry point every executor calls, module:function
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from .config import format_value
+from ..training.config import format_value
 from .report import METRICS, Report, RunDetail, missing
 
 FORMATS = ("table", "markdown", "csv", "json")

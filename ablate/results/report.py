@@ -28,12 +28,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import results
-from .catalog import CATALOG
-from .config import HUB_DATASET, TrainConfig
-from .designs import aliasing_note
-from .schema import plain
-from .store import open_store
+from ..execution.designs import aliasing_note
+from ..storage.schema import plain
+from ..storage.store import open_store
+from ..training.catalog import CATALOG
+from ..training.config import HUB_DATASET, TrainConfig
+from . import frames
 from .stats import Estimate, difference, holm, summarize
 
 COVERAGE_TOLERANCE = 0.01  # eval coverages further apart than 1 percentage point differ
@@ -68,9 +68,9 @@ class _Factor:
 def build_report(db: Any = None, experiment: str | None = None, metric: str | None = None) -> Report:
     """Load the experiment (the only one when None) and compute its report: three queries."""
     with open_store(db) as store:
-        exp = results.pick_experiment(store, experiment)
-        runs = results.load_runs(store, exp["experiment"])
-        evals = results.load_evals(store, exp["experiment"])
+        exp = frames.pick_experiment(store, experiment)
+        runs = frames.load_runs(store, exp["experiment"])
+        evals = frames.load_evals(store, exp["experiment"])
     return make_report(exp, runs, evals, metric)
 
 
@@ -102,7 +102,7 @@ def _design(exp: pd.Series, runs: pd.DataFrame) -> tuple[str, float, list[_Facto
     design = exp.get("design") or "list"
     factors = _factors(runs)
     alias = aliasing_note(len(factors)) if design == "fractional" else ""
-    return design, results.reference_of(exp), factors, alias
+    return design, frames.reference_of(exp), factors, alias
 
 
 def _factors(runs: pd.DataFrame) -> list[_Factor]:
@@ -114,7 +114,7 @@ def _factors(runs: pd.DataFrame) -> list[_Factor]:
     before: dict[str, set[str]] = {}  # factor name -> factors some run lists ahead of it
     for toggles in runs.sort_values("position", kind="stable")["toggles"] if len(runs) else []:
         names = []
-        for label in results.split_toggles(toggles):
+        for label in frames.split_toggles(toggles):
             name = label.split("=", 1)[0]
             labels.setdefault(name, [])
             if label not in labels[name]:
@@ -241,7 +241,7 @@ def _ranking(per_run: pd.DataFrame, factors: list[_Factor], reference: float, me
             gaps.append(_coverage_gap(run, control))
         if any(gaps):
             mismatch[_coverage_reason([g for g in gaps if g], metric)] = metric == "mainrun"
-        breaking = [t for t in results.split_toggles(group["toggles"].iloc[0]) if not allowed.get(t, True)]
+        breaking = [t for t in frames.split_toggles(group["toggles"].iloc[0]) if not allowed.get(t, True)]
         rows.append({
             "name": name, "toggles": group["toggles"].iloc[0], "n": est.n, "seeds": len(group),
             "final": est.mean, "final_sd": est.sd, "ci_lo": est.lo, "ci_hi": est.hi,
@@ -329,8 +329,8 @@ def _compare(per_run: pd.DataFrame, label: str, kind: str, treated: str, control
 def _added(per_run: pd.DataFrame, prev: str, cur: str) -> list[str]:
     """The toggles configuration `cur` has on top of `prev`."""
     toggles = per_run.drop_duplicates("name").set_index("name")["toggles"]
-    before = set(results.split_toggles(toggles[prev]))
-    return [t for t in results.split_toggles(toggles[cur]) if t not in before]
+    before = set(frames.split_toggles(toggles[prev]))
+    return [t for t in frames.split_toggles(toggles[cur]) if t not in before]
 
 
 def _verdict(row: Any) -> str:
@@ -347,7 +347,7 @@ def _verdict(row: Any) -> str:
 
 def _factorial_effects(done: pd.DataFrame, factors: list[_Factor], interactions: bool) -> list:
     """Main effects per on-level and, for full factorials, two-way interactions of two-level factors."""
-    labels = done["toggles"].map(lambda t: set(results.split_toggles(t)))
+    labels = done["toggles"].map(lambda t: set(frames.split_toggles(t)))
     on = {label: labels.map(lambda s, label=label: label in s) for f in factors for label in f.labels}
     off = {f.name: labels.map(lambda s, f=f: not s & set(f.labels)) for f in factors}
     rows = [(label if len(f.labels) == 1 else f"{f.name}: {label}", "main",
@@ -416,13 +416,13 @@ def _notes(ranking: pd.DataFrame, effects: pd.DataFrame, alias: str, seeds: list
     ranked = ranking[ranking["rank"].notna()]
     for row in ranked.itertuples():
         if row.breaks_rule:
-            rules = {CATALOG[t].breaks_rule for t in results.split_toggles(row.breaks_rule) if t in CATALOG}
+            rules = {CATALOG[t].breaks_rule for t in frames.split_toggles(row.breaks_rule) if t in CATALOG}
             notes.append(f"{row.name} breaks Mainrun's rules ({'; '.join(sorted(rules)) or 'not allowed'}): "
                          f"never the best.")
         if row.not_like_for_like:
             notes.append(f"{row.name} is not like-for-like: {row.not_like_for_like}.")
         delta = row.d_base if not math.isnan(row.d_base) else row.d_ref
-        for t in results.split_toggles(row.toggles):
+        for t in frames.split_toggles(row.toggles):
             if t in CATALOG and CATALOG[t].changes_metric and delta < 0:
                 notes.append(f"{row.name} looks like a win ({delta:+.4f}), but {t} changes the metric: "
                              f"{CATALOG[t].changes_metric}.")

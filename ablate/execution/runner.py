@@ -22,12 +22,12 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .config import DEFAULT_TRAINER
-from .datasource import fingerprint
+from ..storage.store import Store
+from ..training.config import DEFAULT_TRAINER
+from ..training.datasource import fingerprint
 from .executors import Executor
 from .job import Ended, Job
 from .matrix import Matrix, PlannedRun
-from .store import Store
 
 STALE_AFTER_S = 180.0  # a heartbeat older than this means the job is gone (jobs beat every 10 s)
 POLL_S = 0.5
@@ -68,7 +68,7 @@ def process_alive(pid: int | None) -> bool:
 @lru_cache(maxsize=1)
 def code_version() -> str:
     """The git commit of the ablate source (+ '-dirty' when modified), else the package version."""
-    from . import __version__
+    from .. import __version__
 
     src = Path(__file__).resolve().parent
     try:

@@ -1,6 +1,6 @@
-"""One run in its own process: `python -m ablate.job --db URL --run-id N --attempt A`, or
-`python -m ablate.job --serve`: a warm worker that imports the trainer first and then takes its
-one job from stdin (it still runs exactly one run, then exits).
+"""One run in its own process: `python -m ablate.execution.job --db URL --run-id N --attempt A`,
+or `python -m ablate.execution.job --serve`: a warm worker that imports the trainer first and
+then takes its one job from stdin (it still runs exactly one run, then exits).
 
 The job reads its config from the database and runs one attempt (`attempt.run_attempt`), each
 evaluation committed the moment the trainer reports it and a line of it written to the job's
@@ -22,9 +22,9 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ..storage.store import Store
+from ..training.config import DEFAULT_TRAINER, ExecOptions
 from .attempt import Fanout, LogSink, StoreSink, run_attempt
-from .config import DEFAULT_TRAINER, ExecOptions
-from .store import Store
 
 EXIT_FAILED = 3  # the job recorded the failure itself
 
@@ -107,7 +107,7 @@ def serve(trainer: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ablate.job")
+    parser = argparse.ArgumentParser(prog="python -m ablate.execution.job")
     parser.add_argument("--db")
     parser.add_argument("--run-id", type=int)
     parser.add_argument("--attempt", type=int)

@@ -1,6 +1,6 @@
 """Runs on a Ray cluster: `ablate run matrix.yaml --executor ray [--address auto]`.
 
-`RayExecutor` has the Executor interface of `ablate.executors` (free_slots / start / poll /
+`RayExecutor` has the Executor interface of `executors` (free_slots / start / poll /
 stop_all), so the runner's claiming, identity, resume and failure rules are the same as with
 the local executor. Each claimed run becomes one Ray task asking for `num_gpus` and `num_cpus`;
 the number of slots is what the cluster's total resources allow.
@@ -45,11 +45,11 @@ from typing import Any, Callable
 
 from sqlalchemy.engine import make_url
 
+from ..storage.schema import plain
+from ..storage.store import Store
+from ..training.config import ExecOptions
 from .attempt import HEARTBEAT_S, Fanout, LogSink, Sink, StoreSink, check_data_unchanged, run_attempt
-from .config import ExecOptions
 from .job import EXIT_FAILED, Ended, Job
-from .schema import plain
-from .store import Store
 
 INSTALL_HINT = "the Ray executor needs Ray: pip install 'ablate[ray]'"
 RESOURCES_REFRESH_S = 5.0

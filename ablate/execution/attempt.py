@@ -23,11 +23,11 @@ import threading
 from traceback import format_exc
 from typing import TYPE_CHECKING, Any, Callable, Protocol, TextIO
 
-from .config import ExecOptions, TrainConfig
-from .datasource import DataError, fingerprint
+from ..training.config import ExecOptions, TrainConfig
+from ..training.datasource import DataError, fingerprint
 
 if TYPE_CHECKING:
-    from .store import Store
+    from ..storage.store import Store
 
 HEARTBEAT_S = 10.0  # how often a running attempt tells the database it is alive
 

@@ -14,9 +14,9 @@ from typing import Any, Iterable
 import pandas as pd
 from sqlalchemy import case, func, select
 
-from .config import MAINRUN_VAL_LOSS
-from .schema import EVAL_COLUMNS, Eval, Experiment, ExperimentRun, Run
-from .store import Store, open_store
+from ..storage.schema import EVAL_COLUMNS, Eval, Experiment, ExperimentRun, Run
+from ..storage.store import Store, open_store
+from ..training.config import MAINRUN_VAL_LOSS
 
 RUN_COLUMNS = (
     "experiment", "run_id", "hash", "position", "name", "toggles", "seed", "status", "attempt",

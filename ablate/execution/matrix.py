@@ -22,9 +22,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .catalog import CATALOG, PRESETS, preset
-from .config import FIELDS, MAINRUN_VAL_LOSS, ConfigError, TrainConfig, suggest
-from .datasource import local_format
+from ..training.catalog import CATALOG, PRESETS, preset
+from ..training.config import FIELDS, MAINRUN_VAL_LOSS, ConfigError, TrainConfig, suggest
+from ..training.datasource import local_format
 from .designs import DESIGNS, TWO_LEVEL_DESIGNS, ComposedRow, Factor, ListRun, build_rows, count_rows
 from .safe_yaml import YAMLProblem, read_mapping
 
