@@ -144,9 +144,8 @@ class _Active:
 class RayExecutor:
     """Runs jobs as Ray tasks; see the module docstring for how results travel."""
 
-    def __init__(self, *, address: str | None = None, gpus_per_run: float | None = None,
-                 cpus_per_run: float | None = None, log_dir: Path | str = "ablate-logs",
-                 init_kwargs: dict | None = None):
+    def __init__(self, *, log_dir: Path, address: str | None = None, gpus_per_run: float | None = None,
+                 cpus_per_run: float | None = None):
         ray = self.ray = import_ray()
         self._started_ray = False
         if not ray.is_initialized():
@@ -155,7 +154,6 @@ class RayExecutor:
                 kwargs["log_to_driver"] = False  # worker output stays in Ray's logs
             if address is None:
                 kwargs["include_dashboard"] = False
-            kwargs.update(init_kwargs or {})
             try:
                 ray.init(address=address, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as e:
@@ -175,7 +173,7 @@ class RayExecutor:
             raise RayUnavailable(
                 f"the Ray cluster has {totals.get('CPU', 0):g} CPUs and {totals.get('GPU', 0):g} GPUs: "
                 f"not enough for one run with {self.cpus_per_run:g} CPUs and {self.gpus_per_run:g} GPUs")
-        self.log_dir = Path(log_dir)
+        self.log_dir = log_dir
         self.mailbox = ray.remote(Mailbox).options(num_cpus=0, **self._on_driver_node()).remote()
         self.task = ray.remote(run_task).options(
             num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, max_retries=0)
