@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import sys
 
@@ -12,6 +13,7 @@ import pytest
 
 from ablate.results import document
 from ablate.results.frames import load_evals, load_runs
+from ablate.training.config import TrainConfig
 
 from .conftest import REPO
 
@@ -43,6 +45,17 @@ def test_every_completed_run_is_complete_and_every_failure_has_its_reason(commit
         assert n >= 22, (run_id, n)
 
 
+def test_every_committed_run_keeps_its_identity(committed_db):
+    """A run's hash is its config's identity with the data's fingerprint: code that hashed a
+    config differently would plan every committed run again instead of reusing it."""
+    with sqlite3.connect(committed_db) as conn:
+        stored = conn.execute("select hash, config, result from runs").fetchall()
+    assert len(stored) > 50
+    for run_hash, config, result in stored:
+        fingerprint = json.loads(result)["data_fingerprint"]
+        assert TrainConfig.from_dict(json.loads(config)).identity_hash(fingerprint) == run_hash
+
+
 def test_a_committed_run_reproduces_with_its_as_command(committed_db, hn_csv, tmp_path):
     runs = load_runs(committed_db, experiment="report-cpu")
     row = runs[(runs["status"] == "completed") & (runs["name"] == "baseline")].iloc[0]
@@ -70,8 +83,6 @@ def test_prose_outside_the_markers_survives_regeneration(committed_db, tmp_path)
 
 def test_readme_queries_run_on_the_committed_results(committed_db, monkeypatch, capsys):
     """The README's SQL and pandas examples, pointed at the committed experiment."""
-    import sqlite3
-
     from .test_readme import DB_SECTION, blocks
 
     def ours(text: str) -> str:
