@@ -115,7 +115,7 @@ def detect_slots(devices: str | list[int], jobs_per_device: int) -> list[Slot]:
 
 
 class LocalExecutor:
-    """Each job is a `python -m ablate.execution.job` subprocess (`job.py`); its output goes to a log file.
+    """Each job is a `python -m ablate.execution.job` subprocess; its output goes to a log file.
 
     With warm workers (the default), each slot keeps one spare job process that imports torch
     and the trainer while the slot's current run trains, and hands it the next run: the

@@ -2,7 +2,7 @@
 
 Every loader is one query per table, whatever the number of runs, so a report over hundreds of
 runs costs a handful of queries. Loaders take `db` as a SQLAlchemy URL, a path to a .db file,
-an open `Store`, or None for `store.default_url()`; they never create a database.
+an open `Store`, or None for `database.default_url()`; they never create a database.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The ablation report: which configurations win, by how much, and whether it is beyond noise.
 
-Everything here reads the results database only (through `results`); it knows nothing of the
+Everything here reads the results database only (through `frames`); it knows nothing of the
 model. `build_report` loads, `make_report` computes (pure: DataFrames in, a `Report` out), and
 `render.render` prints it; `stats` does the arithmetic of intervals and tests.
 
