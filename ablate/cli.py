@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
-from . import catalog
-from .config import ConfigError, ExecOptions, TrainConfig, parse_value
+from .training import catalog
+from .training.config import DEFAULT_TRAINER, ConfigError, ExecOptions, TrainConfig, parse_value
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Ablation matrices for small language models: which changes help?")
@@ -22,6 +23,22 @@ err = Console(stderr=True, soft_wrap=True)  # piped output: whole lines, never w
 def fail(message: str, code: int = 2) -> None:
     err.print(f"[bold red]error:[/] {message}", highlight=False)
     raise typer.Exit(code)
+
+
+@contextmanager
+def _user_errors():
+    """What a user can get wrong (a database that cannot be opened, an unknown experiment or
+    run, a bad matrix, config or option): one line, exit 2."""
+    from .execution.executors import ExecutorError
+    from .execution.matrix import MatrixError
+    from .execution.runner import RunnerError
+    from .results.frames import ResultsError
+    from .storage.database import StoreError
+
+    try:
+        yield
+    except (StoreError, ResultsError, MatrixError, ConfigError, ExecutorError, RunnerError) as e:
+        fail(escape(str(e)))  # messages are plain text: 'ablate[ray]' is not markup
 
 
 def build_config(preset: str, toggles: list[str], sets: list[str], data: str | None) -> TrainConfig:
@@ -49,7 +66,7 @@ def train(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per evaluation on stdout")] = False,
 ) -> None:
     """Train one configuration (no database)."""
-    from .train import train as run_training  # torch import only for commands that train
+    from .training.train import train as run_training  # torch import only for commands that train
 
     try:
         cfg = build_config(preset, toggle, set_, data)
@@ -72,22 +89,17 @@ def train(
     except (ConfigError, RuntimeError) as e:
         fail(str(e), code=1)
     err.print(f"final val_loss {result['final_val_loss']:.6f} (best {result['best_val_loss']:.6f} "
-                  f"at step {result['best_step']}), {result['param_count']:,} parameters, "
+              f"at step {result['best_step']}), {result['param_count']:,} parameters, "
               f"{result['wall_time_s']:.1f}s on {result['device']}"
               + (" [truncated]" if result["truncated"] else ""), highlight=False)
 
 
-def open_store(db: str | None, create: bool = True):
-    from .store import Store, StoreError, resolve_url
-
-    try:
-        return Store(resolve_url(db), create=create)
-    except StoreError as e:
-        fail(str(e))
-
-
-def load(matrix_path: str):
-    from .matrix import MatrixError, load_matrix
+def _planned(matrix_path: str, data: str | None):
+    """The matrix file (its warnings printed) and its runs with their identities; a bad file or
+    a missing data file: one line, exit 2."""
+    from .execution import runner
+    from .execution.matrix import MatrixError, load_matrix
+    from .training.datasource import DataError
 
     try:
         matrix = load_matrix(matrix_path)
@@ -95,7 +107,10 @@ def load(matrix_path: str):
         fail(str(e))
     for warning in matrix.warnings:
         err.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    return matrix
+    try:
+        return matrix, runner.plan(matrix, data)
+    except DataError as e:
+        fail(str(e))
 
 
 DbOption = Annotated[Optional[str], typer.Option(
@@ -109,15 +124,13 @@ def plan(matrix_path: Annotated[str, typer.Argument(metavar="MATRIX.yaml")],
     """Expand a matrix without running it: runs, identities, what is already done."""
     from rich.table import Table
 
-    from . import runner
+    from .execution import runner
+    from .storage.store import open_store
 
-    matrix = load(matrix_path)
-    try:
-        rows = runner.plan(matrix, data)
-    except RuntimeError as e:  # DataError: a data file that is not there
-        fail(str(e))
-    store = open_store(db)
-    known = store.runs_by_hash(r.hash for r in rows)
+    matrix, rows = _planned(matrix_path, data)
+    with _user_errors(), open_store(db, create=True) as store:
+        known = store.runs_by_hash(r.hash for r in rows)
+        estimate = runner.estimate_seconds(store, rows, matrix)
     table = Table(title=f"{matrix.name}: {matrix.design}, {len(rows)} runs")
     for col in ("#", "run", "toggles on", "seed", "hash", "status"):
         table.add_column(col)
@@ -127,7 +140,6 @@ def plan(matrix_path: Annotated[str, typer.Argument(metavar="MATRIX.yaml")],
                       str(r.planned.seed), r.hash, status)
     Console().print(table)
     done = sum(1 for r in rows if r.hash in known and known[r.hash].status == "completed")
-    estimate = runner.estimate_seconds(store, rows, matrix)
     eta = (f"about {estimate / 60:.1f} min serial, from similar completed runs"
            if estimate is not None else "no similar completed run to estimate from")
     Console().print(f"{len(rows)} runs, {done} already completed; {eta}", highlight=False)
@@ -147,78 +159,61 @@ def run(
     warm_workers: Annotated[Optional[bool], typer.Option("--warm-workers/--no-warm-workers", help="keep a spare job process per slot that imports torch while the slot trains (default: the matrix's execution.warm_workers, true)")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile each model")] = False,
     log_dir: Annotated[str, typer.Option(help="where each job's output goes")] = "ablate-logs",
-    trainer: Annotated[str, typer.Option(help="training entry point, module:function")] = "ablate.train:train",
+    trainer: Annotated[str, typer.Option(help="training entry point, module:function")] = DEFAULT_TRAINER,
     checkpoints: Annotated[bool, typer.Option("--checkpoints", help="checkpoint every run at each evaluation")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="continue interrupted runs from their last checkpoint (implies --checkpoints)")] = False,
     checkpoint_dir: Annotated[str, typer.Option(help="where checkpoints go, one folder per run hash")] = "ablate-checkpoints",
 ) -> None:
     """Run a matrix: every configuration once, results committed as they happen."""
-    from . import runner
-    from .executors import LocalExecutor, detect_slots
-    from .progress import LiveProgress
-    from .store import resolve_url
+    from .execution import runner
+    from .execution.executors import ExecutorChoice, make_executor
+    from .execution.progress import LiveProgress
+    from .storage.store import open_store
 
-    if rerun not in (None, "failed", "all"):
-        fail(f"--rerun {rerun!r}: expected 'failed' or 'all'")
-    if rerun == "all" and resume:
-        fail("--rerun all retrains from scratch; --resume continues from checkpoints: pick one")
-    if executor not in ("local", "ray"):
-        fail(f"--executor {executor!r}: expected 'local' or 'ray'")
-    if executor == "local" and (address, gpus_per_run, cpus_per_run) != (None, None, None):
-        fail("--address, --gpus-per-run and --cpus-per-run need --executor ray")
-    if executor == "ray" and warm_workers is not None:
-        fail("--warm-workers/--no-warm-workers apply to the local executor (Ray keeps its own workers)")
-    if executor == "ray":
-        from rich.markup import escape
-
-        from .ray_executor import ExecutorUnavailable, import_ray
-        try:
-            import_ray()
-        except ExecutorUnavailable as e:
-            fail(escape(str(e)))  # 'ablate[ray]' is not markup
-    matrix = load(matrix_path)
-    try:
-        rows = runner.plan(matrix, data)
-    except RuntimeError as e:
-        fail(str(e))
-    url = resolve_url(db)
-    store = open_store(url)
-    run_ids = runner.register(store, matrix, rows)
-    if executor == "local":
-        slots = detect_slots(matrix.execution.devices, jobs_per_device or matrix.execution.jobs_per_device)
-        warm = warm_workers if warm_workers is not None else matrix.execution.warm_workers
-        pool = LocalExecutor(slots, Path(log_dir) / matrix.name, warm_workers=warm)
-        where = f"{len(slots)} {slots[0].device} slot(s)"
+    with _user_errors():
+        runner.check_rerun(rerun, resume)
+        choice = ExecutorChoice(executor, address=address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run,
+                                jobs_per_device=jobs_per_device, warm_workers=warm_workers)
+    matrix, rows = _planned(matrix_path, data)
     console = Console(soft_wrap=True)
-    done = sum(r.status == "completed" for r in store.runs_by_hash(r.hash for r in rows).values())
-    if done == len(set(run_ids)) and rerun != "all":
-        console.print(f"{matrix.name}: all {len(set(run_ids))} runs already completed in {url}; "
-                      f"nothing to train (--rerun all trains them again)", highlight=False)
-        return
-    if executor == "ray":
-        from .ray_executor import RayExecutor
-        try:
-            pool = RayExecutor(address=address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run,
-                               log_dir=Path(log_dir) / matrix.name)
-        except ExecutorUnavailable as e:
-            fail(escape(str(e)))
-        where = pool.describe()
-    console.print(f"{matrix.name}: {len(rows)} runs ({done} already completed) on "
-                  f"{where}; results in {url}", highlight=False)
-    try:
-        with LiveProgress(store, len(set(run_ids)), done, console) as progress:
-            outcome = runner.run(store, run_ids, pool, db_url=url, rerun=rerun, trainer=trainer,
-                                 options={"compile": compile, "resume": resume},
-                                 checkpoint_root=Path(checkpoint_dir) if checkpoints or resume else None,
-                                 on_event=progress)
-    finally:
-        pool.close()
-    statuses = [store.run(i).status for i in dict.fromkeys(run_ids)]
-    summary = ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
-    console.print(f"{matrix.name}: trained {len(outcome.trained)} run(s) now; {summary}. "
-                  f"See `ablate report {matrix_path}`.", highlight=False)
+    with _user_errors(), open_store(db, create=True) as store:
+        run_ids = runner.register(store, matrix, rows)
+        total, done = len(set(run_ids)), runner.count_completed(store, rows)
+        if done == total and rerun != "all":
+            console.print(f"{matrix.name}: all {total} runs already completed in {store.url}; "
+                          f"nothing to train (--rerun all trains them again)", highlight=False)
+            return
+        with closing(make_executor(choice, matrix.execution, Path(log_dir) / matrix.name)) as pool:
+            console.print(f"{matrix.name}: {len(rows)} runs ({done} already completed) on {pool.describe()}; "
+                          f"results in {store.url}", highlight=False)
+            with LiveProgress(store, total, done, console) as progress:
+                outcome = runner.run(store, run_ids, pool, trainer=trainer, rerun=rerun,
+                                     options={"compile": compile, "resume": resume},
+                                     checkpoint_root=Path(checkpoint_dir) if checkpoints or resume else None,
+                                     on_event=progress)
+        console.print(f"{matrix.name}: trained {len(outcome.trained)} run(s) now; "
+                      f"{runner.summary(store, run_ids)}. See `ablate report {matrix_path}`.", highlight=False)
     if outcome.interrupted:
         raise typer.Exit(130)
+
+
+db_app = typer.Typer(no_args_is_help=True, help="The results database itself.")
+app.add_typer(db_app, name="db")
+
+
+@db_app.command("upgrade")
+def db_upgrade(db: DbOption = None) -> None:
+    """Migrate a database written by an older ablate to this one's schema (every command does
+    it on open; this one only upgrades). A SQLite file is first copied to FILE.bak-vN."""
+    from .storage.store import open_store
+
+    with _user_errors(), open_store(db) as store:
+        if store.upgraded is None:
+            err.print(f"{store.where}: already at schema {store.version}", highlight=False)
+            return
+        old, new = store.upgraded
+        kept = f"; the file as it was: {store.backup}" if store.backup else ""
+        err.print(f"{store.where}: schema {old} → {new}{kept}", highlight=False)
 
 
 @app.command("catalog")
@@ -248,19 +243,6 @@ MetricOption = Annotated[Optional[str], typer.Option(
     help="mainrun (val_loss) | full (val_loss_full); default: mainrun unless eval coverages differ")]
 
 
-@contextmanager
-def _results_errors():
-    """A missing database, unknown experiment or run, or bad argument: one line, exit 2."""
-    from .matrix import MatrixError
-    from .results import ResultsError
-    from .store import StoreError
-
-    try:
-        yield
-    except (StoreError, ResultsError, MatrixError, ConfigError) as e:
-        fail(str(e))
-
-
 def _check(value: Optional[str], choices: tuple, option: str) -> None:
     if value is not None and value not in choices:
         fail(f"{option} {value!r}: expected one of {', '.join(choices)}")
@@ -275,9 +257,9 @@ def _emit(render) -> None:
 
 def _experiment(db: Optional[str], experiment: Optional[str], matrix_path: Optional[Path]) -> str:
     """--experiment, else the matrix file's name, else the only experiment (listing them if several)."""
-    from .matrix import load_matrix
-    from .report import render_frame
-    from .results import list_experiments, pick_experiment
+    from .execution.matrix import load_matrix
+    from .results.frames import list_experiments, pick_experiment
+    from .results.render import render_frame
 
     if experiment is None and matrix_path is not None:
         experiment = load_matrix(matrix_path).name
@@ -293,11 +275,12 @@ def report_cmd(
     fmt: FormatOption = "table",
 ) -> None:
     """Rank an experiment's configurations and estimate each toggle's effect."""
-    from .report import FORMATS, METRICS, build_report, render
+    from .results.render import FORMATS, render
+    from .results.report import METRICS, build_report
 
     _check(metric, tuple(METRICS), "--metric")
     _check(fmt, FORMATS, "--format")
-    with _results_errors():
+    with _user_errors():
         report = build_report(db, _experiment(db, experiment, matrix), metric)
     _emit(lambda width, color: render(report, fmt, width, color))
 
@@ -310,13 +293,13 @@ def runs_cmd(
     db: DbOption = None, fmt: FormatOption = "table",
 ) -> None:
     """List runs with their status and results (csv/json: every column)."""
-    from .report import FORMATS, render_frame, runs_display
-    from .results import load_runs, select_runs
-    from .store import STATUSES
+    from .results.frames import load_runs, select_runs
+    from .results.render import FORMATS, render_frame, runs_display
+    from .storage.schema import STATUSES
 
     _check(status, STATUSES, "--status")
     _check(fmt, FORMATS, "--format")
-    with _results_errors():
+    with _user_errors():
         runs = select_runs(load_runs(db, experiment), status, toggle)
     shown = runs if fmt in ("csv", "json") else runs_display(runs)
     _emit(lambda width, color: render_frame(shown, fmt, f"{len(runs)} run(s)", width, color))
@@ -329,17 +312,19 @@ def show_cmd(
     as_command: Annotated[bool, typer.Option("--as-command", help="print an `ablate train` line that reproduces the run")] = False,
 ) -> None:
     """One run: config vs its baseline, status or error, evaluations and a sparkline."""
-    from .report import FORMATS, as_command as command_for, render_run, run_detail
-    from .results import find_run, load_evals, load_runs, open_store
+    from .results.frames import find_run, load_evals, load_runs
+    from .results.render import FORMATS, as_command as command_for, render_run
+    from .results.report import run_detail
+    from .storage.store import open_store
 
     _check(fmt, FORMATS, "--format")
-    with _results_errors(), open_store(db) as store:
+    with _user_errors(), open_store(db) as store:
         runs = load_runs(store, experiment)
         row = find_run(runs, run)
-        if as_command:
-            typer.echo(command_for(row))
-            return
         detail = run_detail(runs, load_evals(store, row["experiment"], runs=[int(row["run_id"])]), row)
+    if as_command:
+        typer.echo(command_for(detail))
+        return
     _emit(lambda width, color: render_run(detail, fmt, width, color))
 
 
@@ -353,12 +338,12 @@ def plot_cmd(
     db: DbOption = None,
 ) -> None:
     """Plot validation loss against step."""
-    from .plot import plot_curves
-    from .report import METRICS
+    from .results.plot import plot_curves
+    from .results.report import METRICS
 
     _check(metric, tuple(METRICS), "--metric")
     names = [n.strip() for n in runs.split(",") if n.strip()] if runs else None
-    with _results_errors():
+    with _user_errors():
         path = plot_curves(db, _experiment(db, experiment, matrix), names, out, METRICS[metric])
     err.print(f"wrote {path}", highlight=False)
 
@@ -371,10 +356,10 @@ def export_cmd(
     db: DbOption = None,
 ) -> None:
     """Write runs (one row per run, config as cfg.* columns) or evaluations to a file."""
-    from .results import export, load_evals, load_runs
+    from .results.frames import export, load_evals, load_runs
 
     _check(what, ("runs", "evals"), "--what")
-    with _results_errors():
+    with _user_errors():
         frame = (load_runs if what == "runs" else load_evals)(db, experiment)
         export(frame, to)
     err.print(f"wrote {len(frame)} {what} to {to}", highlight=False)
@@ -387,12 +372,12 @@ def results_md(
     check: Annotated[bool, typer.Option("--check", help="exit 1 if the document differs from the database")] = False,
 ) -> None:
     """Regenerate RESULTS.md's tables from the results database (prose outside the markers stays)."""
-    from . import results_doc
+    from .results import document
 
-    with _results_errors():
+    with _user_errors():
         if check:
-            same = out.exists() and results_doc.committed_block(out) == results_doc.generated(db)
+            same = out.exists() and document.committed_block(out) == document.generated(db)
             err.print(f"{out}: {'up to date' if same else 'differs from the database'}")
             raise typer.Exit(0 if same else 1)
-        changed = results_doc.write(out, db)
+        changed = document.write(out, db)
     err.print(f"{out}: {'rewritten' if changed else 'already up to date'}", highlight=False)

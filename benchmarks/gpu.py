@@ -63,7 +63,7 @@ def stage_env(args, out: Path, deadline: float) -> dict:
     sys.path.insert(0, str(REPO / "benchmarks"))
     from run import bench_peak, machine  # noqa: E402 - benchmarks/run.py, beside this file
 
-    import ablate.cli, ablate.job, ablate.store, datasets, pydantic, sqlalchemy  # noqa: F401, E401
+    import ablate.cli, ablate.execution.job, ablate.storage.store, datasets, pydantic, sqlalchemy  # noqa: F401, E401
     # ^ every later stage needs these: a machine that lacks one fails here, in seconds
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -168,10 +168,11 @@ def stage_answer(args, out: Path, deadline: float) -> dict:
     snapshot = out.parent / "results.db"
     if snapshot.exists():  # a previous call's answer: continue it
         _snapshot(snapshot, work_db)
-        from ablate.store import Store
+        from ablate.storage.store import Store
 
         # Nothing can be training into this fresh copy: its 'running' rows are stale now.
-        Store(f"sqlite:///{work_db}").reap_stale(host=socket.gethostname(), stale_after_s=0)
+        Store(f"sqlite:///{work_db}").reap_stale(host=socket.gethostname(), stale_after_s=0,
+                                                 pid_alive=lambda _pid: False)
     matrix = REPO / "experiments" / "report.yaml"
     data = args.data / BIG_CSV
     if args.dry_run:
@@ -394,8 +395,8 @@ def _snapshot(src: Path, dst: Path) -> None:
 
 def _prepare_data(overrides: dict) -> None:
     """Tokenize once into the shared cache, so no timed setting pays for it."""
-    from ablate.catalog import preset
-    from ablate.data import prepare
+    from ablate.training.catalog import preset
+    from ablate.training.data import prepare
 
     prepare(preset("mainrun").replace(**overrides))
 

@@ -40,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-# CPU jobs run with passive OpenMP waiting (ablate/executors.py); so does this process, which
+# CPU jobs run with passive OpenMP waiting (ablate/execution/executors.py); so does this process, which
 # also keeps other processes on a shared machine from stalling our spinning workers.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
@@ -53,9 +53,9 @@ DATA_DIR = Path(os.environ.get("ABLATE_BENCH_DATA", REPO.parent / "shared" / "da
 HN = str(DATA_DIR / "hacker_news.csv")
 HN_BIG = str(DATA_DIR / "hn_stories_2016_2020.csv")
 
-from ablate.config import ExecOptions, TrainConfig  # noqa: E402
-from ablate.data import prepare  # noqa: E402
-from ablate.train import Schedule, resolve_device, train, warm_up  # noqa: E402
+from ablate.training.config import ExecOptions, TrainConfig  # noqa: E402
+from ablate.training.data import prepare  # noqa: E402
+from ablate.training.train import Schedule, resolve_device, train, warm_up  # noqa: E402
 from tests import mainrun_reference as ref  # noqa: E402
 
 MID = dict(data=HN, num_titles=20_000, vocab_size=8_000, d_model=256, n_layer=4, n_head=8,
@@ -274,7 +274,7 @@ def _first_step_worker(config: dict, cache_dir: str, device: str, warm: bool) ->
     """Runs in a fresh process (torch already imported, as in a job): seconds from the train()
     call until the first training forward starts (data + tokenizer + model + optimizer setup:
     the issue's "time to first step") and until the first optimizer step ends. `warm`: first
-    do what a warm worker does before its run arrives (`ablate.train.warm_up`)."""
+    do what a warm worker does before its run arrives (`ablate.training.train.warm_up`)."""
     if warm:
         warm_up()
     dev = torch.device(device)
@@ -324,7 +324,7 @@ def bench_first(device, configs: dict[str, dict], rounds: int) -> dict:
 def bench_eval(device, configs: dict[str, dict], rounds: int) -> dict:
     """Whole runs; the evaluation time is wall minus train time. The val_loss_full pass is timed
     by wrapping the module's function (same call, same arguments)."""
-    import ablate.train as T
+    import ablate.training.train as T
 
     out = {}
     for label, config in configs.items():
@@ -369,8 +369,8 @@ def bench_eval_components(device, base: dict, rounds: int, label: str) -> dict:
     evaluation count and validation batches to extrapolate a share (labelled as such)."""
     from torch.nn import functional as F
 
-    from ablate.model import GPT
-    from ablate.train import full_val_loss
+    from ablate.training.model import GPT
+    from ablate.training.train import full_val_loss
 
     cfg = TrainConfig(**base)
     V, B, T = cfg.vocab_size, cfg.batch_size, cfg.block_size

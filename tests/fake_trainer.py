@@ -1,4 +1,4 @@
-"""A torch-free, deterministic stand-in for `ablate.train:train`, for fault injection.
+"""A torch-free, deterministic stand-in for `ablate.training.train:train`, for fault injection.
 
 `train(config, on_eval, options)` emits `epochs * evals_per_epoch` evaluations, FAKE_SLEEP_S
 apart (default 0.02 s). Every value is a pure function of the config and the step, so a run
@@ -37,8 +37,9 @@ import threading
 import time
 from pathlib import Path
 
+from ablate.training.datasource import local_format
+
 CHECKPOINT_FILE = "fake-checkpoint.json"
-LOCAL_DATA = (".csv", ".parquet", ".jsonl")
 
 
 def key(config: dict) -> str:
@@ -137,7 +138,7 @@ def train(config: dict, on_eval=None, options=None) -> dict:
     faults = _Faults(config)
     faults.pause("start")
     data = str(config.get("data", ""))
-    if data.endswith(LOCAL_DATA) and not Path(data).is_file():
+    if local_format(data) and not Path(data).is_file():
         raise FileNotFoundError(f"data file {data!r} does not exist")
     sleep_s = float(os.environ.get("FAKE_SLEEP_S", "0.02"))
     evals = curve(config)

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ablate import catalog
-from ablate.catalog import CATALOG, PRESETS, apply, preset
-from ablate.config import HUB_DATASET, ConfigError, TrainConfig
-from ablate.model import GPT
+from ablate.training import catalog
+from ablate.training.catalog import CATALOG, PRESETS, apply, preset
+from ablate.training.config import HUB_DATASET, ConfigError, TrainConfig
+from ablate.training.model import GPT
 
 REPORT = Path(__file__).resolve().parents[2] / "shared" / "seed" / "optimization-report.md"
 

@@ -17,12 +17,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-import ablate.train as T
-from ablate.config import ExecOptions, TrainConfig
-from ablate.data import prepare
-from ablate.model import GPT
-from ablate.store import Store
-from ablate.train import make_optimizer, set_matmul_precision, train
+import ablate.training.train as T
+from ablate.training.config import ExecOptions, TrainConfig
+from ablate.training.data import prepare
+from ablate.training.model import GPT
+from ablate.storage.store import Store
+from ablate.training.train import make_optimizer, set_matmul_precision, train
 
 from .conftest import TINY
 from .test_resume import STATEFUL, comparable

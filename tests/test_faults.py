@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from ablate.config import ExecOptions
-from ablate.store import process_alive
+from ablate.execution.runner import process_alive
+from ablate.training.config import ExecOptions
 
 from . import fake_trainer
 
@@ -327,7 +327,7 @@ def test_unwritable_database_is_a_one_line_error(tmp_path, url):
 def test_load_four_runners_and_a_report_reader_share_one_database(tmp_path):
     """16 runs (a factorial of four two-level toggles), four `ablate run` processes, and a
     thread building the report in a loop the whole time."""
-    from ablate.report import build_report
+    from ablate.results.report import build_report
 
     toggles = ", ".join(f"{{name: t{i}, patch: {{{field}}}}}" for i, field in enumerate(
         ["dropout: 0.0", "weight_decay: 0.01", "grad_clip: 0.5", "lr: 0.003"]))

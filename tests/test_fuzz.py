@@ -18,10 +18,10 @@ import yaml
 from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
-from ablate.datasource import DataError
-from ablate.matrix import NAME_PATTERN, MatrixError, load_matrix, parse_matrix
-from ablate.runner import plan, register
-from ablate.store import Store
+from ablate.execution.matrix import NAME_PATTERN, MatrixError, load_matrix, parse_matrix
+from ablate.execution.runner import plan, register
+from ablate.storage.store import Store
+from ablate.training.datasource import DataError
 
 VALID = {
     "name": "fuzz", "description": "a valid matrix to mutate", "design": "one-at-a-time",

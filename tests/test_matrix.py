@@ -3,15 +3,13 @@ way a file can be wrong."""
 
 from __future__ import annotations
 
-import itertools
 import textwrap
 from pathlib import Path
 
 import pytest
 
-from ablate.catalog import CATALOG, preset
-from ablate.matrix import (Matrix, MatrixError, PlannedRun, aliasing_note, hadamard, load_matrix,
-                           parse_matrix)
+from ablate.execution.matrix import Matrix, MatrixError, PlannedRun, load_matrix, parse_matrix
+from ablate.training.catalog import CATALOG, preset
 
 TINY = "base: {overrides: {d_model: 64, n_layer: 2}}\n"
 TWO_LEVEL = ["sdpa", "swiglu", "rmsnorm", "ema", "dropout_005", "onecycle_fix", "grad_accum",
@@ -103,32 +101,9 @@ def test_fractional_is_balanced_orthogonal_and_starts_at_baseline(tmp_path, k):
     assert on.config.attention == "sdpa" and on.name == "+".join(on.toggles)
 
 
-def test_fractional_sizes():
-    assert len(hadamard(16)) == 16
-    for k, n in [(15, 16), (7, 8), (8, 16), (3, 4), (1, 2)]:
-        assert str(n) in aliasing_note(k).split(" runs")[0]
-
-
 def test_fifteen_toggles_take_sixteen_runs(tmp_path):
     m = load(tmp_path, TINY + f"name: frac\ndesign: fractional\ntoggles: [{', '.join(TWO_LEVEL)}]\n")
     assert len(m.expand()) == 16
-
-
-def test_hadamard_is_sylvester():
-    h = hadamard(8)
-    assert h[0] == [1] * 8 and [row[0] for row in h] == [1] * 8
-    for a, b in itertools.combinations(range(8), 2):
-        assert sum(x * y for x, y in zip(h[a], h[b])) == 0
-    assert [row[:4] for row in h[:4]] == hadamard(4)
-    assert [row[4:] for row in h[4:]] == [[-x for x in row] for row in hadamard(4)]
-    with pytest.raises(ValueError):
-        hadamard(6)
-
-
-def test_aliasing_note_says_what_is_confounded():
-    note = aliasing_note(7)
-    assert "resolution III" in note and "two-factor interactions" in note and "3 ~ 1x2" in note
-    assert "full factorial" in aliasing_note(2)
 
 
 def test_cumulative_stacks_in_order(tmp_path):
@@ -207,6 +182,14 @@ def test_data_is_relative_to_the_matrix_file(tmp_path):
     assert {r.config.data for r in m.expand("other.csv")} == {"other.csv"}
     hub = parse_matrix("name: d\ndata: someone/dataset\ndesign: one-at-a-time\ntoggles: [sdpa]\n")
     assert hub.base.data == "someone/dataset"
+
+
+@pytest.mark.parametrize("name", ["titles.json", "TITLES.CSV", "titles.Parquet"])
+def test_every_data_format_the_loader_reads_is_a_local_file(tmp_path, name):
+    """The matrix and the data loader agree on what a local file is (suffix in any case), so a
+    file that does not exist yet is still resolved next to the matrix, not taken for a hub id."""
+    path = write(tmp_path, f"name: d\ndata: {name}\ndesign: one-at-a-time\ntoggles: [sdpa]\n")
+    assert Path(load_matrix(path).base.data) == (tmp_path / name).resolve()
 
 
 def test_no_op_toggle_is_dropped_with_a_warning(tmp_path):

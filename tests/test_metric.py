@@ -10,10 +10,10 @@ from torch.nn import functional as F
 from typer.testing import CliRunner
 
 from ablate.cli import app
-from ablate.config import ExecOptions, TrainConfig
-from ablate.data import prepare
-from ablate.model import GPT
-from ablate.train import train
+from ablate.training.config import ExecOptions, TrainConfig
+from ablate.training.data import prepare
+from ablate.training.model import GPT
+from ablate.training.train import train
 
 from .conftest import TINY
 from .test_runner import ablate, query, write_matrix

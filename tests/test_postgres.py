@@ -15,9 +15,13 @@ import sys
 import pytest
 from sqlalchemy import text
 
-from ablate.store import Store
+from ablate.storage import migrations
+from ablate.storage.database import StoreError
+from ablate.storage.migrations import Migration
+from ablate.storage.store import Store
 
 from . import test_store as sqlite_suite
+from .test_migrations import NOTE, broken
 from .test_runner import write_matrix
 from .test_store import check_parallel_claims, exp_runs  # noqa: F401 - exp_runs: a fixture, on this module's store
 
@@ -68,3 +72,21 @@ def test_two_runners_share_a_matrix_on_postgresql(tmp_path, hn_csv, pg_url):
         assert dupes == []
         steps = store.query(text("select run_id, count(*) from evals group by run_id"))
         assert len(steps) == 3 and len({n for _, n in steps}) == 1
+
+
+def test_migrations_are_transactional_on_postgresql(pg_url, monkeypatch):
+    """A failing migration rolls back its DDL; a working one is applied and recorded."""
+    Store(pg_url).close()  # a database of today's schema
+    note_columns = text("select count(*) from information_schema.columns where table_schema = "
+                        "current_schema() and table_name = 'runs' and column_name = 'note'")
+    monkeypatch.setattr(migrations, "MIGRATIONS", [Migration("a broken one", broken)])
+    with pytest.raises(StoreError, match="stays at schema 1"):
+        Store(pg_url, create=False)
+    monkeypatch.setattr(migrations, "MIGRATIONS", [])
+    with Store(pg_url, create=False) as store:
+        assert store.query(note_columns) == [(0,)]
+    monkeypatch.setattr(migrations, "MIGRATIONS", [NOTE])
+    with Store(pg_url, create=False) as store:
+        assert (store.upgraded, store.backup) == ((1, 2), None)  # no file to copy on a server
+        assert store.query(note_columns) == [(1,)]
+        assert store.query(text("select value from meta where key = 'schema_version'")) == [("2",)]

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from ablate.store import Store
+from ablate.storage.store import Store
 
 from .conftest import SMOKE_MATRIX
 from .test_runner import ablate, poll, query, wait_for, write_matrix

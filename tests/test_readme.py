@@ -23,8 +23,8 @@ import typer
 from typer.testing import CliRunner
 
 from ablate.cli import app
-from ablate.matrix import parse_matrix
-from ablate.store import Store
+from ablate.execution.matrix import parse_matrix
+from ablate.storage.store import Store
 
 from .conftest import REPO
 

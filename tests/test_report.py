@@ -17,17 +17,20 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from ablate import report as rp
-from ablate import results
 from ablate.cli import app, build_config
-from ablate.config import TrainConfig
-from ablate.matrix import parse_matrix
-from ablate.plot import plot_curves, seed_band, sparkline
-from ablate.store import Eval, Run, Store
+from ablate.execution.matrix import parse_matrix
+from ablate.results import report as rp
+from ablate.results import frames
+from ablate.results.plot import plot_curves, seed_band
+from ablate.results.render import render, sparkline
+from ablate.results.stats import holm
+from ablate.storage.schema import Eval, Run
+from ablate.storage.store import Store
+from ablate.training.config import TrainConfig
+
+from .test_stats import T975
 
 # Every matrix has its own seeds: runs with equal configs are shared across matrices.
-# Student t quantiles t_{0.975, df} from standard tables (scipy is not a dependency).
-T975 = {1: 12.7062, 2: 4.30265, 3: 3.18245, 4: 2.77645, 9: 2.26216}
 
 OAT = "name: oat\ndesign: one-at-a-time\ntoggles: [sdpa, swiglu, token_masking]\nseeds: [1, 2, 3]\n"
 OAT_LOSS = {  # (name, seed) -> final val_loss
@@ -128,22 +131,7 @@ def effect(report: rp.Report, name: str) -> pd.Series:
     return report.effects.set_index("effect").loc[name]
 
 
-# ------------------------------------------------------------------------------ statistics
-
-
-def test_t_distribution_matches_tables_and_closed_forms():
-    for df, t in T975.items():
-        assert rp.t_quantile(0.975, df) == pytest.approx(t, abs=1e-4)
-    # df 1 and 2 have closed forms: p = 1 - 2/pi*atan(t) and p = 1 - t/sqrt(t^2 + 2)
-    assert rp.t_pvalue(1.5, 1) == pytest.approx(1 - 2 / math.pi * math.atan(1.5), abs=1e-10)
-    assert rp.t_pvalue(2.0, 2) == pytest.approx(1 - 2 / math.sqrt(6), abs=1e-10)
-
-
-def test_holm_adjustment_by_hand():
-    # sorted 0.01, 0.03, 0.04 times 3, 2, 1 -> 0.03, 0.06, 0.04 -> monotone 0.03, 0.06, 0.06
-    adjusted = rp.holm([0.04, 0.01, math.nan, 0.03])
-    assert adjusted[:2] == pytest.approx([0.06, 0.03]) and math.isnan(adjusted[2])
-    assert adjusted[3] == pytest.approx(0.06)
+# ------------------------------------------------------------------------------ sparkline
 
 
 def test_sparkline():
@@ -199,7 +187,7 @@ def test_one_at_a_time_effects_paired_ci_and_holm(db):
     assert swiglu["n"] == 2 and (swiglu["ci_lo"], swiglu["ci_hi"]) == pytest.approx(ci([-0.01, 0.02]), abs=1e-4)
     assert swiglu["verdict"] == "within noise"
     p = report.effects["p"].tolist()
-    assert report.effects["p_holm"].tolist() == pytest.approx(rp.holm(p))
+    assert report.effects["p_holm"].tolist() == pytest.approx(holm(p))
     assert len(p) == 3 and all(0 < v < 1 for v in p)
     # the paired t statistic by hand for sdpa: mean / (sd / sqrt(3)), df 2 (closed form p)
     t = abs(sum(diffs) / 3) / (pd.Series(diffs).std() / math.sqrt(3))
@@ -255,6 +243,22 @@ def test_cumulative_steps(db):
     assert steps["estimate"].tolist() == pytest.approx([-0.1, 0.02, -0.07])
 
 
+def test_factors_come_from_the_stored_runs_not_the_matrix_file(tmp_path):
+    """Declared order (sdpa, lr, swiglu) is not the runs' order in a factorial, and lr is a
+    three-level field factor: the report finds both from the stored runs, without the YAML."""
+    yaml_text = "name: fields\ndesign: factorial\ntoggles: [sdpa, {lr: [0.003, 0.012]}, swiglu]\nseeds: [21]\n"
+    planned = parse_matrix(yaml_text).expand()
+    assert [p.name for p in planned][:3] == ["baseline", "swiglu", "lr=0.003"]
+    url = f"sqlite:///{tmp_path / 'fields.db'}"
+    with Store(url) as store:
+        fill(store, yaml_text, {(p.name, 21): 2.0 - 0.01 * i for i, p in enumerate(planned)})
+        with_yaml = rp.build_report(url, "fields").effects
+        store.upsert_experiment("fields", "", None, 1.754, "factorial")  # the file text is gone
+    effects = rp.build_report(url, "fields").effects
+    assert effects["effect"].tolist() == ["sdpa", "lr: lr=0.003", "lr: lr=0.012", "swiglu", "sdpa×swiglu"]
+    pd.testing.assert_frame_equal(effects, with_yaml)
+
+
 # ---------------------------------------------------------------------------- like-for-like
 
 
@@ -301,15 +305,15 @@ def test_mainrun_metric_flags_coverage_and_changes_metric(db):
 
 def test_render_formats_parse(db):
     report = rp.build_report(db, "oat")
-    frame = pd.read_csv(io.StringIO(rp.render(report, "csv")))
+    frame = pd.read_csv(io.StringIO(render(report, "csv")))
     assert set(frame["table"]) == {"ranking", "effects"}
     assert frame.loc[frame["name"] == "sdpa", "final"].iloc[0] == pytest.approx(1.793333, abs=1e-6)
-    data = json.loads(rp.render(report, "json"))
+    data = json.loads(render(report, "json"))
     assert data["ranking"][0]["name"] == "token_masking" and data["metric"] == "mainrun"
     assert [e["effect"] for e in data["effects"]] == ["sdpa", "swiglu", "token_masking"]
-    markdown = rp.render(report, "markdown")
+    markdown = render(report, "markdown")
     assert "| # | config | toggles |" in markdown and "breaks rule" in markdown
-    table = rp.render(report, "table", width=100)
+    table = render(report, "table", width=100)
     assert max(map(len, table.splitlines())) <= 100
     assert "1.7933±0.0153" in table and "Not ranked" in table and "CUDA out of memory" in table
 
@@ -331,7 +335,7 @@ def test_report_is_fast_on_hundreds_of_runs(tmp_path):
         store._write(complete)
     start = time.perf_counter()
     report = rp.build_report(url, "big")
-    rp.render(report, "table")
+    render(report, "table")
     assert time.perf_counter() - start < 2.0
     assert ranked(report)["n"].eq(30).all() and len(report.effects) == len(toggles)
 
@@ -350,7 +354,7 @@ def test_seed_band_interpolates_seeds_onto_the_steps_all_of_them_reach():
 def test_plot_curves_writes_png(db, tmp_path):
     out = plot_curves(db, "oat", out=tmp_path / "curves.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    with pytest.raises(results.ResultsError, match="no evaluations for nope"):
+    with pytest.raises(frames.ResultsError, match="no evaluations for nope"):
         plot_curves(db, "oat", runs=["nope"], out=tmp_path / "x.png")
 
 
@@ -358,15 +362,15 @@ def test_plot_curves_writes_png(db, tmp_path):
 
 
 def test_load_runs_and_evals(db):
-    runs = results.load_runs(db, "oat")
+    runs = frames.load_runs(db, "oat")
     assert len(runs) == 12 and runs["toggles"].iloc[0] == ""
     assert {"cfg.d_model", "cfg.seed", "res.val_text_sha256", "res.final_val_loss_full"} <= set(runs.columns)
     assert runs.loc[runs["name"] == "swiglu", "status"].tolist() == ["completed", "completed", "failed"]
-    evals = results.load_evals(db, "oat", runs=["sdpa"])
+    evals = frames.load_evals(db, "oat", runs=["sdpa"])
     assert len(evals) == 9 and set(evals["name"]) == {"sdpa"}
     assert evals["extra.attention_entropy"].eq(2.0).all()
-    with pytest.raises(results.ResultsError, match="unknown experiment 'nope'"):
-        results.load_runs(db, "nope")
+    with pytest.raises(frames.ResultsError, match="unknown experiment 'nope'"):
+        frames.load_runs(db, "nope")
 
 
 # ------------------------------------------------------------------------------------- CLI
@@ -404,7 +408,7 @@ def test_cli_runs_filters(db):
 
 
 def test_cli_show_and_as_command_round_trip(db):
-    runs = results.load_runs(db, "fact")
+    runs = frames.load_runs(db, "fact")
     row = runs[(runs["name"] == "sdpa+swiglu") & (runs["seed"] == 2)].iloc[0]
     shown = invoke("show", str(row["run_id"]), "--db", db)
     assert shown.exit_code == 0, shown.output
@@ -425,7 +429,7 @@ def test_cli_show_and_as_command_round_trip(db):
     assert "--set n_layer=2" in command and "--set d_model=128" in command
     failed = invoke("show", "swiglu", "-e", "oat", "--db", db)
     assert failed.exit_code == 2  # three seeds share the name
-    failed_id = results.find_run(results.load_runs(db, "oat").query("status == 'failed'"), "swiglu")["run_id"]
+    failed_id = frames.find_run(frames.load_runs(db, "oat").query("status == 'failed'"), "swiglu")["run_id"]
     out = invoke("show", str(failed_id), "--db", db).output
     assert "failed" in out and "CUDA out of memory" in out
 
@@ -439,7 +443,7 @@ def test_cli_plot_and_export(db, tmp_path):
     pytest.importorskip("pyarrow")
     parquet = tmp_path / "runs.parquet"
     assert invoke("export", "--to", str(parquet), "--db", db).exit_code == 0
-    assert len(pd.read_parquet(parquet)) == len(results.load_runs(db))
+    assert len(pd.read_parquet(parquet)) == len(frames.load_runs(db))
 
 
 def test_cli_errors_are_one_line(db, tmp_path):

@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import sys
 
 import pytest
 
-from ablate import results_doc
-from ablate.results import load_evals, load_runs
+from ablate.results import document
+from ablate.results.frames import load_evals, load_runs
+from ablate.training.config import TrainConfig
 
 from .conftest import REPO
 
@@ -27,7 +29,7 @@ def committed_db(tmp_path):
 
 
 def test_results_md_tables_equal_what_the_committed_database_gives(committed_db):
-    assert results_doc.committed_block(REPO / "RESULTS.md") == results_doc.generated(committed_db)
+    assert document.committed_block(REPO / "RESULTS.md") == document.generated(committed_db)
 
 
 def test_every_completed_run_is_complete_and_every_failure_has_its_reason(committed_db):
@@ -37,10 +39,21 @@ def test_every_completed_run_is_complete_and_every_failure_has_its_reason(commit
     assert done["seed"].notna().all() and done["cfg.data"].notna().all()
     assert (done["steps"] == done["max_steps"]).all() and not done["truncated"].any()
     assert runs.loc[runs["status"].isin(["failed", "interrupted"]), "error"].notna().all()
-    from ablate.results import load_evals
+    from ablate.results.frames import load_evals
     evals = load_evals(committed_db)
     for run_id, n in evals.groupby("run_id").size().items():  # step 1, 3 per epoch x 7, the end
         assert n >= 22, (run_id, n)
+
+
+def test_every_committed_run_keeps_its_identity(committed_db):
+    """A run's hash is its config's identity with the data's fingerprint: code that hashed a
+    config differently would plan every committed run again instead of reusing it."""
+    with sqlite3.connect(committed_db) as conn:
+        stored = conn.execute("select hash, config, result from runs").fetchall()
+    assert len(stored) > 50
+    for run_hash, config, result in stored:
+        fingerprint = json.loads(result)["data_fingerprint"]
+        assert TrainConfig.from_dict(json.loads(config)).identity_hash(fingerprint) == run_hash
 
 
 def test_a_committed_run_reproduces_with_its_as_command(committed_db, hn_csv, tmp_path):
@@ -62,16 +75,14 @@ def test_a_committed_run_reproduces_with_its_as_command(committed_db, hn_csv, tm
 
 def test_prose_outside_the_markers_survives_regeneration(committed_db, tmp_path):
     doc = tmp_path / "RESULTS.md"
-    assert results_doc.write(doc, committed_db)
+    assert document.write(doc, committed_db)
     doc.write_text("# Results\n\nintro\n" + doc.read_text().split("\n", 1)[1] + "\n## Ours\nkept\n")
-    assert not results_doc.write(doc, committed_db)  # already up to date
+    assert not document.write(doc, committed_db)  # already up to date
     assert doc.read_text().startswith("# Results\n\nintro\n") and doc.read_text().endswith("kept\n")
 
 
 def test_readme_queries_run_on_the_committed_results(committed_db, monkeypatch, capsys):
     """The README's SQL and pandas examples, pointed at the committed experiment."""
-    import sqlite3
-
     from .test_readme import DB_SECTION, blocks
 
     def ours(text: str) -> str:

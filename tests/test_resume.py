@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ablate.config import ConfigError, ExecOptions, TrainConfig
-from ablate.train import CHECKPOINT_FILE, train
+from ablate.training.config import ConfigError, ExecOptions, TrainConfig
+from ablate.training.train import CHECKPOINT_FILE, train
 
 from .conftest import TINY
 

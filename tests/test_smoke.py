@@ -15,10 +15,10 @@ import time
 import pytest
 from typer.testing import CliRunner
 
-from ablate import runner as ablate_runner
 from ablate.cli import app
-from ablate.data import prepare
-from ablate.matrix import load_matrix
+from ablate.execution import runner as ablate_runner
+from ablate.execution.matrix import load_matrix
+from ablate.training.data import prepare
 
 from .conftest import REPO, SMOKE_MATRIX
 

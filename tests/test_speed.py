@@ -12,9 +12,9 @@ import torch
 from torch.nn.modules.module import register_module_forward_pre_hook
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from ablate.config import ExecOptions, TrainConfig
-from ablate.data import prepare
-from ablate.train import train
+from ablate.training.config import ExecOptions, TrainConfig
+from ablate.training.data import prepare
+from ablate.training.train import train
 
 from . import mainrun_reference as ref
 

@@ -10,7 +10,10 @@ import time
 import pytest
 from sqlalchemy import event
 
-from ablate.store import SCHEMA_VERSION, Store, StoreError, default_url
+from ablate.execution.runner import process_alive
+from ablate.storage.database import StoreError, default_url
+from ablate.storage.migrations import latest_version
+from ablate.storage.store import Store
 
 
 def _url(path) -> str:
@@ -51,7 +54,7 @@ def test_create_writes_schema_version_and_reopens(tmp_path):
     path = tmp_path / "results.db"
     Store(_url(path)).close()
     con = sqlite3.connect(path)
-    assert con.execute("select value from meta where key='schema_version'").fetchone() == (str(SCHEMA_VERSION),)
+    assert con.execute("select value from meta where key='schema_version'").fetchone() == (str(latest_version()),)
     con.close()
     with Store(_url(path), create=False) as store:
         assert store.experiment("nope") is None
@@ -324,10 +327,10 @@ def test_reap_stale_marks_dead_pids_and_silent_runs(store, exp_runs):
     assert "no heartbeat" in store.run(remote.id).error
 
 
-def test_reap_stale_default_checks_real_pids(store, exp_runs):
+def test_reap_stale_with_the_runners_check_of_real_pids(store, exp_runs):
     _, ids = exp_runs
     mine = store.claim(ids, host="here", pid=os.getpid(), code_version="v")
-    assert store.reap_stale(host="here", stale_after_s=3600) == []
+    assert store.reap_stale(host="here", stale_after_s=3600, pid_alive=process_alive) == []
     assert store.run(mine.id).status == "running"
 
 

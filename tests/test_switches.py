@@ -15,13 +15,13 @@ from tokenizers import pre_tokenizers
 from torch.nn import functional as F
 from torch.testing import assert_close
 
-import ablate.train as T
-from ablate.catalog import CATALOG, apply, preset
-from ablate.config import ConfigError, ExecOptions, TrainConfig
-from ablate.data import EOS, build_tokenizer, prepare
-from ablate.model import GPT, MLP, RMSNorm, SwiGLU
-from ablate.train import (EMA, NonFiniteLoss, Schedule, augmented_stream, mainrun_val_loss,
-                          make_optimizer, make_scheduler, mask_tokens, train)
+import ablate.training.train as T
+from ablate.training.catalog import CATALOG, apply, preset
+from ablate.training.config import ConfigError, ExecOptions, TrainConfig
+from ablate.training.data import EOS, build_tokenizer, prepare
+from ablate.training.model import GPT, MLP, RMSNorm, SwiGLU
+from ablate.training.train import (EMA, NonFiniteLoss, Schedule, augmented_stream, mainrun_val_loss,
+                                   make_optimizer, make_scheduler, mask_tokens, train)
 
 from .conftest import HN_BIG, TINY
 

@@ -10,10 +10,10 @@ import time
 import pytest
 import torch
 
-from ablate.config import ExecOptions, TrainConfig
-from ablate.data import prepare
-from ablate.model import GPT
-from ablate.train import train
+from ablate.training.config import ExecOptions, TrainConfig
+from ablate.training.data import prepare
+from ablate.training.model import GPT
+from ablate.training.train import train
 
 from . import mainrun_reference as ref
 from .conftest import TINY

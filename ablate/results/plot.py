@@ -1,32 +1,18 @@
-"""Validation curves: a PNG for reports and PRs, and a one-line sparkline for the terminal.
+"""Validation curves as a PNG for reports and PRs (the terminal's sparkline is in `render`).
 
-matplotlib is imported inside `plot_curves` (Agg backend, no display needed), so commands that
-only want a sparkline stay fast.
+matplotlib is imported inside `plot_curves` (Agg backend, no display needed), so importing this
+module costs nothing until a plot is drawn.
 """
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
-from . import results
-from .report import REFERENCE
+from ..storage.store import open_store
+from . import frames
 
-BLOCKS = "▁▂▃▄▅▆▇█"
 TOP = 5  # configurations plotted besides the baseline when none are named
-
-
-def sparkline(values: Iterable[float]) -> str:
-    """One block character per value, scaled from the lowest to the highest; blank for nan."""
-    vals = [float(v) for v in values]
-    finite = [v for v in vals if math.isfinite(v)]
-    if not finite:
-        return " " * len(vals)
-    lo, span = min(finite), max(finite) - min(finite)
-    top = len(BLOCKS) - 1
-    return "".join(" " if not math.isfinite(v) else BLOCKS[round((v - lo) / span * top) if span else top // 2]
-                   for v in vals)
 
 
 def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, out: str | Path = "curves.png",
@@ -39,16 +25,16 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with results.open_store(db) as store:
-        exp = results.pick_experiment(store, experiment)
-        evals = results.load_evals(store, exp["experiment"])
+    with open_store(db) as store:
+        exp = frames.pick_experiment(store, experiment)
+        evals = frames.load_evals(store, exp["experiment"])
     evals = evals.dropna(subset=[metric])
     if evals.empty:
-        raise results.ResultsError(f"experiment {exp['experiment']!r} has no evaluations of {metric} yet")
+        raise frames.ResultsError(f"experiment {exp['experiment']!r} has no evaluations of {metric} yet")
     names = runs or _default_names(evals, metric)
     unknown = sorted(set(names) - set(evals["name"]))
     if unknown:
-        raise results.ResultsError(f"no evaluations for {', '.join(unknown)} in {exp['experiment']!r}; "
+        raise frames.ResultsError(f"no evaluations for {', '.join(unknown)} in {exp['experiment']!r}; "
                                    f"known: {', '.join(dict.fromkeys(evals['name']))}")
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for name in names:
@@ -58,7 +44,7 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
                         linewidth=2.2 if name == "baseline" else 1.4, linestyle="--" if name == "baseline" else "-")
         if seeds > 1:
             ax.fill_between(curve.index, curve["min"], curve["max"], color=line.get_color(), alpha=0.15)
-    reference = exp["reference"] if exp["reference"] is not None and not math.isnan(exp["reference"]) else REFERENCE
+    reference = frames.reference_of(exp)
     low, high = ax.get_ylim()
     if low <= reference <= high:
         ax.axhline(reference, color="grey", linestyle=":", label=f"Mainrun reference {reference:g}")

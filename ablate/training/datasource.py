@@ -2,7 +2,7 @@
 
 A run's identity includes its data's fingerprint, so the runner reads it for every matrix it
 plans. Keeping this module free of torch and tokenizers lets `ablate run` and `ablate plan`
-start in a fraction of a second; the heavy data work stays in `ablate.data`.
+start in a fraction of a second; the heavy data work stays in `data.py`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,16 @@ class DataError(RuntimeError):
     """The data cannot be loaded; the message names the source and what to do."""
 
 
+def local_format(path: str | Path) -> str | None:
+    """The `datasets` loader for a local data file, by its suffix in any case; None for a name
+    that may be a hub dataset id."""
+    return LOCAL_FORMATS.get(Path(path).suffix.lower())
+
+
 def fingerprint(source: str) -> str:
     """Identity of the data: a local file by its content, a hub dataset by its id."""
     path = Path(source)
-    if path.suffix.lower() in LOCAL_FORMATS or path.exists():
+    if local_format(path) or path.exists():
         if not path.is_file():
             raise DataError(f"data file {source!r} does not exist; pass --data PATH to a local "
                             f"csv/parquet/jsonl file with a 'title' column")

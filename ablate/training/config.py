@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 HUB_DATASET = "julien040/hacker-news-posts"
+MAINRUN_VAL_LOSS = 1.754  # Mainrun's baseline result: the reference a matrix's Δref is measured against
 
 Attention = Literal["manual", "sdpa"]
 MLPKind = Literal["gelu", "swiglu"]
@@ -152,6 +153,9 @@ _HINTS.update(typing.get_type_hints(TrainConfig))
 FIELDS: dict[str, dataclasses.Field] = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
 
+DEFAULT_TRAINER = "ablate.training.train:train"  # the training entry point every executor calls, module:function
+
+
 @dataclass(frozen=True)
 class ExecOptions:
     """How to run a config; none of it changes what is being measured."""
@@ -237,3 +241,12 @@ def parse_value(name: str, text: str) -> Any:
     except ValueError:
         raise ConfigError(f"--set {name}={text}: expected {_describe(hint)}") from None
     return text
+
+
+def format_value(value: Any) -> str:
+    """A config value as `parse_value` reads it back (the inverse, for `--set FIELD=VALUE`)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ",".join(repr(float(v)) for v in value)
+    return repr(value) if isinstance(value, float) else str(value)

@@ -1,8 +1,8 @@
 """The ablation report: which configurations win, by how much, and whether it is beyond noise.
 
-Everything here reads the results database only (through `results`); it knows nothing of the
+Everything here reads the results database only (through `frames`); it knows nothing of the
 model. `build_report` loads, `make_report` computes (pure: DataFrames in, a `Report` out), and
-`render` prints it as a terminal table, markdown, csv or json.
+`render.render` prints it; `stats` does the arithmetic of intervals and tests.
 
 Definitions, all on the ranking metric `y` (the last evaluation's val_loss, or val_loss_full):
 
@@ -20,130 +20,25 @@ Definitions, all on the ranking metric `y` (the last evaluation's val_loss, or v
 
 from __future__ import annotations
 
-import functools
-import io
-import json
 import math
-import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from . import results
-from .catalog import CATALOG
-from .config import HUB_DATASET, TrainConfig
-from .matrix import MatrixError, aliasing_note, parse_matrix
+from ..execution.designs import aliasing_note
+from ..storage.schema import plain
+from ..storage.store import open_store
+from ..training.catalog import CATALOG
+from ..training.config import HUB_DATASET, TrainConfig
+from . import frames
+from .stats import Estimate, difference, holm, summarize
 
-REFERENCE = 1.754  # Mainrun's baseline validation loss
 COVERAGE_TOLERANCE = 0.01  # eval coverages further apart than 1 percentage point differ
 MAINRUN_DATA_FILE = "hacker_news.csv"  # the offline copy of Mainrun's hub dataset
 METRICS = {"mainrun": "val_loss", "full": "val_loss_full"}
-FORMATS = ("table", "markdown", "csv", "json")
-
-
-# --------------------------------------------------------------------------- statistics
-
-
-def _betainc(a: float, b: float, x: float) -> float:
-    """Regularized incomplete beta I_x(a, b) by Lentz's continued fraction (no scipy needed)."""
-    if x <= 0.0 or x >= 1.0:
-        return max(0.0, min(1.0, x))
-    if x > (a + 1.0) / (a + b + 2.0):
-        return 1.0 - _betainc(b, a, 1.0 - x)
-    front = math.exp(a * math.log(x) + b * math.log1p(-x)
-                     - (math.lgamma(a) + math.lgamma(b) - math.lgamma(a + b))) / a
-    f, c, d, tiny = 1.0, 1.0, 0.0, 1e-300
-    for i in range(300):
-        m = i // 2
-        if i == 0:
-            num = 1.0
-        elif i % 2 == 0:
-            num = m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m))
-        else:
-            num = -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))
-        d = 1.0 + num * d
-        d = 1.0 / (d if abs(d) > tiny else tiny)
-        c = 1.0 + num / c
-        c = c if abs(c) > tiny else tiny
-        f *= c * d
-        if abs(1.0 - c * d) < 1e-15:
-            break
-    return front * (f - 1.0)
-
-
-def t_pvalue(t: float, df: float) -> float:
-    """Two-sided p-value of Student's t statistic with df degrees of freedom."""
-    if math.isinf(t):
-        return 0.0
-    return _betainc(df / 2.0, 0.5, df / (df + t * t))
-
-
-@functools.lru_cache(maxsize=None)
-def t_quantile(q: float, df: float) -> float:
-    """The q quantile (q > 0.5) of Student's t, by bisection on t_pvalue."""
-    lo, hi = 0.0, 1e6
-    for _ in range(64):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if t_pvalue(mid, df) > 2 * (1 - q) else (lo, mid)
-    return (lo + hi) / 2
-
-
-@dataclass(frozen=True)
-class Estimate:
-    """A mean (of values or of differences) with its spread; nan where n cannot tell."""
-
-    mean: float
-    n: int
-    sd: float = math.nan
-    lo: float = math.nan
-    hi: float = math.nan
-    p: float = math.nan
-    paired: bool = False
-
-
-def _interval(mean: float, se: float, df: float, n: int, sd: float, paired: bool) -> Estimate:
-    half = t_quantile(0.975, df) * se
-    p = (0.0 if mean else 1.0) if se == 0 else t_pvalue(mean / se, df)
-    return Estimate(mean, n, sd, mean - half, mean + half, p, paired)
-
-
-def summarize(values: Iterable[float], paired: bool = False) -> Estimate:
-    """Mean, sd and 95% CI (mean ± t_{0.975,n-1}·sd/√n); p tests mean = 0. n = 1: mean only."""
-    v = np.asarray(list(values), dtype=float)
-    if len(v) < 2:
-        return Estimate(float(v.mean()) if len(v) else math.nan, len(v), paired=paired)
-    sd = float(v.std(ddof=1))
-    return _interval(float(v.mean()), sd / math.sqrt(len(v)), len(v) - 1, len(v), sd, paired)
-
-
-def difference(treated: dict, control: dict) -> Estimate | None:
-    """treated - control, each {seed: y}: paired by seed when every treated seed has a control."""
-    if not treated or not control:
-        return None
-    if set(treated) <= set(control):
-        return summarize((treated[s] - control[s] for s in treated), paired=True)
-    a, b = np.array(list(treated.values())), np.array(list(control.values()))
-    mean = float(a.mean() - b.mean())
-    if len(a) < 2 or len(b) < 2:
-        return Estimate(mean, min(len(a), len(b)))
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se else 1.0
-    return _interval(mean, se, df, min(len(a), len(b)), math.nan, False)
-
-
-def holm(pvalues: Iterable[float]) -> list[float]:
-    """Holm step-down adjusted p-values; nan entries stay nan and are not counted in the family."""
-    p = list(pvalues)
-    order = sorted((i for i, v in enumerate(p) if not math.isnan(v)), key=p.__getitem__)
-    adjusted, running = [math.nan] * len(p), 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(order) - rank) * p[i]))
-        adjusted[i] = running
-    return adjusted
 
 
 # ------------------------------------------------------------------------------- model
@@ -172,10 +67,10 @@ class _Factor:
 
 def build_report(db: Any = None, experiment: str | None = None, metric: str | None = None) -> Report:
     """Load the experiment (the only one when None) and compute its report: three queries."""
-    with results.open_store(db) as store:
-        exp = results.pick_experiment(store, experiment)
-        runs = results.load_runs(store, exp["experiment"])
-        evals = results.load_evals(store, exp["experiment"])
+    with open_store(db) as store:
+        exp = frames.pick_experiment(store, experiment)
+        runs = frames.load_runs(store, exp["experiment"])
+        evals = frames.load_evals(store, exp["experiment"])
     return make_report(exp, runs, evals, metric)
 
 
@@ -202,22 +97,35 @@ def make_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame,
 
 
 def _design(exp: pd.Series, runs: pd.DataFrame) -> tuple[str, float, list[_Factor], str]:
-    """Design, reference and factors from the stored matrix YAML; from the runs if it won't parse."""
-    reference = exp.get("reference")
-    reference = REFERENCE if reference is None or pd.isna(reference) else float(reference)
-    try:
-        matrix = parse_matrix(exp.get("yaml_text") or "")
-    except MatrixError:
-        labels = dict.fromkeys(t for ts in runs.get("toggles", []) for t in _split(ts))
-        factors = [_Factor(t, (t,), CATALOG[t].allowed if t in CATALOG else True) for t in labels]
-        return exp.get("design") or "list", reference, factors, ""
-    factors = [_Factor(f.name, tuple(label for label, _ in f.levels[1:]), f.allowed) for f in matrix.factors]
-    alias = aliasing_note(len(factors)) if matrix.design == "fractional" else ""
-    return matrix.design, matrix.reference, factors, alias
+    """Design, reference and factors as the database holds them (the matrix file is not read
+    again: it may have changed since, or never have been stored)."""
+    design = exp.get("design") or "list"
+    factors = _factors(runs)
+    alias = aliasing_note(len(factors)) if design == "fractional" else ""
+    return design, frames.reference_of(exp), factors, alias
 
 
-def _split(toggles: Any) -> list[str]:
-    return [t for t in str(toggles or "").split("+") if t]
+def _factors(runs: pd.DataFrame) -> list[_Factor]:
+    """The matrix's factors, from its runs' toggles: a run stores the labels of its on-levels in
+    declaration order, and a field factor's level is labelled `field=value` (no toggle name has
+    an '='). Declaration order is what the runs that hold several factors agree on (every
+    design but one-at-a-time and list has a run with all of them); otherwise matrix order."""
+    labels: dict[str, list[str]] = {}  # factor name -> on-level labels, in matrix order
+    before: dict[str, set[str]] = {}  # factor name -> factors some run lists ahead of it
+    for toggles in runs.sort_values("position", kind="stable")["toggles"] if len(runs) else []:
+        names = []
+        for label in frames.split_toggles(toggles):
+            name = label.split("=", 1)[0]
+            labels.setdefault(name, [])
+            if label not in labels[name]:
+                labels[name].append(label)
+            before.setdefault(name, set()).update(names)
+            names.append(name)
+    order: list[str] = []
+    while len(order) < len(labels):
+        waiting = [n for n in labels if n not in order]
+        order.append(next((n for n in waiting if before[n] <= set(order)), waiting[0]))
+    return [_Factor(n, tuple(labels[n]), CATALOG[n].allowed if n in CATALOG else True) for n in order]
 
 
 def _column(frame: pd.DataFrame, name: str) -> pd.Series:
@@ -333,7 +241,7 @@ def _ranking(per_run: pd.DataFrame, factors: list[_Factor], reference: float, me
             gaps.append(_coverage_gap(run, control))
         if any(gaps):
             mismatch[_coverage_reason([g for g in gaps if g], metric)] = metric == "mainrun"
-        breaking = [t for t in _split(group["toggles"].iloc[0]) if not allowed.get(t, True)]
+        breaking = [t for t in frames.split_toggles(group["toggles"].iloc[0]) if not allowed.get(t, True)]
         rows.append({
             "name": name, "toggles": group["toggles"].iloc[0], "n": est.n, "seeds": len(group),
             "final": est.mean, "final_sd": est.sd, "ci_lo": est.lo, "ci_hi": est.hi,
@@ -421,8 +329,8 @@ def _compare(per_run: pd.DataFrame, label: str, kind: str, treated: str, control
 def _added(per_run: pd.DataFrame, prev: str, cur: str) -> list[str]:
     """The toggles configuration `cur` has on top of `prev`."""
     toggles = per_run.drop_duplicates("name").set_index("name")["toggles"]
-    before = set(_split(toggles[prev]))
-    return [t for t in _split(toggles[cur]) if t not in before]
+    before = set(frames.split_toggles(toggles[prev]))
+    return [t for t in frames.split_toggles(toggles[cur]) if t not in before]
 
 
 def _verdict(row: Any) -> str:
@@ -439,7 +347,7 @@ def _verdict(row: Any) -> str:
 
 def _factorial_effects(done: pd.DataFrame, factors: list[_Factor], interactions: bool) -> list:
     """Main effects per on-level and, for full factorials, two-way interactions of two-level factors."""
-    labels = done["toggles"].map(lambda t: set(_split(t)))
+    labels = done["toggles"].map(lambda t: set(frames.split_toggles(t)))
     on = {label: labels.map(lambda s, label=label: label in s) for f in factors for label in f.labels}
     off = {f.name: labels.map(lambda s, f=f: not s & set(f.labels)) for f in factors}
     rows = [(label if len(f.labels) == 1 else f"{f.name}: {label}", "main",
@@ -475,7 +383,7 @@ def _fairness_line(per_run: pd.DataFrame, reference: float) -> str:
                 f"{reference:g} is fair only on Mainrun's data at full scale.")
     config = {k[4:]: v for k, v in base.iloc[0].items() if k.startswith("cfg.")}
     default = TrainConfig().to_dict()
-    scale = [f"{k}={v}" for k, v in config.items() if k not in ("data", "seed") and default.get(k) != _plain(v)]
+    scale = [f"{k}={v}" for k, v in config.items() if k not in ("data", "seed") and default.get(k) != plain(v)]
     data = str(config.get("data", HUB_DATASET))
     if data != HUB_DATASET and Path(data).name != MAINRUN_DATA_FILE:
         scale.insert(0, f"data={Path(data).name}")
@@ -487,13 +395,6 @@ def _fairness_line(per_run: pd.DataFrame, reference: float) -> str:
     shown = ", ".join(scale[:4]) + (", …" if len(scale) > 4 else "")
     return (f"Fair comparison: the in-matrix baseline, not the reference {reference:g} "
             f"(data/scale differ from Mainrun's: {shown}).")
-
-
-def _plain(value: Any) -> Any:
-    """JSON / numpy values as TrainConfig.to_dict() holds them (lists, Python scalars)."""
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_plain(v) for v in value]
-    return value.item() if hasattr(value, "item") else value
 
 
 def _metric_line(metric: str, mixed: bool, coverage: pd.Series) -> str:
@@ -515,13 +416,13 @@ def _notes(ranking: pd.DataFrame, effects: pd.DataFrame, alias: str, seeds: list
     ranked = ranking[ranking["rank"].notna()]
     for row in ranked.itertuples():
         if row.breaks_rule:
-            rules = {CATALOG[t].breaks_rule for t in row.breaks_rule.split("+") if t in CATALOG}
+            rules = {CATALOG[t].breaks_rule for t in frames.split_toggles(row.breaks_rule) if t in CATALOG}
             notes.append(f"{row.name} breaks Mainrun's rules ({'; '.join(sorted(rules)) or 'not allowed'}): "
                          f"never the best.")
         if row.not_like_for_like:
             notes.append(f"{row.name} is not like-for-like: {row.not_like_for_like}.")
         delta = row.d_base if not math.isnan(row.d_base) else row.d_ref
-        for t in _split(row.toggles):
+        for t in frames.split_toggles(row.toggles):
             if t in CATALOG and CATALOG[t].changes_metric and delta < 0:
                 notes.append(f"{row.name} looks like a win ({delta:+.4f}), but {t} changes the metric: "
                              f"{CATALOG[t].changes_metric}.")
@@ -537,214 +438,14 @@ def _notes(ranking: pd.DataFrame, effects: pd.DataFrame, alias: str, seeds: list
     return notes
 
 
-# ---------------------------------------------------------------------------- rendering
-
-
-def _missing(value: Any) -> bool:
-    """None, pandas' NA or a float nan (not a list, which pd.isna would test element-wise)."""
-    return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and math.isnan(value))
-
-
-def _fmt(value: Any, spec: str = ".4f", signed: bool = False) -> str:
-    if _missing(value):
-        return ""
-    return format(round(value, 10) + 0.0, ("+" if signed else "") + spec)  # no "-0.0000"
-
-
-def _duration(seconds: float) -> str:
-    if math.isnan(seconds):
-        return ""
-    if seconds < 60:
-        return f"{seconds:.0f}s"
-    return f"{seconds / 60:.0f}m" if seconds < 3600 else f"{seconds / 3600:.1f}h"
-
-
-def _si(value: float) -> str:
-    if math.isnan(value):
-        return ""
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= scale:
-            return f"{value / scale:.3g}{suffix}"
-    return f"{value:.0f}"
-
-
-def _flags(row: Any, short: bool) -> str:
-    marks = [("B", "baseline", row.is_baseline), ("★", "best", row.is_best),
-             ("✗", "breaks rule", bool(row.breaks_rule)), ("≠", "not like-for-like", bool(row.not_like_for_like))]
-    return ("" if short else ", ").join(s if short else word for s, word, on in marks if on)
-
-
-def ranking_display(report: Report, short: bool) -> pd.DataFrame:
-    """The ranked configurations as display strings; `short` abbreviates for the terminal."""
-    ranked = report.ranking[report.ranking["rank"].notna()]
-    show_toggles = any(r.toggles != r.name.lstrip("+") and not r.is_baseline for r in ranked.itertuples())
-    rows = []
-    for r in ranked.itertuples():
-        row = {"#": f"{r.rank:.0f}", "config": r.name}
-        if show_toggles or not short:
-            row["toggles"] = r.toggles
-        row.update({
-            "n": str(r.n), "final": _fmt(r.final) + (f"±{r.final_sd:.4f}" if r.n > 1 else ""),
-            "95% CI": f"{r.ci_lo:.4f}–{r.ci_hi:.4f}" if r.n > 1 else "",
-            "best@step": f"{r.best:.4f}@{r.best_step:.0f}" if not math.isnan(r.best) else "",
-            "Δref": _fmt(r.d_ref, signed=True), "Δref%": _fmt(r.d_ref_pct, ".1f", signed=True) + "%",
-            "Δbase": _fmt(r.d_base, signed=True), "wall": _duration(r.wall_time_s),
-            "tok/s": _si(r.tokens_per_s), "flags": _flags(r, short),
-        })
-        rows.append(row)
-    return _drop_empty(pd.DataFrame(rows))
-
-
-def _drop_empty(frame: pd.DataFrame) -> pd.DataFrame:
-    """Without the columns no row fills (a one-seed matrix has no intervals)."""
-    return frame.loc[:, [(frame[c].astype(str) != "").any() for c in frame.columns]] if len(frame) else frame
-
-
-def unranked_display(report: Report) -> pd.DataFrame:
-    pending = report.ranking[report.ranking["rank"].isna()]
-    return pd.DataFrame({"config": pending["name"], "seed": pending["seed"].map(lambda s: _fmt(s, ".0f")),
-                         "status": pending["status"], "error": pending["error"].fillna("")})
-
-
-def effects_display(report: Report) -> pd.DataFrame:
-    e = report.effects
-    return pd.DataFrame({
-        "effect": e["effect"], "n": e["n"].astype(str),
-        "loss": e["loss"].map(_fmt),
-        "estimate": [_fmt(r.estimate, signed=True) + (f"±{r.sd:.4f}" if not math.isnan(r.sd) else "")
-                     for r in e.itertuples()],
-        "95% CI": [f"{r.ci_lo:+.4f}…{r.ci_hi:+.4f}" if not math.isnan(r.ci_lo) else "" for r in e.itertuples()],
-        "p": e["p"].map(lambda v: _fmt(v, ".3g")), "p Holm": e["p_holm"].map(lambda v: _fmt(v, ".3g")),
-        "verdict": e["verdict"],
-    }).pipe(_drop_empty)
-
-
-def _rich_table(frame: pd.DataFrame, styles: list[str] | None = None,
-                flexible: Iterable[str] = ("config", "effect", "error", "name", "field")) -> Any:
-    """A borderless rich table: flexible text columns shrink with an ellipsis, numbers never wrap."""
-    from rich import box
-    from rich.table import Table
-
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=0)
-    for column in frame.columns:
-        widest = max([len(str(column)), *(len(str(v)) for v in frame[column])])
-        wraps = column == "error"  # reasons are read in full; everything else stays one line
-        table.add_column(str(column), no_wrap=not wraps, overflow="fold" if wraps else "ellipsis",
-                         min_width=min(widest, 8) if column in flexible else widest)
-    for i, row in enumerate(frame.itertuples(index=False)):
-        table.add_row(*(str(v) for v in row), style=styles[i] if styles else None)
-    return table
-
-
-def markdown_table(frame: pd.DataFrame) -> str:
-    """A pipes table for pull requests."""
-    def cell(v: Any) -> str:
-        return str(v).replace("|", "\\|").replace("\n", " ")
-    lines = ["| " + " | ".join(map(cell, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
-    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join(lines)
-
-
-def _capture(renderables: list, width: int, color: bool) -> str:
-    """Print renderables to a string: plain text, or with ANSI colours for a terminal."""
-    from rich.console import Console
-
-    from rich.text import Text
-
-    console = Console(file=io.StringIO(), width=width, force_terminal=color, no_color=not color,
-                      highlight=False, soft_wrap=False)
-    for item in renderables:  # text is printed as is (no markup); (text, style) pairs styled
-        if isinstance(item, tuple):
-            item = Text(*item)
-        console.print(Text(item) if isinstance(item, str) else item)
-    return console.file.getvalue()
-
-
-def _records(frame: pd.DataFrame) -> list[dict]:
-    return json.loads(frame.to_json(orient="records", default_handler=str))
-
-
-def render(report: Report, format: str = "table", width: int = 100, color: bool = False) -> str:
-    """The report as a terminal table (rich), markdown, csv (ranking then effects) or json."""
-    if format == "csv":
-        return pd.concat([report.ranking.assign(table="ranking"), report.effects.assign(table="effects")],
-                         ignore_index=True).pipe(lambda d: d[["table", *d.columns[:-1]]]).to_csv(index=False)
-    if format == "json":
-        head = {k: getattr(report, k) for k in ("experiment", "design", "metric", "reference", "seeds",
-                                                  "lines", "effects_title", "notes")}
-        return json.dumps({**head, "ranking": _records(report.ranking), "effects": _records(report.effects)},
-                          indent=2, default=str)
-    title = (f"{report.experiment} — {report.design}, {len(report.seeds)} seed(s), "
-             f"ranked by {METRICS[report.metric]}")
-    ranked = report.ranking[report.ranking["rank"].notna()]
-    pending, effects = unranked_display(report), effects_display(report)
-    if format == "markdown":
-        parts = [f"## {title}", *report.lines,
-                 markdown_table(ranking_display(report, short=False)) if len(ranked) else "No completed runs yet."]
-        if len(pending):
-            parts += ["**Not ranked**", markdown_table(pending)]
-        if len(effects):
-            parts += [f"**{report.effects_title}**", markdown_table(effects)]
-        parts.append("\n".join(f"- {note}" for note in report.notes))
-        return "\n\n".join(parts) + "\n"
-    if format != "table":
-        raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
-    styles = ["bold green" if r.is_best else "cyan" if r.is_baseline else "red" if r.breaks_rule else ""
-              for r in ranked.itertuples()]
-    parts: list = [(title, "bold"), *report.lines]
-    parts += [_rich_table(ranking_display(report, True), styles=styles),
-              "B baseline  ★ best rule-abiding  ✗ breaks Mainrun's rules  ≠ not like-for-like (see notes)"
-              ] if len(ranked) else ["No completed runs yet."]
-    if len(pending):
-        parts += [("Not ranked", "bold"), _rich_table(pending)]
-    if len(effects):
-        parts += [(report.effects_title, "bold"), _rich_table(effects)]
-    parts += [f"• {note}" for note in report.notes]
-    return _capture(parts, width, color)
-
-
-def render_frame(frame: pd.DataFrame, format: str = "table", title: str | None = None,
-                 width: int = 100, color: bool = False) -> str:
-    """Any results table (runs, evals) in one of FORMATS."""
-    if format == "csv":
-        return frame.to_csv(index=False)
-    if format == "json":
-        return json.dumps(_records(frame), indent=2)
-    shown = frame.map(_cell)
-    if format == "markdown":
-        return (f"**{title}**\n\n" if title else "") + markdown_table(shown) + "\n"
-    if format != "table":
-        raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
-    return _capture([(title, "bold")] * bool(title) + [_rich_table(shown)], width, color)
-
-
-def runs_display(runs: pd.DataFrame) -> pd.DataFrame:
-    """The columns of a load_runs() frame worth a terminal line, with short headers."""
-    columns = {"run_id": "id", "experiment": "experiment", "name": "name", "seed": "seed", "status": "status",
-               "final_val_loss": "final", "best_val_loss": "best", "best_step": "@step",
-               "wall_time_s": "wall s", "error": "error"}
-    if runs["experiment"].nunique() <= 1:
-        columns.pop("experiment")
-    return runs[list(columns)].rename(columns=columns)
-
-
-def _cell(value: Any) -> str:
-    """Compact text for one value: 4 decimals, scientific when tiny, thousands when large."""
-    if _missing(value):
-        return ""
-    if isinstance(value, (float, np.floating)):
-        if value != 0 and abs(value) < 0.01:
-            return f"{value:.2e}"
-        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4f}"
-    return str(value)
-
-
 # ------------------------------------------------------------------------------ one run
 
 
 @dataclass
 class RunDetail:
     run: dict  # identity, status and results of the run
+    config: TrainConfig  # as stored; fields the run predates take their defaults
+    truncated_at: int | None  # the step a truncated run stopped at
     config_diff: pd.DataFrame  # field, value, and the baseline's value
     evals: pd.DataFrame
     values: list[float]  # the ranking metric over evaluations, for a sparkline
@@ -760,70 +461,20 @@ def run_detail(runs: pd.DataFrame, evals: pd.DataFrame, row: pd.Series) -> RunDe
     else:
         against, label = TrainConfig().to_dict(), "default"
     config = {k[4:]: v for k, v in row.items() if k.startswith("cfg.")}
-    diff = pd.DataFrame([{"field": k, "value": _plain(v), label: _plain(against.get(k))}
-                         for k, v in config.items() if _plain(v) != _plain(against.get(k))],
+    diff = pd.DataFrame([{"field": k, "value": plain(v), label: plain(against.get(k))}
+                         for k, v in config.items() if plain(v) != plain(against.get(k))],
                         columns=["field", "value", label])
     mine = evals[evals["run_id"] == row["run_id"]].drop(columns=["experiment", "run_id", "name", "seed"])
-    info = {k: _plain(row.get(k)) for k in ("run_id", "experiment", "name", "hash", "seed", "status", "error",
+    info = {k: plain(row.get(k)) for k in ("run_id", "experiment", "name", "hash", "seed", "status", "error",
                                               "toggles", "final_val_loss", "best_val_loss", "best_step",
                                               "wall_time_s", "tokens_per_s", "code_version")}
-    info = {k: (None if _missing(v) else v) for k, v in info.items()}
-    return RunDetail(info, diff, mine.reset_index(drop=True), mine["val_loss"].astype(float).tolist())
+    info = {k: (None if missing(v) else v) for k, v in info.items()}
+    stored = TrainConfig.from_dict({k: plain(v) for k, v in config.items() if not missing(v)})
+    truncated = not missing(row.get("truncated")) and bool(row["truncated"]) and not missing(row.get("steps"))
+    return RunDetail(info, stored, int(row["steps"]) if truncated else None, diff, mine.reset_index(drop=True),
+                     mine["val_loss"].astype(float).tolist())
 
 
-def render_run(detail: RunDetail, format: str = "table", width: int = 100, color: bool = False) -> str:
-    """A run's header, config diff and evaluations; csv is the evaluations alone."""
-    from .plot import sparkline
-
-    if format == "csv":
-        return detail.evals.to_csv(index=False)
-    if format == "json":
-        return json.dumps({"run": detail.run, "config_diff": _records(detail.config_diff),
-                           "evals": _records(detail.evals)}, indent=2, default=str)
-    r = detail.run
-    header = [f"{r['name']} (run {r['run_id']}, {r['hash']}, seed {r['seed']}) in {r['experiment']}: {r['status']}"]
-    if r["error"]:
-        header.append(f"error: {r['error']}")
-    if r["final_val_loss"] is not None:
-        header.append(f"final val_loss {r['final_val_loss']:.4f}, best {r['best_val_loss']:.4f} "
-                      f"at step {r['best_step']}")
-    if detail.values:
-        header.append(f"val_loss {sparkline(detail.values)}")
-    evals = detail.evals.drop(columns=[c for c in detail.evals.columns if c.startswith("extra.")])
-    if format == "markdown":
-        return "\n\n".join([*header, "**Config vs " + detail.config_diff.columns[-1] + "**",
-                            markdown_table(detail.config_diff.map(_cell)),
-                            "**Evaluations**", markdown_table(evals.map(_cell))]) + "\n"
-    if format != "table":
-        raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
-    short = evals.rename(columns={"epoch": "ep", "val_loss": "val", "val_loss_full": "full",
-                                  "eval_coverage": "cov", "train_loss": "train", "grad_norm": "gnorm",
-                                  "tokens_seen": "tokens", "elapsed_s": "time", "tokens_per_s": "tok/s"})
-    return _capture([*header, ("Config vs " + detail.config_diff.columns[-1], "bold"),
-                     _rich_table(detail.config_diff.map(_cell)), ("Evaluations", "bold"),
-                     _rich_table(short.map(_cell))], width, color)
-
-
-def as_command(row: pd.Series) -> str:
-    """An `ablate train` command line that reproduces the run: --data, then --set for every field
-    that differs from TrainConfig's defaults, and --max-steps when the run was truncated."""
-    config = TrainConfig.from_dict({k[4:]: _plain(v) for k, v in row.items()
-                                    if k.startswith("cfg.") and not _missing(v)})
-    words = ["ablate", "train", "--data", config.data]
-    for name, value in config.diff().items():
-        if name != "data":
-            words += ["--set", f"{name}={_cli_value(value)}"]
-    if not _missing(row.get("truncated")) and bool(row["truncated"]) and not _missing(row.get("steps")):
-        words += ["--max-steps", str(int(row["steps"]))]
-    return shlex.join(words)
-
-
-def _cli_value(value: Any) -> str:
-    """A config value as `parse_value` reads it back."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (list, tuple)):
-        return ",".join(repr(float(v)) for v in value)
-    return repr(value) if isinstance(value, float) else str(value)
-
-
+def missing(value: Any) -> bool:
+    """None, pandas' NA or a float nan (not a list, which pd.isna would test element-wise)."""
+    return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and math.isnan(value))

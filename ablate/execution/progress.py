@@ -11,7 +11,7 @@ import time
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from .store import Store
+from ..storage.store import Store
 
 REFRESH_S = 2.0
 

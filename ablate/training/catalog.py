@@ -8,10 +8,13 @@ what Mainrun's evaluation scores (so a lower number may not mean a better model)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Iterable
 
 from .config import ConfigError, TrainConfig, check_fields, suggest
 
+# Why a tokenizer change makes Mainrun's val_loss incomparable (vocab_32k, url_pretokenizer).
+_NEW_TOKENIZER = ("a different tokenizer changes how many characters Mainrun's fixed-size evaluation "
+                  "windows cover")
 # OneCycleLR as the report's "current" run had it (commit 0883a9a); see report-setups.md.
 _REPORT_OPTIMIZER = {"optimizer": "adamw", "lr": 1e-4, "weight_decay": 0.01}
 
@@ -67,13 +70,11 @@ CATALOG: dict[str, Optimization] = {o.name: o for o in [
     Optimization(
         "vocab_32k", "BPE vocabulary of 32,000 instead of 16,000",
         "4.A Increase Vocabulary Size", {"vocab_size": 32_000},
-        changes_metric="a different tokenizer changes how many characters Mainrun's fixed-size "
-                       "evaluation windows cover"),
+        changes_metric=_NEW_TOKENIZER),
     Optimization(
         "url_pretokenizer", "split URLs into their own pre-token before ByteLevel",
         "4.B Pre-tokenization Rules", {"pretokenizer": "url_split"},
-        changes_metric="a different tokenizer changes how many characters Mainrun's fixed-size "
-                       "evaluation windows cover"),
+        changes_metric=_NEW_TOKENIZER),
     Optimization(
         "block_size", "context length 128 (the report's 'increase from 64')",
         "5. Hyperparameters", {"block_size": 128},
@@ -161,11 +162,30 @@ def lookup(name: str) -> Optimization:
 
 def apply(base: TrainConfig, names: list[str]) -> TrainConfig:
     """Apply catalog patches in order; two patches that set one field differently conflict."""
+    try:
+        return base.replace(**merge_patches((name, lookup(name).patch) for name in names))
+    except PatchConflict as c:
+        raise ConfigError(f"optimizations {c.first!r} and {c.second!r} set {c.key!r} differently "
+                          f"({c.first_value!r} vs {c.second_value!r})") from None
+
+
+class PatchConflict(ValueError):
+    """Two patches set one field to different values."""
+
+    def __init__(self, key: str, first: str, first_value: Any, second: str, second_value: Any):
+        self.key, self.first, self.first_value, self.second, self.second_value = (
+            key, first, first_value, second, second_value)
+        super().__init__(f"{first!r} sets {key}={first_value!r} but {second!r} sets {key}={second_value!r}")
+
+
+def merge_patches(patches: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, Any]:
+    """One patch from several named ones (a toggle's, a catalog entry's). Setting one field twice
+    to the same value is fine; to different values is a PatchConflict, not last-wins: the run
+    would silently measure something else than its toggles say."""
     merged: dict[str, tuple[str, Any]] = {}
-    for name in names:
-        for key, value in lookup(name).patch.items():
+    for name, patch in patches:
+        for key, value in patch.items():
             if key in merged and merged[key][1] != value:
-                raise ConfigError(f"optimizations {merged[key][0]!r} and {name!r} set {key!r} "
-                                  f"differently ({merged[key][1]!r} vs {value!r})")
-            merged[key] = (name, value)
-    return base.replace(**{k: v for k, (_, v) in merged.items()})
+                raise PatchConflict(key, *merged[key], name, value)
+            merged.setdefault(key, (name, value))
+    return {key: value for key, (_, value) in merged.items()}

@@ -2,20 +2,21 @@
 
 Every loader is one query per table, whatever the number of runs, so a report over hundreds of
 runs costs a handful of queries. Loaders take `db` as a SQLAlchemy URL, a path to a .db file,
-an open `Store`, or None for `store.default_url()`; they never create a database.
+an open `Store`, or None for `database.default_url()`; they never create a database.
 """
 
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable
 
 import pandas as pd
 from sqlalchemy import case, func, select
 
-from .store import Eval, Experiment, ExperimentRun, Run, Store, resolve_url
+from ..storage.schema import EVAL_COLUMNS, Eval, Experiment, ExperimentRun, Run
+from ..storage.store import Store, open_store
+from ..training.config import MAINRUN_VAL_LOSS
 
 RUN_COLUMNS = (
     "experiment", "run_id", "hash", "position", "name", "toggles", "seed", "status", "attempt",
@@ -23,23 +24,10 @@ RUN_COLUMNS = (
     "max_steps", "truncated", "code_version", "error",
 )
 INT_COLUMNS = ("run_id", "position", "seed", "attempt", "best_step", "steps", "max_steps")  # nullable
-EVAL_VALUES = (
-    "step", "epoch", "val_loss", "val_loss_full", "eval_coverage", "train_loss", "lr", "grad_norm",
-    "tokens_seen", "elapsed_s", "tokens_per_s",
-)
+EVAL_VALUES = ("step", *EVAL_COLUMNS)
 
 class ResultsError(LookupError):
     """An experiment or run the database does not hold; the message says what it does hold."""
-
-
-@contextmanager
-def open_store(db: str | Path | Store | None) -> Iterator[Store]:
-    """The store behind `db`, read-only in spirit: a missing SQLite file is a StoreError."""
-    if isinstance(db, Store):
-        yield db
-        return
-    with Store(resolve_url(db), create=False) as store:
-        yield store
 
 
 def _rows(store: Store, statement: Any) -> list:
@@ -80,6 +68,12 @@ def pick_experiment(db: str | Path | Store | None, name: str | None) -> pd.Serie
         raise ResultsError("no experiments in the database" if experiments.empty else
                            f"the database holds several experiments; pick one with --experiment: {names}")
     return experiments.iloc[0]
+
+
+def reference_of(experiment: pd.Series) -> float:
+    """The loss an experiment's Δref is measured against: its own, else Mainrun's."""
+    reference = experiment.get("reference")
+    return MAINRUN_VAL_LOSS if reference is None or pd.isna(reference) else float(reference)
 
 
 def _check_experiment(store: Store, experiment: str | None) -> None:
@@ -150,6 +144,11 @@ def load_evals(db: str | Path | Store | None = None, experiment: str | None = No
     return frame[["experiment", "run_id", "name", "seed", *frame.columns[4:]]]
 
 
+def split_toggles(joined: Any) -> list[str]:
+    """A load_runs() `toggles` cell ("a+b", "" for none) as the list of toggles it joins."""
+    return [t for t in str(joined or "").split("+") if t]
+
+
 def find_run(runs: pd.DataFrame, ref: str) -> pd.Series:
     """The run `ref` names in a load_runs() frame: a run id, a run name, or a hash prefix."""
     unique = runs.drop_duplicates("run_id")
@@ -174,7 +173,7 @@ def select_runs(runs: pd.DataFrame, status: str | None = None, toggle: str | Non
     if status is not None:
         keep &= runs["status"] == status
     if toggle is not None:
-        keep &= runs["toggles"].map(lambda t: toggle in str(t or "").split("+"))
+        keep &= runs["toggles"].map(lambda t: toggle in split_toggles(t))
     return runs[keep]
 
 

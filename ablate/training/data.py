@@ -21,7 +21,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from .config import HUB_DATASET, TrainConfig
-from .datasource import LOCAL_FORMATS, DataError, fingerprint  # noqa: F401 - DataError: API
+from .datasource import DataError, fingerprint, local_format
 
 EOS = "<eos>"
 SPECIAL_TOKENS = ["<pad>", EOS, "<unk>"]
@@ -71,11 +71,10 @@ def load_titles(cfg: TrainConfig) -> tuple[list[str], list[str]]:
 
     datasets.logging.set_verbosity_error()
     datasets.disable_progress_bars()
-    path = Path(cfg.data)
+    loader = local_format(cfg.data)
     try:
-        if path.suffix.lower() in LOCAL_FORMATS:
-            ds = datasets.load_dataset(LOCAL_FORMATS[path.suffix.lower()],
-                                       data_files=str(path), split="train")
+        if loader:
+            ds = datasets.load_dataset(loader, data_files=str(Path(cfg.data)), split="train")
         else:
             ds = datasets.load_dataset(cfg.data, split="train")
     except Exception as e:  # the datasets library raises many kinds; all mean "cannot load"

@@ -22,21 +22,53 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from .executors import Ended, Executor, Job
-from .job import DEFAULT_TRAINER
-from .datasource import fingerprint
+from ..storage.store import Store
+from ..training.config import DEFAULT_TRAINER
+from ..training.datasource import fingerprint
+from .executors import Executor
+from .job import Ended, Job
 from .matrix import Matrix, PlannedRun
-from .store import Store
 
 STALE_AFTER_S = 180.0  # a heartbeat older than this means the job is gone (jobs beat every 10 s)
 POLL_S = 0.5
 RERUN_STATUSES = {"failed": {"failed", "interrupted"}, "all": {"completed", "failed", "interrupted"}}
 
 
+class RunnerError(ValueError):
+    """Runner options that cannot be honoured; the message says which."""
+
+
+def check_rerun(rerun: str | None, resume: bool) -> None:
+    """--rerun and --resume as the runner can honour them, checked before anything is planned."""
+    if rerun not in (None, *RERUN_STATUSES):
+        raise RunnerError(f"--rerun {rerun!r}: expected {' or '.join(map(repr, RERUN_STATUSES))}")
+    if rerun == "all" and resume:
+        raise RunnerError("--rerun all retrains from scratch; --resume continues from checkpoints: pick one")
+
+
+def process_alive(pid: int | None) -> bool:
+    """Whether a process with this id exists on this host (signal 0 checks, sends nothing)."""
+    if not pid or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    # A zombie answers signal 0 but is dead: a job orphaned by a killed runner stays one for
+    # good where PID 1 does not reap (containers without an init), and its run would look alive.
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):  # no procfs (macOS), or the process just went away
+        return Path(f"/proc/{pid}").exists() or not Path("/proc/self").exists()
+
+
 @lru_cache(maxsize=1)
 def code_version() -> str:
     """The git commit of the ablate source (+ '-dirty' when modified), else the package version."""
-    from . import __version__
+    from .. import __version__
 
     src = Path(__file__).resolve().parent
     try:
@@ -77,6 +109,17 @@ def register(store: Store, matrix: Matrix, rows: list[PlanRow]) -> list[int]:
         for r in rows])
 
 
+def count_completed(store: Store, rows: list[PlanRow]) -> int:
+    """How many of the planned runs are completed already (in this matrix or any other)."""
+    return sum(run.status == "completed" for run in store.runs_by_hash(r.hash for r in rows).values())
+
+
+def summary(store: Store, run_ids: list[int]) -> str:
+    """The runs' statuses counted: '7 completed, 1 failed'."""
+    statuses = [store.run(i).status for i in dict.fromkeys(run_ids)]
+    return ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
+
+
 @dataclass
 class Outcome:
     trained: list[int]  # run ids this runner started
@@ -87,15 +130,15 @@ class Outcome:
 Progress = Callable[[str, dict], None]  # (event, details): "start", "end", "tick"
 
 
-def run(store: Store, run_ids: list[int], executor: Executor, *, db_url: str,
-        trainer: str = DEFAULT_TRAINER, options: dict | None = None, rerun: str | None = None,
-        checkpoint_root: Path | None = None, on_event: Progress | None = None) -> Outcome:
+def run(store: Store, run_ids: list[int], executor: Executor, *, trainer: str = DEFAULT_TRAINER,
+        options: dict | None = None, rerun: str | None = None, checkpoint_root: Path | None = None,
+        on_event: Progress | None = None) -> Outcome:
     """Train every run of `run_ids` that is not completed, in free executor slots. With a
     `checkpoint_root`, each run checkpoints under root/<hash> (options `resume` decides whether
     an interrupted run continues from there)."""
     notify = on_event or (lambda event, details: None)
     host, pid = socket.gethostname(), os.getpid()
-    for reaped in store.reap_stale(host=host, stale_after_s=STALE_AFTER_S):
+    for reaped in store.reap_stale(host=host, stale_after_s=STALE_AFTER_S, pid_alive=process_alive):
         notify("reaped", {"run_id": reaped})
     if rerun:
         store.requeue(run_ids, RERUN_STATUSES[rerun])
@@ -113,7 +156,7 @@ def run(store: Store, run_ids: list[int], executor: Executor, *, db_url: str,
                 job_options = dict(options or {})
                 if checkpoint_root is not None:
                     job_options["checkpoint_dir"] = str(checkpoint_root / claimed.hash)
-                job = Job(claimed.id, claimed.attempt, claimed.name, db_url, trainer, job_options)
+                job = Job(claimed.id, claimed.attempt, claimed.name, store.url, trainer, job_options)
                 tried.add(claimed.id)
                 executor.start(job)
                 active[claimed.id] = job

@@ -1,6 +1,10 @@
 """Where jobs run. An executor has slots, starts a job in a free slot, and reports jobs that
 ended; the runner owns everything else (claiming, the database, progress, failure rules), so
 the local executor and the Ray executor are interchangeable.
+
+`ExecutorChoice` is which executor a command asked for, with its options, checked before anything
+is planned; `make_executor` builds it for a matrix. A new executor is a class with the
+`Executor` methods (its jobs run `attempt.run_attempt`), a kind in KINDS and a branch in each.
 """
 
 from __future__ import annotations
@@ -12,32 +16,74 @@ import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
+from . import job as job_process
+from .job import Ended, Job
 
-@dataclass(frozen=True)
-class Job:
-    run_id: int
-    attempt: int
-    name: str
-    db_url: str
-    trainer: str
-    options: dict  # ExecOptions fields; the executor fills in device and threads
+if TYPE_CHECKING:
+    from .matrix import Execution
 
-
-@dataclass(frozen=True)
-class Ended:
-    job: Job
-    returncode: int  # < 0: killed by that signal
-    log_path: str | None = None
+KINDS = ("local", "ray")
 
 
 class Executor(Protocol):
+    def describe(self) -> str: ...
     def free_slots(self) -> int: ...
     def start(self, job: Job) -> None: ...
     def poll(self) -> list[Ended]: ...
     def stop_all(self) -> list[Job]: ...
     def close(self) -> None: ...
+
+
+class ExecutorError(RuntimeError):
+    """The executor cannot be used as asked; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ExecutorChoice:
+    """The executor a command asked for and its options (None: not given, the matrix's or the
+    executor's default applies). Checked when made: an unknown kind, an option of the other
+    executor, Ray not installed are ExecutorErrors before anything is planned or written."""
+
+    kind: str = "local"
+    address: str | None = None  # Ray: auto | HOST:PORT | ray://HOST:PORT; None starts a private one
+    gpus_per_run: float | None = None  # Ray
+    cpus_per_run: float | None = None  # Ray
+    jobs_per_device: int | None = None  # local: overrides the matrix's execution.jobs_per_device
+    warm_workers: bool | None = None  # local: overrides the matrix's execution.warm_workers
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ExecutorError(f"--executor {self.kind!r}: expected {' or '.join(map(repr, KINDS))}")
+        if self.kind == "local" and (self.address, self.gpus_per_run, self.cpus_per_run) != (None, None, None):
+            raise ExecutorError("--address, --gpus-per-run and --cpus-per-run need --executor ray")
+        if self.kind == "ray":
+            if self.warm_workers is not None:
+                raise ExecutorError("--warm-workers/--no-warm-workers apply to the local executor "
+                                    "(Ray keeps its own workers)")
+            from .ray_executor import RayUnavailable, import_ray
+
+            try:
+                import_ray()
+            except RayUnavailable as e:
+                raise ExecutorError(str(e)) from e
+
+
+def make_executor(choice: ExecutorChoice, execution: Execution, log_dir: Path) -> Executor:
+    """The chosen executor, set up for a matrix whose `execution` section gives the local
+    executor's devices, jobs per device and warm workers (the command line overrides them)."""
+    if choice.kind == "local":
+        slots = detect_slots(execution.devices, choice.jobs_per_device or execution.jobs_per_device)
+        warm = execution.warm_workers if choice.warm_workers is None else choice.warm_workers
+        return LocalExecutor(slots, log_dir, warm_workers=warm)
+    from .ray_executor import RayExecutor, RayUnavailable
+
+    try:
+        return RayExecutor(address=choice.address, gpus_per_run=choice.gpus_per_run,
+                           cpus_per_run=choice.cpus_per_run, log_dir=log_dir)
+    except RayUnavailable as e:
+        raise ExecutorError(str(e)) from e
 
 
 @dataclass
@@ -69,7 +115,7 @@ def detect_slots(devices: str | list[int], jobs_per_device: int) -> list[Slot]:
 
 
 class LocalExecutor:
-    """Each job is a `python -m ablate.job` subprocess; its output goes to a log file.
+    """Each job is a `python -m ablate.execution.job` subprocess; its output goes to a log file.
 
     With warm workers (the default), each slot keeps one spare job process that imports torch
     and the trainer while the slot's current run trains, and hands it the next run: the
@@ -82,6 +128,9 @@ class LocalExecutor:
         self.log_dir = log_dir
         self.warm_workers = warm_workers
 
+    def describe(self) -> str:
+        return f"{len(self.slots)} {self.slots[0].device} slot(s)"
+
     def free_slots(self) -> int:
         return sum(s.process is None for s in self.slots)
 
@@ -91,7 +140,7 @@ class LocalExecutor:
         if slot.threads:
             options["threads"] = slot.threads
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        log_path = self.log_dir / f"run{job.run_id}-attempt{job.attempt}.log"
+        log_path = self.log_dir / job.log_name
         slot.log = log_path.open("w")
         spare, slot.spare = slot.spare, None
         if spare is not None and (slot.spare_trainer != job.trainer
@@ -99,7 +148,7 @@ class LocalExecutor:
             _discard(spare)
             spare = None
         slot.process = spare or subprocess.Popen(
-            [sys.executable, "-m", "ablate.job", "--db", job.db_url, "--run-id", str(job.run_id),
+            [sys.executable, "-m", job_process.__name__, "--db", job.db_url, "--run-id", str(job.run_id),
              "--attempt", str(job.attempt), "--trainer", job.trainer,
              "--options", json.dumps(options)],
             stdout=slot.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
@@ -107,7 +156,7 @@ class LocalExecutor:
         slot.job = job
         if self.warm_workers:
             slot.spare = subprocess.Popen(
-                [sys.executable, "-m", "ablate.job", "--serve", "--trainer", job.trainer],
+                [sys.executable, "-m", job_process.__name__, "--serve", "--trainer", job.trainer],
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 env=self._env(slot), start_new_session=True, text=True)
             slot.spare_trainer = job.trainer

@@ -221,7 +221,7 @@ class Schedule:
 
 
 def warm_up() -> None:
-    """Called by a warm worker (`python -m ablate.job --serve`) before its run arrives: the
+    """Called by a warm worker (`python -m ablate.execution.job --serve`) before its run arrives: the
     import torch does when the first optimizer is built (torch._dynamo, about a second)."""
     import torch._dynamo  # noqa: F401
 

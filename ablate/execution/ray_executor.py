@@ -1,20 +1,21 @@
 """Runs on a Ray cluster: `ablate run matrix.yaml --executor ray [--address auto]`.
 
-`RayExecutor` has the Executor interface of `ablate.executors` (free_slots / start / poll /
+`RayExecutor` has the Executor interface of `executors` (free_slots / start / poll /
 stop_all), so the runner's claiming, identity, resume and failure rules are the same as with
 the local executor. Each claimed run becomes one Ray task asking for `num_gpus` and `num_cpus`;
 the number of slots is what the cluster's total resources allow.
 
 Where results go:
 
-* SQLite (`--db results.db`, the default): workers on other machines cannot write the driver's
-  file, so every message of a run (its worker's host and pid, each evaluation, the final result
-  or the exception) goes to a mailbox actor pinned to the driver's node, and the driver commits
-  them as they arrive (in `poll`, every half second). A worker sends an evaluation and waits
-  until the mailbox holds it before training on, so an evaluation made before a worker dies is
-  never lost.
+* Each worker runs the same attempt as a local job (`attempt.run_attempt`) with a
+  `MailboxSink`: every message of a run (its worker's host and pid, each evaluation, the final
+  result or the exception) goes to a mailbox actor pinned to the driver's node, and the driver
+  replays them on the run's sink as they arrive (in `poll`, every half second): its log, and
+  with SQLite (`--db results.db`, the default: workers on other machines cannot write the
+  driver's file) the store. A worker waits until the mailbox holds an evaluation before
+  training on, so an evaluation made before a worker dies is never lost.
 * A server database (`postgresql+psycopg://...`): workers write evaluations, the result or the
-  failure straight into it, as local jobs do; the mailbox only carries progress lines.
+  failure straight into it (a `StoreSink`, as local jobs do); the driver only logs them.
 
 The driver keeps every claimed run's heartbeat fresh while its task lives and owns the run
 under its own host and pid: Ray ends a driver's tasks when the driver dies, so the next
@@ -37,31 +38,34 @@ import math
 import os
 import socket
 import time
-import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from traceback import format_exc
+from typing import Any, Callable
 
 from sqlalchemy.engine import make_url
 
-from .executors import Ended, Job
-from .job import EXIT_FAILED, HEARTBEAT_S, check_data_unchanged, load_trainer
-from .store import Store, _plain
+from ..storage.schema import plain
+from ..storage.store import Store
+from ..training.config import ExecOptions
+from .attempt import HEARTBEAT_S, Fanout, LogSink, Sink, StoreSink, check_data_unchanged, run_attempt
+from .job import EXIT_FAILED, Ended, Job
 
 INSTALL_HINT = "the Ray executor needs Ray: pip install 'ablate[ray]'"
 RESOURCES_REFRESH_S = 5.0
 LOST = -9  # Ended.returncode of a run whose worker died (reported like SIGKILL)
 
 
-class ExecutorUnavailable(RuntimeError):
-    """The executor cannot be used as asked; the message says what to do."""
+class RayUnavailable(RuntimeError):
+    """Ray cannot be used as asked (not installed, not reachable, too small); the message says
+    what to do. `executors` turns it into an ExecutorError."""
 
 
 def import_ray() -> Any:
     try:
         import ray
     except ImportError as e:
-        raise ExecutorUnavailable(INSTALL_HINT) from e
+        raise RayUnavailable(INSTALL_HINT) from e
     return ray
 
 
@@ -86,48 +90,41 @@ class Mailbox:
         return out
 
 
+class MailboxSink:
+    """An attempt's sink inside a Ray worker: each call travels to the driver's mailbox (and the
+    driver replays it on its own sink, `_drain`). A call returns once the mailbox holds it, so an
+    evaluation made before a worker dies is never lost with it."""
+
+    def __init__(self, send: Callable[[str, Any], None]):
+        self.send = send
+
+    def evaluated(self, metrics: dict, step_metrics: list[dict]) -> None:
+        self.send("evaluated", (plain(metrics), plain(step_metrics)))
+
+    def finished(self, result: dict) -> None:
+        self.send("finished", (plain(result),))
+
+    def failed(self, error: str, traceback: str, status: str) -> None:
+        self.send("failed", (error, traceback, status))
+
+
 def run_task(job: Job, config: dict, data: Any, mailbox: Any, direct: bool) -> str:
-    """One run inside a Ray worker. Every outcome is reported; only a dead worker says nothing."""
+    """One run inside a Ray worker: its attempt's messages go to the mailbox and, on a server
+    database (`direct`), into the database as well. Only a dead worker says nothing."""
     import ray
 
-    from .config import ExecOptions
-
-    def send(kind: str, payload: Any) -> None:  # returns once the mailbox holds it
+    def send(kind: str, payload: Any) -> None:
         ray.get(mailbox.put.remote((job.run_id, job.attempt, kind, payload)))
 
     send("start", {"host": socket.gethostname(), "pid": os.getpid(),
                    "node": ray.get_runtime_context().get_node_id(),
                    "gpus": [str(g) for g in ray.get_gpu_ids()]})
-    store = Store(job.db_url, create=False) if direct else None
-
-    def on_eval(metrics: dict) -> None:
-        metrics = dict(metrics)
-        steps = metrics.pop("step_metrics", [])
-        if store is not None:
-            store.record_eval(job.run_id, job.attempt, metrics, steps)
-            send("evaled", {"step": metrics["step"], "val_loss": _plain(metrics.get("val_loss"))})
-        else:
-            send("eval", (_plain(metrics), _plain(list(steps))))
-
-    try:
-        kwargs = {"data": data} if data is not None else {}
-        try:
-            result = load_trainer(job.trainer)(config, on_eval, ExecOptions(**job.options), **kwargs)
-        except BaseException as e:  # noqa: BLE001 - every failure is recorded
-            status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-            failure = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc(),
-                       "status": status}
-            if store is not None:
-                store.fail(job.run_id, job.attempt, failure["error"], failure["traceback"], status=status)
-            send("fail", failure)
-            return status
-        if store is not None:
-            store.finish(job.run_id, job.attempt, result)
-        send("done", _plain(result))
-        return "completed"
-    finally:
-        if store is not None:
-            store.close()
+    options = ExecOptions(**job.options)
+    if not direct:
+        return run_attempt(job.trainer, config, options, MailboxSink(send), data=data)
+    with Store(job.db_url, create=False) as store:
+        sink = Fanout(StoreSink(store, job.run_id, job.attempt), MailboxSink(send))
+        return run_attempt(job.trainer, config, options, sink, data=data)
 
 
 # ---------------------------------------------------------------------- driver side
@@ -137,8 +134,9 @@ def run_task(job: Job, config: dict, data: Any, mailbox: Any, direct: bool) -> s
 class _Active:
     job: Job
     ref: Any  # the task's ObjectRef
-    direct: bool
     log: Any  # open log file
+    lines: LogSink  # the log, line by line
+    sink: Sink  # where the worker's messages are replayed: the log, and the store unless `direct`
     outcome: str | None = None  # completed / failed / interrupted, once reported
     worker: dict | None = None
 
@@ -146,9 +144,8 @@ class _Active:
 class RayExecutor:
     """Runs jobs as Ray tasks; see the module docstring for how results travel."""
 
-    def __init__(self, *, address: str | None = None, gpus_per_run: float | None = None,
-                 cpus_per_run: float | None = None, log_dir: Path | str = "ablate-logs",
-                 init_kwargs: dict | None = None):
+    def __init__(self, *, log_dir: Path, address: str | None = None, gpus_per_run: float | None = None,
+                 cpus_per_run: float | None = None):
         ray = self.ray = import_ray()
         self._started_ray = False
         if not ray.is_initialized():
@@ -157,11 +154,10 @@ class RayExecutor:
                 kwargs["log_to_driver"] = False  # worker output stays in Ray's logs
             if address is None:
                 kwargs["include_dashboard"] = False
-            kwargs.update(init_kwargs or {})
             try:
                 ray.init(address=address, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as e:
-                raise ExecutorUnavailable(f"cannot start or reach Ray at {address or 'a new local instance'}: {e}") from e
+                raise RayUnavailable(f"cannot start or reach Ray at {address or 'a new local instance'}: {e}") from e
             self._started_ray = True
         totals = ray.cluster_resources()
         if gpus_per_run is None:
@@ -169,15 +165,15 @@ class RayExecutor:
         if cpus_per_run is None:
             cpus_per_run = 1.0
         if gpus_per_run < 0 or cpus_per_run < 0 or (gpus_per_run > 1 and gpus_per_run % 1):
-            raise ExecutorUnavailable(f"--gpus-per-run {gpus_per_run:g} / --cpus-per-run {cpus_per_run:g}: "
+            raise RayUnavailable(f"--gpus-per-run {gpus_per_run:g} / --cpus-per-run {cpus_per_run:g}: "
                                       "expected non-negative numbers (fractional GPUs below 1 only)")
         self.gpus_per_run, self.cpus_per_run = float(gpus_per_run), float(cpus_per_run)
         self._capacity, self._capacity_at = 0, -math.inf
         if self._slots() == 0:
-            raise ExecutorUnavailable(
+            raise RayUnavailable(
                 f"the Ray cluster has {totals.get('CPU', 0):g} CPUs and {totals.get('GPU', 0):g} GPUs: "
                 f"not enough for one run with {self.cpus_per_run:g} CPUs and {self.gpus_per_run:g} GPUs")
-        self.log_dir = Path(log_dir)
+        self.log_dir = log_dir
         self.mailbox = ray.remote(Mailbox).options(num_cpus=0, **self._on_driver_node()).remote()
         self.task = ray.remote(run_task).options(
             num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, max_retries=0)
@@ -212,7 +208,7 @@ class RayExecutor:
             check_data_unchanged(config, run.hash)  # workers may not even see the file
             data = self._prepared(job, config)
         except Exception as e:  # noqa: BLE001 - the run fails, the matrix goes on
-            tb = traceback.format_exc()
+            tb = format_exc()
             log.write(tb)
             log.close()
             store.fail(job.run_id, job.attempt, f"data preparation failed on the driver: "
@@ -221,7 +217,9 @@ class RayExecutor:
             return
         direct = not is_sqlite(job.db_url)
         ref = self.task.remote(job, config, data, self.mailbox, direct)
-        self.active[job.run_id] = self.reported[(job.run_id, job.attempt)] = _Active(job, ref, direct, log)
+        lines = LogSink(log)
+        sink = lines if direct else Fanout(lines, StoreSink(store, job.run_id, job.attempt))
+        self.active[job.run_id] = self.reported[(job.run_id, job.attempt)] = _Active(job, ref, log, lines, sink)
         log.write(f"ray task {ref.task_id().hex()} submitted: {self.cpus_per_run:g} CPU(s), "
                   f"{self.gpus_per_run:g} GPU(s), results {'written by the worker' if direct else 'committed by the driver'}\n")
         log.flush()
@@ -290,7 +288,7 @@ class RayExecutor:
 
     def _open_log(self, job: Job):
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        return (self.log_dir / f"run{job.run_id}-attempt{job.attempt}.log").open("w")
+        return (self.log_dir / job.log_name).open("w")
 
     def _prepared(self, job: Job, config: dict) -> Any:
         """The trainer module's prepare_data(config, options) result, once per data key, in
@@ -302,43 +300,23 @@ class RayExecutor:
         key_of = getattr(module, "data_key", None)
         key = (job.trainer, key_of(config) if key_of else json.dumps(config, sort_keys=True, default=str))
         if key not in self._data:
-            from .config import ExecOptions
-
             self._data[key] = self.ray.put(prepare(config, ExecOptions(**job.options)))
         return self._data[key]
 
     def _drain(self) -> None:
+        """Replay the workers' messages on each run's sink, in the order they were sent."""
         for run_id, attempt, kind, payload in self.ray.get(self.mailbox.drain.remote()):
             a = self.reported.get((run_id, attempt))
             if a is None:
                 continue
-            store = self._store(a.job.db_url)
             if kind == "start":
                 a.worker = payload
-                line = (f"running on host {payload['host']} pid {payload['pid']} (ray node "
-                        f"{payload['node']}, gpus {','.join(payload['gpus']) or 'none'})")
-            elif kind in ("eval", "evaled"):
-                if kind == "eval":
-                    metrics, steps = payload
-                    store.record_eval(run_id, attempt, metrics, steps)
-                else:
-                    metrics = payload
-                line = json.dumps({"step": metrics["step"], "val_loss": metrics.get("val_loss")})
-            elif kind == "done":
-                if not a.direct:
-                    store.finish(run_id, attempt, payload)
-                a.outcome = "completed"
-                line = f"completed: final_val_loss {payload.get('final_val_loss')}"
-            elif kind == "fail":
-                if not a.direct:
-                    store.fail(run_id, attempt, payload["error"], payload["traceback"], status=payload["status"])
-                a.outcome = payload["status"]
-                line = payload["traceback"] + f"{payload['status']}: {payload['error']}"
-            else:
+                a.lines.line(f"running on host {payload['host']} pid {payload['pid']} (ray node "
+                             f"{payload['node']}, gpus {','.join(payload['gpus']) or 'none'})")
                 continue
-            if not a.log.closed:
-                a.log.write(line + "\n")
-                a.log.flush()
+            getattr(a.sink, kind)(*payload)  # evaluated / finished / failed
+            if kind != "evaluated":
+                a.outcome = "completed" if kind == "finished" else payload[2]
 
     def _settle(self, a: _Active) -> Ended:
         """A finished task: its outcome was reported, or its worker died (→ interrupted), or

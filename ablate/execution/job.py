@@ -1,11 +1,12 @@
-"""One run in its own process: `python -m ablate.job --db URL --run-id N --attempt A`, or
-`python -m ablate.job --serve`: a warm worker that imports the trainer first and then takes its
-one job from stdin (it still runs exactly one run, then exits).
+"""One run in its own process: `python -m ablate.execution.job --db URL --run-id N --attempt A`,
+or `python -m ablate.execution.job --serve`: a warm worker that imports the trainer first and
+then takes its one job from stdin (it still runs exactly one run, then exits).
 
-The job reads its config from the database, calls the training entry point, and commits each
-evaluation the moment the trainer reports it; a crash here cannot take down the runner or the
-other jobs. It knows nothing of GPT internals: the trainer is any `module:function` with the
-signature `train(config: dict, on_eval, options) -> dict`.
+The job reads its config from the database and runs one attempt (`attempt.run_attempt`), each
+evaluation committed the moment the trainer reports it and a line of it written to the job's
+log (its stdout); a crash here cannot take down the runner or the other jobs. `Job` is what the
+runner hands an executor, `Ended` what an executor reports back, whether or not it runs jobs as
+these processes.
 """
 
 from __future__ import annotations
@@ -17,23 +18,37 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
-import traceback
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any
 
-from .config import ExecOptions, TrainConfig
-from .datasource import DataError, fingerprint
-from .store import Store
+from ..storage.store import Store
+from ..training.config import DEFAULT_TRAINER, ExecOptions
+from .attempt import Fanout, LogSink, StoreSink, run_attempt
 
-DEFAULT_TRAINER = "ablate.train:train"
-HEARTBEAT_S = 10.0
 EXIT_FAILED = 3  # the job recorded the failure itself
 
 
-def load_trainer(spec: str) -> Callable[..., dict[str, Any]]:
-    module, _, func = spec.partition(":")
-    return getattr(importlib.import_module(module), func)
+@dataclass(frozen=True)
+class Job:
+    run_id: int
+    attempt: int
+    name: str
+    db_url: str
+    trainer: str
+    options: dict  # ExecOptions fields; the executor fills in device and threads
+
+    @property
+    def log_name(self) -> str:
+        """The file name of this attempt's log, under the executor's log directory."""
+        return f"run{self.run_id}-attempt{self.attempt}.log"
+
+
+@dataclass(frozen=True)
+class Ended:
+    job: Job
+    returncode: int  # 0 completed, EXIT_FAILED recorded its own failure, < 0 killed by that signal
+    log_path: str | None = None
 
 
 def _die_with_parent() -> None:
@@ -50,21 +65,6 @@ def _interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(f"stopped by signal {signum}")
 
 
-def _heartbeat(store: Store, run_id: int, attempt: int, stop: threading.Event) -> None:
-    while not stop.wait(HEARTBEAT_S):
-        if not store.heartbeat(run_id, attempt):
-            os.kill(os.getpid(), signal.SIGTERM)  # a newer attempt owns the run: stop
-
-
-def check_data_unchanged(config: dict, run_hash: str) -> None:
-    """A run's identity holds its data's fingerprint as planned; a data file edited since then
-    would put other data under that identity, so the run fails instead of training."""
-    cfg = TrainConfig.from_dict(config)
-    if cfg.identity_hash(fingerprint(cfg.data)) != run_hash:
-        raise DataError(f"data file {cfg.data!r} changed since this matrix was planned (its "
-                        f"content hash differs); run `ablate run` again to plan it anew")
-
-
 def run_job(db: str, run_id: int, attempt: int, trainer: str, options: dict) -> int:
     store = Store(db)
     run = store.run(run_id)
@@ -72,29 +72,10 @@ def run_job(db: str, run_id: int, attempt: int, trainer: str, options: dict) -> 
         return EXIT_FAILED
     opts = ExecOptions(**options)
     store.set_pid(run_id, os.getpid(), opts.device)
-    stop = threading.Event()
-    threading.Thread(target=_heartbeat, args=(store, run_id, attempt, stop), daemon=True).start()
-
-    def on_eval(metrics: dict) -> None:
-        metrics = dict(metrics)
-        steps = metrics.pop("step_metrics", [])
-        store.record_eval(run_id, attempt, metrics, steps)
-        sys.stdout.write(json.dumps({"step": metrics["step"], "val_loss": metrics["val_loss"]}) + "\n")
-        sys.stdout.flush()
-
-    try:
-        check_data_unchanged(run.config, run.hash)
-        result = load_trainer(trainer)(run.config, on_eval, opts)
-    except BaseException as e:  # noqa: BLE001 - every failure is recorded, then re-signalled
-        stop.set()
-        tb = traceback.format_exc()
-        sys.stderr.write(tb)
-        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
-        store.fail(run_id, attempt, f"{type(e).__name__}: {e}", tb, status=status)
-        return EXIT_FAILED
-    stop.set()
-    store.finish(run_id, attempt, result)
-    return 0
+    record = StoreSink(store, run_id, attempt)
+    record.keep_alive(on_lost=lambda: os.kill(os.getpid(), signal.SIGTERM))  # a newer attempt owns it: stop
+    status = run_attempt(trainer, run.config, opts, Fanout(LogSink(sys.stdout), record), run_hash=run.hash)
+    return 0 if status == "completed" else EXIT_FAILED
 
 
 def serve(trainer: str) -> int:
@@ -126,7 +107,7 @@ def serve(trainer: str) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ablate.job")
+    parser = argparse.ArgumentParser(prog="python -m ablate.execution.job")
     parser.add_argument("--db")
     parser.add_argument("--run-id", type=int)
     parser.add_argument("--attempt", type=int)

@@ -1,5 +1,5 @@
-"""Ablation matrices: a YAML file that names a base config, toggles and a design, expanded here
-into the planned runs.
+"""Ablation matrices: a YAML file that names a base config, toggles and a design, checked and
+turned into factors here and expanded into the planned runs by `designs`.
 
 Everything that can be wrong with a matrix is found at load time, before anything trains: bad
 YAML, unknown keys and toggles, bad config values, toggles that conflict inside one run and
@@ -15,25 +15,21 @@ but a real change on `report-current`, and one matrix file should work on both.
 
 from __future__ import annotations
 
-import itertools
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .catalog import CATALOG, PRESETS, preset
-from .config import FIELDS, ConfigError, TrainConfig, suggest
+from ..training.catalog import CATALOG, PRESETS, preset
+from ..training.config import FIELDS, MAINRUN_VAL_LOSS, ConfigError, TrainConfig, suggest
+from ..training.datasource import local_format
+from .designs import DESIGNS, TWO_LEVEL_DESIGNS, ComposedRow, Factor, ListRun, build_rows, count_rows
+from .safe_yaml import YAMLProblem, read_mapping
 
-DESIGNS = ("one-at-a-time", "leave-one-out", "factorial", "fractional", "cumulative", "list")
-# Designs whose runs switch each toggle on or off, so a factor with several levels has no meaning.
-TWO_LEVEL_DESIGNS = ("leave-one-out", "fractional", "cumulative")
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"  # matrix and inline toggle names end up in file names
 RESERVED_NAMES = ("baseline", "all")  # generated run names a toggle must not shadow
-LOCAL_DATA_SUFFIXES = (".csv", ".parquet", ".jsonl")  # anything else may be a hub dataset id
 
 
 class MatrixError(ValueError):
@@ -52,16 +48,21 @@ class PlannedRun:
     config: TrainConfig
 
 
-@dataclass
-class Factor:
-    name: str
-    levels: list[tuple[str, dict[str, Any]]]  # (label, patch); levels[0] is off: the base, patch {}
-    description: str = ""
-    allowed: bool = True  # False for catalog entries that break Mainrun's rules
-    where: str = ""  # key path it was declared at, for error messages
-
-
 # --- the YAML schema -------------------------------------------------------------------------
+
+def _file_safe(name: str, why: str = "") -> str:
+    """A name that ends up in file names (logs, checkpoints): refuse anything that could escape."""
+    if not re.fullmatch(NAME_PATTERN, name):
+        raise ValueError(f"expected 1-64 letters, digits, '.', '_' or '-', starting with a letter "
+                         f"or digit{why}, got {name!r}")
+    return name
+
+
+def _one_of(value: str, choices: Any, what: str) -> str:
+    if value not in choices:
+        raise ValueError(f"unknown {what} {value!r}{suggest(value, choices)}; expected one of {', '.join(choices)}")
+    return value
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
@@ -74,9 +75,7 @@ class Base(_Strict):
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, v: str) -> str:
-        if v not in PRESETS:
-            raise ValueError(f"unknown preset {v!r}{suggest(v, PRESETS)}; expected one of {', '.join(PRESETS)}")
-        return v
+        return _one_of(v, PRESETS, "preset")
 
 
 class InlineToggle(_Strict):
@@ -87,9 +86,7 @@ class InlineToggle(_Strict):
     @field_validator("name")
     @classmethod
     def _usable_name(cls, v: str) -> str:
-        if not re.fullmatch(NAME_PATTERN, v):
-            raise ValueError(f"expected 1-64 letters, digits, '.', '_' or '-', starting with a letter "
-                             f"or digit, got {v!r}")
+        _file_safe(v)
         if v in RESERVED_NAMES:
             raise ValueError(f"{v!r} is a generated run name; choose another")
         return v
@@ -120,7 +117,7 @@ class MatrixSpec(_Strict):
     description: str = ""
     base: Base = Base()
     data: str | None = None
-    reference: float = 1.754
+    reference: float = MAINRUN_VAL_LOSS
     seeds: list[int] | None = None
     design: str
     toggles: list[Any] = []  # checked item by item below: three shapes, each with its own errors
@@ -131,17 +128,12 @@ class MatrixSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _file_name(cls, v: str) -> str:
-        if not re.fullmatch(NAME_PATTERN, v):
-            raise ValueError(f"expected 1-64 letters, digits, '.', '_' or '-', starting with a letter "
-                             f"or digit (it names files), got {v!r}")
-        return v
+        return _file_safe(v, " (it names files)")
 
     @field_validator("design")
     @classmethod
     def _known_design(cls, v: str) -> str:
-        if v not in DESIGNS:
-            raise ValueError(f"unknown design {v!r}{suggest(v, DESIGNS)}; expected one of {', '.join(DESIGNS)}")
-        return v
+        return _one_of(v, DESIGNS, "design")
 
     @field_validator("seeds")
     @classmethod
@@ -162,7 +154,7 @@ class Matrix:
     factors: list[Factor]  # no-op toggles already dropped
     seeds: list[int]
     warnings: list[str]
-    _rows: list[tuple[str, tuple[str, ...], TrainConfig]] = field(repr=False)
+    _rows: list[ComposedRow] = field(repr=False)
 
     name = property(lambda self: self.spec.name)
     description = property(lambda self: self.spec.description)
@@ -195,7 +187,10 @@ def load_matrix(path: str | Path) -> Matrix:
 
 def parse_matrix(text: str, path: str | Path = "<matrix>") -> Matrix:
     where = str(path)
-    raw = _read_yaml(text, where)
+    try:
+        raw = read_mapping(text)
+    except YAMLProblem as e:
+        raise MatrixError(where, [str(e)]) from None
     try:
         spec = MatrixSpec.model_validate(raw)
     except ValidationError as e:
@@ -219,83 +214,19 @@ def parse_matrix(text: str, path: str | Path = "<matrix>") -> Matrix:
     # Seeds are stored as 64-bit integers (and seed torch): a bigger one fails at the first write.
     _raise_if(where, [f"{'seeds' if spec.seeds else 'base.overrides.seed'}: {s} is outside the "
                       f"64-bit range of a seed" for s in seeds if not -2**63 <= s < 2**63])
-    count = _row_count(spec.design, factors, runs)
+    count = count_rows(spec.design, factors, runs)
     if count * len(seeds) > spec.max_runs:
         _raise_if(where, [f"max_runs: design {spec.design!r} has {count} runs x {len(seeds)} seeds = "
                           f"{count * len(seeds)}, over the limit of {spec.max_runs}; raise max_runs or "
                           f"choose a smaller design"])
-    rows = _distinct(_compose(_design_rows(spec.design, factors, runs), factors, base, problems),
-                     warnings)
+    rows = build_rows(spec.design, factors, base, runs, problems, warnings)
     _raise_if(where, problems)
     return Matrix(Path(path), text, spec, base, factors, seeds, [f"{where}: {w}" for w in warnings], rows)
-
-
-def _distinct(rows: list, warnings: list[str]) -> list:
-    """One run per distinct configuration: a design row that equals an earlier one (e.g. the
-    stack minus a toggle whose patch another toggle already carries) is the same run under a
-    second name, so it is dropped with a warning instead of stealing the first one's name."""
-    seen: dict = {}
-    kept = []
-    for row in rows:
-        name, _, config = row
-        if config in seen:
-            warnings.append(f"run {name!r} is the same configuration as {seen[config]!r}; dropped")
-            continue
-        seen[config] = name
-        kept.append(row)
-    return kept
 
 
 def _raise_if(where: str, problems: list[str]) -> None:
     if problems:
         raise MatrixError(where, problems)
-
-
-def _read_yaml(text: str, where: str) -> dict:
-    try:
-        raw = yaml.safe_load(text)  # never yaml.load: a matrix file must not construct objects
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(e, "problem", None) or str(e)
-        raise MatrixError(where, [f"{at}invalid YAML: {problem}"]) from None
-    except RecursionError:  # the YAML composer recurses once per nesting level
-        raise MatrixError(where, [f"(top level): nested deeper than {MAX_DEPTH} levels"]) from None
-    _check_size(raw, where)
-    if not isinstance(raw, dict):
-        got = "an empty file" if raw is None else type(raw).__name__
-        raise MatrixError(where, [f"(top level): expected a mapping of keys, got {got}"])
-    return raw
-
-
-MAX_DEPTH = 32  # a real matrix nests 5 levels at most
-MAX_NODES = 100_000  # values after expanding YAML aliases; a real matrix has a few hundred
-
-
-def _check_size(raw: Any, where: str) -> None:
-    """Refuse what no matrix needs and every later step would choke on: aliases expanding to
-    millions of values ("billion laughs"), self-referencing values, deep nesting (recursion in
-    validation), and text that is not valid UTF-8 (lone surrogates from "\\ud800" escapes, which
-    the database cannot store). Iterative and bounded: it stops at the first MAX_NODES values."""
-    stack, nodes = [(raw, 0)], 0
-    while stack:
-        value, depth = stack.pop()
-        nodes += 1
-        if nodes > MAX_NODES:
-            raise MatrixError(where, [f"(top level): more than {MAX_NODES:,} values once YAML aliases "
-                                      f"are expanded (or a value that contains itself)"])
-        if depth > MAX_DEPTH:
-            raise MatrixError(where, [f"(top level): nested deeper than {MAX_DEPTH} levels"])
-        if isinstance(value, str):
-            try:
-                value.encode("utf-8")
-            except UnicodeEncodeError:
-                raise MatrixError(where, [f"(top level): text {value[:40]!r} is not valid UTF-8 "
-                                          f"(a lone surrogate escape?)"]) from None
-        elif isinstance(value, dict):
-            stack.extend((item, depth + 1) for pair in value.items() for item in pair)
-        elif isinstance(value, (list, tuple, set)):
-            stack.extend((item, depth + 1) for item in value)
 
 
 def _shape_problems(spec: MatrixSpec) -> list[str]:
@@ -340,7 +271,7 @@ def _resolve_data(data: str, matrix_path: Path) -> str:
     if p.is_absolute():
         return str(p)
     candidate = matrix_path.parent / p
-    if p.suffix in LOCAL_DATA_SUFFIXES or candidate.exists():
+    if local_format(p) or candidate.exists():
         return str(candidate.resolve())
     return data
 
@@ -447,7 +378,7 @@ def _compact(value: Any) -> str:
 
 
 def _resolve_runs(spec: MatrixSpec, factors: list[Factor], base: TrainConfig, problems: list[str],
-                  warnings: list[str], dropped: set[str]) -> list[tuple[str, str, dict[int, int]]]:
+                  warnings: list[str], dropped: set[str]) -> list[ListRun]:
     """Map each list-design run's toggle names to (factor, level). A run may name a declared
     toggle, a field level label (`lr=0.0003`) or any catalog name, which joins the factors."""
     runs = []
@@ -501,117 +432,6 @@ def _find_level(name: str, factors: list[Factor]) -> tuple[int, int] | str | Non
                 return i, 1
             return f"{name!r} has several levels; name one of {', '.join(map(repr, labels[1:]))}"
     return None
-
-
-# --- designs ---------------------------------------------------------------------------------
-
-Row = tuple[str, str | None, tuple[int, ...]]  # run name, key path of a list run, level per factor
-
-
-def _row_count(design: str, factors: list[Factor], runs: list | None) -> int:
-    """How many rows a design has, without building them (a factorial can be astronomically big)."""
-    k = len(factors)
-    return {
-        "one-at-a-time": 1 + sum(len(f.levels) - 1 for f in factors),
-        "leave-one-out": k + 2,
-        "factorial": math.prod(len(f.levels) for f in factors),
-        "fractional": _fractional_order(k),
-        "cumulative": k + 1,
-        "list": len(runs or []),
-    }[design]
-
-
-def _design_rows(design: str, factors: list[Factor], runs: list | None) -> list[Row]:
-    k = len(factors)
-    off = (0,) * k
-    if design == "one-at-a-time":
-        return [("baseline", None, off)] + [
-            (f.levels[level][0], None, off[:i] + (level,) + off[i + 1:])
-            for i, f in enumerate(factors) for level in range(1, len(f.levels))]
-    if design == "leave-one-out":
-        return [("baseline", None, off), ("all", None, (1,) * k)] + [
-            (f"all-minus-{f.name}", None, tuple(int(j != i) for j in range(k)))
-            for i, f in enumerate(factors)]
-    if design == "factorial":
-        return [(_joined(factors, levels) or "baseline", None, levels)
-                for levels in itertools.product(*(range(len(f.levels)) for f in factors))]
-    if design == "fractional":
-        h = hadamard(_fractional_order(k))
-        rows = [tuple(int(row[j] == -1) for j in range(1, k + 1)) for row in h]
-        return [(_joined(factors, levels) or "baseline", None, levels) for levels in rows]
-    if design == "cumulative":
-        return [("baseline", None, off)] + [
-            ("+" + _joined(factors, (1,) * n + (0,) * (k - n)), None, (1,) * n + (0,) * (k - n))
-            for n in range(1, k + 1)]
-    return [(name, where, tuple(chosen.get(i, 0) for i in range(k))) for name, where, chosen in runs or []]
-
-
-def _joined(factors: list[Factor], levels: tuple[int, ...]) -> str:
-    return "+".join(f.levels[level][0] for f, level in zip(factors, levels) if level)
-
-
-def _compose(rows: list[Row], factors: list[Factor], base: TrainConfig,
-             problems: list[str]) -> list[tuple[str, tuple[str, ...], TrainConfig]]:
-    """Apply each row's patches to the base. Two toggles setting one field differently is an
-    error rather than last-wins: the run would silently measure something else. Each clash is
-    reported once, at the first run that has it."""
-    composed, reported = [], set()
-    for name, where, levels in rows:
-        on = [(f, f.levels[level]) for f, level in zip(factors, levels) if level]
-        merged: dict[str, tuple[str, Any]] = {}
-        clash = None
-        for factor, (label, patch) in on:
-            for key, value in patch.items():
-                if key not in merged:
-                    merged[key] = (label, value)
-                elif merged[key][1] != value and clash is None:
-                    first, old = merged[key]
-                    clash = (first, label, key), (f"{where or factor.where}: in run {name!r}, {first!r} sets "
-                                                  f"{key}={old!r} but {label!r} sets {key}={value!r}")
-        problem = clash
-        if clash is None:
-            try:
-                composed.append((name, tuple(label for _, (label, _) in on),
-                                 base.replace(**{k: v for k, (_, v) in merged.items()})))
-            except ConfigError as e:
-                problem = str(e), f"{where or 'toggles'}: run {name!r}: {e}"
-        if problem and problem[0] not in reported:
-            reported.add(problem[0])
-            problems.append(problem[1])
-    return composed
-
-
-def _fractional_order(k: int) -> int:
-    """Smallest power of two N with N >= k + 1: the runs a resolution-III design needs."""
-    return 1 << k.bit_length()
-
-
-def hadamard(n: int) -> list[list[int]]:
-    """Sylvester's Hadamard matrix of order n (a power of two): H[r][c] = (-1)^popcount(r & c),
-    the closed form of H_2n = [[H, H], [H, -H]]. Row 0 is all +1; every other column is balanced
-    and all columns are mutually orthogonal."""
-    if n < 1 or n & (n - 1):
-        raise ValueError(f"Sylvester Hadamard order must be a power of two, got {n}")
-    return [[-1 if bin(r & c).count("1") % 2 else 1 for c in range(n)] for r in range(n)]
-
-
-def aliasing_note(k: int) -> str:
-    """What a fractional design of k toggles can and cannot tell apart.
-
-    Columns 1..k of a Sylvester-Hadamard matrix form a resolution-III design: main effects are
-    estimable and mutually orthogonal, but column a XOR b equals the product of columns a and b,
-    so toggle c's main effect is aliased with the a x b interaction whenever a ^ b == c."""
-    n = _fractional_order(k)
-    pairs = {c: [f"{a}x{b}" for a in range(1, k + 1) for b in range(a + 1, k + 1) if a ^ b == c]
-             for c in range(1, k + 1)}
-    if not any(pairs.values()):
-        return (f"{k} toggle(s) in {n} runs: a full factorial, so no main effect is aliased with a "
-                f"two-factor interaction.")
-    shown = ", ".join(f"{c} ~ {' = '.join(p)}" for c, p in pairs.items() if p)
-    return (f"{k} toggles in {n} runs (resolution III): every main effect is estimable and "
-            f"orthogonal to the others, but aliased with two-factor interactions (toggles numbered "
-            f"1..{k} in declaration order: {shown}). A large effect may be an interaction; confirm "
-            f"it with one-at-a-time or a factorial of the few toggles that matter.")
 
 
 # --- error messages --------------------------------------------------------------------------

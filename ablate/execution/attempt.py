@@ -1,0 +1,151 @@
+"""One attempt at a run, the same wherever it trains: call the trainer with the run's config,
+hand each evaluation to a sink the moment it exists, and sort the end into completed, failed or
+interrupted.
+
+The local executor's job process and the Ray executor's task both call `run_attempt`; they
+differ only in their sink, which hears three things: `evaluated`, `finished`, `failed`.
+
+* `StoreSink` commits them to the results database (a local job; a Ray worker writing straight
+  into PostgreSQL; the Ray driver replaying its mailbox), and can keep the run's heartbeat;
+* `LogSink` writes a line for each to the run's log;
+* `Fanout` passes each to several sinks in turn;
+* `ray_executor.MailboxSink` carries them from a Ray worker to its driver.
+
+The trainer is any `module:function` with the signature `train(config: dict, on_eval, options)
+-> dict` (and `data=` where the executor prepared the data): the attempt knows nothing else of it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import threading
+from traceback import format_exc
+from typing import TYPE_CHECKING, Any, Callable, Protocol, TextIO
+
+from ..training.config import ExecOptions, TrainConfig
+from ..training.datasource import DataError, fingerprint
+
+if TYPE_CHECKING:
+    from ..storage.store import Store
+
+HEARTBEAT_S = 10.0  # how often a running attempt tells the database it is alive
+
+
+class Sink(Protocol):
+    def evaluated(self, metrics: dict, step_metrics: list[dict]) -> None: ...
+    def finished(self, result: dict) -> None: ...
+    def failed(self, error: str, traceback: str, status: str) -> None: ...
+
+
+def run_attempt(trainer: str, config: dict, options: ExecOptions, sink: Sink, *,
+                run_hash: str | None = None, data: Any = None) -> str:
+    """Train `config` once and tell `sink` everything; returns the status it reported.
+
+    Every failure goes to the sink: a trainer that does not import, a data file changed since
+    planning (checked against `run_hash` where given, i.e. where the file is read), the trainer
+    raising (failed), Ctrl-C or SIGTERM (KeyboardInterrupt: interrupted). Only the sink's own
+    errors escape (a database that cannot take the failure): the caller's runner sorts those out.
+    """
+    def on_eval(metrics: dict) -> None:
+        metrics = dict(metrics)
+        sink.evaluated(metrics, list(metrics.pop("step_metrics", [])))
+
+    try:
+        train = load_trainer(trainer)
+        if run_hash is not None:
+            check_data_unchanged(config, run_hash)
+        result = train(config, on_eval, options, **({} if data is None else {"data": data}))
+    except BaseException as e:  # noqa: BLE001 - every failure is recorded
+        status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
+        sink.failed(f"{type(e).__name__}: {e}", format_exc(), status)
+        return status
+    sink.finished(result)
+    return "completed"
+
+
+def load_trainer(spec: str) -> Callable[..., dict[str, Any]]:
+    module, _, func = spec.partition(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def check_data_unchanged(config: dict, run_hash: str) -> None:
+    """A run's identity holds its data's fingerprint as planned; a data file edited since then
+    would put other data under that identity, so the run fails instead of training."""
+    cfg = TrainConfig.from_dict(config)
+    if cfg.identity_hash(fingerprint(cfg.data)) != run_hash:
+        raise DataError(f"data file {cfg.data!r} changed since this matrix was planned (its "
+                        f"content hash differs); run `ablate run` again to plan it anew")
+
+
+class StoreSink:
+    """An attempt's evaluations and outcome, committed to the store as they come. The store
+    writes an outcome only while `attempt` is the run's current one."""
+
+    def __init__(self, store: Store, run_id: int, attempt: int):
+        self.store, self.run_id, self.attempt = store, run_id, attempt
+        self._ending = threading.Event()
+
+    def evaluated(self, metrics: dict, step_metrics: list[dict]) -> None:
+        self.store.record_eval(self.run_id, self.attempt, metrics, step_metrics)
+
+    def finished(self, result: dict) -> None:
+        self._ending.set()
+        self.store.finish(self.run_id, self.attempt, result)
+
+    def failed(self, error: str, traceback: str, status: str) -> None:
+        self._ending.set()
+        self.store.fail(self.run_id, self.attempt, error, traceback, status=status)
+
+    def keep_alive(self, on_lost: Callable[[], None], every_s: float = HEARTBEAT_S) -> None:
+        """Beat the run's heartbeat from a thread until the outcome is being recorded, and call
+        `on_lost` when the run stops being this attempt's (taken over, or reaped as stale). The
+        outcome itself ends the run's 'running': that is not a loss, hence the check after."""
+        def beat() -> None:
+            while not self._ending.wait(every_s):
+                if not self.store.heartbeat(self.run_id, self.attempt) and not self._ending.is_set():
+                    on_lost()
+
+        threading.Thread(target=beat, daemon=True).start()
+
+
+class LogSink:
+    """A line per call in a run's log: the step and val_loss of each evaluation, the traceback
+    and status of a failure, the final loss of a completed run."""
+
+    def __init__(self, log: TextIO):
+        self.log = log
+
+    def line(self, text: str) -> None:
+        if not self.log.closed:  # a late message after the executor closed the log
+            self.log.write(text + "\n")
+            self.log.flush()
+
+    def evaluated(self, metrics: dict, step_metrics: list[dict]) -> None:
+        self.line(json.dumps({"step": metrics["step"], "val_loss": metrics.get("val_loss")}))
+
+    def finished(self, result: dict) -> None:
+        self.line(f"completed: final_val_loss {result.get('final_val_loss')}")
+
+    def failed(self, error: str, traceback: str, status: str) -> None:
+        self.line(f"{traceback}{status}: {error}")
+
+
+class Fanout:
+    """Each call to every sink in turn (a log before the database: if the database write fails,
+    the log still says what happened)."""
+
+    def __init__(self, *sinks: Sink):
+        self.sinks = sinks
+
+    def evaluated(self, metrics: dict, step_metrics: list[dict]) -> None:
+        for sink in self.sinks:
+            sink.evaluated(metrics, step_metrics)
+
+    def finished(self, result: dict) -> None:
+        for sink in self.sinks:
+            sink.finished(result)
+
+    def failed(self, error: str, traceback: str, status: str) -> None:
+        for sink in self.sinks:
+            sink.failed(error, traceback, status)

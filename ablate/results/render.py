@@ -1,0 +1,272 @@
+"""A `Report` (or any results table, or one run) as text: a terminal table, markdown, csv or json.
+
+Rendering only: every number is already in the `Report`, `RunDetail` or frame it is given, and
+nothing here reads the database. rich is imported where a terminal table is drawn. A new output
+format is a new branch of `render` (and of `render_frame` / `render_run` where it applies).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import shlex
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+from ..training.config import format_value
+from .report import METRICS, Report, RunDetail, missing
+
+FORMATS = ("table", "markdown", "csv", "json")
+BLOCKS = "▁▂▃▄▅▆▇█"
+
+
+def _fmt(value: Any, spec: str = ".4f", signed: bool = False) -> str:
+    if missing(value):
+        return ""
+    return format(round(value, 10) + 0.0, ("+" if signed else "") + spec)  # no "-0.0000"
+
+
+def _duration(seconds: float) -> str:
+    if math.isnan(seconds):
+        return ""
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    return f"{seconds / 60:.0f}m" if seconds < 3600 else f"{seconds / 3600:.1f}h"
+
+
+def _si(value: float) -> str:
+    if math.isnan(value):
+        return ""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:.0f}"
+
+
+def _flags(row: Any, short: bool) -> str:
+    marks = [("B", "baseline", row.is_baseline), ("★", "best", row.is_best),
+             ("✗", "breaks rule", bool(row.breaks_rule)), ("≠", "not like-for-like", bool(row.not_like_for_like))]
+    return ("" if short else ", ").join(s if short else word for s, word, on in marks if on)
+
+
+def ranking_display(report: Report, short: bool) -> pd.DataFrame:
+    """The ranked configurations as display strings; `short` abbreviates for the terminal."""
+    ranked = report.ranking[report.ranking["rank"].notna()]
+    show_toggles = any(r.toggles != r.name.lstrip("+") and not r.is_baseline for r in ranked.itertuples())
+    rows = []
+    for r in ranked.itertuples():
+        row = {"#": f"{r.rank:.0f}", "config": r.name}
+        if show_toggles or not short:
+            row["toggles"] = r.toggles
+        row.update({
+            "n": str(r.n), "final": _fmt(r.final) + (f"±{r.final_sd:.4f}" if r.n > 1 else ""),
+            "95% CI": f"{r.ci_lo:.4f}–{r.ci_hi:.4f}" if r.n > 1 else "",
+            "best@step": f"{r.best:.4f}@{r.best_step:.0f}" if not math.isnan(r.best) else "",
+            "Δref": _fmt(r.d_ref, signed=True), "Δref%": _fmt(r.d_ref_pct, ".1f", signed=True) + "%",
+            "Δbase": _fmt(r.d_base, signed=True), "wall": _duration(r.wall_time_s),
+            "tok/s": _si(r.tokens_per_s), "flags": _flags(r, short),
+        })
+        rows.append(row)
+    return _drop_empty(pd.DataFrame(rows))
+
+
+def _drop_empty(frame: pd.DataFrame) -> pd.DataFrame:
+    """Without the columns no row fills (a one-seed matrix has no intervals)."""
+    return frame.loc[:, [(frame[c].astype(str) != "").any() for c in frame.columns]] if len(frame) else frame
+
+
+def unranked_display(report: Report) -> pd.DataFrame:
+    pending = report.ranking[report.ranking["rank"].isna()]
+    return pd.DataFrame({"config": pending["name"], "seed": pending["seed"].map(lambda s: _fmt(s, ".0f")),
+                         "status": pending["status"], "error": pending["error"].fillna("")})
+
+
+def effects_display(report: Report) -> pd.DataFrame:
+    e = report.effects
+    return pd.DataFrame({
+        "effect": e["effect"], "n": e["n"].astype(str),
+        "loss": e["loss"].map(_fmt),
+        "estimate": [_fmt(r.estimate, signed=True) + (f"±{r.sd:.4f}" if not math.isnan(r.sd) else "")
+                     for r in e.itertuples()],
+        "95% CI": [f"{r.ci_lo:+.4f}…{r.ci_hi:+.4f}" if not math.isnan(r.ci_lo) else "" for r in e.itertuples()],
+        "p": e["p"].map(lambda v: _fmt(v, ".3g")), "p Holm": e["p_holm"].map(lambda v: _fmt(v, ".3g")),
+        "verdict": e["verdict"],
+    }).pipe(_drop_empty)
+
+
+def _rich_table(frame: pd.DataFrame, styles: list[str] | None = None,
+                flexible: Iterable[str] = ("config", "effect", "error", "name", "field")) -> Any:
+    """A borderless rich table: flexible text columns shrink with an ellipsis, numbers never wrap."""
+    from rich import box
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, padding=0)
+    for column in frame.columns:
+        widest = max([len(str(column)), *(len(str(v)) for v in frame[column])])
+        wraps = column == "error"  # reasons are read in full; everything else stays one line
+        table.add_column(str(column), no_wrap=not wraps, overflow="fold" if wraps else "ellipsis",
+                         min_width=min(widest, 8) if column in flexible else widest)
+    for i, row in enumerate(frame.itertuples(index=False)):
+        table.add_row(*(str(v) for v in row), style=styles[i] if styles else None)
+    return table
+
+
+def markdown_table(frame: pd.DataFrame) -> str:
+    """A pipes table for pull requests."""
+    def cell(v: Any) -> str:
+        return str(v).replace("|", "\\|").replace("\n", " ")
+    lines = ["| " + " | ".join(map(cell, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(map(cell, row)) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def _capture(renderables: list, width: int, color: bool) -> str:
+    """Print renderables to a string: plain text, or with ANSI colours for a terminal."""
+    from rich.console import Console
+
+    from rich.text import Text
+
+    console = Console(file=io.StringIO(), width=width, force_terminal=color, no_color=not color,
+                      highlight=False, soft_wrap=False)
+    for item in renderables:  # text is printed as is (no markup); (text, style) pairs styled
+        if isinstance(item, tuple):
+            item = Text(*item)
+        console.print(Text(item) if isinstance(item, str) else item)
+    return console.file.getvalue()
+
+
+def _records(frame: pd.DataFrame) -> list[dict]:
+    return json.loads(frame.to_json(orient="records", default_handler=str))
+
+
+def render(report: Report, format: str = "table", width: int = 100, color: bool = False) -> str:
+    """The report as a terminal table (rich), markdown, csv (ranking then effects) or json."""
+    if format == "csv":
+        return pd.concat([report.ranking.assign(table="ranking"), report.effects.assign(table="effects")],
+                         ignore_index=True).pipe(lambda d: d[["table", *d.columns[:-1]]]).to_csv(index=False)
+    if format == "json":
+        head = {k: getattr(report, k) for k in ("experiment", "design", "metric", "reference", "seeds",
+                                                  "lines", "effects_title", "notes")}
+        return json.dumps({**head, "ranking": _records(report.ranking), "effects": _records(report.effects)},
+                          indent=2, default=str)
+    title = (f"{report.experiment} — {report.design}, {len(report.seeds)} seed(s), "
+             f"ranked by {METRICS[report.metric]}")
+    ranked = report.ranking[report.ranking["rank"].notna()]
+    pending, effects = unranked_display(report), effects_display(report)
+    if format == "markdown":
+        parts = [f"## {title}", *report.lines,
+                 markdown_table(ranking_display(report, short=False)) if len(ranked) else "No completed runs yet."]
+        if len(pending):
+            parts += ["**Not ranked**", markdown_table(pending)]
+        if len(effects):
+            parts += [f"**{report.effects_title}**", markdown_table(effects)]
+        parts.append("\n".join(f"- {note}" for note in report.notes))
+        return "\n\n".join(parts) + "\n"
+    if format != "table":
+        raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
+    styles = ["bold green" if r.is_best else "cyan" if r.is_baseline else "red" if r.breaks_rule else ""
+              for r in ranked.itertuples()]
+    parts: list = [(title, "bold"), *report.lines]
+    parts += [_rich_table(ranking_display(report, True), styles=styles),
+              "B baseline  ★ best rule-abiding  ✗ breaks Mainrun's rules  ≠ not like-for-like (see notes)"
+              ] if len(ranked) else ["No completed runs yet."]
+    if len(pending):
+        parts += [("Not ranked", "bold"), _rich_table(pending)]
+    if len(effects):
+        parts += [(report.effects_title, "bold"), _rich_table(effects)]
+    parts += [f"• {note}" for note in report.notes]
+    return _capture(parts, width, color)
+
+
+def render_frame(frame: pd.DataFrame, format: str = "table", title: str | None = None,
+                 width: int = 100, color: bool = False) -> str:
+    """Any results table (runs, evals) in one of FORMATS."""
+    if format == "csv":
+        return frame.to_csv(index=False)
+    if format == "json":
+        return json.dumps(_records(frame), indent=2)
+    shown = frame.map(_cell)
+    if format == "markdown":
+        return (f"**{title}**\n\n" if title else "") + markdown_table(shown) + "\n"
+    if format != "table":
+        raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
+    return _capture([(title, "bold")] * bool(title) + [_rich_table(shown)], width, color)
+
+
+def runs_display(runs: pd.DataFrame) -> pd.DataFrame:
+    """The columns of a load_runs() frame worth a terminal line, with short headers."""
+    columns = {"run_id": "id", "experiment": "experiment", "name": "name", "seed": "seed", "status": "status",
+               "final_val_loss": "final", "best_val_loss": "best", "best_step": "@step",
+               "wall_time_s": "wall s", "error": "error"}
+    if runs["experiment"].nunique() <= 1:
+        columns.pop("experiment")
+    return runs[list(columns)].rename(columns=columns)
+
+
+def _cell(value: Any) -> str:
+    """Compact text for one value: 4 decimals, scientific when tiny, thousands when large."""
+    if missing(value):
+        return ""
+    if isinstance(value, (float, np.floating)):
+        if value != 0 and abs(value) < 0.01:
+            return f"{value:.2e}"
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4f}"
+    return str(value)
+
+
+def render_run(detail: RunDetail, format: str = "table", width: int = 100, color: bool = False) -> str:
+    """A run's header, config diff and evaluations; csv is the evaluations alone."""
+    if format == "csv":
+        return detail.evals.to_csv(index=False)
+    if format == "json":
+        return json.dumps({"run": detail.run, "config_diff": _records(detail.config_diff),
+                           "evals": _records(detail.evals)}, indent=2, default=str)
+    r = detail.run
+    header = [f"{r['name']} (run {r['run_id']}, {r['hash']}, seed {r['seed']}) in {r['experiment']}: {r['status']}"]
+    if r["error"]:
+        header.append(f"error: {r['error']}")
+    if r["final_val_loss"] is not None:
+        header.append(f"final val_loss {r['final_val_loss']:.4f}, best {r['best_val_loss']:.4f} "
+                      f"at step {r['best_step']}")
+    if detail.values:
+        header.append(f"val_loss {sparkline(detail.values)}")
+    evals = detail.evals.drop(columns=[c for c in detail.evals.columns if c.startswith("extra.")])
+    if format == "markdown":
+        return "\n\n".join([*header, "**Config vs " + detail.config_diff.columns[-1] + "**",
+                            markdown_table(detail.config_diff.map(_cell)),
+                            "**Evaluations**", markdown_table(evals.map(_cell))]) + "\n"
+    if format != "table":
+        raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
+    short = evals.rename(columns={"epoch": "ep", "val_loss": "val", "val_loss_full": "full",
+                                  "eval_coverage": "cov", "train_loss": "train", "grad_norm": "gnorm",
+                                  "tokens_seen": "tokens", "elapsed_s": "time", "tokens_per_s": "tok/s"})
+    return _capture([*header, ("Config vs " + detail.config_diff.columns[-1], "bold"),
+                     _rich_table(detail.config_diff.map(_cell)), ("Evaluations", "bold"),
+                     _rich_table(short.map(_cell))], width, color)
+
+
+def as_command(detail: RunDetail) -> str:
+    """An `ablate train` command line that reproduces the run: --data, then --set for every field
+    that differs from TrainConfig's defaults, and --max-steps when the run was truncated."""
+    words = ["ablate", "train", "--data", detail.config.data]
+    for name, value in detail.config.diff().items():
+        if name != "data":
+            words += ["--set", f"{name}={format_value(value)}"]
+    if detail.truncated_at is not None:
+        words += ["--max-steps", str(detail.truncated_at)]
+    return shlex.join(words)
+
+
+def sparkline(values: Iterable[float]) -> str:
+    """One block character per value, scaled from the lowest to the highest; blank for nan."""
+    vals = [float(v) for v in values]
+    finite = [v for v in vals if math.isfinite(v)]
+    if not finite:
+        return " " * len(vals)
+    lo, span = min(finite), max(finite) - min(finite)
+    top = len(BLOCKS) - 1
+    return "".join(" " if not math.isfinite(v) else BLOCKS[round((v - lo) / span * top) if span else top // 2]
+                   for v in vals)

@@ -1,0 +1,219 @@
+"""Opening a results database for many processes at once, and its transactions.
+
+A `Database` is the engine under the `Store`: it turns `--db` into a URL, checks the file, sets
+up SQLite for concurrency, checks and migrates the schema version on open, and runs every
+transaction, read or write. The store above it says *what* each transaction does.
+
+* on SQLite every connection runs in WAL mode with a 30 s busy timeout, and every write
+  transaction starts with ``BEGIN IMMEDIATE``: a writer takes the write lock up front instead
+  of upgrading a read lock, which is what deadlocks two processes into "database is locked";
+  a short retry with backoff remains as a last resort;
+* an empty database gets the newest schema; an older one is migrated (`migrations`, a copy of
+  a SQLite file kept first); a newer one is refused untouched, naming both versions.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from sqlalchemy import create_engine, event, inspect
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from .migrations import FIRST_VERSION, MigrationError, latest_version, stored_version, upgrade
+from .schema import Base, Meta
+
+_SQLITE_PRAGMAS = (
+    "PRAGMA busy_timeout=30000",  # first, so switching to WAL waits for other connections
+    "PRAGMA journal_mode=WAL",
+    "PRAGMA synchronous=NORMAL",
+    "PRAGMA foreign_keys=ON",
+)
+_WRITE_TRIES = 5
+
+
+class StoreError(RuntimeError):
+    """A results database that cannot be used as asked, with a message for the user."""
+
+
+def default_url() -> str:
+    """$ABLATE_DB, else results.db in the current directory."""
+    return os.environ.get("ABLATE_DB") or "sqlite:///results.db"
+
+
+def resolve_url(db: str | Path | None) -> str:
+    """A URL as given, a bare path as a SQLite URL, None as $ABLATE_DB or ./results.db."""
+    if db is None or str(db) == "":
+        return default_url()
+    text = str(db)
+    return text if "://" in text else f"sqlite:///{Path(text).expanduser().absolute()}"
+
+
+def _is_locked(exc: OperationalError) -> bool:
+    text = str(exc.orig).lower()
+    return "database is locked" in text or "database table is locked" in text
+
+
+def _sqlite_path(url: str) -> Path | None:
+    """The file behind a SQLite URL, or None for other backends and in-memory databases."""
+    parsed = make_url(url)
+    db = parsed.database
+    if parsed.get_backend_name() != "sqlite" or not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    return Path(db).absolute()
+
+
+def _check_path(path: Path, create: bool) -> None:
+    if not create:
+        if not path.is_file():
+            raise StoreError(f"no results database at {path}")
+        return
+    if not path.parent.is_dir():
+        raise StoreError(f"cannot create results database {path}: directory {path.parent} does not exist")
+    # WAL needs its -wal/-shm files next to the database, so the directory must be writable too.
+    if not os.access(path.parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise StoreError(f"cannot write results database {path}: permission denied")
+
+
+def _setup_sqlite(engine: Engine) -> None:
+    """WAL + busy timeout on every connection; BEGIN IMMEDIATE for write transactions.
+
+    pysqlite's own transaction handling is turned off (isolation_level=None) so that the
+    BEGIN emitted in the "begin" event is the only one: the SQLAlchemy recipe for SQLite.
+    """
+
+    @event.listens_for(engine, "connect")
+    def _connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in _SQLITE_PRAGMAS:
+            cursor.execute(pragma)
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn: Any) -> None:
+        write = conn.get_execution_options().get("ablate_write", False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+# ------------------------------------------------------------------------------ database
+
+
+class Database:
+    """A connection to the results database. Cheap to keep; call close() to release files."""
+
+    def __init__(self, url: str | None = None, *, create: bool = True):
+        """Open (and with create=True initialise) the database; migrate an older schema, refuse a
+        newer one. create=False is for read-only commands: a missing SQLite file is an error."""
+        self.url = url or default_url()
+        self.file = _sqlite_path(self.url)
+        self.where = str(self.file) if self.file else make_url(self.url).render_as_string(hide_password=True)
+        self.version = latest_version()  # once open: older databases are migrated to it
+        self.upgraded: tuple[int, int] | None = None  # (from, to) when opening migrated the schema
+        self.backup: Path | None = None  # the copy of the file kept before migrating it
+        if self.file is not None:
+            _check_path(self.file, create)
+        self._engine = create_engine(self.url)
+        if self._engine.dialect.name == "sqlite":
+            _setup_sqlite(self._engine)
+        self._reader = sessionmaker(self._engine, expire_on_commit=False)
+        self._writer = sessionmaker(
+            self._engine.execution_options(ablate_write=True), expire_on_commit=False
+        )
+        try:
+            self._open(create)
+        except OperationalError as exc:
+            self.close()
+            raise StoreError(f"cannot open results database {self.where}: {exc.orig}") from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ----------------------------------------------------------------- plumbing
+
+    def _open(self, create: bool) -> None:
+        """Read the schema version; write only to initialise an empty database or to migrate."""
+        version, latest = self._version(), latest_version()
+        if version is None:
+            if not create:
+                raise StoreError(f"{self.where} is empty: no ablate results recorded there yet")
+            self._write(self._create_schema)
+            version = self._version()
+        if version > latest:
+            raise StoreError(
+                f"{self.where} was written by a newer ablate (schema {version}, this one reads "
+                f"{latest}); upgrade ablate"
+            )
+        if version < FIRST_VERSION:
+            raise StoreError(f"{self.where} has schema {version}: no migration leads from it to this "
+                             f"ablate's {latest}; use a new database or the ablate that wrote it")
+        if version < latest:
+            try:
+                self.backup = upgrade(self._write, version, self.file)
+            except MigrationError as e:
+                raise StoreError(f"{self.where}: {e}") from e
+            self.upgraded = (version, latest)
+
+    def _version(self) -> int | None:
+        """The stored schema version; None for an empty database."""
+        with self._engine.connect() as conn:
+            tables = inspect(conn).get_table_names()
+            if tables and "meta" not in tables:
+                raise StoreError(
+                    f"{self.where} is not an ablate results database (tables: {', '.join(sorted(tables))})"
+                )
+            version = stored_version(conn)
+        if version is None and tables:
+            raise StoreError(f"{self.where} has a meta table but no schema_version")
+        return version
+
+    @staticmethod
+    def _create_schema(session: Session) -> None:
+        conn = session.connection()
+        if conn.dialect.name == "postgresql":  # runners starting together: one creates, one waits
+            conn.exec_driver_sql("SELECT pg_advisory_xact_lock(hashtext('ablate create schema'))")
+        if "meta" in inspect(conn).get_table_names():  # another process got here first
+            return
+        Base.metadata.create_all(conn)
+        session.add(Meta(key="schema_version", value=str(latest_version())))
+
+    def _read(self, fn: Callable[[Session], Any]) -> Any:
+        with self._reader() as session, session.begin():
+            return fn(session)
+
+    def _write(self, fn: Callable[[Session], Any], *, retry_conflicts: bool = False) -> Any:
+        """Run fn in one write transaction and commit it; retry if the database stays locked.
+
+        retry_conflicts also retries unique-key races between processes inserting the same row
+        (PostgreSQL; on SQLite BEGIN IMMEDIATE already serialises them): the retry sees the row.
+        """
+        delay, tries = 0.05, 0
+        while True:
+            tries += 1
+            try:
+                with self._writer() as session, session.begin():
+                    return fn(session)
+            except OperationalError as exc:
+                if not _is_locked(exc):
+                    raise
+                if tries == _WRITE_TRIES:
+                    raise StoreError(f"{self.where} stayed locked through {tries} tries: {exc.orig}") from exc
+            except IntegrityError:
+                if not retry_conflicts or tries == _WRITE_TRIES:
+                    raise
+            time.sleep(delay * (1 + random.random()))
+            delay *= 2
