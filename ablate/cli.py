@@ -216,6 +216,27 @@ def db_upgrade(db: DbOption = None) -> None:
         err.print(f"{store.where}: schema {old} → {new}{kept}", highlight=False)
 
 
+@db_app.command("merge")
+def db_merge(
+    other: Annotated[str, typer.Argument(metavar="OTHER.db", help="the database to copy from "
+                                         "(a .db path or SQLAlchemy URL); never written")],
+    db: DbOption = None,
+) -> None:
+    """Copy another results database's experiments, runs and evaluations into this one,
+    matching runs by identity, in one transaction. A run completed in both is kept once;
+    differing results for one identity are listed and this database's are kept (exit 1)."""
+    from .storage.merge import merge
+    from .storage.store import open_store
+
+    with _user_errors(), open_store(db, create=True) as store:
+        report = merge(store, other)
+    err.print(report.summary(), highlight=False, markup=False)
+    for conflict in report.conflicts:
+        err.print(f"conflict: {conflict}", highlight=False, markup=False)
+    if report.conflicts:
+        raise typer.Exit(1)
+
+
 @app.command("catalog")
 def show_catalog() -> None:
     """List the report's optimizations and the base presets."""
