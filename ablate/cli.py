@@ -378,6 +378,8 @@ def plot_cmd(
     metric: Annotated[str, typer.Option(help="mainrun (val_loss) | full (val_loss_full)")] = "mainrun",
     effects: Annotated[bool, typer.Option("--effects", help="each effect with its interval, "
                                           "coloured by verdict, instead of the curves")] = False,
+    delta: Annotated[bool, typer.Option("--delta", help="each curve minus the same-seed "
+                                        "baseline's (separates overlapping curves)")] = False,
     db: DbOption = None,
 ) -> None:
     """Plot validation loss against step, or (--effects) the effect of each toggle."""
@@ -390,7 +392,8 @@ def plot_cmd(
         if effects:
             path = plot_effects(build_report(db, _experiment(db, experiment, matrix)), out)
         else:
-            path = plot_curves(db, _experiment(db, experiment, matrix), names, out, METRICS[metric])
+            path = plot_curves(db, _experiment(db, experiment, matrix), names, out, METRICS[metric],
+                               delta)
     err.print(f"wrote {path}", highlight=False)
 
 

@@ -164,3 +164,16 @@ def test_results_md_links_the_effects_plots_it_draws(tmp_path):
     assert result.exit_code == 0, result.output
     linked = re.findall(r"!\[[^\]]*\]\((results-effects-[\w.-]+\.png)\)", doc.read_text())
     assert linked and all((tmp_path / png).stat().st_size > 5_000 for png in linked)
+
+
+def test_delta_curves_subtract_the_same_seed_baseline_at_each_step():
+    from ablate.results.frames import load_evals
+    from ablate.results.plot import minus_baseline
+
+    evals = load_evals(COMMITTED, "report-cpu")
+    delta = minus_baseline(evals, "val_loss_full")
+    assert "baseline" not in set(delta["name"]) and len(delta) == (evals["name"] != "baseline").sum()
+    row = delta[(delta["name"] == "swiglu") & (delta["seed"] == 1338)].iloc[-1]
+    pick = lambda name: evals[(evals["name"] == name) & (evals["seed"] == 1338) & (evals["step"] == row["step"])]  # noqa: E731
+    expected = pick("swiglu")["val_loss_full"].item() - pick("baseline")["val_loss_full"].item()
+    assert row["val_loss_full"] == pytest.approx(expected, rel=1e-12)

@@ -97,9 +97,13 @@ def _experiment_section(db: Any, name: str, metric: str | None) -> str:
         if report.effects["estimate"].notna().any():
             parts.append(_figure(lambda out: plot_effects(report, out),
                                  f"Effects of {report.experiment}: estimate and 95% interval"))
-    if not evals.dropna(subset=[METRICS[report.metric]]).empty:
-        parts.append(_figure(lambda out: plot_curves(db, name, None, out, METRICS[report.metric]),
-                             f"{report.experiment}: {METRICS[report.metric]} by step"))
+    metric = METRICS[report.metric]
+    if not evals.dropna(subset=[metric]).empty:
+        parts.append(_figure(lambda out: plot_curves(db, name, None, out, metric),
+                             f"{report.experiment}: {metric} by step"))
+        if ranked["is_baseline"].any() and len(ranked) > 1:  # curves that separate
+            parts.append(_figure(lambda out: plot_curves(db, name, None, out, metric, delta=True),
+                                 f"{report.experiment}: {metric} minus the same-seed baseline"))
     if report.notes:
         parts.append("<h3>Notes</h3><ul class=\"notes\">"
                      + "".join(f"<li>{_e(n)}</li>" for n in report.notes) + "</ul>")

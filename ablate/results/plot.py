@@ -16,10 +16,11 @@ TOP = 5  # configurations plotted besides the baseline when none are named
 
 
 def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, out: str | Path = "curves.png",
-                metric: str = "val_loss") -> Path:
+                metric: str = "val_loss", delta: bool = False) -> Path:
     """Plot `metric` against step for the named configurations (default: the baseline and the five
     configurations with the lowest final value), averaged over seeds with a min-max band
-    (`seed_band`)."""
+    (`seed_band`). `delta`: each configuration's difference from the same-seed baseline
+    instead, which separates curves that lie on top of each other."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -36,6 +37,9 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
     if unknown:
         raise frames.ResultsError(f"no evaluations for {', '.join(unknown)} in {exp['experiment']!r}; "
                                    f"known: {', '.join(dict.fromkeys(evals['name']))}")
+    if delta:
+        evals = minus_baseline(evals, metric)
+        names = [n for n in names if n != "baseline"]
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for name in names:
         curve = seed_band(evals[evals["name"] == name], metric)
@@ -46,21 +50,44 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
             ax.fill_between(curve.index, curve["min"], curve["max"], color=line.get_color(), alpha=0.15)
     reference = frames.reference_of(exp)
     low, high = ax.get_ylim()
-    if low <= reference <= high:
+    if delta:
+        ax.axhline(0, color="grey", linestyle="--", label="baseline (same seed)")
+    elif low <= reference <= high:
         ax.axhline(reference, color="grey", linestyle=":", label=f"Mainrun reference {reference:g}")
     else:  # drawing it would flatten every curve: say where it is instead
         where = "below" if reference < low else "above"
         ax.annotate(f"Mainrun reference {reference:g}: {where} this range", xy=(0.99, 0.99 if where == "above" else 0.01),
                     xycoords="axes fraction", ha="right", va="top" if where == "above" else "bottom",
                     fontsize="small", color="grey")
-    ax.set(xlabel="optimizer step", ylabel=f"{metric} (nats per character)",
-           title=f"{exp['experiment']}: {metric} by step")
+    what = f"{metric} − same-seed baseline" if delta else metric
+    ax.set(xlabel="optimizer step", ylabel=f"{what} (nats per character)",
+           title=f"{exp['experiment']}: {what} by step")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     path = Path(out)
     fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def minus_baseline(evals: Any, metric: str) -> Any:
+    """Each non-baseline evaluation minus the same-seed baseline at that step (the baseline's
+    curve interpolated where their steps differ); runs without a same-seed baseline dropped."""
+    import numpy as np
+
+    base = {seed: g.sort_values("step") for seed, g in evals[evals["name"] == "baseline"].groupby("seed")}
+    parts = []
+    for (name, seed), g in evals[evals["name"] != "baseline"].groupby(["name", "seed"]):
+        if seed in base:
+            b = base[seed]
+            parts.append(g.assign(**{metric: g[metric].to_numpy(dtype=float) - np.interp(
+                g["step"].to_numpy(dtype=float), b["step"].to_numpy(dtype=float),
+                b[metric].to_numpy(dtype=float))}))
+    if not parts:
+        raise frames.ResultsError("no run has a same-seed baseline to subtract")
+    import pandas as pd
+
+    return pd.concat(parts)
 
 
 def seed_band(evals: Any, metric: str) -> Any:
