@@ -241,6 +241,13 @@ ExperimentOption = Annotated[Optional[str], typer.Option(
 FormatOption = Annotated[str, typer.Option("--format", "-f", help="table | markdown | csv | json")]
 MetricOption = Annotated[Optional[str], typer.Option(
     help="mainrun (val_loss) | full (val_loss_full); default: mainrun unless eval coverages differ")]
+MinEffectOption = Annotated[Optional[float], typer.Option(
+    "--min-effect", help="smallest effect of interest, nats/char (default: the matrix's min_effect, else 0.005)")]
+
+
+def _check_min_effect(min_effect: Optional[float]) -> None:
+    if min_effect is not None and not min_effect > 0:
+        fail(f"--min-effect {min_effect!r}: expected a positive number (nats per character)")
 
 
 def _check(value: Optional[str], choices: tuple, option: str) -> None:
@@ -272,16 +279,17 @@ def _experiment(db: Optional[str], experiment: Optional[str], matrix_path: Optio
 def report_cmd(
     matrix: Annotated[Optional[Path], typer.Argument(help="matrix YAML; its name selects the experiment")] = None,
     experiment: ExperimentOption = None, db: DbOption = None, metric: MetricOption = None,
-    fmt: FormatOption = "table",
+    fmt: FormatOption = "table", min_effect: MinEffectOption = None,
 ) -> None:
-    """Rank an experiment's configurations and estimate each toggle's effect."""
+    """Rank an experiment's configurations and give each comparison its verdict."""
     from .results.render import FORMATS, render
     from .results.report import METRICS, build_report
 
     _check(metric, tuple(METRICS), "--metric")
     _check(fmt, FORMATS, "--format")
+    _check_min_effect(min_effect)
     with _user_errors():
-        report = build_report(db, _experiment(db, experiment, matrix), metric)
+        report = build_report(db, _experiment(db, experiment, matrix), metric, min_effect)
     _emit(lambda width, color: render(report, fmt, width, color))
 
 

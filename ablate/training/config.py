@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 HUB_DATASET = "julien040/hacker-news-posts"
 MAINRUN_VAL_LOSS = 1.754  # Mainrun's baseline result: the reference a matrix's Δref is measured against
+MIN_EFFECT = 0.005  # nats/char: the smallest effect a verdict calls better or worse (README: why)
 
 Attention = Literal["manual", "sdpa"]
 MLPKind = Literal["gelu", "swiglu"]
