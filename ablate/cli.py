@@ -163,34 +163,55 @@ def run(
     checkpoints: Annotated[bool, typer.Option("--checkpoints", help="checkpoint every run at each evaluation")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="continue interrupted runs from their last checkpoint (implies --checkpoints)")] = False,
     checkpoint_dir: Annotated[str, typer.Option(help="where checkpoints go, one folder per run hash")] = "ablate-checkpoints",
+    decide: Annotated[bool, typer.Option("--until-decided", help="add seeds, round by round, to the comparisons still inconclusive (the listed seeds are the first round)")] = False,
+    max_seeds: Annotated[Optional[int], typer.Option(help="--until-decided: the most seeds a comparison gets (default: the matrix's seeds.max, else 12)")] = None,
 ) -> None:
-    """Run a matrix: every configuration once, results committed as they happen."""
-    from .execution import runner
+    """Run a matrix: every configuration once (or seeds until decided), results committed as they happen."""
+    from .execution import runner, sequential
     from .execution.executors import ExecutorChoice, make_executor
     from .execution.progress import LiveProgress
+    from .results.looks import undecided
     from .storage.store import open_store
 
     with _user_errors():
         runner.check_rerun(rerun, resume)
         choice = ExecutorChoice(executor, address=address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run,
                                 jobs_per_device=jobs_per_device, warm_workers=warm_workers)
+    if max_seeds is not None and not decide:
+        fail("--max-seeds is for --until-decided")
     matrix, rows = _planned(matrix_path, data)
+    if decide:
+        with _user_errors():
+            matrix = sequential.until_decided(matrix, max_seeds)
+        rows = runner.plan(matrix, data)
+    first = [r for r in rows if r.planned.seed in matrix.seeds[:matrix.first_seeds]]
     console = Console(soft_wrap=True)
     with _user_errors(), open_store(db, create=True) as store:
-        run_ids = runner.register(store, matrix, rows)
-        total, done = len(set(run_ids)), runner.count_completed(store, rows)
-        if done == total and rerun != "all":
+        total, done = len(first), runner.count_completed(store, first)
+        if done == total and rerun != "all" and matrix.first_seeds == len(matrix.seeds):
+            runner.register(store, matrix, rows)
             console.print(f"{matrix.name}: all {total} runs already completed in {store.url}; "
                           f"nothing to train (--rerun all trains them again)", highlight=False)
             return
+
+        def train_round(ids: list[int]) -> runner.Outcome:
+            done_before = sum(store.run(i).status == "completed" for i in set(ids))
+            with LiveProgress(store, len(set(ids)), done_before, console) as progress:
+                return runner.run(store, ids, pool, trainer=trainer, rerun=rerun,
+                                  options={"compile": compile, "resume": resume},
+                                  checkpoint_root=Path(checkpoint_dir) if checkpoints or resume else None,
+                                  on_event=progress)
+
+        def on_round(n: int, names: set[str]) -> None:
+            console.print(f"{matrix.name}: after {n} seeds, " + (
+                f"{len(names)} configuration(s) still undecided get seed {matrix.seeds[n]}" if names
+                else "every comparison is decided"), highlight=False)
+
         with closing(make_executor(choice, matrix.execution, Path(log_dir) / matrix.name)) as pool:
-            console.print(f"{matrix.name}: {len(rows)} runs ({done} already completed) on {pool.describe()}; "
+            console.print(f"{matrix.name}: {total} runs ({done} already completed) on {pool.describe()}; "
                           f"results in {store.url}", highlight=False)
-            with LiveProgress(store, total, done, console) as progress:
-                outcome = runner.run(store, run_ids, pool, trainer=trainer, rerun=rerun,
-                                     options={"compile": compile, "resume": resume},
-                                     checkpoint_root=Path(checkpoint_dir) if checkpoints or resume else None,
-                                     on_event=progress)
+            outcome, run_ids = sequential.run_until_decided(
+                store, matrix, rows, train_round, lambda seeds: undecided(store.url, matrix.name, seeds), on_round)
         console.print(f"{matrix.name}: trained {len(outcome.trained)} run(s) now; "
                       f"{runner.summary(store, run_ids)}. See `ablate report {matrix_path}`.", highlight=False)
     if outcome.interrupted:

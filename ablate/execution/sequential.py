@@ -15,78 +15,66 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import yaml
 
 from ..storage.store import Store
-from ..training.config import MIN_EFFECT
-from .safe_yaml import YAMLProblem, read_mapping
+from . import runner
+from .matrix import Matrix, MatrixError, parse_matrix
+from .runner import Outcome, PlanRow
+from .safe_yaml import read_mapping
 
 WAIT_S = 2.0  # how often a look waits for runs another runner trains
-
-
-class SeedRange(BaseModel):
-    """`seeds: {min: 3, max: 12}`: the first round has `min` seeds (the base seed and those after
-    it), and rounds add one seed at a time up to `max`."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-    min: int = Field(ge=2)  # a paired interval needs two seeds
-    max: int
-
-    @model_validator(mode="after")
-    def _ordered(self) -> "SeedRange":
-        if self.max < self.min:
-            raise ValueError(f"max ({self.max}) is below min ({self.min})")
-        return self
-
-    @property
-    def looks(self) -> int:
-        """Every seed count from min to max is a look at which a verdict may be reported."""
-        return self.max - self.min + 1
-
-
-def verdict_settings(yaml_text: str | None) -> tuple[float, int]:
-    """(min_effect, looks) of a stored matrix text: its `min_effect` (else the default) and the
-    looks its `seeds: {min, max}` allows (else 1). A text that cannot be read has the defaults."""
-    try:
-        raw = read_mapping(yaml_text or "")
-    except YAMLProblem:
-        return MIN_EFFECT, 1
-    min_effect, seeds = raw.get("min_effect"), raw.get("seeds")
-    try:
-        looks = SeedRange.model_validate(seeds).looks if isinstance(seeds, dict) else 1
-    except ValueError:
-        looks = 1
-    usable = isinstance(min_effect, (int, float)) and not isinstance(min_effect, bool) and min_effect > 0
-    return (float(min_effect) if usable else MIN_EFFECT), looks
-
+MAX_SEEDS = 12  # `ablate run --until-decided` without --max-seeds
 
 Undecided = Callable[[list[int]], set[str]]  # seeds so far -> configurations still to extend
-TrainRound = Callable[[list[int]], Any]  # run ids -> an outcome with `.interrupted`
+TrainRound = Callable[[list[int]], Outcome]  # run ids -> what training them did
 
 
-def run_until_decided(store: Store, seeds: list[int], first: int, register: Callable[[int, set[str] | None], list[int]],
-                      train: TrainRound, undecided: Undecided,
-                      on_round: Callable[[int, set[str]], None] = lambda n, names: None) -> Any:
-    """Train the first `first` seeds of every configuration, then one seed more at a time for
-    the configurations `undecided` names, until it names none or `seeds` run out.
-    `register(seed, names)` registers those configurations (None: all) at one seed and returns
-    their run ids. Returns the last round's outcome (interrupted: stopped by Ctrl-C); a round
-    with a run that did not complete ends the loop, so no look reads an incomplete round."""
-    ids = [i for seed in seeds[:first] for i in register(seed, None)]
+def until_decided(matrix: Matrix, max_seeds: int | None) -> Matrix:
+    """The matrix with `seeds: {min, max}` (`ablate run --until-decided --max-seeds N`): its
+    listed seeds, which must follow one another, are the first round. The stored text says so,
+    so the report spends α over the same looks."""
+    raw = read_mapping(matrix.text)
+    listed, first = matrix.seeds[:matrix.first_seeds], matrix.first_seeds
+    if listed != list(range(listed[0], listed[0] + first)) or listed[0] != matrix.base.seed:
+        raise MatrixError(str(matrix.path), [f"seeds: --until-decided adds seeds after the base seed "
+                                             f"{matrix.base.seed}, one by one; list them so (or write "
+                                             f"seeds: {{min, max}})"])
+    limit = max_seeds or getattr(matrix.spec.seeds, "max", MAX_SEEDS)
+    raw["seeds"] = {"min": first, "max": max(limit, first)}
+    return parse_matrix(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True), matrix.path)
+
+
+def run_until_decided(store: Store, matrix: Matrix, rows: list[PlanRow], train: TrainRound,
+                      undecided: Undecided, on_round: Callable[[int, set[str]], None] = lambda n, names: None,
+                      ) -> tuple[Outcome, list[int]]:
+    """Train the first round (every configuration, the matrix's first seeds), then one seed more
+    at a time for the configurations `undecided` names, until it names none or the seeds run
+    out. A plain matrix is one round. Returns what was trained (interrupted: stopped by Ctrl-C)
+    and every run id registered. A round with a run that did not complete ends the loop, so no
+    look reads an incomplete round (`--rerun failed` continues)."""
+    def register(seeds: list[int], names: set[str] | None = None) -> list[int]:
+        return runner.register(store, matrix, [r for r in rows if r.planned.seed in seeds and (
+            names is None or r.planned.name in names)], keep=rows)  # a replay unlinks no later round
+
+    seeds, first = matrix.seeds, matrix.first_seeds
+    ids = register(seeds[:first])
+    every, total = list(ids), Outcome([], 0)
     for n in range(first, len(seeds) + 1):
         outcome = train(ids)
-        if outcome.interrupted:
-            return outcome
-        if not _round_complete(store, ids) or n == len(seeds):
-            return outcome  # a failed run: the look waits for `--rerun failed`
+        total.trained += outcome.trained
+        total.already_done += outcome.already_done
+        if outcome.interrupted or n == len(seeds) or not _round_complete(store, ids):
+            total.interrupted = outcome.interrupted
+            break
         names = undecided(seeds[:n])
         on_round(n, names)
         if not names:
-            return outcome
-        ids = register(seeds[n], names)
-    return outcome
+            break
+        ids = register([seeds[n]], names)
+        every += ids
+    return total, every
 
 
 def _round_complete(store: Store, ids: list[int]) -> bool:

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from ..execution.designs import aliasing_note
-from ..execution.sequential import verdict_settings
+from ..execution.seeds import verdict_settings
 from ..storage.schema import plain
 from ..storage.store import open_store
 from ..training.catalog import CATALOG
