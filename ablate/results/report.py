@@ -326,7 +326,7 @@ def _effects(design: str, per_run: pd.DataFrame, factors: list[_Factor], min_eff
         {"effect": label, "kind": kind, "n": est.n if est else 0, "paired": bool(est and est.paired),
          "loss": loss, "estimate": est.mean if est else math.nan, "sd": est.sd if est else math.nan,
          "ci_lo": v.lo, "ci_hi": v.hi, "p": v.p, "p_holm": v.p_adjusted,
-         "verdict": "no data" if not est or math.isnan(est.mean) else v.label,
+         "verdict": "no data" if not est or math.isnan(est.mean) else v.label if est.paired or est.n < 2 else "unpaired",
          "seeds_needed": v.seeds_needed, "configs": configs}
         for (label, kind, est, loss, configs), v in zip(rows, verdicts)
     ], columns=["effect", "kind", "n", "paired", "loss", "estimate", "sd", "ci_lo", "ci_hi", "p", "p_holm",
