@@ -63,3 +63,22 @@ def test_the_prose_outside_the_markers_holds_no_verdict_table():
     block = document.committed_block(REPO / "RESULTS.md")
     assert "| report's claim |" not in outside and "| verdict |" not in outside
     assert "beyond noise" not in block and "within noise" not in block  # retired labels
+
+
+def test_a_claim_is_read_from_the_experiment_that_measured_it_on_most_seeds():
+    """A one-seed full-scale matrix beside a 3-seed proxy: the proxy's verdict, not 'no data'."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    def report(rows):
+        columns = ["effect", "n", "estimate", "ci_lo", "ci_hi", "verdict"]
+        return SimpleNamespace(design="one-at-a-time", effects=pd.DataFrame(rows, columns=columns))
+    nan = float("nan")
+    full = report([("swiglu", 1, -0.02, nan, nan, "noise unknown"), ("vocab_32k", 0, nan, nan, nan, "no data")])
+    proxy = report([("swiglu", 3, 0.003, -0.0056, 0.0116, "inconclusive"), ("vocab_2x", 3, -0.15, -0.17, -0.14, "better")])
+    table = document._claims_table([full, proxy])
+    assert "| swiglu | lower loss: helps (the author's one-seed run: −0.011) | +0.0030 [-0.0056…+0.0116], " \
+           "inconclusive | not measured | undecided (claimed -0.011: outside the interval) |" in table
+    assert "-0.1500 [-0.1700…-0.1400], better (as vocab_2x)" in table
+    assert "| sdpa | same loss: same model, 10–20% faster | not measured | not measured | not measured |" in table

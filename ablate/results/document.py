@@ -69,8 +69,9 @@ _CLAIMS_INTRO = (
     "Each claim of the report (the catalog's `claim`) against the verdicts above. A change is "
     "measured alone (one-at-a-time) and inside the stack, as what it adds there: loss(all) − "
     "loss(all − X), the negative of the leave-one-out row, so negative = it lowers the loss in "
-    "both columns. \"lower\" holds when the verdict is better; \"same\" when it is negligible; an "
-    "inconclusive verdict leaves the claim undecided.")
+    "both columns, each from the experiment that measured it on most seeds. \"lower\" holds when "
+    "the verdict is better; \"same\" when it is negligible; an inconclusive verdict leaves the "
+    "claim undecided.")
 
 
 def _claims_table(reports: list[Report]) -> str:
@@ -94,22 +95,30 @@ _FLIPPED = {"better": "worse", "worse": "better"}
 
 
 def _measured(reports: list[Report], claim: Claim, name: str, design: str) -> tuple[str, str, str]:
-    """(what was measured, whether the claim holds, whether its size is inside the interval) for
-    the first report of `design` that has the optimization (or a proxy of it)."""
-    for report in (r for r in reports if r.design == design):
-        for row in report.effects.itertuples():
-            label = row.effect.removeprefix("−") if design == "leave-one-out" else row.effect
-            if label not in (name, *claim.proxies) or (design == "leave-one-out") != row.effect.startswith("−"):
-                continue
-            sign = -1 if design == "leave-one-out" else 1  # what X adds: −(loss(all − X) − loss(all))
-            lo, hi = sorted((sign * row.ci_lo, sign * row.ci_hi))
-            verdict = _FLIPPED.get(row.verdict, row.verdict) if sign < 0 else row.verdict
-            proxy = f" (as {label})" if label != name else ""
-            text = (f"{_fmt(sign * row.estimate, signed=True)} [{_fmt(lo, signed=True)}…{_fmt(hi, signed=True)}], "
-                    f"{verdict}{proxy}" if not math.isnan(lo) else f"{_fmt(sign * row.estimate, signed=True)}, {verdict}")
-            inside = "inside the interval" if lo <= (claim.size or 0) <= hi else "outside the interval"
-            return text, _holds(claim, verdict), inside
-    return "not measured", "", ""
+    """(what was measured, whether the claim holds, whether its size is inside the interval),
+    from the experiment of `design` that measured the optimization (or a proxy) on most seeds."""
+    found = [(row, report) for report in reports if report.design == design for row in report.effects.itertuples()
+             if row.verdict != "no data" and _label(row.effect, design) in (name, *claim.proxies)]
+    if not found:
+        return "not measured", "", ""
+    row = max(found, key=lambda f: f[0].n)[0]  # the first of the best-measured
+    sign = -1 if design == "leave-one-out" else 1  # what X adds: −(loss(all − X) − loss(all))
+    lo, hi = sorted((sign * row.ci_lo, sign * row.ci_hi))
+    verdict = _FLIPPED.get(row.verdict, row.verdict) if sign < 0 else row.verdict
+    label = _label(row.effect, design)
+    text = _fmt(sign * row.estimate, signed=True) + (
+        f" [{_fmt(lo, signed=True)}…{_fmt(hi, signed=True)}]" if not math.isnan(lo) else "")
+    text += f", {verdict}" + (f" (as {label})" if label != name else "")
+    inside = "no interval" if math.isnan(lo) else "inside the interval" if lo <= (claim.size or 0) <= hi \
+        else "outside the interval"
+    return text, _holds(claim, verdict), inside
+
+
+def _label(effect: str, design: str) -> str | None:
+    """The optimization an effect row measures: `X` alone, `−X` (its removal) in leave-one-out."""
+    if design == "leave-one-out":
+        return effect.removeprefix("−") if effect.startswith("−") else None
+    return effect
 
 
 def _holds(claim: Claim, verdict: str) -> str:
