@@ -18,6 +18,7 @@ import pandas as pd
 
 from ..training.config import format_value
 from .report import METRICS, Report, RunDetail, missing
+from .stats import ALPHA
 
 FORMATS = ("table", "markdown", "csv", "json")
 BLOCKS = "▁▂▃▄▅▆▇█"
@@ -100,7 +101,7 @@ def _verdict(row: Any) -> str:
 
 def effects_display(report: Report) -> pd.DataFrame:
     e = report.effects
-    level = f"{100 - 200 * 0.025 / report.looks:.3g}% CI"  # the interval the verdicts read
+    level = f"{100 - 200 * ALPHA / report.looks:.3g}% CI"  # the interval the verdicts read
     return pd.DataFrame({
         "effect": e["effect"], "n": e["n"].astype(str),
         "loss": e["loss"].map(_fmt),
