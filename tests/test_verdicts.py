@@ -102,6 +102,13 @@ def test_committed_verdicts_follow_from_the_definitions(committed_db, experiment
         assert (got[label]["ci_lo"], got[label]["ci_hi"]) == pytest.approx((lo, hi), abs=1e-9)
         if verdict == "inconclusive":
             assert got[label]["seeds_needed"] > 3
+    # the ranking's paired Δbase interval (the per-configuration one is mostly split variance)
+    base = "baseline"
+    for row in (r for r in report["ranking"] if r["name"] in losses and r["name"] != base):
+        d = np.array([losses[row["name"]][s] - losses[base][s] for s in sorted(losses[row["name"]])])
+        half = sp.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+        assert (row["d_base_lo"], row["d_base_hi"]) == pytest.approx((d.mean() - half, d.mean() + half), abs=1e-9)
+    assert any(line.startswith("Split: each seed drew its own validation text (3 texts)") for line in report["lines"])
     if experiment == "report-cpu":  # the three, measured
         assert [got[n]["verdict"] for n in ("mixed_precision", "onecycle_fix", "swiglu")] == \
             ["negligible", "better", "inconclusive"]
