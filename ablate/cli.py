@@ -143,6 +143,10 @@ def plan(matrix_path: Annotated[str, typer.Argument(metavar="MATRIX.yaml")],
     eta = (f"about {estimate / 60:.1f} min serial, from similar completed runs"
            if estimate is not None else "no similar completed run to estimate from")
     Console().print(f"{len(rows)} runs, {done} already completed; {eta}", highlight=False)
+    if matrix.first_seeds < len(matrix.seeds):
+        Console().print(f"seeds until decided: the first round is seeds {matrix.seeds[:matrix.first_seeds]}; "
+                        f"undecided comparisons get up to {len(matrix.seeds)} (these {len(rows)} runs at most)",
+                        highlight=False)
 
 
 @app.command()

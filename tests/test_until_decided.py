@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from typer.testing import CliRunner
+
+from ablate.cli import app
 from ablate.execution.matrix import MatrixError, load_matrix, parse_matrix
 from ablate.execution.seeds import verdict_settings
 from ablate.execution.sequential import until_decided
@@ -103,6 +106,9 @@ def test_seed_range_and_min_effect_in_the_matrix_file(tmp_path):
     matrix = parse_matrix(MATRIX, tmp_path / "ud.yaml")
     assert matrix.seeds == [1337 + i for i in range(6)] and matrix.first_seeds == 3
     assert verdict_settings(MATRIX) == (0.03, 4) and verdict_settings("name: x") == (0.005, 1)
+    (tmp_path / "ud.yaml").write_text(MATRIX)
+    out = CliRunner().invoke(app, ["plan", str(tmp_path / "ud.yaml"), "--db", str(tmp_path / "p.db")])
+    assert out.exit_code == 0 and "the first round is seeds [1337, 1338, 1339]" in " ".join(out.stdout.split())
     with pytest.raises(MatrixError, match="seeds"):
         parse_matrix(MATRIX.replace("max: 6", "max: 2"), tmp_path / "ud.yaml")
     with pytest.raises(MatrixError, match="min_effect"):
