@@ -143,6 +143,10 @@ def plan(matrix_path: Annotated[str, typer.Argument(metavar="MATRIX.yaml")],
     eta = (f"about {estimate / 60:.1f} min serial, from similar completed runs"
            if estimate is not None else "no similar completed run to estimate from")
     Console().print(f"{len(rows)} runs, {done} already completed; {eta}", highlight=False)
+    if matrix.first_seeds < len(matrix.seeds):
+        Console().print(f"seeds until decided: the first round is seeds {matrix.seeds[:matrix.first_seeds]}; "
+                        f"undecided comparisons get up to {len(matrix.seeds)} (these {len(rows)} runs at most)",
+                        highlight=False)
 
 
 @app.command()
@@ -163,34 +167,55 @@ def run(
     checkpoints: Annotated[bool, typer.Option("--checkpoints", help="checkpoint every run at each evaluation")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="continue interrupted runs from their last checkpoint (implies --checkpoints)")] = False,
     checkpoint_dir: Annotated[str, typer.Option(help="where checkpoints go, one folder per run hash")] = "ablate-checkpoints",
+    decide: Annotated[bool, typer.Option("--until-decided", help="add seeds, round by round, to the comparisons still inconclusive (the listed seeds are the first round)")] = False,
+    max_seeds: Annotated[Optional[int], typer.Option(help="--until-decided: the most seeds a comparison gets (default: the matrix's seeds.max, else 12)")] = None,
 ) -> None:
-    """Run a matrix: every configuration once, results committed as they happen."""
-    from .execution import runner
+    """Run a matrix: every configuration once (or seeds until decided), results committed as they happen."""
+    from .execution import runner, sequential
     from .execution.executors import ExecutorChoice, make_executor
     from .execution.progress import LiveProgress
+    from .results.looks import undecided
     from .storage.store import open_store
 
     with _user_errors():
         runner.check_rerun(rerun, resume)
         choice = ExecutorChoice(executor, address=address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run,
                                 jobs_per_device=jobs_per_device, warm_workers=warm_workers)
+    if max_seeds is not None and not decide:
+        fail("--max-seeds is for --until-decided")
     matrix, rows = _planned(matrix_path, data)
+    if decide:
+        with _user_errors():
+            matrix = sequential.until_decided(matrix, max_seeds)
+        rows = runner.plan(matrix, data)
+    first = [r for r in rows if r.planned.seed in matrix.seeds[:matrix.first_seeds]]
     console = Console(soft_wrap=True)
     with _user_errors(), open_store(db, create=True) as store:
-        run_ids = runner.register(store, matrix, rows)
-        total, done = len(set(run_ids)), runner.count_completed(store, rows)
-        if done == total and rerun != "all":
+        total, done = len(first), runner.count_completed(store, first)
+        if done == total and rerun != "all" and matrix.first_seeds == len(matrix.seeds):
+            runner.register(store, matrix, rows)
             console.print(f"{matrix.name}: all {total} runs already completed in {store.url}; "
                           f"nothing to train (--rerun all trains them again)", highlight=False)
             return
+
+        def train_round(ids: list[int]) -> runner.Outcome:
+            done_before = sum(store.run(i).status == "completed" for i in set(ids))
+            with LiveProgress(store, len(set(ids)), done_before, console) as progress:
+                return runner.run(store, ids, pool, trainer=trainer, rerun=rerun,
+                                  options={"compile": compile, "resume": resume},
+                                  checkpoint_root=Path(checkpoint_dir) if checkpoints or resume else None,
+                                  on_event=progress)
+
+        def on_round(n: int, names: set[str]) -> None:
+            console.print(f"{matrix.name}: after {n} seeds, " + (
+                f"{len(names)} configuration(s) still undecided get seed {matrix.seeds[n]}" if names
+                else "every comparison is decided"), highlight=False)
+
         with closing(make_executor(choice, matrix.execution, Path(log_dir) / matrix.name)) as pool:
-            console.print(f"{matrix.name}: {len(rows)} runs ({done} already completed) on {pool.describe()}; "
+            console.print(f"{matrix.name}: {total} runs ({done} already completed) on {pool.describe()}; "
                           f"results in {store.url}", highlight=False)
-            with LiveProgress(store, total, done, console) as progress:
-                outcome = runner.run(store, run_ids, pool, trainer=trainer, rerun=rerun,
-                                     options={"compile": compile, "resume": resume},
-                                     checkpoint_root=Path(checkpoint_dir) if checkpoints or resume else None,
-                                     on_event=progress)
+            outcome, run_ids = sequential.run_until_decided(
+                store, matrix, rows, train_round, lambda seeds: undecided(store.url, matrix.name, seeds), on_round)
         console.print(f"{matrix.name}: trained {len(outcome.trained)} run(s) now; "
                       f"{runner.summary(store, run_ids)}. See `ablate report {matrix_path}`.", highlight=False)
     if outcome.interrupted:
@@ -262,6 +287,13 @@ ExperimentOption = Annotated[Optional[str], typer.Option(
 FormatOption = Annotated[str, typer.Option("--format", "-f", help="table | markdown | csv | json")]
 MetricOption = Annotated[Optional[str], typer.Option(
     help="mainrun (val_loss) | full (val_loss_full); default: mainrun unless eval coverages differ")]
+MinEffectOption = Annotated[Optional[float], typer.Option(
+    "--min-effect", help="smallest effect of interest, nats/char (default: the matrix's min_effect, else 0.005)")]
+
+
+def _check_min_effect(min_effect: Optional[float]) -> None:
+    if min_effect is not None and not min_effect > 0:
+        fail(f"--min-effect {min_effect!r}: expected a positive number (nats per character)")
 
 
 def _check(value: Optional[str], choices: tuple, option: str) -> None:
@@ -297,28 +329,31 @@ def report_cmd(
         "html: repeat it, default every experiment)")] = None,
     db: DbOption = None, metric: MetricOption = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | markdown | csv | json | html")] = "table",
+    min_effect: MinEffectOption = None,
     out: Annotated[Optional[Path], typer.Option(help="write the report to this file (html: report.html)")] = None,
 ) -> None:
-    """Rank an experiment's configurations and estimate each toggle's effect."""
+    """Rank an experiment's configurations and give each comparison its verdict."""
     from .results.render import FORMATS, render
     from .results.report import METRICS, build_report
 
     _check(metric, tuple(METRICS), "--metric")
     _check(fmt, (*FORMATS, "html"), "--format")
+    _check_min_effect(min_effect)
     if fmt == "html":  # one self-contained page, several experiments at once
         from .results.html import render_html
 
         path = out or Path("report.html")
         with _user_errors():
             names = list(experiment or []) or ([_experiment(db, None, matrix)] if matrix else None)
-            page = render_html(db, names, metric)
+            page = render_html(db, names, metric, min_effect)
         path.write_text(page)
         err.print(f"wrote {path}", highlight=False, markup=False)
         return
     if experiment and len(experiment) > 1:
         fail(f"--format {fmt} shows one experiment; several need --format html")
     with _user_errors():
-        report = build_report(db, _experiment(db, experiment[0] if experiment else None, matrix), metric)
+        report = build_report(db, _experiment(db, experiment[0] if experiment else None, matrix), metric,
+                              min_effect)
     if out:
         out.write_text(render(report, fmt, 100, False))
         err.print(f"wrote {out}", highlight=False, markup=False)

@@ -151,7 +151,7 @@ def test_the_effects_plot_draws_the_reports_effects(tmp_path):
         assert list(rows["estimate"]) == pytest.approx(sorted(e["estimate"] for e in effects)[::-1],
                                                        abs=1e-9)  # json keeps 10 decimals
         for suffix in ("png", "svg"):
-            out = plot_effects(build_report(COMMITTED, name), tmp_path / f"{name}.{suffix}", 0.005)
+            out = plot_effects(build_report(COMMITTED, name), tmp_path / f"{name}.{suffix}")
             assert out.stat().st_size > 5_000
     svg = (tmp_path / "report-cpu.svg").read_text()
     assert all(e in svg for e in effect_rows(build_report(COMMITTED, "report-cpu"))["effect"])

@@ -23,10 +23,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from ..training.catalog import CATALOG, PRESETS, preset
-from ..training.config import FIELDS, MAINRUN_VAL_LOSS, ConfigError, TrainConfig, suggest
+from ..training.config import FIELDS, MAINRUN_VAL_LOSS, MIN_EFFECT, ConfigError, TrainConfig, suggest
 from ..training.datasource import local_format
 from .designs import DESIGNS, TWO_LEVEL_DESIGNS, ComposedRow, Factor, ListRun, build_rows, count_rows
 from .safe_yaml import YAMLProblem, read_mapping
+from .seeds import SeedRange, Seeds, untagged
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"  # matrix and inline toggle names end up in file names
 RESERVED_NAMES = ("baseline", "all")  # generated run names a toggle must not shadow
@@ -118,7 +119,8 @@ class MatrixSpec(_Strict):
     base: Base = Base()
     data: str | None = None
     reference: float = MAINRUN_VAL_LOSS
-    seeds: list[int] | None = None
+    min_effect: float = Field(MIN_EFFECT, gt=0)  # nats/char: what the verdicts call a change that matters
+    seeds: Seeds | None = None
     design: str
     toggles: list[Any] = []  # checked item by item below: three shapes, each with its own errors
     runs: list[Run] | None = None
@@ -137,8 +139,8 @@ class MatrixSpec(_Strict):
 
     @field_validator("seeds")
     @classmethod
-    def _distinct_seeds(cls, v: list[int] | None) -> list[int] | None:
-        if v is not None and (not v or len(set(v)) != len(v)):
+    def _distinct_seeds(cls, v: list[int] | SeedRange | None) -> list[int] | SeedRange | None:
+        if isinstance(v, list) and (not v or len(set(v)) != len(v)):
             raise ValueError(f"expected a non-empty list of distinct integers, got {v!r}")
         return v
 
@@ -152,7 +154,7 @@ class Matrix:
     spec: MatrixSpec
     base: TrainConfig  # preset + overrides + data
     factors: list[Factor]  # no-op toggles already dropped
-    seeds: list[int]
+    seeds: list[int]  # every seed a run may get: with seeds {min, max}, the first `min` come first
     warnings: list[str]
     _rows: list[ComposedRow] = field(repr=False)
 
@@ -162,19 +164,16 @@ class Matrix:
     design = property(lambda self: self.spec.design)
     max_runs = property(lambda self: self.spec.max_runs)
     execution = property(lambda self: self.spec.execution)
+    # seeds in the first round: all of them, or a seed range's `min` (then one more per round)
+    first_seeds = property(lambda self: getattr(self.spec.seeds, "min", len(self.seeds)))
 
     def expand(self, data_override: str | None = None) -> list[PlannedRun]:
         """All runs, seed-major: every design row for the first seed, then for the next, so a
         matrix stopped halfway still has complete replicates. `data_override` (the CLI's --data)
         replaces the data path as given."""
-        runs = []
-        for seed in self.seeds:
-            for name, toggles, config in self._rows:
-                changes: dict[str, Any] = {"seed": seed}
-                if data_override is not None:
-                    changes["data"] = data_override
-                runs.append(PlannedRun(name, toggles, seed, config.replace(**changes)))
-        return runs
+        data = {} if data_override is None else {"data": data_override}
+        return [PlannedRun(name, toggles, seed, config.replace(seed=seed, **data))
+                for seed in self.seeds for name, toggles, config in self._rows]
 
 
 def load_matrix(path: str | Path) -> Matrix:
@@ -210,7 +209,7 @@ def parse_matrix(text: str, path: str | Path = "<matrix>") -> Matrix:
     if not factors and spec.design != "list":
         _raise_if(where, ["toggles: every toggle is a no-op on the base config; nothing to ablate"])
 
-    seeds = spec.seeds or [base.seed]
+    seeds = spec.seeds.values(base.seed) if isinstance(spec.seeds, SeedRange) else spec.seeds or [base.seed]
     # Seeds are stored as 64-bit integers (and seed torch): a bigger one fails at the first write.
     _raise_if(where, [f"{'seeds' if spec.seeds else 'base.overrides.seed'}: {s} is outside the "
                       f"64-bit range of a seed" for s in seeds if not -2**63 <= s < 2**63])
@@ -447,7 +446,7 @@ def _pydantic_problems(err: ValidationError, model: type[BaseModel], prefix: str
     """One `<key path>: expected ...` line per pydantic error, with did-you-mean for unknown keys."""
     problems = []
     for e in err.errors():
-        loc, kind, given = e["loc"], e["type"], e.get("input")
+        loc, kind, given = untagged(e["loc"]), e["type"], e.get("input")
         where = _keypath(prefix, loc) or "(top level)"
         if kind == "extra_forbidden":
             valid = _fields_at(model, loc[:-1])

@@ -99,14 +99,15 @@ def plan(matrix: Matrix, data_override: str | None = None) -> list[PlanRow]:
     return rows
 
 
-def register(store: Store, matrix: Matrix, rows: list[PlanRow]) -> list[int]:
-    """Create the experiment and its queued runs (idempotent); returns run ids in matrix order."""
+def register(store: Store, matrix: Matrix, rows: list[PlanRow], keep: list[PlanRow] = ()) -> list[int]:
+    """Create the experiment and its queued runs (idempotent); returns run ids in matrix order.
+    Runs of `keep` stay linked to the experiment if they are already."""
     exp_id = store.upsert_experiment(matrix.name, matrix.description or "", matrix.text,
                                      matrix.reference, matrix.design)
     return store.add_runs(exp_id, [
         {"hash": r.hash, "name": r.planned.name, "config": r.planned.config.to_dict(),
          "toggles": list(r.planned.toggles), "seed": r.planned.seed, "position": r.position}
-        for r in rows])
+        for r in rows], keep=[r.hash for r in keep])
 
 
 def count_completed(store: Store, rows: list[PlanRow]) -> int:

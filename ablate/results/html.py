@@ -62,20 +62,21 @@ document.querySelectorAll("table.sortable th").forEach(function (th, column) {
 """
 
 
-def render_html(db: Any, experiments: list[str] | None = None, metric: str | None = None) -> str:
+def render_html(db: Any, experiments: list[str] | None = None, metric: str | None = None,
+                min_effect: float | None = None) -> str:
     """One page for the named experiments (default: every experiment in the database)."""
     names = experiments or frames.list_experiments(db)["experiment"].tolist()
     if not names:
         raise frames.ResultsError("the database holds no experiment yet")
-    sections = [_experiment_section(db, name, metric) for name in names]
+    sections = [_experiment_section(db, name, metric, min_effect) for name in names]
     title = "ablate report: " + ", ".join(names)
     return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>{_e(title)}</title><style>{STYLE}</style></head><body>"
             f"<h1>{_e(title)}</h1>{''.join(sections)}<script>{SORT_SCRIPT}</script></body></html>\n")
 
 
-def _experiment_section(db: Any, name: str, metric: str | None) -> str:
-    report = build_report(db, name, metric)
+def _experiment_section(db: Any, name: str, metric: str | None, min_effect: float | None) -> str:
+    report = build_report(db, name, metric, min_effect)
     runs, evals = frames.load_runs(db, name), frames.load_evals(db, name)
     parts = [f"<section id=\"{_e(name)}\"><h2>{_e(report.experiment)}</h2>",
              f"<p>{_e(report.design)}, {len(report.seeds)} seed(s), ranked by "

@@ -133,9 +133,9 @@ def effect_rows(report: Any) -> Any:
     return effects.assign(marks=marks).reset_index(drop=True)
 
 
-def plot_effects(report: Any, out: str | Path = "effects.png", min_effect: float | None = None) -> Path:
+def plot_effects(report: Any, out: str | Path = "effects.png") -> Path:
     """Each effect's estimate with its 95% interval, one row each (PNG or SVG by the suffix of
-    `out`); coloured by verdict, with the ±min_effect band shaded when one is given."""
+    `out`); coloured by verdict, with the report's ±min_effect band shaded."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -146,7 +146,8 @@ def plot_effects(report: Any, out: str | Path = "effects.png", min_effect: float
         raise frames.ResultsError(f"experiment {report.experiment!r} has no estimated effect yet")
     fig, ax = plt.subplots(figsize=(8.5, 1.2 + 0.32 * len(rows)))
     y = range(len(rows))
-    if min_effect:
+    min_effect = getattr(report, "min_effect", float("nan"))
+    if min_effect == min_effect:  # not nan
         ax.axvspan(-min_effect, min_effect, color="#95a5a6", alpha=0.2,
                    label=f"±{min_effect:g}: smaller effects do not matter")
     ax.axvline(0, color="#555", linewidth=0.8)

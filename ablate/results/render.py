@@ -18,15 +18,20 @@ import pandas as pd
 
 from ..training.config import format_value
 from .report import METRICS, Report, RunDetail, missing
+from .stats import ALPHA
 
 FORMATS = ("table", "markdown", "csv", "json")
 BLOCKS = "▁▂▃▄▅▆▇█"
 
 
 def _fmt(value: Any, spec: str = ".4f", signed: bool = False) -> str:
+    """`spec`, but scientific for a non-zero value it would print as zero: never "-0.0000"."""
     if missing(value):
         return ""
-    return format(round(value, 10) + 0.0, ("+" if signed else "") + spec)  # no "-0.0000"
+    text = format(value + 0.0, ("+" if signed else "") + spec)
+    if value != 0 and not text.strip("+-0.%"):
+        text = format(value, ("+" if signed else "") + ".1e")
+    return text
 
 
 def _duration(seconds: float) -> str:
@@ -63,10 +68,10 @@ def ranking_display(report: Report, short: bool) -> pd.DataFrame:
             row["toggles"] = r.toggles
         row.update({
             "n": str(r.n), "final": _fmt(r.final) + (f"±{r.final_sd:.4f}" if r.n > 1 else ""),
-            "95% CI": f"{r.ci_lo:.4f}–{r.ci_hi:.4f}" if r.n > 1 else "",
             "best@step": f"{r.best:.4f}@{r.best_step:.0f}" if not math.isnan(r.best) else "",
             "Δref": _fmt(r.d_ref, signed=True), "Δref%": _fmt(r.d_ref_pct, ".1f", signed=True) + "%",
-            "Δbase": _fmt(r.d_base, signed=True), "wall": _duration(r.wall_time_s),
+            "Δbase": _fmt(r.d_base, signed=True), "Δbase 95% CI": _interval(r.d_base_lo, r.d_base_hi),
+            "wall": _duration(r.wall_time_s),
             "tok/s": _si(r.tokens_per_s), "flags": _flags(r, short),
         })
         rows.append(row)
@@ -84,16 +89,27 @@ def unranked_display(report: Report) -> pd.DataFrame:
                          "status": pending["status"], "error": pending["error"].fillna("")})
 
 
+def _interval(lo: float, hi: float) -> str:
+    return "" if missing(lo) or math.isnan(lo) else f"{_fmt(lo, signed=True)}…{_fmt(hi, signed=True)}"
+
+
+def _verdict(row: Any) -> str:
+    """The verdict, with the seeds an inconclusive comparison would need at its mean and sd."""
+    needed = row.seeds_needed
+    return row.verdict + (f" (~{needed:.0f} seeds)" if row.verdict == "inconclusive" and not missing(needed) else "")
+
+
 def effects_display(report: Report) -> pd.DataFrame:
     e = report.effects
+    level = f"{100 - 200 * ALPHA / report.looks:.3g}% CI"  # the interval the verdicts read
     return pd.DataFrame({
         "effect": e["effect"], "n": e["n"].astype(str),
         "loss": e["loss"].map(_fmt),
-        "estimate": [_fmt(r.estimate, signed=True) + (f"±{r.sd:.4f}" if not math.isnan(r.sd) else "")
+        "estimate": [_fmt(r.estimate, signed=True) + (f"±{_fmt(r.sd)}" if not math.isnan(r.sd) else "")
                      for r in e.itertuples()],
-        "95% CI": [f"{r.ci_lo:+.4f}…{r.ci_hi:+.4f}" if not math.isnan(r.ci_lo) else "" for r in e.itertuples()],
+        level: [_interval(r.ci_lo, r.ci_hi) for r in e.itertuples()],
         "p": e["p"].map(lambda v: _fmt(v, ".3g")), "p Holm": e["p_holm"].map(lambda v: _fmt(v, ".3g")),
-        "verdict": e["verdict"],
+        "verdict": [_verdict(r) for r in e.itertuples()],
     }).pipe(_drop_empty)
 
 

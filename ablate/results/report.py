@@ -1,4 +1,4 @@
-"""The ablation report: which configurations win, by how much, and whether it is beyond noise.
+"""The ablation report: which configurations win, by how much, and whether it matters.
 
 Everything here reads the results database only (through `frames`); it knows nothing of the
 model. `build_report` loads, `make_report` computes (pure: DataFrames in, a `Report` out), and
@@ -14,8 +14,10 @@ Definitions, all on the ranking metric `y` (the last evaluation's val_loss, or v
   factors A, B with x = +1 (on) / -1 (off) is mean(y | x_A*x_B = +1) - mean(y | x_A*x_B = -1),
   i.e. half the difference between A's effect with B on and with B off. With several seeds
   both are computed within each seed and the per-seed values give the interval;
-* intervals are 95% Student t; p-values are two-sided and Holm-corrected across all effects of
-  the report; an effect whose interval covers zero is "within noise". One seed: noise unknown.
+* each effect gets a verdict against the smallest effect of interest min_effect (δ): better,
+  worse, negligible (TOST) or inconclusive, from one-sided t tests at α/looks, Holm-adjusted
+  across all effects of the report (`stats.decide`); its interval is the one the verdict reads
+  against ±δ (95% with one look). One seed: noise unknown.
 """
 
 from __future__ import annotations
@@ -29,12 +31,13 @@ import numpy as np
 import pandas as pd
 
 from ..execution.designs import aliasing_note
+from ..execution.seeds import verdict_settings
 from ..storage.schema import plain
 from ..storage.store import open_store
 from ..training.catalog import CATALOG
 from ..training.config import HUB_DATASET, TrainConfig
 from . import frames
-from .stats import Estimate, difference, holm, summarize
+from .stats import ALPHA, Estimate, decide, difference, summarize
 
 COVERAGE_TOLERANCE = 0.01  # eval coverages further apart than 1 percentage point differ
 MAINRUN_DATA_FILE = "hacker_news.csv"  # the offline copy of Mainrun's hub dataset
@@ -56,6 +59,8 @@ class Report:
     effects: pd.DataFrame
     effects_title: str
     notes: list[str] = field(default_factory=list)
+    min_effect: float = math.nan  # δ of the verdicts, nats per character
+    looks: int = 1  # seed counts at which a verdict may be read (seeds: {min, max})
 
 
 @dataclass(frozen=True)
@@ -65,20 +70,25 @@ class _Factor:
     allowed: bool
 
 
-def build_report(db: Any = None, experiment: str | None = None, metric: str | None = None) -> Report:
+def build_report(db: Any = None, experiment: str | None = None, metric: str | None = None,
+                 min_effect: float | None = None) -> Report:
     """Load the experiment (the only one when None) and compute its report: three queries."""
     with open_store(db) as store:
         exp = frames.pick_experiment(store, experiment)
         runs = frames.load_runs(store, exp["experiment"])
         evals = frames.load_evals(store, exp["experiment"])
-    return make_report(exp, runs, evals, metric)
+    return make_report(exp, runs, evals, metric, min_effect)
 
 
 def make_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame,
-                metric: str | None = None) -> Report:
-    """The report of one experiment from its list_experiments() row, runs and evals."""
+                metric: str | None = None, min_effect: float | None = None) -> Report:
+    """One experiment's report from its list_experiments() row, runs and evals (δ: the matrix's)."""
     if metric is not None and metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+    if min_effect is not None and not min_effect > 0:
+        raise ValueError(f"min_effect {min_effect!r}: expected a positive number (nats per character)")
+    stored_effect, looks = verdict_settings(exp.get("yaml_text"))
+    min_effect = min_effect or stored_effect
     design, reference, factors, alias = _design(exp, runs)
     coverage = _coverage(runs, evals)
     done = coverage[(runs["status"] == "completed").to_numpy()] if len(runs) else coverage
@@ -87,13 +97,14 @@ def make_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame,
     chosen = metric or ("full" if mixed else "mainrun")
     per_run = _per_run(runs, evals, chosen, coverage)
     ranking = _ranking(per_run, factors, reference, chosen)
-    effects, title = _effects(design, per_run, factors)
+    effects, title = _effects(design, per_run, factors, min_effect, looks)
     incomparable = ranking.loc[ranking["error"].fillna("").str.startswith("not like-for-like"), "name"]
     effects.loc[effects["effect"].isin(set(incomparable)), "verdict"] = "not like-for-like"
     seeds = sorted(per_run["seed"].dropna().unique().tolist())
-    lines = [_fairness_line(per_run, reference), _metric_line(chosen, mixed, done)]
-    return Report(exp["experiment"], design, chosen, reference, seeds, lines, ranking, effects, title,
-                  _notes(ranking, effects, alias, seeds))
+    lines = [_fairness_line(per_run, reference), _metric_line(chosen, mixed, done), _split_line(per_run)]
+    return Report(exp["experiment"], design, chosen, reference, seeds, [line for line in lines if line],
+                  ranking, effects, title, _notes(ranking, effects, alias, seeds, min_effect, looks),
+                  min_effect, looks)
 
 
 def _design(exp: pd.Series, runs: pd.DataFrame) -> tuple[str, float, list[_Factor], str]:
@@ -247,7 +258,8 @@ def _ranking(per_run: pd.DataFrame, factors: list[_Factor], reference: float, me
             "final": est.mean, "final_sd": est.sd, "ci_lo": est.lo, "ci_hi": est.hi,
             "best": group["best"].mean(), "best_step": group["best_at"].median(),
             "d_ref": est.mean - reference, "d_ref_pct": (est.mean - reference) / reference * 100,
-            "d_base": vs_base.mean if vs_base and name != base_name else math.nan,
+            **{k: getattr(vs_base, a) if vs_base and name != base_name else math.nan
+               for k, a in (("d_base", "mean"), ("d_base_lo", "lo"), ("d_base_hi", "hi"))},
             "wall_time_s": group["wall_time_s"].mean(), "tokens_per_s": group["tokens_per_s"].mean(),
             "status": "completed", "error": None, "seed": None,
             "is_baseline": name == base_name, "breaks_rule": "+".join(breaking),
@@ -275,7 +287,7 @@ def _ranking(per_run: pd.DataFrame, factors: list[_Factor], reference: float, me
 
 _RANKING_COLUMNS = [
     "rank", "name", "toggles", "n", "seeds", "final", "final_sd", "ci_lo", "ci_hi", "best", "best_step",
-    "d_ref", "d_ref_pct", "d_base", "wall_time_s", "tokens_per_s", "status", "error", "seed",
+    "d_ref", "d_ref_pct", "d_base", "d_base_lo", "d_base_hi", "wall_time_s", "tokens_per_s", "status", "error", "seed",
     "is_baseline", "breaks_rule", "not_like_for_like", "fair", "is_best",
 ]
 
@@ -293,7 +305,8 @@ _TITLES = {
 }
 
 
-def _effects(design: str, per_run: pd.DataFrame, factors: list[_Factor]) -> tuple[pd.DataFrame, str]:
+def _effects(design: str, per_run: pd.DataFrame, factors: list[_Factor], min_effect: float,
+             looks: int) -> tuple[pd.DataFrame, str]:
     done = per_run[(per_run["status"] == "completed") & per_run["y"].notna()]
     names = list(dict.fromkeys(per_run.sort_values("position", kind="stable")["name"]))
     base = _baseline_name(per_run)
@@ -307,23 +320,25 @@ def _effects(design: str, per_run: pd.DataFrame, factors: list[_Factor]) -> tupl
                 for prev, cur in zip(names, names[1:])]
     else:
         rows = [_compare(per_run, n, "vs baseline", n, base) for n in names if base and n != base]
+    verdicts = decide([(est.mean, est.sd if est.paired else math.nan, est.n) if est else (math.nan,) * 3
+                       for _, _, est, _, _ in rows], min_effect, looks=looks)
     effects = pd.DataFrame([
         {"effect": label, "kind": kind, "n": est.n if est else 0, "paired": bool(est and est.paired),
-         "loss": loss, **{k: getattr(est, a) if est else math.nan
-                          for k, a in (("estimate", "mean"), ("sd", "sd"), ("ci_lo", "lo"), ("ci_hi", "hi"),
-                                       ("p", "p"))}}
-        for label, kind, est, loss in rows
-    ], columns=["effect", "kind", "n", "paired", "loss", "estimate", "sd", "ci_lo", "ci_hi", "p"])
-    effects["p_holm"] = holm(effects["p"].astype(float))
-    effects["verdict"] = [_verdict(r) for r in effects.itertuples()]
+         "loss": loss, "estimate": est.mean if est else math.nan, "sd": est.sd if est else math.nan,
+         "ci_lo": v.lo, "ci_hi": v.hi, "p": v.p, "p_holm": v.p_adjusted,
+         "verdict": "no data" if not est or math.isnan(est.mean) else v.label if est.paired or est.n < 2 else "unpaired",
+         "seeds_needed": v.seeds_needed, "configs": configs}
+        for (label, kind, est, loss, configs), v in zip(rows, verdicts)
+    ], columns=["effect", "kind", "n", "paired", "loss", "estimate", "sd", "ci_lo", "ci_hi", "p", "p_holm",
+                "verdict", "seeds_needed", "configs"])
     return effects, _TITLES.get(design, _TITLES["list"])
 
 
 def _compare(per_run: pd.DataFrame, label: str, kind: str, treated: str, control: str | None) -> tuple:
-    """(label, kind, treated − control by seed, the treated configuration's mean loss)."""
+    """(label, kind, treated − control by seed, the treated configuration's mean loss, both names)."""
     values = _values(per_run, treated)
     loss = float(np.mean(list(values.values()))) if values else math.nan
-    return label, kind, difference(values, _values(per_run, control)), loss
+    return label, kind, difference(values, _values(per_run, control)), loss, [treated, control]
 
 
 def _added(per_run: pd.DataFrame, prev: str, cur: str) -> list[str]:
@@ -333,32 +348,22 @@ def _added(per_run: pd.DataFrame, prev: str, cur: str) -> list[str]:
     return [t for t in frames.split_toggles(toggles[cur]) if t not in before]
 
 
-def _verdict(row: Any) -> str:
-    if math.isnan(row.estimate):
-        return "no data"
-    if math.isnan(row.ci_lo):
-        return "noise unknown"
-    # Corrected for the number of comparisons: an effect is beyond noise only when its
-    # Holm-adjusted p-value is below 0.05 (the 95% interval shown is per comparison).
-    if row.ci_lo <= 0 <= row.ci_hi or not row.p_holm < 0.05:
-        return "within noise"
-    return "beyond noise"
-
-
 def _factorial_effects(done: pd.DataFrame, factors: list[_Factor], interactions: bool) -> list:
     """Main effects per on-level and, for full factorials, two-way interactions of two-level factors."""
     labels = done["toggles"].map(lambda t: set(frames.split_toggles(t)))
     on = {label: labels.map(lambda s, label=label: label in s) for f in factors for label in f.labels}
     off = {f.name: labels.map(lambda s, f=f: not s & set(f.labels)) for f in factors}
+    every = list(done["name"].unique())  # a contrast involves every design row
     rows = [(label if len(f.labels) == 1 else f"{f.name}: {label}", "main",
-             _per_seed_contrast(done, on[label], off[f.name]), math.nan)
+             _per_seed_contrast(done, on[label], off[f.name]), math.nan, every)
             for f in factors for label in f.labels]
     if interactions:
         two_level = [f for f in factors if len(f.labels) == 1]
         for i, a in enumerate(two_level):
             for b in two_level[i + 1:]:
                 same = on[a.labels[0]] == on[b.labels[0]]
-                rows.append((f"{a.name}×{b.name}", "interaction", _per_seed_contrast(done, same, ~same), math.nan))
+                rows.append((f"{a.name}×{b.name}", "interaction", _per_seed_contrast(done, same, ~same), math.nan,
+                             every))
     return rows
 
 
@@ -411,7 +416,19 @@ def _metric_line(metric: str, mixed: bool, coverage: pd.Series) -> str:
     return f"Metric: val_loss (Mainrun's official metric); {same}."
 
 
-def _notes(ranking: pd.DataFrame, effects: pd.DataFrame, alias: str, seeds: list) -> list[str]:
+def _split_line(per_run: pd.DataFrame) -> str:
+    """Whether the seeds shared one validation text: what a per-configuration interval means."""
+    base = per_run[(per_run["name"] == _baseline_name(per_run)) & (per_run["status"] == "completed")]
+    texts = base["sha"].dropna().nunique()
+    if base["seed"].nunique() < 2 or not texts:
+        return ""
+    return ("Split: fixed — every seed validated on one text; seeds vary initialisation, dropout and batch "
+            "order." if texts == 1 else f"Split: each seed drew its own validation text ({texts} texts), so "
+            f"a configuration's spread over seeds is mostly split variance; compare paired Δbase.")
+
+
+def _notes(ranking: pd.DataFrame, effects: pd.DataFrame, alias: str, seeds: list, min_effect: float,
+           looks: int) -> list[str]:
     notes = []
     ranked = ranking[ranking["rank"].notna()]
     for row in ranked.itertuples():
@@ -430,8 +447,11 @@ def _notes(ranking: pd.DataFrame, effects: pd.DataFrame, alias: str, seeds: list
         notes.append(alias)
     family = int(effects["p"].notna().sum())
     if len(seeds) > 1:
-        notes.append(f"Intervals: 95% Student t; differences paired by seed where every treated run "
-                     f"has a same-seed control (else Welch); p-values Holm-corrected across {family} effects.")
+        spent = f" ({ALPHA} spent over {looks} looks: seeds until decided)" if looks > 1 else ""
+        notes.append(f"Verdicts, smallest effect of interest ±{min_effect:g} nats/char: better/worse = the "
+                     f"{100 - 200 * ALPHA / looks:.3g}% interval wholly beyond ∓{min_effect:g}, negligible = "
+                     f"inside ±{min_effect:g} (TOST), else inconclusive; one-sided t tests at {ALPHA / looks:.3g}"
+                     f"{spent}, p Holm-adjusted across {family} effects; differences paired by seed.")
     else:
         notes.append("One seed per configuration: noise is unknown, so no interval — small differences "
                      "may be noise.")

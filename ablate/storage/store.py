@@ -89,13 +89,14 @@ class Store(Database):
 
         return self._write(_upsert, retry_conflicts=True)
 
-    def add_runs(self, experiment_id: int, planned: list[dict]) -> list[int]:
+    def add_runs(self, experiment_id: int, planned: list[dict], keep: Iterable[str] = ()) -> list[int]:
         """Link the planned runs to the experiment, inserting queued runs for unseen hashes.
 
         Each dict has hash, name, config, toggles, seed, position. A run whose hash exists is
         reused whatever its status (completed work is shared across matrices); its link to this
-        experiment is created or updated, and links to runs no longer planned are removed.
-        Idempotent. Returns the run ids in `planned` order.
+        experiment is created or updated, and links to runs no longer planned are removed, but
+        for runs whose hash is in `keep` (a later round of seeds-until-decided). Idempotent.
+        Returns the run ids in `planned` order.
         """
 
         def _add(session: Session) -> list[int]:
@@ -120,8 +121,9 @@ class Store(Database):
                 ids.append(run.id)
             # The experiment is what its matrix says now: runs the file no longer plans are
             # unlinked (they stay in `runs`, shared, with their results) so reports never mix them in.
+            kept = ids + list(session.scalars(select(Run.id).where(Run.hash.in_(set(keep))))) if keep else ids
             session.execute(delete(ExperimentRun).where(
-                ExperimentRun.experiment_id == experiment_id, ExperimentRun.run_id.not_in(ids)))
+                ExperimentRun.experiment_id == experiment_id, ExperimentRun.run_id.not_in(kept)))
             return ids
 
         return self._write(_add, retry_conflicts=True)

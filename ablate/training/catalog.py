@@ -20,6 +20,21 @@ _REPORT_OPTIMIZER = {"optimizer": "adamw", "lr": 1e-4, "weight_decay": 0.01}
 
 
 @dataclass(frozen=True)
+class Claim:
+    """What the report claims an optimization does to the validation loss: `results-md` sets it
+    against the measured verdicts, so the "what holds" table cannot disagree with the data."""
+
+    loss: str  # "lower": it lowers the loss; "same": the loss does not move (a speed-up, monitoring)
+    says: str  # the claim, as the report (or its author's runs) puts it
+    size: float | None = None  # the change it claims, nats/char, where it gives one
+    proxies: tuple[str, ...] = ()  # names a proxy-scale matrix measures it under (vocab_2x)
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("lower", "same"):
+            raise ConfigError(f"claim {self.says!r}: loss {self.loss!r}, expected 'lower' or 'same'")
+
+
+@dataclass(frozen=True)
 class Optimization:
     name: str
     description: str
@@ -29,6 +44,7 @@ class Optimization:
     breaks_rule: str = ""  # the Mainrun rule it breaks, when not allowed
     changes_metric: str = ""  # why Mainrun's val_loss is not like-for-like, when it is not
     note: str = ""  # what the patch carries beyond the literal change, and why
+    claim: Claim | None = None
 
     def __post_init__(self) -> None:
         check_fields(self.patch, where=f"catalog entry {self.name!r}")
@@ -42,82 +58,101 @@ CATALOG: dict[str, Optimization] = {o.name: o for o in [
          "onecycle_div_factor": 5.0, "onecycle_final_div_factor": 100.0},
         note="The report's schedule drives AdamW (its 'current' run); with Mainrun's momentum-free "
              "SGD OneCycleLR would cycle a momentum SGD never had, so the patch selects AdamW. "
-             "cycle_momentum stays on (PyTorch's default), cycling beta1 0.85-0.95 as in the report."),
+             "cycle_momentum stays on (PyTorch's default), cycling beta1 0.85-0.95 as in the report.",
+        claim=Claim("lower", "the critical fix of the schedule")),
     Optimization(
         "sdpa", "F.scaled_dot_product_attention instead of manual attention",
-        "2.A Scaled Dot-Product Attention", {"attention": "sdpa"}),
+        "2.A Scaled Dot-Product Attention", {"attention": "sdpa"},
+        claim=Claim("same", "same model, 10–20% faster")),
     Optimization(
         "swiglu", "SwiGLU MLP, hidden int(8/3 d), no biases",
-        "2.B SwiGLU MLP", {"mlp": "swiglu"}),
+        "2.B SwiGLU MLP", {"mlp": "swiglu"},
+        claim=Claim("lower", "helps (the author's one-seed run: −0.011)", -0.011)),
     Optimization(
         "rmsnorm", "RMSNorm (eps 1e-6) instead of LayerNorm",
-        "2.C RMSNorm", {"norm": "rmsnorm"}),
+        "2.C RMSNorm", {"norm": "rmsnorm"},
+        claim=Claim("lower", "a better normalisation")),
     Optimization(
         "grouped_weight_decay", "no weight decay on 1-D parameters (biases, norms)",
         "3.A Parameter-Grouped Weight Decay",
         {"weight_decay_mode": "grouped", "weight_decay": 0.01},
         note="Grouping only matters when there is decay to withhold: Mainrun's weight_decay is 0, "
-             "so the patch carries the report's 0.01."),
+             "so the patch carries the report's 0.01.",
+        claim=Claim("lower", "decay only where it helps")),
     Optimization(
         "grad_accum", "gradient accumulation over 2 micro-batches (effective batch 128)",
         "3.B Gradient Accumulation", {"grad_accum_steps": 2},
-        note="Halves the number of optimizer steps; the schedule counts optimizer steps."),
+        note="Halves the number of optimizer steps; the schedule counts optimizer steps.",
+        claim=Claim("lower", "a larger effective batch")),
     Optimization(
         "mixed_precision", "bf16 autocast for the training forward/backward",
         "3.C Mixed Precision", {"precision": "bf16"},
         note="The report shows fp16 + GradScaler (CUDA only, precision=fp16); bf16 needs no "
-             "scaler and runs on CPU too. Evaluation stays float32."),
+             "scaler and runs on CPU too. Evaluation stays float32.",
+        claim=Claim("same", "faster, the same loss")),
     Optimization(
         "vocab_32k", "BPE vocabulary of 32,000 instead of 16,000",
         "4.A Increase Vocabulary Size", {"vocab_size": 32_000},
-        changes_metric=_NEW_TOKENIZER),
+        changes_metric=_NEW_TOKENIZER,
+        claim=Claim("lower", "better representation of technical terms", proxies=("vocab_2x",))),
     Optimization(
         "url_pretokenizer", "split URLs into their own pre-token before ByteLevel",
         "4.B Pre-tokenization Rules", {"pretokenizer": "url_split"},
-        changes_metric=_NEW_TOKENIZER),
+        changes_metric=_NEW_TOKENIZER,
+        claim=Claim("lower", "URLs as their own tokens")),
     Optimization(
         "block_size", "context length 128 (the report's 'increase from 64')",
         "5. Hyperparameters", {"block_size": 128},
         changes_metric="block_size sets Mainrun's evaluation window (batch_size*block_size+1 "
                        "tokens), so it changes which validation tokens are scored",
-        note="Already Mainrun's value: a no-op on the mainrun base, a change on report-current."),
+        note="Already Mainrun's value: a no-op on the mainrun base, a change on report-current.",
+        claim=Claim("lower", "better context (increase from 64)")),
     Optimization(
-        "dropout_005", "dropout 0.05", "5. Hyperparameters", {"dropout": 0.05}),
+        "dropout_005", "dropout 0.05", "5. Hyperparameters", {"dropout": 0.05},
+        claim=Claim("lower", "optimal based on analysis")),
     Optimization(
         "weight_decay_001", "weight decay 0.01", "5. Hyperparameters", {"weight_decay": 0.01},
-        note="Optimizer-agnostic: L2 under SGD, decoupled under AdamW (as the report tuned it)."),
+        note="Optimizer-agnostic: L2 under SGD, decoupled under AdamW (as the report tuned it).",
+        claim=Claim("lower", "optimal based on analysis")),
     Optimization(
         "lr_1e4", "learning rate 1e-4 with AdamW", "5. Hyperparameters",
         {"optimizer": "adamw", "lr": 1e-4},
         note="1e-4 is an AdamW learning rate (the report's runs all use AdamW); with Mainrun's "
-             "plain SGD it would barely move the weights, so the patch selects AdamW."),
+             "plain SGD it would barely move the weights, so the patch selects AdamW.",
+        claim=Claim("lower", "the report's learning rate (with AdamW)")),
     Optimization(
         "betas_095", "AdamW betas (0.9, 0.95)", "5. Hyperparameters",
         {"optimizer": "adamw", "betas": (0.9, 0.95)},
         note="Betas exist only for AdamW, so the patch selects it. Under onecycle with "
-             "cycle_momentum, beta1 is overridden by the scheduler."),
+             "cycle_momentum, beta1 is overridden by the scheduler.",
+        claim=Claim("lower", "more aggressive than the default betas")),
     Optimization(
         "evals_per_epoch_5", "5 evaluations per epoch instead of 3", "5. Hyperparameters",
         {"evals_per_epoch": 5},
-        note="Monitoring only: evaluation consumes no randomness, so the final loss must not move."),
+        note="Monitoring only: evaluation consumes no randomness, so the final loss must not move.",
+        claim=Claim("same", "better monitoring (evaluation only)")),
     Optimization(
         "ema", "evaluate an exponential moving average of the weights (decay 0.999)",
-        "6.A Exponential Moving Average", {"ema_decay": 0.999}),
+        "6.A Exponential Moving Average", {"ema_decay": 0.999},
+        claim=Claim("lower", "a smoother, better model to evaluate")),
     Optimization(
         "warmup_cosine", "linear warmup 500 steps to 5e-4, cosine to 1e-5 (the report's get_lr)",
         "6.B Learning Rate Warmup with Cosine Decay",
         {"optimizer": "adamw", "schedule": "warmup_cosine", "warmup_steps": 500, "max_lr": 5e-4,
          "min_lr": 1e-5},
         note="Peak 5e-4 is an AdamW rate, so the patch selects AdamW. 500 warmup steps is the "
-             "report's literal value for its 1883-step run."),
+             "report's literal value for its 1883-step run.",
+        claim=Claim("lower", "warmup then cosine decay", proxies=("warmup_cosine_scaled",))),
     Optimization(
         "token_masking", "replace 15% of input tokens with random tokens", "7.A Token Masking",
         {"token_mask_prob": 0.15}, allowed=False,
-        breaks_rule="augmenting the training data is not allowed"),
+        breaks_rule="augmenting the training data is not allowed",
+        claim=Claim("lower", "better generalization")),
     Optimization(
         "sequence_augmentation", "with probability 0.1 per epoch, shuffle titles and drop 5%",
         "7.B Sequence Augmentation", {"sequence_augment_prob": 0.1}, allowed=False,
-        breaks_rule="augmenting the training data is not allowed"),
+        breaks_rule="augmenting the training data is not allowed",
+        claim=Claim("lower", "better generalization")),
 ]}
 
 # The report's recommended stack, in its "Implementation Priority" order (rule-abiding items).

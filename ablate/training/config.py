@@ -18,6 +18,7 @@ from typing import Any, Literal
 
 HUB_DATASET = "julien040/hacker-news-posts"
 MAINRUN_VAL_LOSS = 1.754  # Mainrun's baseline result: the reference a matrix's Δref is measured against
+MIN_EFFECT = 0.005  # nats/char: the smallest effect a verdict calls better or worse (README: why)
 
 Attention = Literal["manual", "sdpa"]
 MLPKind = Literal["gelu", "swiglu"]
@@ -42,7 +43,8 @@ class TrainConfig:
     data: str = HUB_DATASET  # hub dataset id, or a local csv/parquet/jsonl file with `title`
     num_titles: int = 100_000
     val_frac: float = 0.10
-    seed: int = 1337
+    seed: int = 1337  # initialisation, dropout, batch order; and the split unless split_seed is set
+    split_seed: int | None = None  # draws the titles and the train/validation split; None: `seed`
     vocab_size: int = 16_000
     pretokenizer: PreTokenizer = "bytelevel"  # url_split: the report's Split(URL) + ByteLevel
     tokenizer_lowercase: bool = False  # a lossy normalizer: changes what the metric scores
@@ -117,6 +119,11 @@ class TrainConfig:
             raise ConfigError("; ".join(bad))
 
     # --- (de)serialization: a plain JSON-able dict is the stored form ---
+    @property
+    def data_seed(self) -> int:
+        """The seed that draws the titles and the train/validation split."""
+        return self.seed if self.split_seed is None else self.split_seed
+
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["betas"] = list(self.betas)
@@ -193,7 +200,15 @@ def _type_errors(cfg: TrainConfig) -> list[str]:
     return errors
 
 
+def _optional(hint: Any) -> Any:
+    """X for a hint `X | None`, else None."""
+    args = typing.get_args(hint)
+    return next(a for a in args if a is not type(None)) if len(args) == 2 and type(None) in args else None
+
+
 def _matches(value: Any, hint: Any) -> bool:
+    if _optional(hint):
+        return value is None or _matches(value, _optional(hint))
     origin = typing.get_origin(hint)
     if origin is Literal:
         return value in typing.get_args(hint)
@@ -224,6 +239,10 @@ def parse_value(name: str, text: str) -> Any:
     if name not in FIELDS:
         raise ConfigError(f"--set: unknown field {name!r}{suggest(name, FIELDS)}")
     hint = _HINTS[name]
+    if _optional(hint):
+        if text.lower() in ("none", "null"):
+            return None
+        hint = _optional(hint)
     origin = typing.get_origin(hint)
     try:
         if origin is tuple:

@@ -1,6 +1,6 @@
 """Titles → tokenizer → token ids, exactly as MAINRUN.md §2-4, cached on disk.
 
-The cache key is everything that affects the ids (data fingerprint, num_titles, seed, val_frac,
+The cache key is everything that affects the ids (data fingerprint, num_titles, split seed, val_frac,
 vocab_size, pre-tokenizer), so the second run of a matrix with the same data settings does no
 dataset or tokenizer work at all. Cache entries are written to a temporary directory and
 renamed into place, so concurrent jobs never see a half-written entry.
@@ -66,7 +66,8 @@ def default_cache_dir() -> Path:
 
 
 def load_titles(cfg: TrainConfig) -> tuple[list[str], list[str]]:
-    """MAINRUN.md §2: shuffle(seed), first num_titles, strip, split train/val."""
+    """MAINRUN.md §2: shuffle(seed), first num_titles, strip, split train/val (the split seed
+    follows `seed` unless `split_seed` fixes it)."""
     import datasets  # heavy import: only paid on a cache miss
 
     datasets.logging.set_verbosity_error()
@@ -84,7 +85,7 @@ def load_titles(cfg: TrainConfig) -> tuple[list[str], list[str]]:
     if "title" not in ds.column_names:
         raise DataError(f"data {cfg.data!r} has no 'title' column (columns: "
                         f"{', '.join(ds.column_names)})")
-    ds = ds.shuffle(seed=cfg.seed)
+    ds = ds.shuffle(seed=cfg.data_seed)
     raw = ds.select(range(min(cfg.num_titles, len(ds))))["title"]
     if any(t is None for t in raw):
         raise DataError(f"data {cfg.data!r}: {sum(t is None for t in raw)} of the selected "
@@ -130,7 +131,7 @@ def _encode(tokenizer: Tokenizer, titles: list[str]) -> tuple[torch.Tensor, torc
 
 def cache_key(cfg: TrainConfig, data_fingerprint: str) -> str:
     key = {"format": CACHE_FORMAT, "data": data_fingerprint, "num_titles": cfg.num_titles,
-           "seed": cfg.seed, "val_frac": cfg.val_frac, "vocab_size": cfg.vocab_size,
+           "seed": cfg.data_seed, "val_frac": cfg.val_frac, "vocab_size": cfg.vocab_size,
            "pretokenizer": cfg.pretokenizer, "tokenizer_lowercase": cfg.tokenizer_lowercase}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
 
