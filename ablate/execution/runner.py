@@ -114,10 +114,20 @@ def count_completed(store: Store, rows: list[PlanRow]) -> int:
     return sum(run.status == "completed" for run in store.runs_by_hash(r.hash for r in rows).values())
 
 
+def _statuses(store: Store, run_ids: list[int]) -> list[str]:
+    return [store.run(i).status for i in dict.fromkeys(run_ids)]
+
+
 def summary(store: Store, run_ids: list[int]) -> str:
     """The runs' statuses counted: '7 completed, 1 failed'."""
-    statuses = [store.run(i).status for i in dict.fromkeys(run_ids)]
+    statuses = _statuses(store, run_ids)
     return ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
+
+
+def any_failed(store: Store, run_ids: list[int]) -> bool:
+    """Whether a run of the matrix is failed or interrupted (`ablate run` then exits with 1;
+    a run another runner is still training is not a failure)."""
+    return any(status in ("failed", "interrupted") for status in _statuses(store, run_ids))
 
 
 @dataclass

@@ -1,0 +1,132 @@
+"""Hostile input, round two: user text is never rich markup, duplicate YAML keys, bounded
+matrices, every problem of a matrix reported at once."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ablate.cli import app
+from ablate.execution.matrix import MatrixError, load_matrix, parse_matrix
+
+REPO = Path(__file__).resolve().parent.parent
+TRAINER = "tests.fake_trainer:train"
+MARKUP = ["[/x]", "[bold]b", "[red]r[/red]", "[link=file:///etc]l", "[[esc]]", "a]b[c", "\\[x"]
+
+
+def bracket_matrix(tmp_path: Path) -> Path:
+    """A list design whose run names are all markup-like text, its data under a bracketed path."""
+    data = tmp_path / "d[old]" / "titles[1].csv"
+    data.parent.mkdir()
+    data.write_text("title\nhello\n")
+    runs = "".join(f"  - {{name: {json.dumps(name)}, toggles: {f'[lr=0.0{i}]' if i else '[]'}}}\n"
+                   for i, name in enumerate(MARKUP))
+    path = tmp_path / "brackets.yaml"
+    path.write_text("name: brackets\ndesign: list\nbase: {overrides: {epochs: 1, evals_per_epoch: 2}}\n"
+                    "execution: {devices: cpu, warm_workers: false}\n"
+                    f"toggles: [{{lr: [{', '.join(f'0.0{i}' for i in range(1, len(MARKUP)))}]}}]\n"
+                    f"data: '{data}'\nruns:\n{runs}")
+    return path
+
+
+def test_bracketed_names_values_and_paths_are_text_in_every_command(tmp_path):
+    matrix, db = bracket_matrix(tmp_path), tmp_path / "r[1].db"
+    env = dict(os.environ, PYTHONPATH=str(REPO), COLUMNS="200")
+    ran = subprocess.run([sys.executable, "-m", "ablate", "run", str(matrix), "--db", str(db),
+                          "--trainer", TRAINER, "--log-dir", str(tmp_path / "logs")],
+                         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "MarkupError" not in ran.stderr
+    for name in MARKUP:  # each run's end line names it as it is
+        assert f" {name}  val_loss" in ran.stdout, (name, ran.stdout)
+
+    cli = CliRunner()
+    url = ["--db", f"sqlite:///{db}"]
+    for args in (["plan", str(matrix)], ["report", str(matrix)], ["report", str(matrix), "-f", "markdown"],
+                 ["runs"], ["runs", "-f", "markdown"], ["show", "[/x]"], ["show", "[bold]b", "-f", "markdown"]):
+        result = cli.invoke(app, [*args, *url])
+        assert result.exit_code == 0, (args, result.output, result.exception)
+        shown = result.output.replace("\\|", "|")
+        for name in (MARKUP if args[0] in ("plan", "report", "runs") else [args[1]]):
+            assert name in shown, (args, name, result.output)
+    exported = cli.invoke(app, ["export", "--to", str(tmp_path / "out[1].csv"), *url])
+    assert exported.exit_code == 0 and "out[1].csv" in exported.output, exported.output
+    plotted = cli.invoke(app, ["plot", str(matrix), "--out", str(tmp_path / "p[1].png"), *url])
+    assert plotted.exit_code == 0 and (tmp_path / "p[1].png").is_file(), plotted.output
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "M", "--data", "runs[old].csv"], "data file 'runs[old].csv' does not exist"),
+    (["plan", "M", "--db", "/tmp/[old]/x.db"], "directory /tmp/[old] does not exist"),
+    (["run", "M", "--executor", "[bold]x"], "--executor '[bold]x'"),
+])
+def test_bracketed_text_in_error_messages_is_kept(tmp_path, args, message):
+    matrix = bracket_matrix(tmp_path)
+    result = CliRunner().invoke(app, [str(matrix) if a == "M" else a for a in args])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert message in result.output, result.output
+
+
+def test_a_matrix_error_keeps_the_catalog_hint_in_brackets(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("name: m\ndesign: one-at-a-time\ntoggles: [[1, 2]]\n")
+    result = CliRunner().invoke(app, ["plan", str(path)])
+    assert result.exit_code == 2 and "{field: [values]}" in result.output, result.output
+
+
+@pytest.mark.parametrize("body, first, again", [
+    ("name: m\ndesign: one-at-a-time\ntoggles: [sdpa]\ntoggles: [swiglu]\n", 3, 4),
+    ("name: m\ndesign: one-at-a-time\nbase:\n  overrides: {lr: 0.1,\n    lr: 0.2}\ntoggles: [sdpa]\n", 4, 5),
+    ("name: m\ndesign: list\ntoggles: [sdpa]\nruns:\n  - name: a\n    toggles: []\n    name: b\n", 5, 7),
+])
+def test_a_key_given_twice_is_an_error_naming_both_lines(body, first, again):
+    with pytest.raises(MatrixError) as e:
+        parse_matrix(body, "m.yaml")
+    assert str(e.value).startswith(f"m.yaml: line {again}, ") and f"first given at line {first}" in str(e.value)
+
+
+def test_yaml_merge_keys_may_still_be_overridden():
+    text = ("name: m\ndesign: one-at-a-time\nx-small: &small {d_model: 64, n_layer: 2}\n"
+            "base: {overrides: {<<: *small, d_model: 32}}\ntoggles: [sdpa]\n")
+    with pytest.raises(MatrixError, match="x-small: unknown key"):  # the anchor's key, not the merge
+        parse_matrix(text, "m.yaml")
+    matrix = parse_matrix(text.replace("x-small: &small {d_model: 64, n_layer: 2}\n", "")
+                          .replace("<<: *small, ", ""), "m.yaml")
+    assert matrix.base.d_model == 32
+
+
+def test_every_problem_is_reported_at_once():
+    text = ("name: a/b\ndesign: nope\n"
+            "base: {overrides: {lrr: 0.1, d_model: big, dropout: x}}\ntoggles: [sdpa]\n")
+    with pytest.raises(MatrixError) as e:
+        parse_matrix(text, "m.yaml")
+    problems = "\n".join(e.value.problems)
+    for part in ("m.yaml: name:", "m.yaml: design:", "base.overrides.lrr: unknown config field",
+                 "base.overrides.d_model: expected int", "base.overrides.dropout: expected float"):
+        assert part in problems, problems
+
+
+def test_a_huge_matrix_file_is_refused_before_it_is_parsed(tmp_path):
+    path = tmp_path / "seeds.yaml"
+    path.write_text("name: m\ndesign: one-at-a-time\ntoggles: [sdpa]\nseeds: ["
+                    + ", ".join(str(i) for i in range(300_000)) + "]\n")
+    t0 = time.perf_counter()
+    with pytest.raises(MatrixError, match="characters, over the limit"):
+        load_matrix(path)
+    assert time.perf_counter() - t0 < 2
+
+
+def test_max_runs_is_bounded_so_a_design_is_never_materialised_at_astronomic_size():
+    levels = ", ".join(str(0.001 * i) for i in range(1, 21))
+    toggles = ", ".join(f"{{{f}: [{levels}]}}" for f in ("lr", "dropout", "weight_decay"))  # 21**3 runs
+    t0 = time.perf_counter()
+    with pytest.raises(MatrixError, match=r"max_runs: expected less than or equal to 10000"):
+        parse_matrix(f"name: m\ndesign: factorial\nmax_runs: 1000000000\ntoggles: [{toggles}]\n", "m.yaml")
+    assert time.perf_counter() - t0 < 2
