@@ -333,7 +333,7 @@ def show_cmd(
     from .storage.store import open_store
 
     _check(fmt, FORMATS, "--format")
-    with _user_errors(), open_store(db) as store:
+    with _user_errors(), open_store(db, read_only=True) as store:
         runs = load_runs(store, experiment)
         row = find_run(runs, run)
         detail = run_detail(runs, load_evals(store, row["experiment"], runs=[int(row["run_id"])]), row)

@@ -130,3 +130,53 @@ def test_max_runs_is_bounded_so_a_design_is_never_materialised_at_astronomic_siz
     with pytest.raises(MatrixError, match=r"max_runs: expected less than or equal to 10000"):
         parse_matrix(f"name: m\ndesign: factorial\nmax_runs: 1000000000\ntoggles: [{toggles}]\n", "m.yaml")
     assert time.perf_counter() - t0 < 2
+
+
+# ------------------------------------------------------------- reading changes nothing, ever
+
+def results_db(tmp_path: Path, journal: str) -> Path:
+    """A results database holding one registered matrix, in the given SQLite journal mode."""
+    import sqlite3
+
+    from ablate.execution.runner import plan, register
+    from ablate.storage.store import Store
+
+    db = tmp_path / "ro" / "r.db"
+    db.parent.mkdir()
+    matrix = bracket_matrix(tmp_path)
+    with Store(f"sqlite:///{db}") as store:
+        ids = register(store, load_matrix(matrix), plan(load_matrix(matrix)))
+        store.fail(ids[0], 0, "RuntimeError: boom")
+    conn = sqlite3.connect(db)
+    conn.execute(f"pragma journal_mode={journal}")
+    conn.close()
+    assert sorted(p.name for p in db.parent.iterdir()) == ["r.db"]
+    return db
+
+
+READERS = [["runs"], ["report", "-e", "brackets"], ["show", "[/x]"], ["runs", "-f", "json"]]
+
+
+@pytest.mark.parametrize("journal", ["delete", "wal"])
+def test_reading_commands_change_nothing_byte_for_byte(tmp_path, journal):
+    db = results_db(tmp_path, journal)
+    before = {p.name: p.read_bytes() for p in db.parent.iterdir()}
+    for args in [*READERS, ["export", "--to", str(tmp_path / "x.csv")]]:
+        result = CliRunner().invoke(app, [*args, "--db", str(db)])
+        assert result.exit_code == 0, (args, result.output, result.exception)
+    assert {p.name: p.read_bytes() for p in db.parent.iterdir()} == before  # no WAL switch, no -shm
+
+
+def test_a_database_in_a_read_only_directory_is_read(tmp_path, monkeypatch):
+    """As root every file is writable, so the read-only filesystem is what os.access says."""
+    db = results_db(tmp_path, "wal")
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: mode != os.W_OK and real_access(p, mode))
+    for args in READERS:
+        result = CliRunner().invoke(app, [*args, "--db", str(db)])
+        assert result.exit_code == 0, (args, result.output, result.exception)
+        assert "unable to open" not in result.output
+    empty = tmp_path / "ro" / "empty.db"
+    empty.touch()
+    result = CliRunner().invoke(app, ["runs", "--db", str(empty)])
+    assert result.exit_code == 2 and "is empty" in result.output and empty.stat().st_size == 0

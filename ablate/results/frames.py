@@ -44,7 +44,7 @@ def list_experiments(db: str | Path | Store | None = None) -> pd.DataFrame:
         .group_by(Experiment.id)
         .order_by(Experiment.name)
     )
-    with open_store(db) as store:
+    with open_store(db, read_only=True) as store:
         rows = _rows(store, statement)
     return pd.DataFrame(
         [{"experiment": e.name, "design": e.design, "reference": e.reference, "runs": n,
@@ -100,7 +100,7 @@ def load_runs(db: str | Path | Store | None = None, experiment: str | None = Non
     )
     if experiment is not None:
         statement = statement.where(Experiment.name == experiment)
-    with open_store(db) as store:
+    with open_store(db, read_only=True) as store:
         _check_experiment(store, experiment)
         rows = _rows(store, statement)
     records = []
@@ -135,7 +135,7 @@ def load_evals(db: str | Path | Store | None = None, experiment: str | None = No
         ids = [r for r in wanted if isinstance(r, int)]
         names = [r for r in wanted if isinstance(r, str)]
         statement = statement.where(Run.id.in_(ids) | ExperimentRun.name.in_(names))
-    with open_store(db) as store:
+    with open_store(db, read_only=True) as store:
         _check_experiment(store, experiment)
         rows = _rows(store, statement)
     columns = ["experiment", "name", "seed", "run_id", *EVAL_VALUES]

@@ -25,7 +25,7 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open_store(db) as store:
+    with open_store(db, read_only=True) as store:
         exp = frames.pick_experiment(store, experiment)
         evals = frames.load_evals(store, exp["experiment"])
     evals = evals.dropna(subset=[metric])

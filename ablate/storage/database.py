@@ -19,6 +19,7 @@ import random
 import time
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import quote
 
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine, make_url
@@ -34,6 +35,7 @@ _SQLITE_PRAGMAS = (
     "PRAGMA synchronous=NORMAL",
     "PRAGMA foreign_keys=ON",
 )
+_READ_ONLY_PRAGMAS = ("PRAGMA busy_timeout=30000",)  # a reader changes nothing, not even the journal mode
 _WRITE_TRIES = 5
 
 
@@ -80,7 +82,19 @@ def _check_path(path: Path, create: bool) -> None:
         raise StoreError(f"cannot write results database {path}: permission denied")
 
 
-def _setup_sqlite(engine: Engine) -> None:
+def _read_only_url(path: Path) -> str:
+    """SQLite's read-only open of a file (`mode=ro`), `immutable` where that would have to
+    create files: in a directory that is not writable (a read-only filesystem or checkout), and
+    for a WAL database no writer has open (no -wal file: a reader would leave -wal and -shm
+    behind). A rollback-journal file, or a WAL file being written, is read in plain `mode=ro`."""
+    with path.open("rb") as f:
+        wal = f.read(20)[18:19] == b"\x02"  # the header's file format version: 2 is WAL
+    writable = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+    immutable = not writable or (wal and not path.with_name(path.name + "-wal").exists())
+    return f"sqlite:///file:{quote(str(path))}?mode=ro{'&immutable=1' if immutable else ''}&uri=true"
+
+
+def _setup_sqlite(engine: Engine, read_only: bool = False) -> None:
     """WAL + busy timeout on every connection; BEGIN IMMEDIATE for write transactions.
 
     pysqlite's own transaction handling is turned off (isolation_level=None) so that the
@@ -91,7 +105,7 @@ def _setup_sqlite(engine: Engine) -> None:
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        for pragma in _SQLITE_PRAGMAS:
+        for pragma in _READ_ONLY_PRAGMAS if read_only else _SQLITE_PRAGMAS:
             cursor.execute(pragma)
         cursor.close()
 
@@ -107,20 +121,22 @@ def _setup_sqlite(engine: Engine) -> None:
 class Database:
     """A connection to the results database. Cheap to keep; call close() to release files."""
 
-    def __init__(self, url: str | None = None, *, create: bool = True):
+    def __init__(self, url: str | None = None, *, create: bool = True, read_only: bool = False):
         """Open (and with create=True initialise) the database; migrate an older schema, refuse a
-        newer one. create=False is for read-only commands: a missing SQLite file is an error."""
+        newer one. create=False is for commands that only read: a missing SQLite file is an
+        error; read_only also opens a SQLite file read-only, so reading changes nothing in it."""
         self.url = url or default_url()
         self.file = _sqlite_path(self.url)
         self.where = str(self.file) if self.file else make_url(self.url).render_as_string(hide_password=True)
         self.version = latest_version()  # once open: older databases are migrated to it
         self.upgraded: tuple[int, int] | None = None  # (from, to) when opening migrated the schema
         self.backup: Path | None = None  # the copy of the file kept before migrating it
+        self.read_only = read_only and self.file is not None
         if self.file is not None:
-            _check_path(self.file, create)
-        self._engine = create_engine(self.url)
+            _check_path(self.file, create and not self.read_only)
+        self._engine = create_engine(_read_only_url(self.file) if self.read_only else self.url)
         if self._engine.dialect.name == "sqlite":
-            _setup_sqlite(self._engine)
+            _setup_sqlite(self._engine, self.read_only)
         self._reader = sessionmaker(self._engine, expire_on_commit=False)
         self._writer = sessionmaker(
             self._engine.execution_options(ablate_write=True), expire_on_commit=False
@@ -161,6 +177,12 @@ class Database:
         if version < FIRST_VERSION:
             raise StoreError(f"{self.where} has schema {version}: no migration leads from it to this "
                              f"ablate's {latest}; use a new database or the ablate that wrote it")
+        if version < latest and self.read_only:  # migrated as on every open, then read as it is now
+            if not os.access(self.file, os.W_OK):
+                raise StoreError(f"{self.where} has schema {version} and is read-only: this ablate reads "
+                                 f"{latest}; run `ablate db upgrade` on a writable copy")
+            Database(self.url, create=False).close()
+            version = self._version()
         if version < latest:
             try:
                 self.backup = upgrade(self._write, version, self.file)
