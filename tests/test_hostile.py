@@ -24,7 +24,7 @@ MARKUP = ["[/x]", "[bold]b", "[red]r[/red]", "[link=file:///etc]l", "[[esc]]", "
 def bracket_matrix(tmp_path: Path) -> Path:
     """A list design whose run names are all markup-like text, its data under a bracketed path."""
     data = tmp_path / "d[old]" / "titles[1].csv"
-    data.parent.mkdir()
+    data.parent.mkdir(exist_ok=True)
     data.write_text("title\nhello\n")
     runs = "".join(f"  - {{name: {json.dumps(name)}, toggles: {f'[lr=0.0{i}]' if i else '[]'}}}\n"
                    for i, name in enumerate(MARKUP))
@@ -180,3 +180,94 @@ def test_a_database_in_a_read_only_directory_is_read(tmp_path, monkeypatch):
     empty.touch()
     result = CliRunner().invoke(app, ["runs", "--db", str(empty)])
     assert result.exit_code == 2 and "is empty" in result.output and empty.stat().st_size == 0
+
+
+# ------------------------------------------------------------ one `error:` line, never a traceback
+
+def schema_1_without_a_column(tmp_path: Path) -> Path:
+    import shutil
+    import sqlite3
+
+    db = tmp_path / "v1.db"
+    shutil.copy(REPO / "tests" / "fixtures" / "results-v1.db", db)
+    conn = sqlite3.connect(db)
+    conn.execute("alter table runs drop column host")
+    conn.commit()
+    conn.close()
+    return db
+
+
+def one_line_error(args: list[str], cwd: Path) -> str:
+    result = subprocess.run([sys.executable, "-m", "ablate", *args], cwd=cwd, capture_output=True, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)), timeout=120)
+    assert result.returncode == 2, (args, result.stdout, result.stderr)
+    assert result.stderr.startswith("error: ") and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    return result.stderr
+
+
+@pytest.mark.parametrize("case, message", [
+    ("not-sqlite", "file is not a database"),
+    ("no-driver", "pip install 'ablate[postgres]'"),
+    ("version-one", "schema_version 'one' in its meta table is not a number"),
+    ("missing-column", "lacks runs.host"),
+    ("jobs-1", "--jobs-per-device -1: expected 1 or more"),
+    ("jobs0", "--jobs-per-device 0: expected 1 or more"),
+    ("export-nodir", "directory 'nodir' does not exist"),
+    ("plot-nodir", "directory 'nodir' does not exist"),
+    ("plot-txt", "expected a file name ending in .png"),
+])
+def test_bad_databases_and_options_are_one_error_line(tmp_path, case, message):
+    import sqlite3
+
+    matrix = bracket_matrix(tmp_path)
+    good = results_db(tmp_path, "wal")
+    db = {"not-sqlite": tmp_path / "x.db", "version-one": tmp_path / "ro" / "r.db",
+          "missing-column": schema_1_without_a_column(tmp_path)}.get(case, good)
+    (tmp_path / "x.db").write_text("hello, not a database\n")
+    if case == "version-one":
+        with sqlite3.connect(db) as conn:
+            conn.execute("update meta set value = 'one' where key = 'schema_version'")
+        conn.close()
+    before = db.read_bytes()
+    url = "postgresql+pg8000://nobody@localhost/x" if case == "no-driver" else str(db)
+    args = {"jobs-1": ["run", str(matrix), "--jobs-per-device", "-1"],
+            "jobs0": ["run", str(matrix), "--jobs-per-device", "0"],
+            "export-nodir": ["export", "--to", "nodir/x.csv"],
+            "plot-nodir": ["plot", "--out", "nodir/p.png"], "plot-txt": ["plot", "--out", "p.txt"],
+            }.get(case, ["run", str(matrix), "--trainer", TRAINER])
+    assert message in one_line_error([*args, "--db", url], tmp_path)
+    assert db.read_bytes() == before  # nothing written before the problem was found
+
+
+def test_a_locked_database_is_an_error_line(tmp_path, monkeypatch):
+    import sqlite3
+
+    from ablate.storage import database
+
+    monkeypatch.setattr(database, "_READ_ONLY_PRAGMAS", ("PRAGMA busy_timeout=50",))
+    db = results_db(tmp_path, "delete")
+    holder = sqlite3.connect(db, isolation_level=None)
+    holder.execute("begin exclusive")
+    try:
+        result = CliRunner().invoke(app, ["runs", "--db", str(db)])
+    finally:
+        holder.close()
+    assert result.exit_code == 2 and "database is locked" in result.output, (result.output, result.exception)
+
+
+def test_a_full_disk_under_the_runner_is_a_store_error_not_a_traceback(tmp_path):
+    import sqlite3
+
+    from sqlalchemy import event
+
+    from ablate.storage.database import StoreError
+    from ablate.storage.store import Store
+
+    with Store(f"sqlite:///{tmp_path / 'r.db'}") as store:
+        @event.listens_for(store._engine, "before_cursor_execute")
+        def _full(conn, cursor, statement, *args) -> None:
+            if statement.lstrip().upper().startswith(("INSERT", "UPDATE")):
+                raise sqlite3.OperationalError("database or disk is full")
+
+        with pytest.raises(StoreError, match="database or disk is full"):
+            store.upsert_experiment("m", "", "name: m", 1.754, "list")

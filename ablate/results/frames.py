@@ -177,18 +177,26 @@ def select_runs(runs: pd.DataFrame, status: str | None = None, toggle: str | Non
     return runs[keep]
 
 
+def output_path(path: str | Path, suffixes: tuple[str, ...]) -> Path:
+    """A file a command is about to write, checked first: a known suffix, an existing directory."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise ResultsError(f"cannot write {str(path)!r}: expected a file name ending in {' or '.join(suffixes)}")
+    if not path.parent.is_dir():
+        raise ResultsError(f"cannot write {str(path)!r}: directory {str(path.parent)!r} does not exist")
+    return path
+
+
 def export(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write a loader's frame to .csv or .parquet (lists and dicts become JSON text in parquet)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        frame.to_csv(path, index=False)
-    elif suffix == ".parquet":
-        flat = frame.map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v)
-        try:
-            flat.to_parquet(path, index=False)
-        except ImportError as e:
-            raise ResultsError(f"writing parquet needs pyarrow or fastparquet ({e}); or export to .csv") from None
-    else:
-        raise ResultsError(f"cannot export to {path.name!r}: expected a .csv or .parquet file name")
+    path = output_path(path, (".csv", ".parquet"))
+    try:
+        if path.suffix.lower() == ".csv":
+            frame.to_csv(path, index=False)
+        else:
+            frame.map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v).to_parquet(path, index=False)
+    except ImportError as e:
+        raise ResultsError(f"writing parquet needs pyarrow or fastparquet ({e}); or export to .csv") from None
+    except OSError as e:
+        raise ResultsError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
     return path

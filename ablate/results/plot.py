@@ -20,6 +20,7 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
     """Plot `metric` against step for the named configurations (default: the baseline and the five
     configurations with the lowest final value), averaged over seeds with a min-max band
     (`seed_band`)."""
+    path = frames.output_path(out, (".png", ".svg", ".pdf"))
     import matplotlib
 
     matplotlib.use("Agg")
@@ -57,9 +58,12 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
            title=f"{exp['experiment']}: {metric} by step")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    path = Path(out)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    except OSError as e:
+        raise frames.ResultsError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
+    finally:
+        plt.close(fig)
     return path
 
 

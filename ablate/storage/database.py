@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .migrations import FIRST_VERSION, MigrationError, latest_version, stored_version, upgrade
@@ -134,7 +134,14 @@ class Database:
         self.read_only = read_only and self.file is not None
         if self.file is not None:
             _check_path(self.file, create and not self.read_only)
-        self._engine = create_engine(_read_only_url(self.file) if self.read_only else self.url)
+        try:
+            self._engine = create_engine(_read_only_url(self.file) if self.read_only else self.url)
+        except ImportError as e:  # the URL's driver: PostgreSQL's is an extra
+            raise StoreError(f"cannot open results database {self.where}: its driver is not installed "
+                             f"({e}); for PostgreSQL: pip install 'ablate[postgres]' and a "
+                             f"postgresql+psycopg:// URL") from None
+        except ArgumentError as e:
+            raise StoreError(f"cannot open results database {self.where}: {e}") from None
         if self._engine.dialect.name == "sqlite":
             _setup_sqlite(self._engine, self.read_only)
         self._reader = sessionmaker(self._engine, expire_on_commit=False)
@@ -143,9 +150,13 @@ class Database:
         )
         try:
             self._open(create)
-        except OperationalError as exc:
+        except DBAPIError as exc:  # not a database, cannot connect, locked for longer than the timeout
             self.close()
-            raise StoreError(f"cannot open results database {self.where}: {exc.orig}") from exc
+            reason = " ".join(str(exc.orig).split())  # one line: drivers add hints on their own lines
+            raise StoreError(f"cannot open results database {self.where}: {reason}") from exc
+        except MigrationError as e:
+            self.close()
+            raise StoreError(f"{self.where}: {e}") from None
         except BaseException:
             self.close()
             raise
@@ -189,6 +200,21 @@ class Database:
             except MigrationError as e:
                 raise StoreError(f"{self.where}: {e}") from e
             self.upgraded = (version, latest)
+        self._check_columns()
+
+    def _check_columns(self) -> None:
+        """Every table and column this ablate uses is there: a damaged or hand-made file that
+        claims a schema it does not have is refused before anything is written into it."""
+        with self._engine.connect() as conn:
+            found = inspect(conn)
+            tables = set(found.get_table_names())
+            present = {t.name: {c["name"] for c in found.get_columns(t.name)} if t.name in tables else set()
+                       for t in Base.metadata.sorted_tables}
+        missing = [f"{t.name}.{c.name}" for t in Base.metadata.sorted_tables for c in t.columns
+                   if c.name not in present[t.name]]
+        if missing:
+            raise StoreError(f"{self.where} claims schema {self.version} but lacks {', '.join(missing[:5])}"
+                             f"{' …' if len(missing) > 5 else ''}: not a database this ablate can use")
 
     def _version(self) -> int | None:
         """The stored schema version; None for an empty database."""
@@ -214,8 +240,11 @@ class Database:
         session.add(Meta(key="schema_version", value=str(latest_version())))
 
     def _read(self, fn: Callable[[Session], Any]) -> Any:
-        with self._reader() as session, session.begin():
-            return fn(session)
+        try:
+            with self._reader() as session, session.begin():
+                return fn(session)
+        except OperationalError as exc:  # locked past the busy timeout, the file gone, the disk gone
+            raise StoreError(f"{self.where}: {exc.orig}") from exc
 
     def _write(self, fn: Callable[[Session], Any], *, retry_conflicts: bool = False) -> Any:
         """Run fn in one write transaction and commit it; retry if the database stays locked.
@@ -230,8 +259,8 @@ class Database:
                 with self._writer() as session, session.begin():
                     return fn(session)
             except OperationalError as exc:
-                if not _is_locked(exc):
-                    raise
+                if not _is_locked(exc):  # e.g. the disk full: a one-line error, not a traceback
+                    raise StoreError(f"{self.where}: {exc.orig}") from exc
                 if tries == _WRITE_TRIES:
                     raise StoreError(f"{self.where} stayed locked through {tries} tries: {exc.orig}") from exc
             except IntegrityError:
