@@ -33,6 +33,7 @@ from . import fake_trainer
 REPO = Path(__file__).resolve().parent.parent
 TRAINER = "tests.fake_trainer:train"
 BASE_LR = 0.006  # the mainrun preset's lr: the baseline run's key
+TITLES = "title\n" + "a title of a few words\n" * 400  # text enough for one batch (plan checks it)
 
 
 def write_matrix(tmp: Path, name: str, lrs: list[float], evals: int = 4, extra: str = "") -> Path:
@@ -259,7 +260,7 @@ def test_sigkilled_runners_at_eight_points_resume_to_the_clean_result(tmp_path):
 
 def test_disk_full_and_vanishing_data_fail_their_runs_with_the_reason(tmp_path):
     data = tmp_path / "titles.csv"
-    data.write_text("title\nhello\n")
+    data.write_text(TITLES)
     matrix = write_matrix(tmp_path, "resources", [0.001, 0.002, 0.003, 0.004], extra=f"data: {data}\n")
     bench = Bench(tmp_path, matrix, {key(0.003): ["after_eval:2"]},
                   enospc={key(0.001): 2}, dbfull={key(0.002): 3})
@@ -293,12 +294,12 @@ def test_disk_full_and_vanishing_data_fail_their_runs_with_the_reason(tmp_path):
 
 def test_data_edited_mid_matrix_fails_the_runs_not_yet_started_then_replans(tmp_path):
     data = tmp_path / "titles.csv"
-    data.write_text("title\nhello\n")
+    data.write_text(TITLES)
     matrix = write_matrix(tmp_path, "edited", [0.001, 0.002], extra=f"data: {data}\n")
     bench = Bench(tmp_path, matrix, {key(BASE_LR): ["after_eval:1"]})
     runner = bench.start()
     bench.wait_marker(f"{key(BASE_LR)}@after_eval:1", runner)
-    data.write_text("title\nhello\nworld\n")  # edited while the baseline trains
+    data.write_text(TITLES + "world\n")  # edited while the baseline trains
     bench.release(f"{key(BASE_LR)}@after_eval:1")
     assert runner.wait(60) == 1, bench.output(runner)
     runs = {key(lr): (status, error) for lr, status, error in bench.query(

@@ -241,7 +241,7 @@ def test_markup_like_names_are_printed_as_text_by_every_command(names, tmp_path_
     matrix = tmp / "m.yaml"
     matrix.write_text("name: markup\ndesign: list\nbase: {overrides: {epochs: 1}}\ndata: t.csv\n"
                       f"toggles: [{{lr: [{', '.join(f'0.0{i}' for i in range(1, 5))}]}}]\nruns:\n{runs}")
-    (tmp / "t.csv").write_text("title\nhello\n")
+    (tmp / "t.csv").write_text("title\n" + "hello world\n" * 1000)
     db = ["--db", f"sqlite:///{tmp}/r.db"]
     cli = CliRunner()
     with Store(f"sqlite:///{tmp}/r.db") as s:

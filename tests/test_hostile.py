@@ -25,7 +25,7 @@ def bracket_matrix(tmp_path: Path) -> Path:
     """A list design whose run names are all markup-like text, its data under a bracketed path."""
     data = tmp_path / "d[old]" / "titles[1].csv"
     data.parent.mkdir(exist_ok=True)
-    data.write_text("title\nhello\n")
+    data.write_text("title\n" + "hello world\n" * 1000)
     runs = "".join(f"  - {{name: {json.dumps(name)}, toggles: {f'[lr=0.0{i}]' if i else '[]'}}}\n"
                    for i, name in enumerate(MARKUP))
     path = tmp_path / "brackets.yaml"
@@ -271,3 +271,25 @@ def test_a_full_disk_under_the_runner_is_a_store_error_not_a_traceback(tmp_path)
 
         with pytest.raises(StoreError, match="database or disk is full"):
             store.upsert_experiment("m", "", "name: m", 1.754, "list")
+
+
+# ------------------------------------------------------------ bad data fails the command at plan time
+
+@pytest.mark.parametrize("name, content, message", [
+    ("empty.csv", b"", "cannot be read as csv"),
+    ("junk.csv", b"\x00\xff\xfe junk", "cannot be read as csv"),
+    ("numbers.csv", b"title\n1\n2\n3\n", "3 titles are not text (e.g. 1, a int"),
+    ("other.csv", b"name\nx\n", "has no 'title' column (columns: name)"),
+    ("tiny.csv", b"title\nhello\n", "too little text for one batch of 8193 tokens"),
+    ("titles", None, "data file './titles' does not exist"),  # no suffix: a path, not a hub id
+])
+def test_bad_local_data_fails_the_command_before_any_run_starts(tmp_path, name, content, message):
+    if content is not None:
+        (tmp_path / name).write_bytes(content)
+    matrix = tmp_path / "m.yaml"
+    matrix.write_text("name: m\ndesign: one-at-a-time\ntoggles: [sdpa]\n")
+    t0 = time.perf_counter()
+    error = one_line_error(["run", str(matrix), "--data", f"./{name}", "--db", str(tmp_path / "r.db"),
+                            "--trainer", TRAINER], tmp_path)
+    assert message in error and time.perf_counter() - t0 < 20
+    assert not (tmp_path / "r.db").exists()
