@@ -293,3 +293,41 @@ def test_bad_local_data_fails_the_command_before_any_run_starts(tmp_path, name, 
                             "--trainer", TRAINER], tmp_path)
     assert message in error and time.perf_counter() - t0 < 20
     assert not (tmp_path / "r.db").exists()
+
+
+# ------------------------------------------------------------ a bad checkpoint: one line, the file, no unsafe advice
+
+class Payload:
+    def __reduce__(self):
+        return (os.system, ("touch PWNED",))
+
+
+def test_a_bad_checkpoint_is_one_line_naming_the_file_and_never_advising_unsafe_loading(tmp_path, monkeypatch):
+    import torch
+
+    from ablate.training.config import TrainConfig
+    from ablate.training.train import restore_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    evil, junk, cut = tmp_path / "evil.pt", tmp_path / "junk.pt", tmp_path / "cut.pt"
+    torch.save({"config": {}, "x": Payload()}, evil)
+    junk.write_bytes(b"\x00junk" * 10)
+    cut.write_bytes(evil.read_bytes()[:50])
+    for path, why in ((evil, "refused as unsafe"), (junk, "corrupt"), (cut, "corrupt")):
+        with pytest.raises(RuntimeError) as e:
+            restore_checkpoint(path, TrainConfig(), {}, None, torch.device("cpu"))
+        message = str(e.value)
+        assert f"checkpoint {path}: {why}" in message and "\n" not in message, message
+        assert "weights_only" not in message, message
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_runs_error_is_one_line(tmp_path):
+    from ablate.execution.runner import plan, register
+    from ablate.storage.store import Store
+
+    matrix = bracket_matrix(tmp_path)
+    with Store(f"sqlite:///{tmp_path / 'r.db'}") as store:
+        run_id = register(store, load_matrix(matrix), plan(load_matrix(matrix)))[0]
+        store.fail(run_id, 0, "UnpicklingError: Weights only load failed.\n\nIn PyTorch 2.6 ...\n  more")
+        assert store.run(run_id).error == "UnpicklingError: Weights only load failed. In PyTorch 2.6 ... more"

@@ -276,7 +276,7 @@ class Store(Database):
             run = self._owned(session, run_id, attempt)
             if run is None:
                 return False
-            run.status, run.finished_at, run.error = status, _now(), error
+            run.status, run.finished_at, run.error = status, _now(), " ".join(error.split())  # one line
             run.traceback = traceback[-TRACEBACK_LIMIT:] if traceback else None
             return True
 
