@@ -231,6 +231,27 @@ def db_upgrade(db: DbOption = None) -> None:
         err.print(f"{store.where}: schema {old} → {new}{kept}")
 
 
+@db_app.command("merge")
+def db_merge(
+    other: Annotated[str, typer.Argument(metavar="OTHER.db", help="the database to copy from "
+                                         "(a .db path or SQLAlchemy URL); never written")],
+    db: DbOption = None,
+) -> None:
+    """Copy another results database's experiments, runs and evaluations into this one,
+    matching runs by identity, in one transaction. A run completed in both is kept once;
+    differing results for one identity are listed and this database's are kept (exit 1)."""
+    from .storage.merge import merge
+    from .storage.store import open_store
+
+    with _user_errors(), open_store(db, create=True) as store:
+        report = merge(store, other)
+    err.print(report.summary())
+    for conflict in report.conflicts:
+        err.print(f"conflict: {conflict}")
+    if report.conflicts:
+        raise typer.Exit(1)
+
+
 @app.command("catalog")
 def show_catalog() -> None:
     """List the report's optimizations and the base presets."""
@@ -286,17 +307,37 @@ def _experiment(db: Optional[str], experiment: Optional[str], matrix_path: Optio
 @app.command("report")
 def report_cmd(
     matrix: Annotated[Optional[Path], typer.Argument(help="matrix YAML; its name selects the experiment")] = None,
-    experiment: ExperimentOption = None, db: DbOption = None, metric: MetricOption = None,
-    fmt: FormatOption = "table",
+    experiment: Annotated[Optional[list[str]], typer.Option(
+        "--experiment", "-e", help="experiment name (default: the only one in the database; "
+        "html: repeat it, default every experiment)")] = None,
+    db: DbOption = None, metric: MetricOption = None,
+    fmt: Annotated[str, typer.Option("--format", "-f", help="table | markdown | csv | json | html")] = "table",
+    out: Annotated[Optional[Path], typer.Option(help="write the report to this file (html: report.html)")] = None,
 ) -> None:
     """Rank an experiment's configurations and estimate each toggle's effect."""
     from .results.render import FORMATS, render
     from .results.report import METRICS, build_report
 
     _check(metric, tuple(METRICS), "--metric")
-    _check(fmt, FORMATS, "--format")
+    _check(fmt, (*FORMATS, "html"), "--format")
+    if fmt == "html":  # one self-contained page, several experiments at once
+        from .results.html import render_html
+
+        path = out or Path("report.html")
+        with _user_errors():
+            names = list(experiment or []) or ([_experiment(db, None, matrix)] if matrix else None)
+            page = render_html(db, names, metric)
+        path.write_text(page)
+        err.print(f"wrote {path}")
+        return
+    if experiment and len(experiment) > 1:
+        fail(f"--format {fmt} shows one experiment; several need --format html")
     with _user_errors():
-        report = build_report(db, _experiment(db, experiment, matrix), metric)
+        report = build_report(db, _experiment(db, experiment[0] if experiment else None, matrix), metric)
+    if out:
+        out.write_text(render(report, fmt, 100, False))
+        err.print(f"wrote {out}")
+        return
     _emit(lambda width, color: render(report, fmt, width, color))
 
 
@@ -348,18 +389,26 @@ def plot_cmd(
     matrix: Annotated[Optional[Path], typer.Argument(help="matrix YAML; its name selects the experiment")] = None,
     experiment: ExperimentOption = None,
     runs: Annotated[Optional[str], typer.Option(help="comma-separated run names (default: baseline + top 5)")] = None,
-    out: Annotated[Path, typer.Option(help="PNG file to write")] = Path("curves.png"),
+    out: Annotated[Path, typer.Option(help="PNG (or, with --effects, SVG) file to write")] = Path("curves.png"),
     metric: Annotated[str, typer.Option(help="mainrun (val_loss) | full (val_loss_full)")] = "mainrun",
+    effects: Annotated[bool, typer.Option("--effects", help="each effect with its interval, "
+                                          "coloured by verdict, instead of the curves")] = False,
+    delta: Annotated[bool, typer.Option("--delta", help="each curve minus the same-seed "
+                                        "baseline's (separates overlapping curves)")] = False,
     db: DbOption = None,
 ) -> None:
-    """Plot validation loss against step."""
-    from .results.plot import plot_curves
-    from .results.report import METRICS
+    """Plot validation loss against step, or (--effects) the effect of each toggle."""
+    from .results.plot import plot_curves, plot_effects
+    from .results.report import METRICS, build_report
 
     _check(metric, tuple(METRICS), "--metric")
     names = [n.strip() for n in runs.split(",") if n.strip()] if runs else None
     with _user_errors():
-        path = plot_curves(db, _experiment(db, experiment, matrix), names, out, METRICS[metric])
+        if effects:
+            path = plot_effects(build_report(db, _experiment(db, experiment, matrix)), out)
+        else:
+            path = plot_curves(db, _experiment(db, experiment, matrix), names, out, METRICS[metric],
+                               delta)
     err.print(f"wrote {path}")
 
 

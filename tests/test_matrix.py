@@ -3,6 +3,7 @@ way a file can be wrong."""
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
@@ -441,3 +442,17 @@ def test_a_row_equal_to_an_earlier_one_is_dropped_with_a_warning(tmp_path):
     assert "all-minus-weight_decay_001" not in names and "all" in names
     assert any("'all-minus-weight_decay_001' is the same configuration as 'all'" in w
                for w in matrix.warnings)
+
+
+def test_jobs_per_device_defaults_to_four_per_gpu_and_one_per_cpu(tmp_path):
+    """Measured on an H200 (BENCHMARKS.md section 8): four full-size runs at a time finish a
+    batch of runs fastest; a CPU runs one at a time on all its cores."""
+    from ablate.execution.executors import detect_slots
+
+    body = "name: x\ndesign: one-at-a-time\ntoggles: [sdpa]\n"
+    assert load(tmp_path, body).execution.jobs_per_device is None  # the matrix did not say
+    gpu = detect_slots([0, 1], None)
+    assert [(s.device, s.visible) for s in gpu] == [("cuda", "0")] * 4 + [("cuda", "1")] * 4
+    cpu = detect_slots("cpu", None)
+    assert len(cpu) == 1 and cpu[0].threads == (os.cpu_count() or 1)
+    assert len(detect_slots([0], 2)) == 2 and len(detect_slots("cpu", 2)) == 2

@@ -164,9 +164,13 @@ def test_yaml_example_is_a_valid_matrix():
 # ---------------------------------------------------------------------------- ablate commands
 
 
-def _subcommand(argv: list[str]) -> click.Command:
-    assert argv and argv[0] in COMMAND.commands, f"`ablate {' '.join(argv)}`: no such subcommand"
-    return COMMAND.commands[argv[0]]
+def _subcommand(argv: list[str]) -> tuple:
+    """The (sub)command an argv names, through command groups such as `db`, and its own args."""
+    command, rest = COMMAND, list(argv)
+    while hasattr(command, "commands"):  # a group (typer vendors its own click)
+        assert rest and rest[0] in command.commands, f"`ablate {' '.join(argv)}`: no such subcommand"
+        command, rest = command.commands[rest[0]], rest[1:]
+    return command, rest
 
 
 def _option_names(command: click.Command) -> set[str]:
@@ -176,20 +180,20 @@ def _option_names(command: click.Command) -> set[str]:
 @pytest.mark.parametrize("argv", [a for _, a in bash_commands()], ids=" ".join)
 def test_command_line_parses(argv):
     """Strict parsing: the subcommand, every option and every required argument."""
-    command = _subcommand(argv)
-    words = [w for w in argv[1:] if w.startswith("-")]
+    command, args = _subcommand(argv)
+    words = [w for w in args if w.startswith("-")]
     unknown = [w.split("=")[0] for w in words if w.split("=")[0] not in _option_names(command)]
     assert not unknown, f"`ablate {' '.join(argv)}`: unknown option(s) {unknown}"
-    command.make_context(argv[0], list(argv[1:]), parent=click.Context(COMMAND))
+    command.make_context(argv[0], args, parent=click.Context(COMMAND))
 
 
 @pytest.mark.parametrize("span", inline_commands())
 def test_inline_command_names_real_options(span):
     argv = span.split()[1:]
-    command = _subcommand(argv)
+    command, args = _subcommand(argv)
     for option in re.findall(r"(?<![\w-])(--?[a-z][\w-]*)", span):
         assert option in _option_names(command), f"`{span}`: {option} is not an option of {argv[0]}"
-    words = [w.strip("[]") for w in argv[1:]]
+    words = [w.strip("[]") for w in args]
     command.make_context(argv[0], words, parent=click.Context(COMMAND), resilient_parsing=True)
 
 

@@ -100,7 +100,13 @@ class Slot:
     spare_trainer: str | None = None  # the trainer the spare imported
 
 
-def detect_slots(devices: str | list[int], jobs_per_device: int) -> list[Slot]:
+# Runs at a time when a matrix does not say. A GPU: 4, measured on an H200 (BENCHMARKS.md §8:
+# 8 full-size runs took 96 s one at a time, 56 s two, 48 s four, 49 s eight); packing hides each
+# run's start-up and evaluations. A CPU: 1 run on all cores (the 27M model's matmuls use them).
+DEFAULT_JOBS_PER_DEVICE = {"cuda": 4, "cpu": 1}
+
+
+def detect_slots(devices: str | list[int], jobs_per_device: int | None) -> list[Slot]:
     """One slot per visible GPU times jobs_per_device; CPU slots when there is no GPU."""
     gpus: list[int] = []
     if devices != "cpu":
@@ -111,9 +117,11 @@ def detect_slots(devices: str | list[int], jobs_per_device: int) -> list[Slot]:
 
             gpus = list(range(torch.cuda.device_count()))
     if gpus:
-        return [Slot("cuda", str(g)) for g in gpus for _ in range(jobs_per_device)]
-    threads = max(1, (os.cpu_count() or 1) // jobs_per_device)
-    return [Slot("cpu", None, threads) for _ in range(jobs_per_device)]
+        jobs = jobs_per_device or DEFAULT_JOBS_PER_DEVICE["cuda"]
+        return [Slot("cuda", str(g)) for g in gpus for _ in range(jobs)]
+    jobs = jobs_per_device or DEFAULT_JOBS_PER_DEVICE["cpu"]
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    return [Slot("cpu", None, threads) for _ in range(jobs)]
 
 
 class LocalExecutor:

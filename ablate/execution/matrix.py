@@ -100,7 +100,7 @@ class Run(_Strict):
 
 class Execution(_Strict):
     devices: str | list[int] = "auto"
-    jobs_per_device: int = Field(1, ge=1)
+    jobs_per_device: int | None = Field(None, ge=1)  # None: executors.DEFAULT_JOBS_PER_DEVICE
     warm_workers: bool = True  # a spare job process per slot imports torch while the slot trains
 
     @field_validator("devices", mode="before")

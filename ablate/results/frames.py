@@ -21,7 +21,7 @@ from ..training.config import MAINRUN_VAL_LOSS
 RUN_COLUMNS = (
     "experiment", "run_id", "hash", "position", "name", "toggles", "seed", "status", "attempt",
     "final_val_loss", "best_val_loss", "best_step", "wall_time_s", "tokens_per_s", "steps",
-    "max_steps", "truncated", "code_version", "error",
+    "max_steps", "truncated", "code_version", "device", "error",
 )
 INT_COLUMNS = ("run_id", "position", "seed", "attempt", "best_step", "steps", "max_steps")  # nullable
 EVAL_VALUES = ("step", *EVAL_COLUMNS)

@@ -16,10 +16,11 @@ TOP = 5  # configurations plotted besides the baseline when none are named
 
 
 def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, out: str | Path = "curves.png",
-                metric: str = "val_loss") -> Path:
+                metric: str = "val_loss", delta: bool = False) -> Path:
     """Plot `metric` against step for the named configurations (default: the baseline and the five
     configurations with the lowest final value), averaged over seeds with a min-max band
-    (`seed_band`)."""
+    (`seed_band`). `delta`: each configuration's difference from the same-seed baseline
+    instead, which separates curves that lie on top of each other."""
     path = frames.output_path(out, (".png", ".svg", ".pdf"))
     import matplotlib
 
@@ -37,6 +38,9 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
     if unknown:
         raise frames.ResultsError(f"no evaluations for {', '.join(unknown)} in {exp['experiment']!r}; "
                                    f"known: {', '.join(dict.fromkeys(evals['name']))}")
+    if delta:
+        evals = minus_baseline(evals, metric)
+        names = [n for n in names if n != "baseline"]
     fig, ax = plt.subplots(figsize=(9, 5.5))
     for name in names:
         curve = seed_band(evals[evals["name"] == name], metric)
@@ -47,15 +51,18 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
             ax.fill_between(curve.index, curve["min"], curve["max"], color=line.get_color(), alpha=0.15)
     reference = frames.reference_of(exp)
     low, high = ax.get_ylim()
-    if low <= reference <= high:
+    if delta:
+        ax.axhline(0, color="grey", linestyle="--", label="baseline (same seed)")
+    elif low <= reference <= high:
         ax.axhline(reference, color="grey", linestyle=":", label=f"Mainrun reference {reference:g}")
     else:  # drawing it would flatten every curve: say where it is instead
         where = "below" if reference < low else "above"
         ax.annotate(f"Mainrun reference {reference:g}: {where} this range", xy=(0.99, 0.99 if where == "above" else 0.01),
                     xycoords="axes fraction", ha="right", va="top" if where == "above" else "bottom",
                     fontsize="small", color="grey")
-    ax.set(xlabel="optimizer step", ylabel=f"{metric} (nats per character)",
-           title=f"{exp['experiment']}: {metric} by step")
+    what = f"{metric} − same-seed baseline" if delta else metric
+    ax.set(xlabel="optimizer step", ylabel=f"{what} (nats per character)",
+           title=f"{exp['experiment']}: {what} by step")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     try:
@@ -65,6 +72,26 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
     finally:
         plt.close(fig)
     return path
+
+
+def minus_baseline(evals: Any, metric: str) -> Any:
+    """Each non-baseline evaluation minus the same-seed baseline at that step (the baseline's
+    curve interpolated where their steps differ); runs without a same-seed baseline dropped."""
+    import numpy as np
+
+    base = {seed: g.sort_values("step") for seed, g in evals[evals["name"] == "baseline"].groupby("seed")}
+    parts = []
+    for (name, seed), g in evals[evals["name"] != "baseline"].groupby(["name", "seed"]):
+        if seed in base:
+            b = base[seed]
+            parts.append(g.assign(**{metric: g[metric].to_numpy(dtype=float) - np.interp(
+                g["step"].to_numpy(dtype=float), b["step"].to_numpy(dtype=float),
+                b[metric].to_numpy(dtype=float))}))
+    if not parts:
+        raise frames.ResultsError("no run has a same-seed baseline to subtract")
+    import pandas as pd
+
+    return pd.concat(parts)
 
 
 def seed_band(evals: Any, metric: str) -> Any:
@@ -90,3 +117,60 @@ def _default_names(evals: Any, metric: str) -> list[str]:
     final = evals.sort_values("step").groupby("run_id").tail(1).groupby("name")[metric].mean().sort_values()
     top = [n for n in final.index if n != "baseline"][:TOP]
     return (["baseline"] if "baseline" in final.index else []) + top
+
+
+VERDICT_COLOURS = {"better": "#1a7f37", "worse": "#c0392b", "negligible": "#7f8c8d"}
+OTHER_COLOUR = "#2c6fbb"  # any other verdict (undecided, noise unknown, not like-for-like)
+
+
+def effect_rows(report: Any) -> Any:
+    """The effects the plot draws, one row each, sorted by estimate (most negative, i.e. best,
+    on top): the report's own effect rows with an estimate, and their marks."""
+    effects = report.effects.dropna(subset=["estimate"]).sort_values("estimate", ascending=False)
+    flags = report.ranking.drop_duplicates("name").set_index("name")
+    marks = []
+    for name in effects["effect"]:
+        row = flags.loc[name] if name in flags.index else None
+        marks.append(" ".join(m for m, on in (("✗ breaks rule", row is not None and bool(row["breaks_rule"])),
+                                              ("≠ not like-for-like", row is not None and bool(row["not_like_for_like"])))
+                              if on))
+    return effects.assign(marks=marks).reset_index(drop=True)
+
+
+def plot_effects(report: Any, out: str | Path = "effects.png", min_effect: float | None = None) -> Path:
+    """Each effect's estimate with its 95% interval, one row each (PNG or SVG by the suffix of
+    `out`); coloured by verdict, with the ±min_effect band shaded when one is given."""
+    path = frames.output_path(out, (".png", ".svg"))
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = effect_rows(report)
+    if rows.empty:
+        raise frames.ResultsError(f"experiment {report.experiment!r} has no estimated effect yet")
+    fig, ax = plt.subplots(figsize=(8.5, 1.2 + 0.32 * len(rows)))
+    y = range(len(rows))
+    if min_effect:
+        ax.axvspan(-min_effect, min_effect, color="#95a5a6", alpha=0.2,
+                   label=f"±{min_effect:g}: smaller effects do not matter")
+    ax.axvline(0, color="#555", linewidth=0.8)
+    for i, r in zip(y, rows.itertuples()):
+        colour = VERDICT_COLOURS.get(r.verdict, OTHER_COLOUR)
+        if r.ci_lo == r.ci_lo:  # an interval exists (n > 1)
+            ax.plot([r.ci_lo, r.ci_hi], [i, i], color=colour, linewidth=2)
+        ax.plot(r.estimate, i, "o", color=colour, markersize=5)
+    ax.set_yticks(list(y), [f"{r.effect}  {r.marks}".strip() for r in rows.itertuples()], fontsize="small")
+    for label, r in zip(ax.get_yticklabels(), rows.itertuples()):
+        label.set_color(VERDICT_COLOURS.get(r.verdict, OTHER_COLOUR))
+    seen = dict.fromkeys(rows["verdict"])
+    for verdict in seen:
+        ax.plot([], [], "o-", color=VERDICT_COLOURS.get(verdict, OTHER_COLOUR), label=verdict)
+    ax.set(xlabel=f"{report.effects_title} (nats per character)",
+           title=f"{report.experiment}: effects with 95% intervals")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    with matplotlib.rc_context({"svg.fonttype": "none"}):  # SVG labels stay text
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path

@@ -1,0 +1,179 @@
+"""The HTML report in a real browser (headless Chromium): every completed configuration and
+every effect is on the page, every image loads, the script raises nothing, nothing is fetched
+from the network; and the effects plot draws exactly the report's effects."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ablate.cli import app
+from ablate.results.frames import list_experiments
+from ablate.results.plot import effect_rows, plot_effects
+from ablate.results.report import build_report
+
+from .conftest import REPO
+
+FIXTURE = REPO / "tests" / "fixtures" / "results-v1.db"  # 3 experiments, a failed run among them
+COMMITTED = REPO / "results.db"
+CHECKER = """<script>
+window.__errors = [];
+window.addEventListener("error", function (e) { window.__errors.push(String(e.message)); });
+window.addEventListener("load", function () {
+  document.body.setAttribute("data-check", JSON.stringify({
+    errors: window.__errors,
+    images: Array.prototype.map.call(document.images, function (i) { return i.naturalWidth; })}));
+});
+</script>"""
+
+
+def browser() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if path := shutil.which(name):
+            return path
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        pytest.fail("CI=true but no Chromium: .ci/run installs Debian's chromium", pytrace=False)
+    pytest.skip("no Chromium here (apt-get install chromium)")
+
+
+def chromium(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([browser(), "--headless", "--no-sandbox", "--disable-gpu",
+                           "--no-first-run", "--enable-logging=stderr", "--v=0", *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+class Tables(HTMLParser):
+    """Rows of each table by its kind class, per experiment section; src/href attributes."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows: dict[tuple[str, str], list[list[str]]] = {}
+        self.links: list[str] = []
+        self.section = self.table = None
+        self.in_body = self.in_cell = False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.links += [v for k, v in attrs.items() if k in ("src", "href") and v]
+        if tag == "section":
+            self.section = attrs.get("id")
+        elif tag == "table":
+            self.table = (attrs.get("class") or "").split()[-1]
+        elif tag == "tbody":
+            self.in_body = True
+        elif tag == "tr" and self.in_body:
+            self.rows.setdefault((self.section, self.table), []).append([])
+        elif tag == "td" and self.in_body:
+            self.in_cell = True
+            self.rows[(self.section, self.table)][-1].append("")
+
+    def handle_endtag(self, tag):
+        if tag == "tbody":
+            self.in_body = False
+        elif tag == "td":
+            self.in_cell = False
+
+    def handle_data(self, data):
+        if self.in_cell:
+            self.rows[(self.section, self.table)][-1][-1] += data
+
+
+def parse(text: str) -> Tables:
+    tables = Tables()
+    tables.feed(text)
+    return tables
+
+
+@pytest.fixture(scope="module")
+def page(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("html") / "report.html"
+    result = CliRunner().invoke(app, ["report", "--db", str(FIXTURE), "--format", "html", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def test_the_page_in_chromium_holds_every_run_and_effect_and_loads_every_image(page, tmp_path):
+    checked = tmp_path / "checked.html"
+    checked.write_text(page.read_text().replace("<head>", "<head>" + CHECKER, 1))
+    shot = tmp_path / "report.png"
+    assert chromium(f"--screenshot={shot}", "--window-size=1280,2400", checked.as_uri()).returncode == 0
+    assert shot.stat().st_size > 10_000
+    dumped = chromium("--dump-dom", "--virtual-time-budget=5000", checked.as_uri())
+    assert dumped.returncode == 0, dumped.stderr[-2000:]
+    check = json.loads(re.search(r'data-check="([^"]*)"', dumped.stdout).group(1).replace("&quot;", '"'))
+    assert check["errors"] == [] and "Uncaught" not in dumped.stderr
+    assert check["images"] and all(width > 0 for width in check["images"])
+    tables = parse(dumped.stdout)
+    for name in list_experiments(FIXTURE)["experiment"]:
+        report = build_report(FIXTURE, name)
+        ranked = report.ranking[report.ranking["rank"].notna()]
+        assert [r[1] for r in tables.rows.get((name, "ranking"), [])] == list(ranked["name"]), name
+        assert [r[0] for r in tables.rows.get((name, "effects"), [])] == list(report.effects["effect"])
+        unranked = report.ranking[report.ranking["rank"].isna()]
+        assert len(tables.rows.get((name, "pending"), [])) == len(unranked)
+
+
+def test_the_page_fetches_nothing_from_the_network(page):
+    links = parse(page.read_text()).links
+    assert links and all(link.startswith(("data:", "#")) for link in links), links
+    assert not re.search(r"url\(\s*['\"]?(https?:)?//", page.read_text())
+
+
+def test_sorting_the_ranking_by_a_column_reorders_its_rows(page, tmp_path):
+    """The inline script sorts on a header click; without it the page is the same, unsorted."""
+    clicked = tmp_path / "clicked.html"
+    clicked.write_text(page.read_text().replace("</body>", """<script>
+var th = document.querySelector("table.ranking th:nth-child(2)"); th.click(); th.click();
+</script></body>"""))
+    dumped = chromium("--dump-dom", "--virtual-time-budget=3000", clicked.as_uri())
+    for (section, kind), rows in parse(dumped.stdout).rows.items():
+        if kind == "ranking":
+            names = [r[1] for r in rows]
+            assert names == sorted(names, reverse=True), (section, names)
+
+
+def test_the_effects_plot_draws_the_reports_effects(tmp_path):
+    """On the committed results: its rows are the report's (json) effects with an estimate,
+    sorted by estimate, in PNG and SVG."""
+    for name in ("report-cpu", "report-cpu-stack"):
+        result = CliRunner().invoke(app, ["report", "--db", str(COMMITTED), "-e", name, "--format", "json"])
+        effects = [e for e in json.loads(result.stdout)["effects"] if e["estimate"] is not None]
+        rows = effect_rows(build_report(COMMITTED, name))
+        assert list(rows["effect"]) == [e["effect"] for e in sorted(effects, key=lambda e: -e["estimate"])]
+        assert list(rows["estimate"]) == pytest.approx(sorted(e["estimate"] for e in effects)[::-1],
+                                                       abs=1e-9)  # json keeps 10 decimals
+        for suffix in ("png", "svg"):
+            out = plot_effects(build_report(COMMITTED, name), tmp_path / f"{name}.{suffix}", 0.005)
+            assert out.stat().st_size > 5_000
+    svg = (tmp_path / "report-cpu.svg").read_text()
+    assert all(e in svg for e in effect_rows(build_report(COMMITTED, "report-cpu"))["effect"])
+
+
+def test_results_md_links_the_effects_plots_it_draws(tmp_path):
+    doc = tmp_path / "RESULTS.md"
+    shutil.copy(FIXTURE, tmp_path / "results.db")
+    result = CliRunner().invoke(app, ["results-md", "--db", str(tmp_path / "results.db"), "--out", str(doc)])
+    assert result.exit_code == 0, result.output
+    linked = re.findall(r"!\[[^\]]*\]\((results-effects-[\w.-]+\.png)\)", doc.read_text())
+    assert linked and all((tmp_path / png).stat().st_size > 5_000 for png in linked)
+
+
+def test_delta_curves_subtract_the_same_seed_baseline_at_each_step():
+    from ablate.results.frames import load_evals
+    from ablate.results.plot import minus_baseline
+
+    evals = load_evals(COMMITTED, "report-cpu")
+    delta = minus_baseline(evals, "val_loss_full")
+    assert "baseline" not in set(delta["name"]) and len(delta) == (evals["name"] != "baseline").sum()
+    row = delta[(delta["name"] == "swiglu") & (delta["seed"] == 1338)].iloc[-1]
+    pick = lambda name: evals[(evals["name"] == name) & (evals["seed"] == 1338) & (evals["step"] == row["step"])]  # noqa: E731
+    expected = pick("swiglu")["val_loss_full"].item() - pick("baseline")["val_loss_full"].item()
+    assert row["val_loss_full"] == pytest.approx(expected, rel=1e-12)

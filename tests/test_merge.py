@@ -1,0 +1,164 @@
+"""`ablate db merge OTHER.db`: results trained elsewhere join this database, matched by identity,
+in one transaction, without ever writing the other database."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+from typer.testing import CliRunner
+
+from ablate.cli import app
+from ablate.results.report import build_report
+from ablate.storage import merge as merge_module
+from ablate.storage import migrations
+from ablate.storage.merge import merge
+from ablate.storage.schema import Run
+from ablate.storage.store import Store
+
+from .test_migrations import FIXTURE, NOTE
+
+EVAL_KEY = "r.hash, e.attempt = r.attempt, e.step, e.val_loss, e.val_loss_full, e.train_loss"
+
+
+def rows(path: Path, sql: str) -> list[tuple]:
+    with closing(sqlite3.connect(path)) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def content(path: Path) -> dict[str, list[tuple]]:
+    """What a merge may change, keyed by identity rather than by row id."""
+    return {
+        "runs": rows(path, "SELECT hash, name, status, attempt, final_val_loss, steps FROM runs "
+                           "ORDER BY hash"),
+        "experiments": rows(path, "SELECT name, description, yaml_text FROM experiments ORDER BY name"),
+        "links": rows(path, "SELECT e.name, r.hash, l.name, l.position FROM experiment_runs l "
+                            "JOIN experiments e ON e.id = l.experiment_id JOIN runs r ON "
+                            "r.id = l.run_id ORDER BY 1, 2"),
+        "evals": rows(path, f"SELECT {EVAL_KEY} FROM evals e JOIN runs r ON r.id = e.run_id "
+                            "WHERE e.attempt = r.attempt ORDER BY 1, 3"),
+        "steps": rows(path, "SELECT r.hash, s.step, s.train_loss FROM step_metrics s JOIN runs r "
+                            "ON r.id = s.run_id WHERE s.attempt = r.attempt ORDER BY 1, 2"),
+    }
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture
+def source(tmp_path) -> Path:
+    copy = tmp_path / "other.db"
+    shutil.copy(FIXTURE, copy)
+    return copy
+
+
+def test_merge_into_an_empty_database_copies_everything_and_reports_the_same(source, tmp_path):
+    target = tmp_path / "results.db"
+    before = sha(source)
+    with Store(f"sqlite:///{target}") as store:
+        report = merge(store, source)
+    assert content(target) == content(source)
+    assert (report.runs_added, len(report.experiments_added), report.conflicts) == (7, 3, [])
+    assert report.evals_added == len(content(source)["evals"])
+    assert sha(source) == before  # read through a copy, never written
+    exp = rows(target, "SELECT name FROM experiments ORDER BY id")[0][0]
+    assert build_report(f"sqlite:///{target}", exp).ranking.equals(
+        build_report(f"sqlite:///{source}", exp).ranking)
+
+
+def test_merging_twice_keeps_each_completed_run_once(source, tmp_path):
+    target = tmp_path / "results.db"
+    with Store(f"sqlite:///{target}") as store:
+        merge(store, source)
+        once = content(target)
+        again = merge(store, source)
+    assert content(target) == once
+    completed = sum(s == "completed" for _, _, s, *_ in once["runs"])
+    assert (again.runs_added, again.runs_completed, again.runs_kept) == (0, 0, completed)
+    assert again.experiments_added == [] and again.conflicts == []
+
+
+def test_a_run_completed_there_completes_the_same_identity_here(source, tmp_path):
+    """Here the run was interrupted (its partial attempt stays as history); there it completed:
+    afterwards it is completed here, by a new attempt holding the other database's evals."""
+    target = tmp_path / "results.db"
+    shutil.copy(source, target)
+    done = rows(source, "SELECT hash FROM runs WHERE status = 'completed' ORDER BY hash")[0][0]
+    with Store(f"sqlite:///{target}") as store:
+        store._write(lambda s: s.execute(update(Run).where(Run.hash == done).values(
+            status="interrupted", final_val_loss=None)))
+        report = merge(store, source)
+    assert (report.runs_completed, report.runs_added, report.conflicts) == (1, 0, [])
+    (status, attempt, final), = rows(target, f"SELECT status, attempt, final_val_loss FROM runs "
+                                             f"WHERE hash = '{done}'")
+    (their_attempt, their_final), = rows(source, f"SELECT attempt, final_val_loss FROM runs "
+                                                 f"WHERE hash = '{done}'")
+    assert (status, attempt, final) == ("completed", their_attempt + 1, their_final)
+    assert content(target)["evals"] == content(source)["evals"]
+
+
+def test_conflicting_results_for_one_identity_are_reported_and_not_overwritten(source, tmp_path):
+    target = tmp_path / "results.db"
+    shutil.copy(source, target)
+    done = rows(source, "SELECT hash FROM runs WHERE status = 'completed' ORDER BY hash")[0][0]
+    with Store(f"sqlite:///{target}") as store:
+        store._write(lambda s: s.execute(update(Run).where(Run.hash == done).values(
+            final_val_loss=9.99)))
+    mine = content(target)
+    result = CliRunner().invoke(app, ["db", "merge", str(source), "--db", str(target)])
+    assert result.exit_code == 1
+    assert "conflict: " in result.output and done in result.output and "9.99" in result.output
+    assert content(target) == mine
+
+
+def test_a_merge_that_fails_midway_leaves_the_target_unchanged(source, tmp_path, monkeypatch):
+    target = tmp_path / "results.db"
+    other = tmp_path / "other-run.db"
+    shutil.copy(source, other)
+    with Store(f"sqlite:///{target}") as store:
+        merge(store, source)
+    with closing(sqlite3.connect(other)) as conn:  # new identities for the second merge
+        conn.execute("UPDATE runs SET hash = 'x' || hash")
+        conn.commit()
+    before = content(target)
+    copied = []
+
+    def copy_then_die(session, run_id, attempt, src, report):
+        if copied:
+            raise KeyboardInterrupt  # as a Ctrl-C would, after the first run's rows went in
+        copied.append(run_id)
+        original(session, run_id, attempt, src, report)
+
+    original = merge_module._copy_attempt
+    monkeypatch.setattr(merge_module, "_copy_attempt", copy_then_die)
+    with Store(f"sqlite:///{target}") as store, pytest.raises(KeyboardInterrupt):
+        merge(store, other)
+    assert copied and content(target) == before
+    assert rows(target, "PRAGMA integrity_check") == [("ok",)]
+
+
+def test_a_database_of_an_older_schema_merges_without_being_written(source, tmp_path, monkeypatch):
+    monkeypatch.setattr(migrations, "MIGRATIONS", [NOTE])  # this ablate reads schema 2
+    before = sha(source)
+    target = tmp_path / "results.db"
+    with Store(f"sqlite:///{target}") as store:
+        report = merge(store, source)
+    assert report.runs_added == 7 and content(target) == content(source)
+    assert sha(source) == before and rows(source, "SELECT value FROM meta") == [("1",)]
+    assert rows(target, "SELECT value FROM meta") == [("2",)]
+
+
+def test_merge_errors_are_one_line(tmp_path):
+    junk = tmp_path / "junk.db"
+    junk.write_text("not a database")
+    for other in (str(tmp_path / "missing.db"), str(junk)):
+        result = CliRunner().invoke(app, ["db", "merge", other, "--db", str(tmp_path / "r.db")])
+        assert result.exit_code == 2 and result.output.startswith("error:"), result.output
+        assert "Traceback" not in result.output
+
