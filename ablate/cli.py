@@ -10,18 +10,31 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from .training import catalog
 from .training.config import DEFAULT_TRAINER, ConfigError, ExecOptions, TrainConfig, parse_value
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Ablation matrices for small language models: which changes help?")
-err = Console(stderr=True, soft_wrap=True)  # piped output: whole lines, never wrapped at 80
+
+
+def console(**options) -> Console:
+    """A console that prints text as it is: names, values, paths and messages come from users,
+    and `[/x]` in one is text, never markup (styles are given as Text spans instead)."""
+    return Console(markup=False, highlight=False, **options)
+
+
+err = console(stderr=True, soft_wrap=True)  # piped output: whole lines, never wrapped at 80
+
+
+def say(label: str, style: str, message: str) -> None:
+    """`label: message` on stderr, the label styled and the message as plain text."""
+    err.print(Text.assemble((f"{label}:", style), " ", message))
 
 
 def fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    say("error", "bold red", message)
     raise typer.Exit(code)
 
 
@@ -38,7 +51,7 @@ def _user_errors():
     try:
         yield
     except (StoreError, ResultsError, MatrixError, ConfigError, ExecutorError, RunnerError) as e:
-        fail(escape(str(e)))  # messages are plain text: 'ablate[ray]' is not markup
+        fail(str(e))
 
 
 def build_config(preset: str, toggles: list[str], sets: list[str], data: str | None) -> TrainConfig:
@@ -82,7 +95,7 @@ def train(
         else:
             err.print(f"step {m['step']:>5}  val_loss {m['val_loss']:.6f}  "
                       f"full {m['val_loss_full']:.6f}  train {m['train_loss']:.4f}  "
-                      f"lr {m['lr']:.2e}  {m['tokens_per_s']:,.0f} tok/s", highlight=False)
+                      f"lr {m['lr']:.2e}  {m['tokens_per_s']:,.0f} tok/s")
 
     try:
         result = run_training(cfg, on_eval, options)
@@ -91,7 +104,7 @@ def train(
     err.print(f"final val_loss {result['final_val_loss']:.6f} (best {result['best_val_loss']:.6f} "
               f"at step {result['best_step']}), {result['param_count']:,} parameters, "
               f"{result['wall_time_s']:.1f}s on {result['device']}"
-              + (" [truncated]" if result["truncated"] else ""), highlight=False)
+              + (" [truncated]" if result["truncated"] else ""))
 
 
 def _planned(matrix_path: str, data: str | None):
@@ -106,7 +119,7 @@ def _planned(matrix_path: str, data: str | None):
     except MatrixError as e:
         fail(str(e))
     for warning in matrix.warnings:
-        err.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        say("warning", "yellow", warning)
     try:
         return matrix, runner.plan(matrix, data)
     except DataError as e:
@@ -138,15 +151,15 @@ def plan(matrix_path: Annotated[str, typer.Argument(metavar="MATRIX.yaml")],
         status = known[r.hash].status if r.hash in known else "new"
         table.add_row(str(r.position), r.planned.name, ", ".join(r.planned.toggles) or "-",
                       str(r.planned.seed), r.hash, status)
-    Console().print(table)
+    console().print(table)
     done = sum(1 for r in rows if r.hash in known and known[r.hash].status == "completed")
     eta = (f"about {estimate / 60:.1f} min serial, from similar completed runs"
            if estimate is not None else "no similar completed run to estimate from")
-    Console().print(f"{len(rows)} runs, {done} already completed; {eta}", highlight=False)
+    out = console()
+    out.print(f"{len(rows)} runs, {done} already completed; {eta}")
     if matrix.first_seeds < len(matrix.seeds):
-        Console().print(f"seeds until decided: the first round is seeds {matrix.seeds[:matrix.first_seeds]}; "
-                        f"undecided comparisons get up to {len(matrix.seeds)} (these {len(rows)} runs at most)",
-                        highlight=False)
+        out.print(f"seeds until decided: the first round is seeds {matrix.seeds[:matrix.first_seeds]}; "
+                  f"undecided comparisons get up to {len(matrix.seeds)} (these {len(rows)} runs at most)")
 
 
 @app.command()
@@ -170,7 +183,9 @@ def run(
     decide: Annotated[bool, typer.Option("--until-decided", help="add seeds, round by round, to the comparisons still inconclusive (the listed seeds are the first round)")] = False,
     max_seeds: Annotated[Optional[int], typer.Option(help="--until-decided: the most seeds a comparison gets (default: the matrix's seeds.max, else 12)")] = None,
 ) -> None:
-    """Run a matrix: every configuration once (or seeds until decided), results committed as they happen."""
+    """Run a matrix: every configuration once (or seeds until decided), results committed as they
+    happen. Exit status: 0 every run completed, 1 some failed or were interrupted, 2 bad input,
+    130 Ctrl-C."""
     from .execution import runner, sequential
     from .execution.executors import ExecutorChoice, make_executor
     from .execution.progress import LiveProgress
@@ -189,37 +204,38 @@ def run(
             matrix = sequential.until_decided(matrix, max_seeds)
         rows = runner.plan(matrix, data)
     first = [r for r in rows if r.planned.seed in matrix.seeds[:matrix.first_seeds]]
-    console = Console(soft_wrap=True)
+    out = console(soft_wrap=True)
     with _user_errors(), open_store(db, create=True) as store:
         total, done = len(first), runner.count_completed(store, first)
         if done == total and rerun != "all" and matrix.first_seeds == len(matrix.seeds):
             runner.register(store, matrix, rows)
-            console.print(f"{matrix.name}: all {total} runs already completed in {store.url}; "
-                          f"nothing to train (--rerun all trains them again)", highlight=False)
+            out.print(f"{matrix.name}: all {total} runs already completed in {store.url}; "
+                      f"nothing to train (--rerun all trains them again)")
             return
 
         def train_round(ids: list[int]) -> runner.Outcome:
             done_before = sum(store.run(i).status == "completed" for i in set(ids))
-            with LiveProgress(store, len(set(ids)), done_before, console) as progress:
+            with LiveProgress(store, len(set(ids)), done_before, out) as progress:
                 return runner.run(store, ids, pool, trainer=trainer, rerun=rerun,
                                   options={"compile": compile, "resume": resume},
                                   checkpoint_root=Path(checkpoint_dir) if checkpoints or resume else None,
                                   on_event=progress)
 
         def on_round(n: int, names: set[str]) -> None:
-            console.print(f"{matrix.name}: after {n} seeds, " + (
+            out.print(f"{matrix.name}: after {n} seeds, " + (
                 f"{len(names)} configuration(s) still undecided get seed {matrix.seeds[n]}" if names
-                else "every comparison is decided"), highlight=False)
+                else "every comparison is decided"))
 
         with closing(make_executor(choice, matrix.execution, Path(log_dir) / matrix.name)) as pool:
-            console.print(f"{matrix.name}: {total} runs ({done} already completed) on {pool.describe()}; "
-                          f"results in {store.url}", highlight=False)
+            out.print(f"{matrix.name}: {total} runs ({done} already completed) on {pool.describe()}; "
+                      f"results in {store.url}")
             outcome, run_ids = sequential.run_until_decided(
                 store, matrix, rows, train_round, lambda seeds: undecided(store.url, matrix.name, seeds), on_round)
-        console.print(f"{matrix.name}: trained {len(outcome.trained)} run(s) now; "
-                      f"{runner.summary(store, run_ids)}. See `ablate report {matrix_path}`.", highlight=False)
-    if outcome.interrupted:
-        raise typer.Exit(130)
+        out.print(f"{matrix.name}: trained {len(outcome.trained)} run(s) now; "
+                  f"{runner.summary(store, run_ids)}. See `ablate report {matrix_path}`.")
+        failed = runner.any_failed(store, run_ids)
+    if outcome.interrupted or failed:
+        raise typer.Exit(130 if outcome.interrupted else 1)
 
 
 db_app = typer.Typer(no_args_is_help=True, help="The results database itself.")
@@ -234,11 +250,11 @@ def db_upgrade(db: DbOption = None) -> None:
 
     with _user_errors(), open_store(db) as store:
         if store.upgraded is None:
-            err.print(f"{store.where}: already at schema {store.version}", highlight=False)
+            err.print(f"{store.where}: already at schema {store.version}")
             return
         old, new = store.upgraded
         kept = f"; the file as it was: {store.backup}" if store.backup else ""
-        err.print(f"{store.where}: schema {old} → {new}{kept}", highlight=False)
+        err.print(f"{store.where}: schema {old} → {new}{kept}")
 
 
 @db_app.command("merge")
@@ -255,9 +271,9 @@ def db_merge(
 
     with _user_errors(), open_store(db, create=True) as store:
         report = merge(store, other)
-    err.print(report.summary(), highlight=False, markup=False)
+    err.print(report.summary())
     for conflict in report.conflicts:
-        err.print(f"conflict: {conflict}", highlight=False, markup=False)
+        err.print(f"conflict: {conflict}")
     if report.conflicts:
         raise typer.Exit(1)
 
@@ -271,13 +287,13 @@ def show_catalog() -> None:
     for col in ("name", "section", "patch", "Mainrun rules"):
         table.add_column(col)
     for o in catalog.CATALOG.values():
-        rule = "allowed" if o.allowed else f"[red]breaks: {o.breaks_rule}[/]"
+        rule = Text("allowed") if o.allowed else Text(f"breaks: {o.breaks_rule}", style="red")
         if o.changes_metric:
-            rule += "\n[yellow]changes the metric[/]"
+            rule.append("\nchanges the metric", style="yellow")
         table.add_row(o.name, o.section, json.dumps(o.patch), rule)
-    Console().print(table)
+    console().print(table)
     for name, note in catalog.PRESET_NOTES.items():
-        Console().print(f"[bold]{name}[/]: {note}", highlight=False)
+        console().print(Text.assemble((name, "bold"), f": {note}"))
 
 
 # ------------------------------------------------------ results: report, runs, show, plot, export
@@ -303,8 +319,8 @@ def _check(value: Optional[str], choices: tuple, option: str) -> None:
 
 def _emit(render) -> None:
     """Print render(width, color): the terminal's width and colours, or 100 plain columns in a pipe."""
-    console = Console()
-    width, color = (console.width, True) if console.is_terminal else (100, False)
+    terminal = console()
+    width, color = (terminal.width, True) if terminal.is_terminal else (100, False)
     sys.stdout.write(render(width, color))
 
 
@@ -347,7 +363,7 @@ def report_cmd(
             names = list(experiment or []) or ([_experiment(db, None, matrix)] if matrix else None)
             page = render_html(db, names, metric, min_effect)
         path.write_text(page)
-        err.print(f"wrote {path}", highlight=False, markup=False)
+        err.print(f"wrote {path}")
         return
     if experiment and len(experiment) > 1:
         fail(f"--format {fmt} shows one experiment; several need --format html")
@@ -356,7 +372,7 @@ def report_cmd(
                               min_effect)
     if out:
         out.write_text(render(report, fmt, 100, False))
-        err.print(f"wrote {out}", highlight=False, markup=False)
+        err.print(f"wrote {out}")
         return
     _emit(lambda width, color: render(report, fmt, width, color))
 
@@ -394,7 +410,7 @@ def show_cmd(
     from .storage.store import open_store
 
     _check(fmt, FORMATS, "--format")
-    with _user_errors(), open_store(db) as store:
+    with _user_errors(), open_store(db, read_only=True) as store:
         runs = load_runs(store, experiment)
         row = find_run(runs, run)
         detail = run_detail(runs, load_evals(store, row["experiment"], runs=[int(row["run_id"])]), row)
@@ -429,7 +445,7 @@ def plot_cmd(
         else:
             path = plot_curves(db, _experiment(db, experiment, matrix), names, out, METRICS[metric],
                                delta)
-    err.print(f"wrote {path}", highlight=False)
+    err.print(f"wrote {path}")
 
 
 @app.command("export")
@@ -446,7 +462,7 @@ def export_cmd(
     with _user_errors():
         frame = (load_runs if what == "runs" else load_evals)(db, experiment)
         export(frame, to)
-    err.print(f"wrote {len(frame)} {what} to {to}", highlight=False)
+    err.print(f"wrote {len(frame)} {what} to {to}")
 
 
 @app.command("results-md")
@@ -464,4 +480,4 @@ def results_md(
             err.print(f"{out}: {'up to date' if same else 'differs from the database'}")
             raise typer.Exit(0 if same else 1)
         changed = document.write(out, db)
-    err.print(f"{out}: {'rewritten' if changed else 'already up to date'}", highlight=False)
+    err.print(f"{out}: {'rewritten' if changed else 'already up to date'}")

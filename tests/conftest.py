@@ -10,8 +10,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 REPO = Path(__file__).resolve().parent.parent
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Property tests: in CI the same examples every time (derandomised, so CI never fails at
+# random); locally a wider random exploration. HYPOTHESIS_PROFILE=ci reproduces CI's run.
+settings.register_profile("ci", derandomize=True, max_examples=150, deadline=None, print_blob=True)
+settings.register_profile("explore", max_examples=300, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if IN_CI else "explore"))
 HN_CSV = Path(os.environ.get("ABLATE_TEST_DATA", REPO.parent / "shared" / "data" / "hacker_news.csv"))
 HN_BIG = HN_CSV.parent / "hn_stories_2016_2020.csv"
 
@@ -79,7 +87,7 @@ def smoke_db(hn_csv, tmp_path_factory) -> SmokeRun:
 
 def _pg_unavailable(reason: str) -> None:
     """Outside CI a PostgreSQL variant is skipped, visibly; in CI (CI=true) it fails."""
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    if IN_CI:
         pytest.fail(f"CI=true but the PostgreSQL variants cannot run: {reason}. .ci/run starts "
                     "a server and sets ABLATE_TEST_PG_URL", pytrace=False)
     pytest.skip(f"PostgreSQL variant not run: {reason} (to run it: source .ci/postgres.sh && "

@@ -33,6 +33,7 @@ from . import fake_trainer
 REPO = Path(__file__).resolve().parent.parent
 TRAINER = "tests.fake_trainer:train"
 BASE_LR = 0.006  # the mainrun preset's lr: the baseline run's key
+TITLES = "title\n" + "a title of a few words\n" * 400  # text enough for one batch (plan checks it)
 
 
 def write_matrix(tmp: Path, name: str, lrs: list[float], evals: int = 4, extra: str = "") -> Path:
@@ -93,6 +94,10 @@ class Bench:
     def query(self, sql: str, *params) -> list[tuple]:
         with sqlite3.connect(self.db, timeout=30) as conn:
             return conn.execute(sql, params).fetchall()
+
+    def exit_status(self) -> int:
+        """What `ablate run` must exit with now: 1 while a run is failed or interrupted, else 0."""
+        return int(bool(self.query("select count(*) from runs where status in ('failed', 'interrupted')")[0][0]))
 
     def snapshot(self) -> None:
         """Every evaluation committed so far: none of them may ever go missing."""
@@ -157,7 +162,7 @@ def drive(bench: Bench, events: list[tuple[str, str, str]], n_runs: int) -> int:
         try:
             pid = bench.wait_marker(name, runner)
         except RunnerExited:  # it finished what it could: a resume goes on to the next point
-            assert runner.returncode == 0, bench.output(runner)
+            assert runner.returncode == bench.exit_status(), bench.output(runner)
             bench.check(n_runs)
             runner = bench.start()
             pid = bench.wait_marker(name, runner)
@@ -181,7 +186,8 @@ def drive(bench: Bench, events: list[tuple[str, str, str]], n_runs: int) -> int:
             wait_dead(pid)  # the job: SIGKILLed, or finished recording its interruption
             bench.check(n_runs)
             runner = bench.start()
-    assert runner.wait(120) == 0, bench.output(runner)
+    assert runner.wait(120) in (0, 1), bench.output(runner)
+    assert runner.returncode == bench.exit_status(), bench.output(runner)
     bench.check(n_runs)
     if bench.query("select count(*) from runs where status != 'completed'")[0][0]:
         final = bench.start()  # the runs whose jobs it lost are not retried in one invocation
@@ -254,7 +260,7 @@ def test_sigkilled_runners_at_eight_points_resume_to_the_clean_result(tmp_path):
 
 def test_disk_full_and_vanishing_data_fail_their_runs_with_the_reason(tmp_path):
     data = tmp_path / "titles.csv"
-    data.write_text("title\nhello\n")
+    data.write_text(TITLES)
     matrix = write_matrix(tmp_path, "resources", [0.001, 0.002, 0.003, 0.004], extra=f"data: {data}\n")
     bench = Bench(tmp_path, matrix, {key(0.003): ["after_eval:2"]},
                   enospc={key(0.001): 2}, dbfull={key(0.002): 3})
@@ -262,7 +268,7 @@ def test_disk_full_and_vanishing_data_fail_their_runs_with_the_reason(tmp_path):
     bench.wait_marker(f"{key(0.003)}@after_eval:2", runner)
     data.unlink()  # vanishes while run 0.003 trains; 0.004 has not started
     bench.release(f"{key(0.003)}@after_eval:2")
-    assert runner.wait(60) == 0, bench.output(runner)
+    assert runner.wait(60) == 1, bench.output(runner)  # runs failed: exit status 1
     bench.check(5)
     runs = {key(lr): (status, error) for lr, status, error in bench.query(
         "select json_extract(config,'$.lr'), status, error from runs")}
@@ -288,14 +294,14 @@ def test_disk_full_and_vanishing_data_fail_their_runs_with_the_reason(tmp_path):
 
 def test_data_edited_mid_matrix_fails_the_runs_not_yet_started_then_replans(tmp_path):
     data = tmp_path / "titles.csv"
-    data.write_text("title\nhello\n")
+    data.write_text(TITLES)
     matrix = write_matrix(tmp_path, "edited", [0.001, 0.002], extra=f"data: {data}\n")
     bench = Bench(tmp_path, matrix, {key(BASE_LR): ["after_eval:1"]})
     runner = bench.start()
     bench.wait_marker(f"{key(BASE_LR)}@after_eval:1", runner)
-    data.write_text("title\nhello\nworld\n")  # edited while the baseline trains
+    data.write_text(TITLES + "world\n")  # edited while the baseline trains
     bench.release(f"{key(BASE_LR)}@after_eval:1")
-    assert runner.wait(60) == 0, bench.output(runner)
+    assert runner.wait(60) == 1, bench.output(runner)
     runs = {key(lr): (status, error) for lr, status, error in bench.query(
         "select json_extract(config,'$.lr'), status, error from runs")}
     assert runs[key(BASE_LR)] == ("completed", None)  # it had read its data already
@@ -376,3 +382,33 @@ def test_load_four_runners_and_a_report_reader_share_one_database(tmp_path):
     print(f"\nLOAD: {evals} evals committed in {wall:.1f}s wall = {evals / wall:.1f} evals/s "
           f"(first to last eval: {active:.1f}s = {evals / active:.1f} evals/s); "
           f"{len(reports)} reports built meanwhile")
+
+
+def test_a_sigkilled_runner_leaves_its_live_job_interrupted_within_seconds_ten_times(tmp_path):
+    """The job hears of its runner's death (SIGTERM, perhaps more than once) while it trains:
+    it must record its run interrupted every time, never leave it 'running' for a reaper."""
+    bench = Bench(tmp_path, write_matrix(tmp_path, "orphan", [0.001], evals=400))
+    bench.env["FAKE_SLEEP_S"] = "0.05"
+    for trial in range(10):
+        runner = bench.start(*["--no-warm-workers"] * (trial % 2))
+        deadline, live = time.monotonic() + 60, []
+        while not live:  # a job that lives and has evaluated
+            assert runner.poll() is None and time.monotonic() < deadline, bench.output(runner)
+            time.sleep(0.05)
+            try:
+                live = bench.query("select distinct r.id, r.pid from runs r join evals e on "
+                                   "e.run_id = r.id and e.attempt = r.attempt where r.status = 'running'")
+            except sqlite3.OperationalError:  # no tables yet
+                pass
+        (run_id, pid), = live
+        kill(runner.pid)  # the job's parent-death signal: SIGTERM
+        for _ in range(trial % 3):  # told again, as a stop_all or a second signal would
+            time.sleep(0.001 * trial)
+            os.kill(pid, signal.SIGTERM)
+        runner.wait(30)
+        deadline = time.monotonic() + 10
+        while bench.query("select status from runs where id = ?", run_id) != [("interrupted",)]:
+            assert time.monotonic() < deadline, (trial, bench.query("select status, error from runs"))
+            time.sleep(0.05)
+        wait_dead(pid)
+        bench.check(2)

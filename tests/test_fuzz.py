@@ -146,10 +146,11 @@ def store():
         yield s
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                  HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(text=st.one_of(mutated_matrices(), st.text(max_size=200)))
 @with_every_injection
+@example(text=yaml.safe_dump(dict(VALID, execution={"devices": [[]]})))  # found: unhashable in a validator
+@example(text="name: t\ndesign: one-at-a-time\ntoggles: [sdpa]\nreference: !!timestamp\n")  # PyYAML's own bug
 def test_any_matrix_is_accepted_or_a_matrix_error_naming_the_file(text, tmp_path, store):
     path = tmp_path / "fuzzed.yaml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
@@ -211,3 +212,54 @@ def test_cli_rejects_hostile_matrices_in_one_line_without_creating_the_database(
         assert len(err) < 2000, (name, err[:500])
         assert not (tmp_path / f"{name}.db").exists(), name
     assert not (tmp_path / "PWNED").exists() and not (tmp_path / "ablate-logs").exists()
+
+
+# ---------------------------------------------------- markup-like text through every output path
+
+MARKUP_TEXT = st.one_of(
+    st.sampled_from(["[/x]", "[bold]b", "[red]r[/red]", "[link=x]y", "[[z]]", "\\[q", "[/]", "[#fff]c"]),
+    st.text(alphabet="[]/\\=#:ab", min_size=1, max_size=10)).filter(lambda t: t.strip() == t and t)
+
+
+@settings(max_examples=15, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(names=st.lists(MARKUP_TEXT, min_size=1, max_size=4, unique=True))
+def test_markup_like_names_are_printed_as_text_by_every_command(names, tmp_path_factory):
+    """Run names are user text: plan, run's progress, report, runs, show and the error line
+    print them as they are, never as rich markup (which raised MarkupError or ate them)."""
+    import json
+
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from ablate.cli import app
+    from ablate.execution.job import Job
+    from ablate.execution.progress import LiveProgress
+
+    tmp = tmp_path_factory.mktemp("markup")
+    runs = "".join(f"  - {{name: {json.dumps(n)}, toggles: [{f'lr=0.0{i}' if i else ''}]}}\n"
+                   for i, n in enumerate(names))
+    matrix = tmp / "m.yaml"
+    matrix.write_text("name: markup\ndesign: list\nbase: {overrides: {epochs: 1}}\ndata: t.csv\n"
+                      f"toggles: [{{lr: [{', '.join(f'0.0{i}' for i in range(1, 5))}]}}]\nruns:\n{runs}")
+    (tmp / "t.csv").write_text("title\n" + "hello world\n" * 1000)
+    db = ["--db", f"sqlite:///{tmp}/r.db"]
+    cli = CliRunner()
+    with Store(f"sqlite:///{tmp}/r.db") as s:
+        ids = register(s, load_matrix(matrix), plan(load_matrix(matrix)))
+        s.fail(ids[0], 0, f"RuntimeError: {names[0]}")  # an error text too
+        out = Console(file=__import__("io").StringIO(), markup=False, width=200)
+        with LiveProgress(s, len(ids), 0, out) as progress:
+            for run_id, name in zip(ids, names):
+                job = Job(run_id, 0, name, "", "", {})
+                progress("start", {"job": job})
+                progress("end", {"job": job, "run": s.run(run_id)})
+        assert all(f" {n}  val_loss" in out.file.getvalue() for n in names), out.file.getvalue()
+    for args in (["plan", str(matrix)], ["runs"], ["report", str(matrix)], ["report", "-f", "markdown"]):
+        result = cli.invoke(app, [*args, *db])
+        assert result.exit_code == 0, (args, result.output, result.exception)
+        for name in names:
+            assert name in result.output.replace("\\|", "|"), (args, name, result.output)
+    shown = cli.invoke(app, ["show", names[-1], *db])
+    assert shown.exit_code == 0 and shown.output.startswith(f"{names[-1]} (run "), shown.output
+    missing = cli.invoke(app, ["show", names[0] + "nope", *db])
+    assert missing.exit_code == 2 and repr(names[0] + "nope") in missing.output, missing.output

@@ -56,6 +56,8 @@ class ExecutorChoice:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ExecutorError(f"--executor {self.kind!r}: expected {' or '.join(map(repr, KINDS))}")
+        if self.jobs_per_device is not None and self.jobs_per_device < 1:
+            raise ExecutorError(f"--jobs-per-device {self.jobs_per_device}: expected 1 or more")
         if self.kind == "local" and (self.address, self.gpus_per_run, self.cpus_per_run) != (None, None, None):
             raise ExecutorError("--address, --gpus-per-run and --cpus-per-run need --executor ray")
         if self.kind == "ray":

@@ -61,7 +61,10 @@ def _die_with_parent() -> None:
 
 def _interrupt(signum: int, _frame: Any) -> None:
     """SIGTERM (Ctrl-C in the runner, or the runner's death) unwinds like Ctrl-C, so the job
-    records itself as interrupted."""
+    records itself as interrupted. Once only: the job can be told twice (the runner's death and
+    its stop), and a second interrupt landing inside the failure handler would leave the run
+    'running'; every later SIGTERM is ignored while the first one is recorded."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt(f"stopped by signal {signum}")
 
 

@@ -31,6 +31,7 @@ from .seeds import SeedRange, Seeds, untagged
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"  # matrix and inline toggle names end up in file names
 RESERVED_NAMES = ("baseline", "all")  # generated run names a toggle must not shadow
+MAX_RUNS = 10_000  # the most max_runs may allow: rows are built in memory, a factorial can be astronomic
 
 
 class MatrixError(ValueError):
@@ -106,8 +107,8 @@ class Execution(_Strict):
     @field_validator("devices", mode="before")
     @classmethod
     def _devices(cls, v: Any) -> Any:
-        indices = isinstance(v, list) and v and len(set(v)) == len(v) and all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in v)
+        indices = isinstance(v, list) and v and all(  # types first: a list in it is unhashable
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in v) and len(set(v)) == len(v)
         if v in ("auto", "cpu") or indices:
             return v
         raise ValueError(f"expected 'auto', 'cpu' or a list of distinct GPU indices, got {v!r}")
@@ -124,7 +125,7 @@ class MatrixSpec(_Strict):
     design: str
     toggles: list[Any] = []  # checked item by item below: three shapes, each with its own errors
     runs: list[Run] | None = None
-    max_runs: int = Field(200, ge=1)
+    max_runs: int = Field(200, ge=1, le=MAX_RUNS)
     execution: Execution = Execution()
 
     @field_validator("name")
@@ -193,11 +194,12 @@ def parse_matrix(text: str, path: str | Path = "<matrix>") -> Matrix:
     try:
         spec = MatrixSpec.model_validate(raw)
     except ValidationError as e:
-        raise MatrixError(where, _pydantic_problems(e, MatrixSpec)) from None
+        problems, base = _pydantic_problems(e, MatrixSpec), raw.get("base")
+        if isinstance(base, dict) and not any(p.startswith("base") for p in problems):  # and its overrides
+            _apply_overrides(base.get("preset", "mainrun"), base.get("overrides", {}), problems)
+        raise MatrixError(where, problems) from None
     problems = _shape_problems(spec)
-    _raise_if(where, problems)
-
-    base = _build_base(spec, Path(path), problems)
+    base = _build_base(spec, Path(path), problems)  # its problems reported with the shape's
     _raise_if(where, problems)
     assert base is not None
     warnings: list[str] = []
@@ -208,7 +210,6 @@ def parse_matrix(text: str, path: str | Path = "<matrix>") -> Matrix:
     _raise_if(where, problems)
     if not factors and spec.design != "list":
         _raise_if(where, ["toggles: every toggle is a no-op on the base config; nothing to ablate"])
-
     seeds = spec.seeds.values(base.seed) if isinstance(spec.seeds, SeedRange) else spec.seeds or [base.seed]
     # Seeds are stored as 64-bit integers (and seed torch): a bigger one fails at the first write.
     _raise_if(where, [f"{'seeds' if spec.seeds else 'base.overrides.seed'}: {s} is outside the "
@@ -216,8 +217,8 @@ def parse_matrix(text: str, path: str | Path = "<matrix>") -> Matrix:
     count = count_rows(spec.design, factors, runs)
     if count * len(seeds) > spec.max_runs:
         _raise_if(where, [f"max_runs: design {spec.design!r} has {count} runs x {len(seeds)} seeds = "
-                          f"{count * len(seeds)}, over the limit of {spec.max_runs}; raise max_runs or "
-                          f"choose a smaller design"])
+                          f"{count * len(seeds)}, over the limit of {spec.max_runs}; raise max_runs (at "
+                          f"most {MAX_RUNS}) or choose a smaller design"])
     rows = build_rows(spec.design, factors, base, runs, problems, warnings)
     _raise_if(where, problems)
     return Matrix(Path(path), text, spec, base, factors, seeds, [f"{where}: {w}" for w in warnings], rows)
@@ -246,21 +247,22 @@ def _shape_problems(spec: MatrixSpec) -> list[str]:
     return problems
 
 
-def _build_base(spec: MatrixSpec, path: Path, problems: list[str]) -> TrainConfig | None:
-    overrides = spec.base.overrides
-    for key in overrides:
-        if key not in FIELDS:
-            problems.append(f"base.overrides.{key}: unknown config field{suggest(key, FIELDS)}")
-    if problems:
-        return None
+def _apply_overrides(preset_name: str, overrides: dict, problems: list[str]) -> TrainConfig | None:
+    """The preset with `overrides` applied; every unknown field and every bad value goes to
+    `problems` (all of them: an unknown field does not hide a bad value next to it)."""
+    unknown = [key for key in overrides if key not in FIELDS]
+    problems.extend(f"base.overrides.{key}: unknown config field{suggest(key, FIELDS)}" for key in unknown)
     try:
-        base = preset(spec.base.preset).replace(**overrides)
+        config = preset(preset_name).replace(**{k: v for k, v in overrides.items() if k in FIELDS})
     except ConfigError as e:
         problems.extend(_config_problems("base.overrides", e, keyed=True))
         return None
-    if spec.data is not None:
-        base = base.replace(data=_resolve_data(spec.data, path))
-    return base
+    return None if unknown else config
+
+
+def _build_base(spec: MatrixSpec, path: Path, problems: list[str]) -> TrainConfig | None:
+    base = _apply_overrides(spec.base.preset, spec.base.overrides, problems)
+    return base.replace(data=_resolve_data(spec.data, path)) if base and spec.data is not None else base
 
 
 def _resolve_data(data: str, matrix_path: Path) -> str:

@@ -10,6 +10,7 @@ import time
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from ..storage.store import Store
 
@@ -21,9 +22,9 @@ class LiveProgress:
         self.store = store
         self.console = console
         self.progress = Progress(
-            TextColumn("{task.description}"), BarColumn(bar_width=24),
-            TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console)
-        self.overall = self.progress.add_task("[bold]matrix[/]", total=total, completed=done,
+            TextColumn("{task.description}", markup=False), BarColumn(bar_width=24),
+            TextColumn("{task.fields[info]}", markup=False), TimeElapsedColumn(), console=console)
+        self.overall = self.progress.add_task("matrix", total=total, completed=done,
                                               info=f"{done}/{total} runs done")
         self.tasks: dict[int, TaskID] = {}
         self.total, self.done, self.last = total, done, 0.0
@@ -51,11 +52,10 @@ class LiveProgress:
             loss = f"{run.final_val_loss:.4f}" if run.final_val_loss is not None else "-"
             colour = {"completed": "green", "failed": "red"}.get(run.status, "yellow")
             why = f"  {run.error}" if run.error else ""
-            self.console.print(f"[{colour}]{run.status:<11}[/] {job.name}  val_loss {loss}{why}",
-                               highlight=False)
+            self.console.print(Text.assemble((f"{run.status:<11}", colour), f" {job.name}  val_loss {loss}{why}"))
         elif event == "reaped":
-            self.console.print(f"[yellow]run {details['run_id']} had no live process: marked "
-                               f"interrupted, it will be run again[/]")
+            self.console.print(Text(f"run {details['run_id']} had no live process: marked "
+                                    f"interrupted, it will be run again", style="yellow"))
         elif event == "tick" and time.monotonic() - self.last > REFRESH_S:
             self.last = time.monotonic()
             for job in details["active"]:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from ..storage.store import Store
 from ..training.config import DEFAULT_TRAINER
-from ..training.datasource import fingerprint
+from ..training.datasource import check_titles, fingerprint
 from .executors import Executor
 from .job import Ended, Job
 from .matrix import Matrix, PlannedRun
@@ -89,13 +89,18 @@ class PlanRow:
 
 
 def plan(matrix: Matrix, data_override: str | None = None) -> list[PlanRow]:
-    """The matrix's runs with their identity hashes (the data read once per distinct source)."""
+    """The matrix's runs with their identity hashes (the data read once per distinct source,
+    and checked then: bad data fails here, before any run starts)."""
     fingerprints: dict[str, str] = {}
+    batch: dict[str, int] = {}  # the most tokens one batch of a run on that data needs
     rows = []
     for i, p in enumerate(matrix.expand(data_override)):
         if p.config.data not in fingerprints:
             fingerprints[p.config.data] = fingerprint(p.config.data)
+        batch[p.config.data] = max(batch.get(p.config.data, 0), p.config.batch_size * p.config.block_size + 1)
         rows.append(PlanRow(i, p, p.config.identity_hash(fingerprints[p.config.data])))
+    for source, tokens in batch.items():
+        check_titles(source, tokens)
     return rows
 
 
@@ -115,10 +120,20 @@ def count_completed(store: Store, rows: list[PlanRow]) -> int:
     return sum(run.status == "completed" for run in store.runs_by_hash(r.hash for r in rows).values())
 
 
+def _statuses(store: Store, run_ids: list[int]) -> list[str]:
+    return [store.run(i).status for i in dict.fromkeys(run_ids)]
+
+
 def summary(store: Store, run_ids: list[int]) -> str:
     """The runs' statuses counted: '7 completed, 1 failed'."""
-    statuses = [store.run(i).status for i in dict.fromkeys(run_ids)]
+    statuses = _statuses(store, run_ids)
     return ", ".join(f"{statuses.count(s)} {s}" for s in sorted(set(statuses)))
+
+
+def any_failed(store: Store, run_ids: list[int]) -> bool:
+    """Whether a run of the matrix is failed or interrupted (`ablate run` then exits with 1;
+    a run another runner is still training is not a failure)."""
+    return any(status in ("failed", "interrupted") for status in _statuses(store, run_ids))
 
 
 @dataclass

@@ -14,16 +14,38 @@ import yaml
 
 MAX_DEPTH = 32  # a real matrix nests 5 levels at most
 MAX_NODES = 100_000  # values after expanding YAML aliases; a real matrix has a few hundred
+MAX_CHARS = 1_000_000  # a real matrix is a few kilobytes; parsing megabytes takes a minute and a gigabyte
 
 
 class YAMLProblem(ValueError):
     """Text that is not a usable YAML mapping; the message says where (when known) and why."""
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """safe_load's loader (plain data only), but a key given twice in one mapping is an error:
+    YAML's last-wins would silently drop the first `toggles:` or `lr:`."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<` merges may be overridden; a non-scalar key is refused later
+            key = self.construct_object(key_node)
+            if key in first:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first given at line {first[key] + 1})",
+                    key_node.start_mark)
+            first[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_mapping(text: str) -> dict:
     """The mapping a YAML text holds, or a YAMLProblem."""
+    if len(text) > MAX_CHARS:
+        raise YAMLProblem(f"(top level): {len(text):,} characters, over the limit of {MAX_CHARS:,} "
+                          f"for a matrix file")
     try:
-        raw = yaml.safe_load(text)  # never yaml.load: a file must not construct objects
+        raw = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader: nothing constructs objects
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
@@ -31,6 +53,8 @@ def read_mapping(text: str) -> dict:
         raise YAMLProblem(f"{at}invalid YAML: {problem}") from None
     except RecursionError:  # the YAML composer recurses once per nesting level
         raise YAMLProblem(f"(top level): nested deeper than {MAX_DEPTH} levels") from None
+    except Exception as e:  # noqa: BLE001 - PyYAML's own bugs (`!!timestamp` with no value)
+        raise YAMLProblem(f"invalid YAML: the YAML reader failed on it ({type(e).__name__}: {e})") from None
     _check_size(raw)
     if not isinstance(raw, dict):
         got = "an empty file" if raw is None else type(raw).__name__

@@ -54,7 +54,7 @@ def _provenance(db, experiments: list[str]) -> str:
     lines = ["| experiment | runs | completed | seeds | code version | device (host) | data | "
              "training time (sum) | wall time (first start to last finish) |",
              "|---|---|---|---|---|---|---|---|---|"]
-    with open_store(db) as store:
+    with open_store(db, read_only=True) as store:
         rows = store.query(
             select(Experiment.name, Run.status, Run.seed, Run.code_version, Run.device, Run.host,
                    Run.config, Run.result, Run.wall_time_s, Run.started_at, Run.finished_at)

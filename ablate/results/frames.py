@@ -44,7 +44,7 @@ def list_experiments(db: str | Path | Store | None = None) -> pd.DataFrame:
         .group_by(Experiment.id)
         .order_by(Experiment.name)
     )
-    with open_store(db) as store:
+    with open_store(db, read_only=True) as store:
         rows = _rows(store, statement)
     return pd.DataFrame(
         [{"experiment": e.name, "design": e.design, "reference": e.reference, "runs": n,
@@ -100,7 +100,7 @@ def load_runs(db: str | Path | Store | None = None, experiment: str | None = Non
     )
     if experiment is not None:
         statement = statement.where(Experiment.name == experiment)
-    with open_store(db) as store:
+    with open_store(db, read_only=True) as store:
         _check_experiment(store, experiment)
         rows = _rows(store, statement)
     records = []
@@ -135,7 +135,7 @@ def load_evals(db: str | Path | Store | None = None, experiment: str | None = No
         ids = [r for r in wanted if isinstance(r, int)]
         names = [r for r in wanted if isinstance(r, str)]
         statement = statement.where(Run.id.in_(ids) | ExperimentRun.name.in_(names))
-    with open_store(db) as store:
+    with open_store(db, read_only=True) as store:
         _check_experiment(store, experiment)
         rows = _rows(store, statement)
     columns = ["experiment", "name", "seed", "run_id", *EVAL_VALUES]
@@ -177,18 +177,26 @@ def select_runs(runs: pd.DataFrame, status: str | None = None, toggle: str | Non
     return runs[keep]
 
 
+def output_path(path: str | Path, suffixes: tuple[str, ...]) -> Path:
+    """A file a command is about to write, checked first: a known suffix, an existing directory."""
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise ResultsError(f"cannot write {str(path)!r}: expected a file name ending in {' or '.join(suffixes)}")
+    if not path.parent.is_dir():
+        raise ResultsError(f"cannot write {str(path)!r}: directory {str(path.parent)!r} does not exist")
+    return path
+
+
 def export(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write a loader's frame to .csv or .parquet (lists and dicts become JSON text in parquet)."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".csv":
-        frame.to_csv(path, index=False)
-    elif suffix == ".parquet":
-        flat = frame.map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v)
-        try:
-            flat.to_parquet(path, index=False)
-        except ImportError as e:
-            raise ResultsError(f"writing parquet needs pyarrow or fastparquet ({e}); or export to .csv") from None
-    else:
-        raise ResultsError(f"cannot export to {path.name!r}: expected a .csv or .parquet file name")
+    path = output_path(path, (".csv", ".parquet"))
+    try:
+        if path.suffix.lower() == ".csv":
+            frame.to_csv(path, index=False)
+        else:
+            frame.map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v).to_parquet(path, index=False)
+    except ImportError as e:
+        raise ResultsError(f"writing parquet needs pyarrow or fastparquet ({e}); or export to .csv") from None
+    except OSError as e:
+        raise ResultsError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
     return path

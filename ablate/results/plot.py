@@ -21,12 +21,13 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
     configurations with the lowest final value), averaged over seeds with a min-max band
     (`seed_band`). `delta`: each configuration's difference from the same-seed baseline
     instead, which separates curves that lie on top of each other."""
+    path = frames.output_path(out, (".png", ".svg", ".pdf"))
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    with open_store(db) as store:
+    with open_store(db, read_only=True) as store:
         exp = frames.pick_experiment(store, experiment)
         evals = frames.load_evals(store, exp["experiment"])
     evals = evals.dropna(subset=[metric])
@@ -64,9 +65,12 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
            title=f"{exp['experiment']}: {what} by step")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
-    path = Path(out)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=120, bbox_inches="tight")
+    except OSError as e:
+        raise frames.ResultsError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -136,6 +140,7 @@ def effect_rows(report: Any) -> Any:
 def plot_effects(report: Any, out: str | Path = "effects.png") -> Path:
     """Each effect's estimate with its 95% interval, one row each (PNG or SVG by the suffix of
     `out`); coloured by verdict, with the report's ±min_effect band shaded."""
+    path = frames.output_path(out, (".png", ".svg"))
     import matplotlib
 
     matplotlib.use("Agg")
@@ -166,7 +171,6 @@ def plot_effects(report: Any, out: str | Path = "effects.png") -> Path:
            title=f"{report.experiment}: effects with 95% intervals")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
-    path = Path(out)
     with matplotlib.rc_context({"svg.fonttype": "none"}):  # SVG labels stay text
         fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)

@@ -146,8 +146,8 @@ def _capture(renderables: list, width: int, color: bool) -> str:
     from rich.text import Text
 
     console = Console(file=io.StringIO(), width=width, force_terminal=color, no_color=not color,
-                      highlight=False, soft_wrap=False)
-    for item in renderables:  # text is printed as is (no markup); (text, style) pairs styled
+                      markup=False, highlight=False, soft_wrap=False)
+    for item in renderables:  # text, table cells included, is printed as is (never markup); (text, style) pairs styled
         if isinstance(item, tuple):
             item = Text(*item)
         console.print(Text(item) if isinstance(item, str) else item)

@@ -73,7 +73,7 @@ class _Factor:
 def build_report(db: Any = None, experiment: str | None = None, metric: str | None = None,
                  min_effect: float | None = None) -> Report:
     """Load the experiment (the only one when None) and compute its report: three queries."""
-    with open_store(db) as store:
+    with open_store(db, read_only=True) as store:
         exp = frames.pick_experiment(store, experiment)
         runs = frames.load_runs(store, exp["experiment"])
         evals = frames.load_evals(store, exp["experiment"])

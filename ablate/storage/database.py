@@ -19,10 +19,11 @@ import random
 import time
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import quote
 
 from sqlalchemy import create_engine, event, inspect
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from .migrations import FIRST_VERSION, MigrationError, latest_version, stored_version, upgrade
@@ -34,6 +35,7 @@ _SQLITE_PRAGMAS = (
     "PRAGMA synchronous=NORMAL",
     "PRAGMA foreign_keys=ON",
 )
+_READ_ONLY_PRAGMAS = ("PRAGMA busy_timeout=30000",)  # a reader changes nothing, not even the journal mode
 _WRITE_TRIES = 5
 
 
@@ -80,7 +82,19 @@ def _check_path(path: Path, create: bool) -> None:
         raise StoreError(f"cannot write results database {path}: permission denied")
 
 
-def _setup_sqlite(engine: Engine) -> None:
+def _read_only_url(path: Path) -> str:
+    """SQLite's read-only open of a file (`mode=ro`), `immutable` where that would have to
+    create files: in a directory that is not writable (a read-only filesystem or checkout), and
+    for a WAL database no writer has open (no -wal file: a reader would leave -wal and -shm
+    behind). A rollback-journal file, or a WAL file being written, is read in plain `mode=ro`."""
+    with path.open("rb") as f:
+        wal = f.read(20)[18:19] == b"\x02"  # the header's file format version: 2 is WAL
+    writable = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+    immutable = not writable or (wal and not path.with_name(path.name + "-wal").exists())
+    return f"sqlite:///file:{quote(str(path))}?mode=ro{'&immutable=1' if immutable else ''}&uri=true"
+
+
+def _setup_sqlite(engine: Engine, read_only: bool = False) -> None:
     """WAL + busy timeout on every connection; BEGIN IMMEDIATE for write transactions.
 
     pysqlite's own transaction handling is turned off (isolation_level=None) so that the
@@ -91,7 +105,7 @@ def _setup_sqlite(engine: Engine) -> None:
     def _connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
-        for pragma in _SQLITE_PRAGMAS:
+        for pragma in _READ_ONLY_PRAGMAS if read_only else _SQLITE_PRAGMAS:
             cursor.execute(pragma)
         cursor.close()
 
@@ -107,29 +121,42 @@ def _setup_sqlite(engine: Engine) -> None:
 class Database:
     """A connection to the results database. Cheap to keep; call close() to release files."""
 
-    def __init__(self, url: str | None = None, *, create: bool = True):
+    def __init__(self, url: str | None = None, *, create: bool = True, read_only: bool = False):
         """Open (and with create=True initialise) the database; migrate an older schema, refuse a
-        newer one. create=False is for read-only commands: a missing SQLite file is an error."""
+        newer one. create=False is for commands that only read: a missing SQLite file is an
+        error; read_only also opens a SQLite file read-only, so reading changes nothing in it."""
         self.url = url or default_url()
         self.file = _sqlite_path(self.url)
         self.where = str(self.file) if self.file else make_url(self.url).render_as_string(hide_password=True)
         self.version = latest_version()  # once open: older databases are migrated to it
         self.upgraded: tuple[int, int] | None = None  # (from, to) when opening migrated the schema
         self.backup: Path | None = None  # the copy of the file kept before migrating it
+        self.read_only = read_only and self.file is not None
         if self.file is not None:
-            _check_path(self.file, create)
-        self._engine = create_engine(self.url)
+            _check_path(self.file, create and not self.read_only)
+        try:
+            self._engine = create_engine(_read_only_url(self.file) if self.read_only else self.url)
+        except ImportError as e:  # the URL's driver: PostgreSQL's is an extra
+            raise StoreError(f"cannot open results database {self.where}: its driver is not installed "
+                             f"({e}); for PostgreSQL: pip install 'ablate[postgres]' and a "
+                             f"postgresql+psycopg:// URL") from None
+        except ArgumentError as e:
+            raise StoreError(f"cannot open results database {self.where}: {e}") from None
         if self._engine.dialect.name == "sqlite":
-            _setup_sqlite(self._engine)
+            _setup_sqlite(self._engine, self.read_only)
         self._reader = sessionmaker(self._engine, expire_on_commit=False)
         self._writer = sessionmaker(
             self._engine.execution_options(ablate_write=True), expire_on_commit=False
         )
         try:
             self._open(create)
-        except OperationalError as exc:
+        except DBAPIError as exc:  # not a database, cannot connect, locked for longer than the timeout
             self.close()
-            raise StoreError(f"cannot open results database {self.where}: {exc.orig}") from exc
+            reason = " ".join(str(exc.orig).split())  # one line: drivers add hints on their own lines
+            raise StoreError(f"cannot open results database {self.where}: {reason}") from exc
+        except MigrationError as e:
+            self.close()
+            raise StoreError(f"{self.where}: {e}") from None
         except BaseException:
             self.close()
             raise
@@ -161,12 +188,33 @@ class Database:
         if version < FIRST_VERSION:
             raise StoreError(f"{self.where} has schema {version}: no migration leads from it to this "
                              f"ablate's {latest}; use a new database or the ablate that wrote it")
+        if version < latest and self.read_only:  # migrated as on every open, then read as it is now
+            if not os.access(self.file, os.W_OK):
+                raise StoreError(f"{self.where} has schema {version} and is read-only: this ablate reads "
+                                 f"{latest}; run `ablate db upgrade` on a writable copy")
+            Database(self.url, create=False).close()
+            version = self._version()
         if version < latest:
             try:
                 self.backup = upgrade(self._write, version, self.file)
             except MigrationError as e:
                 raise StoreError(f"{self.where}: {e}") from e
             self.upgraded = (version, latest)
+        self._check_columns()
+
+    def _check_columns(self) -> None:
+        """Every table and column this ablate uses is there: a damaged or hand-made file that
+        claims a schema it does not have is refused before anything is written into it."""
+        with self._engine.connect() as conn:
+            found = inspect(conn)
+            tables = set(found.get_table_names())
+            present = {t.name: {c["name"] for c in found.get_columns(t.name)} if t.name in tables else set()
+                       for t in Base.metadata.sorted_tables}
+        missing = [f"{t.name}.{c.name}" for t in Base.metadata.sorted_tables for c in t.columns
+                   if c.name not in present[t.name]]
+        if missing:
+            raise StoreError(f"{self.where} claims schema {self.version} but lacks {', '.join(missing[:5])}"
+                             f"{' …' if len(missing) > 5 else ''}: not a database this ablate can use")
 
     def _version(self) -> int | None:
         """The stored schema version; None for an empty database."""
@@ -192,8 +240,11 @@ class Database:
         session.add(Meta(key="schema_version", value=str(latest_version())))
 
     def _read(self, fn: Callable[[Session], Any]) -> Any:
-        with self._reader() as session, session.begin():
-            return fn(session)
+        try:
+            with self._reader() as session, session.begin():
+                return fn(session)
+        except OperationalError as exc:  # locked past the busy timeout, the file gone, the disk gone
+            raise StoreError(f"{self.where}: {exc.orig}") from exc
 
     def _write(self, fn: Callable[[Session], Any], *, retry_conflicts: bool = False) -> Any:
         """Run fn in one write transaction and commit it; retry if the database stays locked.
@@ -208,8 +259,8 @@ class Database:
                 with self._writer() as session, session.begin():
                     return fn(session)
             except OperationalError as exc:
-                if not _is_locked(exc):
-                    raise
+                if not _is_locked(exc):  # e.g. the disk full: a one-line error, not a traceback
+                    raise StoreError(f"{self.where}: {exc.orig}") from exc
                 if tries == _WRITE_TRIES:
                     raise StoreError(f"{self.where} stayed locked through {tries} tries: {exc.orig}") from exc
             except IntegrityError:

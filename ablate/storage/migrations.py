@@ -57,7 +57,13 @@ def stored_version(conn: Connection) -> int | None:
     if "meta" not in inspect(conn).get_table_names():
         return None
     value = conn.execute(select(Meta.value).where(Meta.key == "schema_version")).scalar()
-    return None if value is None else int(value)
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        raise MigrationError(f"schema_version {value!r} in its meta table is not a number: "
+                             f"not a database this ablate wrote") from None
 
 
 def backup_path(db_file: Path, version: int) -> Path:

@@ -278,7 +278,7 @@ class Store(Database):
             run = self._owned(session, run_id, attempt)
             if run is None:
                 return False
-            run.status, run.finished_at, run.error = status, _now(), error
+            run.status, run.finished_at, run.error = status, _now(), " ".join(error.split())  # one line
             run.traceback = traceback[-TRACEBACK_LIMIT:] if traceback else None
             return True
 
@@ -361,12 +361,14 @@ class Store(Database):
 
 
 @contextmanager
-def open_store(db: str | Path | Store | None = None, *, create: bool = False) -> Iterator[Store]:
+def open_store(db: str | Path | Store | None = None, *, create: bool = False,
+               read_only: bool = False) -> Iterator[Store]:
     """The store behind `db` (a SQLAlchemy URL, a .db path, or None for `default_url()`), closed
     again after; an open Store is used as it is and left open. Only with `create` is a missing
-    database created: commands that only read never leave an empty file behind."""
+    database created: commands that only read never leave an empty file behind, and with
+    `read_only` (SQLite) never change the file they read."""
     if isinstance(db, Store):
         yield db
         return
-    with Store(resolve_url(db), create=create) as store:
+    with Store(resolve_url(db), create=create, read_only=read_only) as store:
         yield store

@@ -23,10 +23,16 @@ def local_format(path: str | Path) -> str | None:
     return LOCAL_FORMATS.get(Path(path).suffix.lower())
 
 
+def looks_local(source: str) -> bool:
+    """A path, not a hub dataset id: a data-file suffix, or a name no hub id has (absolute,
+    ./ ../ ~), or something there on disk."""
+    return bool(local_format(source)) or source.startswith(("/", ".", "~")) or Path(source).exists()
+
+
 def fingerprint(source: str) -> str:
     """Identity of the data: a local file by its content, a hub dataset by its id."""
-    path = Path(source)
-    if local_format(path) or path.exists():
+    path = Path(source).expanduser()
+    if looks_local(source):
         if not path.is_file():
             raise DataError(f"data file {source!r} does not exist; pass --data PATH to a local "
                             f"csv/parquet/jsonl file with a 'title' column")
@@ -36,3 +42,33 @@ def fingerprint(source: str) -> str:
                 digest.update(chunk)
         return f"sha256:{digest.hexdigest()}"
     return f"hub:{source}"
+
+
+def check_titles(source: str, tokens_per_batch: int) -> None:
+    """A local data file, read once before any run starts, so that bad data fails the command
+    and not every run in turn: readable as its format, a `title` column of text, and enough
+    text for one batch (a title gives at most one token per character, plus its <eos>)."""
+    import pandas as pd
+
+    kind = local_format(source)
+    if kind is None:
+        return  # a hub dataset: loaded by the job
+    read = {"csv": pd.read_csv, "parquet": pd.read_parquet,
+            "json": lambda p: pd.read_json(p, lines=Path(p).suffix.lower() == ".jsonl")}[kind]
+    try:
+        frame = read(Path(source).expanduser())
+    except (ValueError, OSError, ImportError, UnicodeDecodeError, pd.errors.ParserError) as e:
+        raise DataError(f"data file {source!r} cannot be read as {kind}: {' '.join(str(e).split())[:300]}") from None
+    if "title" not in frame.columns:
+        raise DataError(f"data file {source!r} has no 'title' column (columns: "
+                        f"{', '.join(map(str, frame.columns)) or 'none'})")
+    titles = frame["title"].dropna()
+    not_text = titles[[not isinstance(t, str) for t in titles]]
+    if len(not_text):
+        raise DataError(f"data file {source!r}: {len(not_text)} titles are not text (e.g. {not_text.iloc[0]}, "
+                        f"a {type(not_text.iloc[0]).__name__}); "
+                        f"the 'title' column must hold text")
+    chars = int(titles.str.strip().str.len().sum()) + len(titles)
+    if chars < tokens_per_batch:
+        raise DataError(f"data file {source!r}: {len(titles)} titles, {chars} characters: too little text "
+                        f"for one batch of {tokens_per_batch} tokens (batch_size x block_size + 1)")

@@ -435,7 +435,7 @@ def restore_checkpoint(path: Path, cfg: TrainConfig, stateful: dict, ema: EMA | 
                        device: torch.device) -> dict:
     """Load a checkpoint into freshly built objects (tensors only: weights_only=True, so a
     checkpoint cannot run code); returns the saved position."""
-    state = torch.load(path, map_location=device, weights_only=True)
+    state = _load_tensors(path, device)
     if state["config"] != cfg.to_dict():
         raise ConfigError(f"checkpoint {path} belongs to another configuration; "
                           f"differs in {sorted(k for k, v in cfg.to_dict().items() if state['config'].get(k) != v)}")
@@ -454,6 +454,18 @@ def restore_checkpoint(path: Path, cfg: TrainConfig, stateful: dict, ema: EMA | 
     if state["rng_cuda"] is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
     return state["position"]
+
+
+def _load_tensors(path: Path, device: torch.device) -> dict:
+    """torch.load(weights_only=True), its failures as one line that names the file: refused as
+    unsafe (it would construct objects) or unreadable. Never a hint to load it unsafely."""
+    try:
+        return torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError...
+        unsafe = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line), None)
+        why = (f"refused as unsafe: loading it would construct objects ({unsafe})" if unsafe else
+               f"corrupt or not a checkpoint ({type(e).__name__})")
+        raise RuntimeError(f"checkpoint {path}: {why}; delete it to train this run from the start") from None
 
 
 def _as_tuples(value: Any) -> Any:
