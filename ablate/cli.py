@@ -13,11 +13,25 @@ from rich.console import Console
 from rich.markup import escape
 
 from .training import catalog
-from .training.config import DEFAULT_TRAINER, ConfigError, ExecOptions, TrainConfig, parse_value
+from .training.config import DEFAULT_TRAINER, ConfigError, ExecOptions, TrainConfig, parse_value, suggest
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Ablation matrices for small language models: which changes help?")
 err = Console(stderr=True, soft_wrap=True)  # piped output: whole lines, never wrapped at 80
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"ablate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                               help="print ablate's version and exit")] = False) -> None:
+    """Ablation matrices for small language models: which changes help?"""
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -66,12 +80,12 @@ def train(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per evaluation on stdout")] = False,
 ) -> None:
     """Train one configuration (no database)."""
-    from .training.train import train as run_training  # torch import only for commands that train
-
     try:
         cfg = build_config(preset, toggle, set_, data)
     except ConfigError as e:
-        fail(str(e))
+        fail(str(e))  # before torch is imported: a typo is answered at once
+    from .training.train import train as run_training  # torch import only for commands that train
+
     options = ExecOptions(device=device, compile=compile, max_steps=max_steps)
 
     def on_eval(m: dict) -> None:
@@ -113,6 +127,13 @@ def _planned(matrix_path: str, data: str | None):
         fail(str(e))
 
 
+def _matrix_db(db: str | None, matrix) -> str:
+    """--db, else $ABLATE_DB, else the matrix's own `db:`, else ./results.db."""
+    from .storage.database import default_url
+
+    return db or default_url(matrix.spec.db)
+
+
 DbOption = Annotated[Optional[str], typer.Option(
     "--db", help="results database: SQLAlchemy URL or .db path (default: $ABLATE_DB or sqlite:///results.db)")]
 DataOption = Annotated[Optional[str], typer.Option(help="local data file in place of the matrix's data")]
@@ -125,12 +146,16 @@ def plan(matrix_path: Annotated[str, typer.Argument(metavar="MATRIX.yaml")],
     from rich.table import Table
 
     from .execution import runner
+    from .storage.database import is_missing
     from .storage.store import open_store
 
     matrix, rows = _planned(matrix_path, data)
-    with _user_errors(), open_store(db, create=True) as store:
-        known = store.runs_by_hash(r.hash for r in rows)
-        estimate = runner.estimate_seconds(store, rows, matrix)
+    url = _matrix_db(db, matrix)
+    known, estimate = {}, None
+    if not is_missing(url):  # planning reads the database, never creates it
+        with _user_errors(), open_store(url) as store:
+            known = store.runs_by_hash(r.hash for r in rows)
+            estimate = runner.estimate_seconds(store, rows, matrix)
     table = Table(title=f"{matrix.name}: {matrix.design}, {len(rows)} runs")
     for col in ("#", "run", "toggles on", "seed", "hash", "status"):
         table.add_column(col)
@@ -176,7 +201,7 @@ def run(
                                 jobs_per_device=jobs_per_device, warm_workers=warm_workers)
     matrix, rows = _planned(matrix_path, data)
     console = Console(soft_wrap=True)
-    with _user_errors(), open_store(db, create=True) as store:
+    with _user_errors(), open_store(_matrix_db(db, matrix), create=True) as store:
         run_ids = runner.register(store, matrix, rows)
         total, done = len(set(run_ids)), runner.count_completed(store, rows)
         if done == total and rerun != "all":
@@ -192,9 +217,16 @@ def run(
                                      checkpoint_root=Path(checkpoint_dir) if checkpoints or resume else None,
                                      on_event=progress)
         console.print(f"{matrix.name}: trained {len(outcome.trained)} run(s) now; "
-                      f"{runner.summary(store, run_ids)}. See `ablate report {matrix_path}`.", highlight=False)
+                      f"{runner.summary(store, run_ids)}. See `{_report_command(matrix_path, db)}`.", highlight=False)
     if outcome.interrupted:
         raise typer.Exit(130)
+
+
+def _report_command(matrix_path: str, db: str | None) -> str:
+    """The command that reads what `ablate run` just wrote: its matrix, and its --db if given."""
+    import shlex
+
+    return shlex.join(["ablate", "report", matrix_path, *(["--db", db] if db else [])])
 
 
 db_app = typer.Typer(no_args_is_help=True, help="The results database itself.")
@@ -245,7 +277,7 @@ MetricOption = Annotated[Optional[str], typer.Option(
 
 def _check(value: Optional[str], choices: tuple, option: str) -> None:
     if value is not None and value not in choices:
-        fail(f"{option} {value!r}: expected one of {', '.join(choices)}")
+        fail(f"{option} {value!r}: expected one of {', '.join(choices)}{suggest(value, choices)}")
 
 
 def _emit(render) -> None:
@@ -255,17 +287,19 @@ def _emit(render) -> None:
     sys.stdout.write(render(width, color))
 
 
-def _experiment(db: Optional[str], experiment: Optional[str], matrix_path: Optional[Path]) -> str:
-    """--experiment, else the matrix file's name, else the only experiment (listing them if several)."""
+def _experiment(db: Optional[str], experiment: Optional[str], matrix_path: Optional[Path]) -> tuple[Optional[str], str]:
+    """The database and experiment to read: --experiment, else the matrix file's name, else the
+    only experiment (listing them if several); --db, else the matrix's database."""
     from .execution.matrix import load_matrix
     from .results.frames import list_experiments, pick_experiment
     from .results.render import render_frame
 
-    if experiment is None and matrix_path is not None:
-        experiment = load_matrix(matrix_path).name
+    if matrix_path is not None:
+        matrix = load_matrix(matrix_path)
+        experiment, db = experiment or matrix.name, _matrix_db(db, matrix)
     if experiment is None and len(experiments := list_experiments(db)) != 1:
         err.print(render_frame(experiments[["experiment", "design", "runs", "completed"]], "table", "Experiments"))
-    return pick_experiment(db, experiment)["experiment"]
+    return db, pick_experiment(db, experiment)["experiment"]
 
 
 @app.command("report")
@@ -281,7 +315,7 @@ def report_cmd(
     _check(metric, tuple(METRICS), "--metric")
     _check(fmt, FORMATS, "--format")
     with _user_errors():
-        report = build_report(db, _experiment(db, experiment, matrix), metric)
+        report = build_report(*_experiment(db, experiment, matrix), metric)
     _emit(lambda width, color: render(report, fmt, width, color))
 
 
@@ -309,10 +343,11 @@ def runs_cmd(
 def show_cmd(
     run: Annotated[str, typer.Argument(help="run id, run name (within the experiment) or hash prefix")],
     experiment: ExperimentOption = None, db: DbOption = None, fmt: FormatOption = "table",
-    as_command: Annotated[bool, typer.Option("--as-command", help="print an `ablate train` line that reproduces the run")] = False,
+    seed: Annotated[Optional[int], typer.Option(help="the run of this seed, when the name has several")] = None,
+    as_command: Annotated[bool, typer.Option("--as-command", help="print the `ablate train` line that reproduces the run (one per seed when the name has several)")] = False,
 ) -> None:
     """One run: config vs its baseline, status or error, evaluations and a sparkline."""
-    from .results.frames import find_run, load_evals, load_runs
+    from .results.frames import find_run, find_runs, load_evals, load_runs
     from .results.render import FORMATS, as_command as command_for, render_run
     from .results.report import run_detail
     from .storage.store import open_store
@@ -320,12 +355,13 @@ def show_cmd(
     _check(fmt, FORMATS, "--format")
     with _user_errors(), open_store(db) as store:
         runs = load_runs(store, experiment)
-        row = find_run(runs, run)
-        detail = run_detail(runs, load_evals(store, row["experiment"], runs=[int(row["run_id"])]), row)
+        rows = [r for _, r in find_runs(runs, run, seed).iterrows()] if as_command else [find_run(runs, run, seed)]
+        details = [run_detail(runs, load_evals(store, row["experiment"], runs=[int(row["run_id"])]), row)
+                   for row in rows]
     if as_command:
-        typer.echo(command_for(detail))
+        typer.echo("\n".join(command_for(detail) for detail in details))
         return
-    _emit(lambda width, color: render_run(detail, fmt, width, color))
+    _emit(lambda width, color: render_run(details[0], fmt, width, color))
 
 
 @app.command("plot")
@@ -334,17 +370,17 @@ def plot_cmd(
     experiment: ExperimentOption = None,
     runs: Annotated[Optional[str], typer.Option(help="comma-separated run names (default: baseline + top 5)")] = None,
     out: Annotated[Path, typer.Option(help="PNG file to write")] = Path("curves.png"),
-    metric: Annotated[str, typer.Option(help="mainrun (val_loss) | full (val_loss_full)")] = "mainrun",
+    metric: MetricOption = None,
     db: DbOption = None,
 ) -> None:
-    """Plot validation loss against step."""
+    """Plot validation loss against step (by default the metric `ablate report` ranks by)."""
     from .results.plot import plot_curves
     from .results.report import METRICS
 
     _check(metric, tuple(METRICS), "--metric")
     names = [n.strip() for n in runs.split(",") if n.strip()] if runs else None
     with _user_errors():
-        path = plot_curves(db, _experiment(db, experiment, matrix), names, out, METRICS[metric])
+        path = plot_curves(*_experiment(db, experiment, matrix), names, out, metric)
     err.print(f"wrote {path}", highlight=False)
 
 

@@ -10,13 +10,16 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import shlex
+from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 
 from ..training.config import format_value
+from ..execution.designs import short_name
 from .report import METRICS, Report, RunDetail, missing
 
 FORMATS = ("table", "markdown", "csv", "json")
@@ -30,7 +33,7 @@ def _fmt(value: Any, spec: str = ".4f", signed: bool = False) -> str:
 
 
 def _duration(seconds: float) -> str:
-    if math.isnan(seconds):
+    if missing(seconds):
         return ""
     if seconds < 60:
         return f"{seconds:.0f}s"
@@ -58,7 +61,7 @@ def ranking_display(report: Report, short: bool) -> pd.DataFrame:
     show_toggles = any(r.toggles != r.name.lstrip("+") and not r.is_baseline for r in ranked.itertuples())
     rows = []
     for r in ranked.itertuples():
-        row = {"#": f"{r.rank:.0f}", "config": r.name}
+        row = {"#": f"{r.rank:.0f}", "config": short_name(r.name)}
         if show_toggles or not short:
             row["toggles"] = r.toggles
         row.update({
@@ -71,6 +74,24 @@ def ranking_display(report: Report, short: bool) -> pd.DataFrame:
         })
         rows.append(row)
     return _drop_empty(pd.DataFrame(rows))
+
+
+def fit_ranking(frame: pd.DataFrame, width: int, reference_fair: bool) -> pd.DataFrame:
+    """The ranking without the columns a `width`-wide terminal cannot show, dropped in order of
+    need: the toggles (the names say them), Δref where the reference is unfair, throughput,
+    then the rest; never the rank, config, final loss, Δbase or flags."""
+    order = [["toggles"], *([] if reference_fair else [["Δref", "Δref%"]]), ["tok/s"], ["wall"],
+             ["Δref%"], ["best@step"], ["95% CI"], ["Δref"], ["n"]]
+    for columns in order:
+        if _natural_width(frame) <= width:
+            break
+        frame = frame.drop(columns=columns, errors="ignore")
+    return frame
+
+
+def _natural_width(frame: pd.DataFrame) -> int:
+    """Columns as wide as their widest cell, one space between (as _rich_table draws them)."""
+    return sum(max([len(str(c)), *(len(str(v)) for v in frame[c])]) for c in frame.columns) + len(frame.columns)
 
 
 def _drop_empty(frame: pd.DataFrame) -> pd.DataFrame:
@@ -150,7 +171,8 @@ def render(report: Report, format: str = "table", width: int = 100, color: bool 
     if format == "json":
         head = {k: getattr(report, k) for k in ("experiment", "design", "metric", "reference", "seeds",
                                                   "lines", "effects_title", "notes")}
-        return json.dumps({**head, "ranking": _records(report.ranking), "effects": _records(report.effects)},
+        ranking = report.ranking.astype({c: "Int64" for c in ("rank", "n") if c in report.ranking})
+        return json.dumps({**head, "ranking": _records(ranking), "effects": _records(report.effects)},
                           indent=2, default=str)
     title = (f"{report.experiment} — {report.design}, {len(report.seeds)} seed(s), "
              f"ranked by {METRICS[report.metric]}")
@@ -170,7 +192,7 @@ def render(report: Report, format: str = "table", width: int = 100, color: bool 
     styles = ["bold green" if r.is_best else "cyan" if r.is_baseline else "red" if r.breaks_rule else ""
               for r in ranked.itertuples()]
     parts: list = [(title, "bold"), *report.lines]
-    parts += [_rich_table(ranking_display(report, True), styles=styles),
+    parts += [_rich_table(fit_ranking(ranking_display(report, True), width, report.reference_fair), styles=styles),
               "B baseline  ★ best rule-abiding  ✗ breaks Mainrun's rules  ≠ not like-for-like (see notes)"
               ] if len(ranked) else ["No completed runs yet."]
     if len(pending):
@@ -199,11 +221,12 @@ def render_frame(frame: pd.DataFrame, format: str = "table", title: str | None =
 def runs_display(runs: pd.DataFrame) -> pd.DataFrame:
     """The columns of a load_runs() frame worth a terminal line, with short headers."""
     columns = {"run_id": "id", "experiment": "experiment", "name": "name", "seed": "seed", "status": "status",
-               "final_val_loss": "final", "best_val_loss": "best", "best_step": "@step",
-               "wall_time_s": "wall s", "error": "error"}
+               "final_val_loss": "final val_loss", "res.final_val_loss_full": "final val_loss_full",
+               "best_val_loss": "best", "best_step": "@step", "wall_time_s": "wall", "error": "error"}
     if runs["experiment"].nunique() <= 1:
         columns.pop("experiment")
-    return runs[list(columns)].rename(columns=columns)
+    shown = runs.assign(wall_time_s=runs["wall_time_s"].map(_duration), best_step=runs["best_step"].astype("Int64"))
+    return shown[[c for c in columns if c in runs]].rename(columns=columns)
 
 
 def _cell(value: Any) -> str:
@@ -249,15 +272,26 @@ def render_run(detail: RunDetail, format: str = "table", width: int = 100, color
 
 
 def as_command(detail: RunDetail) -> str:
-    """An `ablate train` command line that reproduces the run: --data, then --set for every field
-    that differs from TrainConfig's defaults, and --max-steps when the run was truncated."""
-    words = ["ablate", "train", "--data", detail.config.data]
-    for name, value in detail.config.diff().items():
+    """An `ablate train` command line that reproduces the run: --data (a file relative to the
+    current directory), then --set for every config field, defaults included, so the line
+    survives a change of defaults, and --max-steps when the run was truncated."""
+    words = ["ablate", "train", "--data", _relative(detail.config.data)]
+    for name, value in detail.config.to_dict().items():
         if name != "data":
             words += ["--set", f"{name}={format_value(value)}"]
     if detail.truncated_at is not None:
         words += ["--max-steps", str(detail.truncated_at)]
     return shlex.join(words)
+
+
+def _relative(data: str) -> str:
+    """A data file as a path from the current directory; a hub id or built-in name as it is."""
+    if not Path(data).is_absolute():
+        return data
+    try:
+        return os.path.relpath(data)
+    except ValueError:  # another drive (Windows)
+        return data
 
 
 def sparkline(values: Iterable[float]) -> str:

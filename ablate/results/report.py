@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..execution.designs import aliasing_note
+from ..execution.designs import LEAVE_OUT, aliasing_note, short_name
 from ..storage.schema import plain
 from ..storage.store import open_store
 from ..training.catalog import CATALOG
@@ -56,6 +56,7 @@ class Report:
     effects: pd.DataFrame
     effects_title: str
     notes: list[str] = field(default_factory=list)
+    reference_fair: bool = False  # Mainrun's data at full scale: Δref means something
 
 
 @dataclass(frozen=True)
@@ -88,12 +89,15 @@ def make_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame,
     per_run = _per_run(runs, evals, chosen, coverage)
     ranking = _ranking(per_run, factors, reference, chosen)
     effects, title = _effects(design, per_run, factors)
+    if design != "cumulative":  # a cumulative design's steps read in their order
+        effects = effects.sort_values("estimate", kind="stable", na_position="last", ignore_index=True)
     incomparable = ranking.loc[ranking["error"].fillna("").str.startswith("not like-for-like"), "name"]
     effects.loc[effects["effect"].isin(set(incomparable)), "verdict"] = "not like-for-like"
     seeds = sorted(per_run["seed"].dropna().unique().tolist())
-    lines = [_fairness_line(per_run, reference), _metric_line(chosen, mixed, done)]
+    fairness, reference_fair = _fairness(per_run, reference)
+    lines = [fairness, _metric_line(chosen, mixed, done)]
     return Report(exp["experiment"], design, chosen, reference, seeds, lines, ranking, effects, title,
-                  _notes(ranking, effects, alias, seeds))
+                  _notes(ranking, effects, alias, seeds), reference_fair)
 
 
 def _design(exp: pd.Series, runs: pd.DataFrame) -> tuple[str, float, list[_Factor], str]:
@@ -300,8 +304,8 @@ def _effects(design: str, per_run: pd.DataFrame, factors: list[_Factor]) -> tupl
     if design in ("factorial", "fractional"):
         rows = _factorial_effects(done, factors, interactions=design == "factorial")
     elif design == "leave-one-out":
-        rows = [_compare(per_run, "−" + n.removeprefix("all-minus-"), "cost", n, "all")
-                for n in names if n.startswith("all-minus-")]
+        rows = [_compare(per_run, short_name(n), "cost", n, "all")
+                for n in names if n.startswith(LEAVE_OUT)]
     elif design == "cumulative":
         rows = [_compare(per_run, "+" + "+".join(_added(per_run, prev, cur)), "step", cur, prev)
                 for prev, cur in zip(names, names[1:])]
@@ -375,12 +379,13 @@ def _per_seed_contrast(done: pd.DataFrame, plus: pd.Series, minus: pd.Series) ->
 # -------------------------------------------------------------------------------- lines
 
 
-def _fairness_line(per_run: pd.DataFrame, reference: float) -> str:
-    """Which comparison is fair: the reference only for Mainrun's data at full scale."""
+def _fairness(per_run: pd.DataFrame, reference: float) -> tuple[str, bool]:
+    """Which comparison is fair, in a line, and whether the reference is: only for Mainrun's
+    data at full scale."""
     base = per_run[(per_run["name"] == _baseline_name(per_run)) & (per_run["status"] == "completed")]
     if base.empty:
         return (f"Fair comparison: none certain — no completed in-matrix baseline; the reference "
-                f"{reference:g} is fair only on Mainrun's data at full scale.")
+                f"{reference:g} is fair only on Mainrun's data at full scale."), False
     config = {k[4:]: v for k, v in base.iloc[0].items() if k.startswith("cfg.")}
     default = TrainConfig().to_dict()
     scale = [f"{k}={v}" for k, v in config.items() if k not in ("data", "seed") and default.get(k) != plain(v)]
@@ -391,10 +396,10 @@ def _fairness_line(per_run: pd.DataFrame, reference: float) -> str:
         scale.append("truncated")
     if not scale:
         return (f"Fair comparisons: the in-matrix baseline and the reference {reference:g} "
-                f"(Mainrun's data at full scale).")
+                f"(Mainrun's data at full scale)."), True
     shown = ", ".join(scale[:4]) + (", …" if len(scale) > 4 else "")
     return (f"Fair comparison: the in-matrix baseline, not the reference {reference:g} "
-            f"(data/scale differ from Mainrun's: {shown}).")
+            f"(data/scale differ from Mainrun's: {shown})."), False
 
 
 def _metric_line(metric: str, mixed: bool, coverage: pd.Series) -> str:
@@ -412,20 +417,27 @@ def _metric_line(metric: str, mixed: bool, coverage: pd.Series) -> str:
 
 
 def _notes(ranking: pd.DataFrame, effects: pd.DataFrame, alias: str, seeds: list) -> list[str]:
-    notes = []
+    """The caveats under the tables, each said once: configurations that share one (the same
+    broken rule, mismatch or metric-changing toggle) are named together in one note."""
+    broken: dict[str, list[str]] = {}
+    unlike: dict[str, list[str]] = {}
+    wins: dict[str, list[str]] = {}
     ranked = ranking[ranking["rank"].notna()]
     for row in ranked.itertuples():
         if row.breaks_rule:
             rules = {CATALOG[t].breaks_rule for t in frames.split_toggles(row.breaks_rule) if t in CATALOG}
-            notes.append(f"{row.name} breaks Mainrun's rules ({'; '.join(sorted(rules)) or 'not allowed'}): "
-                         f"never the best.")
+            broken.setdefault("; ".join(sorted(rules)) or "not allowed", []).append(short_name(row.name))
         if row.not_like_for_like:
-            notes.append(f"{row.name} is not like-for-like: {row.not_like_for_like}.")
+            unlike.setdefault(row.not_like_for_like, []).append(short_name(row.name))
         delta = row.d_base if not math.isnan(row.d_base) else row.d_ref
         for t in frames.split_toggles(row.toggles):
             if t in CATALOG and CATALOG[t].changes_metric and delta < 0:
-                notes.append(f"{row.name} looks like a win ({delta:+.4f}), but {t} changes the metric: "
-                             f"{CATALOG[t].changes_metric}.")
+                wins.setdefault(t, []).append(f"{short_name(row.name)} ({delta:+.4f})")
+    notes = [f"{_names(names, 'breaks', 'break')} Mainrun's rules ({rules}): never the best."
+             for rules, names in broken.items()]
+    notes += [f"{_names(names, 'is', 'are')} not like-for-like: {why}." for why, names in unlike.items()]
+    notes += [f"{_names(names, 'looks', 'look')} like a win, but {t} changes the metric: "
+              f"{CATALOG[t].changes_metric}." for t, names in wins.items()]
     if alias:
         notes.append(alias)
     family = int(effects["p"].notna().sum())
@@ -436,6 +448,12 @@ def _notes(ranking: pd.DataFrame, effects: pd.DataFrame, alias: str, seeds: list
         notes.append("One seed per configuration: noise is unknown, so no interval — small differences "
                      "may be noise.")
     return notes
+
+
+def _names(names: list[str], one: str, several: str) -> str:
+    """'a is' / 'a, b and c are': the subject of a note about one or several configurations."""
+    listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+    return f"{listed} {one if len(names) == 1 else several}"
 
 
 # ------------------------------------------------------------------------------ one run
