@@ -211,7 +211,8 @@ def run(
         with closing(make_executor(choice, matrix.execution, Path(log_dir) / matrix.name)) as pool:
             console.print(f"{matrix.name}: {len(rows)} runs ({done} already completed) on {pool.describe()}; "
                           f"results in {store.url}", highlight=False)
-            with LiveProgress(store, total, done, console) as progress:
+            baselines = {r.planned.seed: rid for r, rid in zip(rows, run_ids) if r.planned.name == "baseline"}
+            with LiveProgress(store, total, done, console, baselines) as progress:
                 outcome = runner.run(store, run_ids, pool, trainer=trainer, rerun=rerun,
                                      options={"compile": compile, "resume": resume},
                                      checkpoint_root=Path(checkpoint_dir) if checkpoints or resume else None,
@@ -249,21 +250,34 @@ def db_upgrade(db: DbOption = None) -> None:
 
 
 @app.command("catalog")
-def show_catalog() -> None:
+def show_catalog(fmt: Annotated[str, typer.Option("--format", "-f", help="table | markdown | csv | json")] = "table") -> None:
     """List the report's optimizations and the base presets."""
     from rich.table import Table
 
+    from .results.render import FORMATS, render_frame
+
+    _check(fmt, FORMATS, "--format")
+    if fmt != "table":
+        import pandas as pd
+
+        rows = [{"name": o.name, "section": o.section, "patch": json.dumps(o.patch), "allowed": o.allowed,
+                 "breaks_rule": o.breaks_rule or "", "changes_metric": o.changes_metric or ""}
+                for o in catalog.CATALOG.values()]
+        sys.stdout.write(render_frame(pd.DataFrame(rows), fmt, "Optimizations"))
+        return
     table = Table(title="Optimizations (seed/optimization-report.md)")
-    for col in ("name", "section", "patch", "Mainrun rules"):
+    widest = max(map(len, catalog.CATALOG))
+    table.add_column("name", no_wrap=True, min_width=widest)  # a name is typed: never cut
+    for col in ("section", "patch", "Mainrun rules"):
         table.add_column(col)
     for o in catalog.CATALOG.values():
-        rule = "allowed" if o.allowed else f"[red]breaks: {o.breaks_rule}[/]"
+        rule = "allowed" if o.allowed else f"[red]breaks: {escape(o.breaks_rule)}[/]"
         if o.changes_metric:
             rule += "\n[yellow]changes the metric[/]"
-        table.add_row(o.name, o.section, json.dumps(o.patch), rule)
+        table.add_row(o.name, o.section, escape(json.dumps(o.patch)), rule)
     Console().print(table)
     for name, note in catalog.PRESET_NOTES.items():
-        Console().print(f"[bold]{name}[/]: {note}", highlight=False)
+        Console().print(f"[bold]{name}[/]: {escape(note)}", highlight=False)
 
 
 # ------------------------------------------------------ results: report, runs, show, plot, export

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import io
 import os
 import shlex
 import shutil
@@ -235,3 +236,59 @@ def test_a_bad_toggle_is_answered_before_torch_is_imported(tmp_path):
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "did you mean 'sdpa'?" in proc.stderr
     assert not any(line.rstrip().endswith("| torch") for line in proc.stderr.splitlines())
+
+
+# ------------------------------------------------------------ 8. progress a person can watch
+
+
+def test_progress_lines_align_carry_delta_base_and_the_etas_use_measured_pace():
+    from types import SimpleNamespace as NS
+
+    from rich.console import Console
+
+    from ablate.execution.progress import LiveProgress
+
+    runs = {1: NS(id=1, seed=7, status="completed", final_val_loss=2.5, wall_time_s=31.0, error=None),
+            2: NS(id=2, seed=7, status="completed", final_val_loss=2.4, wall_time_s=29.0, error=None)}
+    evals = [NS(step=1, elapsed_s=10.0, val_loss=3.0, tokens_per_s=None, extra={"max_steps": 111}),
+             NS(step=11, elapsed_s=11.0, val_loss=2.9, tokens_per_s=None, extra={"max_steps": 111})]
+    store = NS(run=runs.get, evals=lambda run_id, attempt: evals)
+    out = io.StringIO()
+    console = Console(file=out, width=120, force_terminal=False)
+    progress = LiveProgress(store, total=3, done=0, console=console, baselines={7: 1})
+    jobs = [NS(run_id=1, attempt=1, name="baseline"), NS(run_id=2, attempt=1, name="a_much_longer_name")]
+    for job in jobs:
+        progress("start", {"job": job})
+    progress._refresh(jobs[1])
+    task = progress.progress.tasks[progress.tasks[2]]
+    assert "ETA 10s" in task.fields["info"]  # 0.1 s per step since the last evaluation, not 10 s
+    for job in jobs:
+        progress("end", {"job": job, "run": runs[job.run_id]})
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("completed")]
+    assert len(lines) == 2 and len({line.index("val_loss") for line in lines}) == 1
+    assert "Δbase -0.1000" in lines[1] and "Δbase" not in lines[0]
+    overall = progress.progress.tasks[progress.overall].fields["info"]
+    assert overall.startswith("2/3 runs done, about") and overall.endswith("left")
+
+
+def test_catalog_has_formats_and_whole_names():
+    import pandas as pd
+
+    from ablate.training.catalog import CATALOG
+
+    result = ablate("catalog", "--format", "csv")
+    assert result.exit_code == 0, result.output
+    assert pd.read_csv(io.StringIO(result.output))["name"].tolist() == list(CATALOG)
+    table = CliRunner().invoke(app, ["catalog"], env={"COLUMNS": "60"}).output
+    assert all(name in table for name in CATALOG)
+
+
+def test_show_formats_each_evaluation_column_one_way(shipped):
+    result = ablate("show", "onecycle_fix", "-e", "report-cpu", "--seed", "1338", "-f", "markdown")
+    assert result.exit_code == 0, result.output
+    evals = result.output.split("**Evaluations**")[1]
+    rows = [line.split(" | ") for line in evals.splitlines() if line.startswith("| ")]
+    header, cells = rows[0], rows[2:]
+    column = {name.strip("| "): [row[i].strip("| ") for row in cells] for i, name in enumerate(header)}
+    assert all(v.isdigit() for v in column["epoch"])  # 1, not 1.0000
+    assert all(v.endswith("s") for v in column["elapsed_s"]) and all("," in v for v in column["tokens_seen"][3:])

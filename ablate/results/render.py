@@ -256,11 +256,11 @@ def render_run(detail: RunDetail, format: str = "table", width: int = 100, color
                       f"at step {r['best_step']}")
     if detail.values:
         header.append(f"val_loss {sparkline(detail.values)}")
-    evals = detail.evals.drop(columns=[c for c in detail.evals.columns if c.startswith("extra.")])
+    evals = _eval_cells(detail.evals.drop(columns=[c for c in detail.evals.columns if c.startswith("extra.")]))
     if format == "markdown":
         return "\n\n".join([*header, "**Config vs " + detail.config_diff.columns[-1] + "**",
                             markdown_table(detail.config_diff.map(_cell)),
-                            "**Evaluations**", markdown_table(evals.map(_cell))]) + "\n"
+                            "**Evaluations**", markdown_table(evals)]) + "\n"
     if format != "table":
         raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
     short = evals.rename(columns={"epoch": "ep", "val_loss": "val", "val_loss_full": "full",
@@ -268,7 +268,19 @@ def render_run(detail: RunDetail, format: str = "table", width: int = 100, color
                                   "tokens_seen": "tokens", "elapsed_s": "time", "tokens_per_s": "tok/s"})
     return _capture([*header, ("Config vs " + detail.config_diff.columns[-1], "bold"),
                      _rich_table(detail.config_diff.map(_cell)), ("Evaluations", "bold"),
-                     _rich_table(short.map(_cell))], width, color)
+                     _rich_table(short)], width, color)
+
+
+_EVAL_FORMATS = {"step": "{:.0f}", "epoch": "{:g}", "val_loss": "{:.4f}", "val_loss_full": "{:.4f}",
+                 "eval_coverage": "{:.1%}", "train_loss": "{:.4f}", "lr": "{:.2e}", "grad_norm": "{:.4f}",
+                 "tokens_seen": "{:,.0f}", "elapsed_s": "{:.1f}s", "tokens_per_s": "{:,.0f}"}
+
+
+def _eval_cells(evals: pd.DataFrame) -> pd.DataFrame:
+    """Evaluations as text, one number format per column (epochs as integers, times in seconds)."""
+    return evals.apply(lambda column: column.map(
+        lambda v: "" if missing(v) else _EVAL_FORMATS[column.name].format(v)
+        if column.name in _EVAL_FORMATS else _cell(v)))
 
 
 def as_command(detail: RunDetail) -> str:
