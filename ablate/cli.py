@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.text import Text
 
 from .training import catalog
-from .training.config import DEFAULT_TRAINER, ConfigError, ExecOptions, TrainConfig, parse_value
+from .training.config import DEFAULT_TRAINER, ConfigError, ExecOptions, suggest
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Ablation matrices for small language models: which changes help?")
@@ -33,6 +33,20 @@ def say(label: str, style: str, message: str) -> None:
     err.print(Text.assemble((f"{label}:", style), " ", message))
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"ablate {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                               help="print ablate's version and exit")] = False) -> None:
+    """Ablation matrices for small language models: which changes help?"""
+
+
 def fail(message: str, code: int = 2) -> None:
     say("error", "bold red", message)
     raise typer.Exit(code)
@@ -47,24 +61,12 @@ def _user_errors():
     from .execution.runner import RunnerError
     from .results.frames import ResultsError
     from .storage.database import StoreError
+    from .training.datasource import DataError
 
     try:
         yield
-    except (StoreError, ResultsError, MatrixError, ConfigError, ExecutorError, RunnerError) as e:
+    except (StoreError, ResultsError, MatrixError, ConfigError, ExecutorError, RunnerError, DataError) as e:
         fail(str(e))
-
-
-def build_config(preset: str, toggles: list[str], sets: list[str], data: str | None) -> TrainConfig:
-    cfg = catalog.apply(catalog.preset(preset), toggles)
-    changes = {}
-    for item in sets:
-        if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE")
-        name, value = item.split("=", 1)
-        changes[name.strip()] = parse_value(name.strip(), value.strip())
-    if data:
-        changes["data"] = data
-    return cfg.replace(**changes)
 
 
 @app.command()
@@ -79,12 +81,12 @@ def train(
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per evaluation on stdout")] = False,
 ) -> None:
     """Train one configuration (no database)."""
+    try:
+        cfg = catalog.build_config(preset, toggle, set_, data)
+    except ConfigError as e:
+        fail(str(e))  # before torch is imported: a typo is answered at once
     from .training.train import train as run_training  # torch import only for commands that train
 
-    try:
-        cfg = build_config(preset, toggle, set_, data)
-    except ConfigError as e:
-        fail(str(e))
     options = ExecOptions(device=device, compile=compile, max_steps=max_steps)
 
     def on_eval(m: dict) -> None:
@@ -111,19 +113,20 @@ def _planned(matrix_path: str, data: str | None):
     """The matrix file (its warnings printed) and its runs with their identities; a bad file or
     a missing data file: one line, exit 2."""
     from .execution import runner
-    from .execution.matrix import MatrixError, load_matrix
-    from .training.datasource import DataError
+    from .execution.matrix import load_matrix
 
-    try:
+    with _user_errors():
         matrix = load_matrix(matrix_path)
-    except MatrixError as e:
-        fail(str(e))
-    for warning in matrix.warnings:
-        say("warning", "yellow", warning)
-    try:
+        for warning in matrix.warnings:
+            say("warning", "yellow", warning)
         return matrix, runner.plan(matrix, data)
-    except DataError as e:
-        fail(str(e))
+
+
+def _matrix_db(db: str | None, matrix) -> str:
+    """--db, else $ABLATE_DB, else the matrix's own `db:`, else ./results.db."""
+    from .storage.database import default_url
+
+    return db or default_url(matrix.spec.db)
 
 
 DbOption = Annotated[Optional[str], typer.Option(
@@ -138,12 +141,16 @@ def plan(matrix_path: Annotated[str, typer.Argument(metavar="MATRIX.yaml")],
     from rich.table import Table
 
     from .execution import runner
+    from .storage.database import is_missing
     from .storage.store import open_store
 
     matrix, rows = _planned(matrix_path, data)
-    with _user_errors(), open_store(db, create=True) as store:
-        known = store.runs_by_hash(r.hash for r in rows)
-        estimate = runner.estimate_seconds(store, rows, matrix)
+    url = _matrix_db(db, matrix)
+    known, estimate = {}, None
+    if not is_missing(url):  # planning reads the database, never creates it
+        with _user_errors(), open_store(url) as store:
+            known = store.runs_by_hash(r.hash for r in rows)
+            estimate = runner.estimate_seconds(store, rows, matrix)
     table = Table(title=f"{matrix.name}: {matrix.design}, {len(rows)} runs")
     for col in ("#", "run", "toggles on", "seed", "hash", "status"):
         table.add_column(col)
@@ -205,7 +212,7 @@ def run(
         rows = runner.plan(matrix, data)
     first = [r for r in rows if r.planned.seed in matrix.seeds[:matrix.first_seeds]]
     out = console(soft_wrap=True)
-    with _user_errors(), open_store(db, create=True) as store:
+    with _user_errors(), open_store(_matrix_db(db, matrix), create=True) as store:
         total, done = len(first), runner.count_completed(store, first)
         if done == total and rerun != "all" and matrix.first_seeds == len(matrix.seeds):
             runner.register(store, matrix, rows)
@@ -214,8 +221,10 @@ def run(
             return
 
         def train_round(ids: list[int]) -> runner.Outcome:
-            done_before = sum(store.run(i).status == "completed" for i in set(ids))
-            with LiveProgress(store, len(set(ids)), done_before, out) as progress:
+            runs = {i: store.run(i) for i in set(ids)}
+            done_before = sum(r.status == "completed" for r in runs.values())
+            baselines = {r.seed: i for i, r in runs.items() if r.name == "baseline"}  # for Δbase
+            with LiveProgress(store, len(runs), done_before, out, baselines) as progress:
                 return runner.run(store, ids, pool, trainer=trainer, rerun=rerun,
                                   options={"compile": compile, "resume": resume},
                                   checkpoint_root=Path(checkpoint_dir) if checkpoints or resume else None,
@@ -232,7 +241,7 @@ def run(
             outcome, run_ids = sequential.run_until_decided(
                 store, matrix, rows, train_round, lambda seeds: undecided(store.url, matrix.name, seeds), on_round)
         out.print(f"{matrix.name}: trained {len(outcome.trained)} run(s) now; "
-                  f"{runner.summary(store, run_ids)}. See `ablate report {matrix_path}`.")
+                  f"{runner.summary(store, run_ids)}. See `{runner.report_command(matrix_path, db)}`.")
         failed = runner.any_failed(store, run_ids)
     if outcome.interrupted or failed:
         raise typer.Exit(130 if outcome.interrupted else 1)
@@ -279,19 +288,15 @@ def db_merge(
 
 
 @app.command("catalog")
-def show_catalog() -> None:
+def show_catalog(fmt: Annotated[str, typer.Option("--format", "-f", help="table | markdown | csv | json")] = "table") -> None:
     """List the report's optimizations and the base presets."""
-    from rich.table import Table
+    from .results.render import FORMATS, catalog_frame, catalog_table, render_frame
 
-    table = Table(title="Optimizations (seed/optimization-report.md)")
-    for col in ("name", "section", "patch", "Mainrun rules"):
-        table.add_column(col)
-    for o in catalog.CATALOG.values():
-        rule = Text("allowed") if o.allowed else Text(f"breaks: {o.breaks_rule}", style="red")
-        if o.changes_metric:
-            rule.append("\nchanges the metric", style="yellow")
-        table.add_row(o.name, o.section, json.dumps(o.patch), rule)
-    console().print(table)
+    _check(fmt, FORMATS, "--format")
+    if fmt != "table":
+        sys.stdout.write(render_frame(catalog_frame(), fmt, "Optimizations"))
+        return
+    console().print(catalog_table())
     for name, note in catalog.PRESET_NOTES.items():
         console().print(Text.assemble((name, "bold"), f": {note}"))
 
@@ -314,7 +319,7 @@ def _check_min_effect(min_effect: Optional[float]) -> None:
 
 def _check(value: Optional[str], choices: tuple, option: str) -> None:
     if value is not None and value not in choices:
-        fail(f"{option} {value!r}: expected one of {', '.join(choices)}")
+        fail(f"{option} {value!r}: expected one of {', '.join(choices)}{suggest(value, choices)}")
 
 
 def _emit(render) -> None:
@@ -324,17 +329,19 @@ def _emit(render) -> None:
     sys.stdout.write(render(width, color))
 
 
-def _experiment(db: Optional[str], experiment: Optional[str], matrix_path: Optional[Path]) -> str:
-    """--experiment, else the matrix file's name, else the only experiment (listing them if several)."""
+def _experiment(db: Optional[str], experiment: Optional[str], matrix_path: Optional[Path]) -> tuple[Optional[str], str]:
+    """The database and experiment to read: --experiment, else the matrix file's name, else the
+    only experiment (listing them if several); --db, else the matrix's database."""
     from .execution.matrix import load_matrix
     from .results.frames import list_experiments, pick_experiment
     from .results.render import render_frame
 
-    if experiment is None and matrix_path is not None:
-        experiment = load_matrix(matrix_path).name
+    if matrix_path is not None:
+        matrix = load_matrix(matrix_path)
+        experiment, db = experiment or matrix.name, _matrix_db(db, matrix)
     if experiment is None and len(experiments := list_experiments(db)) != 1:
         err.print(render_frame(experiments[["experiment", "design", "runs", "completed"]], "table", "Experiments"))
-    return pick_experiment(db, experiment)["experiment"]
+    return db, pick_experiment(db, experiment)["experiment"]
 
 
 @app.command("report")
@@ -360,15 +367,17 @@ def report_cmd(
 
         path = out or Path("report.html")
         with _user_errors():
-            names = list(experiment or []) or ([_experiment(db, None, matrix)] if matrix else None)
-            page = render_html(db, names, metric, min_effect)
+            if matrix and not experiment:  # the matrix names the experiment (and maybe the db)
+                db, name = _experiment(db, None, matrix)
+                experiment = [name]
+            page = render_html(db, experiment, metric, min_effect)
         path.write_text(page)
         err.print(f"wrote {path}")
         return
     if experiment and len(experiment) > 1:
         fail(f"--format {fmt} shows one experiment; several need --format html")
     with _user_errors():
-        report = build_report(db, _experiment(db, experiment[0] if experiment else None, matrix), metric,
+        report = build_report(*_experiment(db, experiment[0] if experiment else None, matrix), metric,
                               min_effect)
     if out:
         out.write_text(render(report, fmt, 100, False))
@@ -401,10 +410,11 @@ def runs_cmd(
 def show_cmd(
     run: Annotated[str, typer.Argument(help="run id, run name (within the experiment) or hash prefix")],
     experiment: ExperimentOption = None, db: DbOption = None, fmt: FormatOption = "table",
-    as_command: Annotated[bool, typer.Option("--as-command", help="print an `ablate train` line that reproduces the run")] = False,
+    seed: Annotated[Optional[int], typer.Option(help="the run of this seed, when the name has several")] = None,
+    as_command: Annotated[bool, typer.Option("--as-command", help="print the `ablate train` line that reproduces the run (one per seed when the name has several)")] = False,
 ) -> None:
     """One run: config vs its baseline, status or error, evaluations and a sparkline."""
-    from .results.frames import find_run, load_evals, load_runs
+    from .results.frames import find_run, find_runs, load_evals, load_runs
     from .results.render import FORMATS, as_command as command_for, render_run
     from .results.report import run_detail
     from .storage.store import open_store
@@ -412,12 +422,13 @@ def show_cmd(
     _check(fmt, FORMATS, "--format")
     with _user_errors(), open_store(db, read_only=True) as store:
         runs = load_runs(store, experiment)
-        row = find_run(runs, run)
-        detail = run_detail(runs, load_evals(store, row["experiment"], runs=[int(row["run_id"])]), row)
+        rows = [r for _, r in find_runs(runs, run, seed).iterrows()] if as_command else [find_run(runs, run, seed)]
+        details = [run_detail(runs, load_evals(store, row["experiment"], runs=[int(row["run_id"])]), row)
+                   for row in rows]
     if as_command:
-        typer.echo(command_for(detail))
+        typer.echo("\n".join(command_for(detail) for detail in details))
         return
-    _emit(lambda width, color: render_run(detail, fmt, width, color))
+    _emit(lambda width, color: render_run(details[0], fmt, width, color))
 
 
 @app.command("plot")
@@ -425,15 +436,16 @@ def plot_cmd(
     matrix: Annotated[Optional[Path], typer.Argument(help="matrix YAML; its name selects the experiment")] = None,
     experiment: ExperimentOption = None,
     runs: Annotated[Optional[str], typer.Option(help="comma-separated run names (default: baseline + top 5)")] = None,
-    out: Annotated[Path, typer.Option(help="PNG (or, with --effects, SVG) file to write")] = Path("curves.png"),
-    metric: Annotated[str, typer.Option(help="mainrun (val_loss) | full (val_loss_full)")] = "mainrun",
+    out: Annotated[Path, typer.Option(help="PNG file to write (SVG or PDF by the suffix)")] = Path("curves.png"),
+    metric: MetricOption = None,
     effects: Annotated[bool, typer.Option("--effects", help="each effect with its interval, "
                                           "coloured by verdict, instead of the curves")] = False,
     delta: Annotated[bool, typer.Option("--delta", help="each curve minus the same-seed "
                                         "baseline's (separates overlapping curves)")] = False,
     db: DbOption = None,
 ) -> None:
-    """Plot validation loss against step, or (--effects) the effect of each toggle."""
+    """Plot validation loss against step (by default the metric `ablate report` ranks by), or
+    (--effects) the effect of each toggle."""
     from .results.plot import plot_curves, plot_effects
     from .results.report import METRICS, build_report
 
@@ -441,10 +453,9 @@ def plot_cmd(
     names = [n.strip() for n in runs.split(",") if n.strip()] if runs else None
     with _user_errors():
         if effects:
-            path = plot_effects(build_report(db, _experiment(db, experiment, matrix)), out)
+            path = plot_effects(build_report(*_experiment(db, experiment, matrix)), out)
         else:
-            path = plot_curves(db, _experiment(db, experiment, matrix), names, out, METRICS[metric],
-                               delta)
+            path = plot_curves(*_experiment(db, experiment, matrix), names, out, metric, delta)
     err.print(f"wrote {path}")
 
 

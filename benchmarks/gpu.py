@@ -83,7 +83,7 @@ def stage_env(args, out: Path, deadline: float) -> dict:
 
 def stage_tests(args, out: Path, deadline: float) -> dict:
     xml = args.work / "cuda-tests.xml"
-    env = {**os.environ, "ABLATE_TEST_DATA": str(args.data / SMALL_CSV)}
+    env = {**os.environ, "ABLATE_TEST_DATA": _small(args)}
     proc = _run([sys.executable, "-m", "pytest", "-m", "cuda", "-q", "-p", "no:cacheprovider",
                  "-s", "tests/test_cuda.py", f"--junitxml={xml}"], deadline - STOP_S, env=env)
     tests = _junit(xml) if xml.exists() else []
@@ -131,7 +131,7 @@ def stage_packing(args, out: Path, deadline: float) -> dict:
     else:
         overrides, jobs_list, runs = {"num_titles": 50_000, "epochs": 1}, PACKING_JOBS, 8
     lrs = [round(6e-3 * (1 + 0.05 * i), 6) for i in range(1, runs)]
-    data = args.data / (SMALL_CSV if args.dry_run else BIG_CSV)
+    data = _small(args) if args.dry_run else args.data / BIG_CSV
     _prepare_data({**overrides, "data": str(data)})  # once, outside the timed settings
     result: dict = {"runs_per_setting": runs, "overrides": overrides, "settings": {}}
     for jobs in jobs_list:
@@ -185,7 +185,7 @@ def stage_answer(args, out: Path, deadline: float) -> dict:
                     toggles=spec["toggles"][:2])
         matrix = args.work / "report-dryrun.yaml"
         matrix.write_text(yaml.safe_dump(spec, sort_keys=False))
-        data = args.data / SMALL_CSV
+        data = _small(args)
     jobs = args.jobs_per_device or (2 if args.dry_run else _answer_jobs(
         out.parent / "packing.json", deadline - time.time(), MAINRUN_STEPS))
     cmd = _ablate_run(matrix, data, work_db, args.work / "logs") + ["--jobs-per-device", str(jobs)]
@@ -357,7 +357,16 @@ class _Tail:
         return "".join(self.lines[-400:])
 
 
-def _ablate_run(matrix: Path, data: Path, db: Path, logs: Path) -> list[str]:
+def _small(args) -> str:
+    """The small data: the shared csv where it is, else the same titles built into ablate (so
+    the dry run also runs from a bare clone)."""
+    from ablate.training.datasource import BUILTIN_HN
+
+    path = args.data / SMALL_CSV
+    return str(path) if path.is_file() else BUILTIN_HN
+
+
+def _ablate_run(matrix: Path, data: str | Path, db: Path, logs: Path) -> list[str]:
     return [sys.executable, "-m", "ablate", "run", str(matrix), "--data", str(data),
             "--db", f"sqlite:///{db}", "--log-dir", str(logs)]
 

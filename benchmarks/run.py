@@ -50,13 +50,17 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 DATA_DIR = Path(os.environ.get("ABLATE_BENCH_DATA", REPO.parent / "shared" / "data"))
-HN = str(DATA_DIR / "hacker_news.csv")
+HN = str(DATA_DIR / "hacker_news.csv")  # else the same titles built into ablate (below)
 HN_BIG = str(DATA_DIR / "hn_stories_2016_2020.csv")
 
 from ablate.training.config import ExecOptions, TrainConfig  # noqa: E402
 from ablate.training.data import prepare  # noqa: E402
 from ablate.training.train import Schedule, resolve_device, train, warm_up  # noqa: E402
 from tests import mainrun_reference as ref  # noqa: E402
+from ablate.training.datasource import BUILTIN_HN  # noqa: E402
+
+if not Path(HN).is_file():
+    HN = BUILTIN_HN
 
 MID = dict(data=HN, num_titles=20_000, vocab_size=8_000, d_model=256, n_layer=4, n_head=8,
            block_size=128, batch_size=64)

@@ -1,4 +1,4 @@
-"""Shared fixtures: the shared HN CSV, a per-session tokenizer cache, tiny configs."""
+"""Shared fixtures: the built-in HN titles, a per-session tokenizer cache, tiny configs."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from ablate.training.datasource import BUILTIN_HN, local_path
+
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -20,8 +22,8 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 settings.register_profile("ci", derandomize=True, max_examples=150, deadline=None, print_blob=True)
 settings.register_profile("explore", max_examples=300, deadline=None)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if IN_CI else "explore"))
-HN_CSV = Path(os.environ.get("ABLATE_TEST_DATA", REPO.parent / "shared" / "data" / "hacker_news.csv"))
-HN_BIG = HN_CSV.parent / "hn_stories_2016_2020.csv"
+# The titles of ../shared/data/hacker_news.csv, shipped in the package: a bare clone tests with them.
+HN_CSV = Path(os.environ.get("ABLATE_TEST_DATA") or local_path(BUILTIN_HN))
 
 # Small enough for a 2-core CPU: ~100 steps per epoch of a 1-layer d32 model.
 TINY = dict(data=str(HN_CSV), num_titles=2000, vocab_size=500, d_model=32, n_layer=1, n_head=2,
@@ -37,8 +39,7 @@ def _isolated_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def hn_csv() -> str:
-    if not HN_CSV.is_file():
-        pytest.skip(f"shared data not found at {HN_CSV} (set ABLATE_TEST_DATA)")
+    assert HN_CSV.is_file(), f"test data not found at {HN_CSV} (ABLATE_TEST_DATA)"
     return str(HN_CSV)
 
 
@@ -68,12 +69,13 @@ class SmokeRun:
 
 @pytest.fixture(scope="session")
 def smoke_db(hn_csv, tmp_path_factory) -> SmokeRun:
-    """Run the smoke matrix once (under a minute on 2 cores) into a fresh SQLite file."""
+    """Run the smoke matrix once (under a minute on 2 cores) into a fresh SQLite file, on the
+    data it names (the built-in titles): what a bare clone runs."""
     cwd = tmp_path_factory.mktemp("smoke")
     db = cwd / "smoke.db"
     url = f"sqlite:///{db}"
-    cmd = [sys.executable, "-m", "ablate", "run", str(SMOKE_MATRIX), "--data", hn_csv,
-           "--db", url, "--log-dir", str(cwd / "logs")]
+    cmd = [sys.executable, "-m", "ablate", "run", str(SMOKE_MATRIX), "--db", url,
+           "--log-dir", str(cwd / "logs")]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
     wall = time.perf_counter() - t0

@@ -66,7 +66,7 @@ def test_a_committed_run_reproduces_with_its_as_command(committed_db, hn_csv, tm
         [sys.executable, "-m", "ablate", "show", str(row["run_id"]), "--db", str(committed_db),
          "--as-command"], capture_output=True, text=True, check=True).stdout.strip()
     args = shlex.split(command)[1:]  # drop the leading `ablate`
-    args[args.index("--data") + 1] = hn_csv  # the same file (same fingerprint) where CI has it
+    args[args.index("--data") + 1] = hn_csv  # the same titles, in the same order, wherever this runs
     evals = load_evals(committed_db, experiment="report-cpu")
     committed = dict(evals.loc[evals["run_id"] == row["run_id"], ["step", "val_loss"]].values)
     until = sorted(committed)[3]  # its first four evaluations: a truncated run keeps the schedule

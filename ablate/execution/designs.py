@@ -21,6 +21,7 @@ from ..training.config import ConfigError, TrainConfig
 DESIGNS = ("one-at-a-time", "leave-one-out", "factorial", "fractional", "cumulative", "list")
 # Designs whose runs switch each toggle on or off, so a factor with several levels has no meaning.
 TWO_LEVEL_DESIGNS = ("leave-one-out", "fractional", "cumulative")
+LEAVE_OUT = "all-minus-"  # a leave-one-out row's name: the full stack minus one toggle
 
 Row = tuple[str, str | None, tuple[int, ...]]  # run name, key path of a list run, level per factor
 ListRun = tuple[str, str, dict[int, int]]  # a list design's run: name, key path, {factor: level}
@@ -65,7 +66,7 @@ def _rows(design: str, factors: list[Factor], runs: list[ListRun] | None) -> lis
             for i, f in enumerate(factors) for level in range(1, len(f.levels))]
     if design == "leave-one-out":
         return [("baseline", None, off), ("all", None, (1,) * k)] + [
-            (f"all-minus-{f.name}", None, tuple(int(j != i) for j in range(k)))
+            (LEAVE_OUT + f.name, None, tuple(int(j != i) for j in range(k)))
             for i, f in enumerate(factors)]
     if design == "factorial":
         return [(_joined(factors, levels) or "baseline", None, levels)
@@ -154,3 +155,8 @@ def aliasing_note(k: int) -> str:
             f"orthogonal to the others, but aliased with two-factor interactions (toggles numbered "
             f"1..{k} in declaration order: {shown}). A large effect may be an interaction; confirm "
             f"it with one-at-a-time or a factorial of the few toggles that matter.")
+
+
+def short_name(name: str) -> str:
+    """A configuration by what it changes: a leave-one-out row by what it removes (−ema)."""
+    return "−" + name.removeprefix(LEAVE_OUT) if name.startswith(LEAVE_OUT) else name

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..training.catalog import CATALOG, PRESETS, preset
 from ..training.config import FIELDS, MAINRUN_VAL_LOSS, MIN_EFFECT, ConfigError, TrainConfig, suggest
-from ..training.datasource import local_format
+from ..training.datasource import BUILTIN_PREFIX, local_format
 from .designs import DESIGNS, TWO_LEVEL_DESIGNS, ComposedRow, Factor, ListRun, build_rows, count_rows
 from .safe_yaml import YAMLProblem, read_mapping
 from .seeds import SeedRange, Seeds, untagged
@@ -119,6 +119,7 @@ class MatrixSpec(_Strict):
     description: str = ""
     base: Base = Base()
     data: str | None = None
+    db: str | None = None  # the database commands given this file use by default (relative to the current directory)
     reference: float = MAINRUN_VAL_LOSS
     min_effect: float = Field(MIN_EFFECT, gt=0)  # nats/char: what the verdicts call a change that matters
     seeds: Seeds | None = None
@@ -267,12 +268,12 @@ def _build_base(spec: MatrixSpec, path: Path, problems: list[str]) -> TrainConfi
 
 def _resolve_data(data: str, matrix_path: Path) -> str:
     """A local file is relative to the matrix file, so the matrix runs from any directory; a
-    hub dataset id (no data-file suffix, nothing there on disk) is kept as written."""
+    hub dataset id (no data-file suffix, nothing there on disk) or built-in data is kept as written."""
     p = Path(data).expanduser()
     if p.is_absolute():
         return str(p)
     candidate = matrix_path.parent / p
-    if local_format(p) or candidate.exists():
+    if (local_format(p) or candidate.exists()) and not data.startswith(BUILTIN_PREFIX):
         return str(candidate.resolve())
     return data
 

@@ -15,18 +15,27 @@ from rich.text import Text
 from ..storage.store import Store
 
 REFRESH_S = 2.0
+NAME_WIDTH = 28  # run names are cut to this, so every bar and completion line starts in one column
 
 
 class LiveProgress:
-    def __init__(self, store: Store, total: int, done: int, console: Console):
+    """`baselines` maps each seed to the run id of the matrix's baseline, for each finished run's
+    Δbase."""
+
+    def __init__(self, store: Store, total: int, done: int, console: Console,
+                 baselines: dict[int, int] | None = None):
         self.store = store
         self.console = console
+        self.baselines = baselines or {}
         self.progress = Progress(
             TextColumn("{task.description}", markup=False), BarColumn(bar_width=24),
             TextColumn("{task.fields[info]}", markup=False), TimeElapsedColumn(), console=console)
-        self.overall = self.progress.add_task("matrix", total=total, completed=done,
-                                              info=f"{done}/{total} runs done")
+        self.overall = self.progress.add_task(f"{'matrix':<{NAME_WIDTH}}", total=total,
+                                              completed=done, info=f"{done}/{total} runs done")
         self.tasks: dict[int, TaskID] = {}
+        self.started: dict[int, float] = {}
+        self.durations: list[float] = []  # wall seconds of the runs that ended here
+        self.slots = 1  # the most runs seen training at once
         self.total, self.done, self.last = total, done, 0.0
 
     def __enter__(self) -> "LiveProgress":
@@ -39,20 +48,26 @@ class LiveProgress:
     def __call__(self, event: str, details: dict) -> None:
         if event == "start":
             job = details["job"]
+            self.started[job.run_id] = time.monotonic()
             self.tasks[job.run_id] = self.progress.add_task(
-                f"{job.name[:28]:<28}", total=None, info="preparing data…")
+                f"{job.name[:NAME_WIDTH]:<{NAME_WIDTH}}", total=None, info="preparing data…")
+            self.slots = max(self.slots, len(self.tasks))
         elif event == "end":
             job, run = details["job"], details["run"]
             task = self.tasks.pop(job.run_id, None)
             if task is not None:
                 self.progress.remove_task(task)
+            if job.run_id in self.started:
+                self.durations.append(time.monotonic() - self.started.pop(job.run_id))
             self.done += 1
-            self.progress.update(self.overall, completed=self.done,
-                                 info=f"{self.done}/{self.total} runs done")
+            self.progress.update(self.overall, completed=self.done, info=self._matrix_info())
             loss = f"{run.final_val_loss:.4f}" if run.final_val_loss is not None else "-"
             colour = {"completed": "green", "failed": "red"}.get(run.status, "yellow")
             why = f"  {run.error}" if run.error else ""
-            self.console.print(Text.assemble((f"{run.status:<11}", colour), f" {job.name}  val_loss {loss}{why}"))
+            wall = f"{run.wall_time_s:.0f}s" if run.wall_time_s is not None else ""
+            self.console.print(Text.assemble(
+                (f"{run.status:<11}", colour), f" {job.name[:NAME_WIDTH]:<{NAME_WIDTH}} val_loss {loss:>7}  "
+                f"{self._delta_base(run):<15}{wall:>5}{why}"))
         elif event == "reaped":
             self.console.print(Text(f"run {details['run_id']} had no live process: marked "
                                     f"interrupted, it will be run again", style="yellow"))
@@ -61,13 +76,34 @@ class LiveProgress:
             for job in details["active"]:
                 self._refresh(job)
 
+    def _matrix_info(self) -> str:
+        """Runs done, and the time the rest will take at the measured pace of this session's runs."""
+        info = f"{self.done}/{self.total} runs done"
+        left = self.total - self.done
+        if self.durations and left > 0:
+            seconds = sum(self.durations) / len(self.durations) * left / self.slots
+            info += f", about {seconds / 60:.1f} min left" if seconds >= 60 else f", about {seconds:.0f}s left"
+        return info
+
+    def _delta_base(self, run) -> str:
+        """The run's final loss minus its seed's baseline's, once both are known."""
+        base_id = self.baselines.get(run.seed)
+        base = self.store.run(base_id) if base_id is not None and base_id != run.id else None
+        if base is None or base.final_val_loss is None or run.final_val_loss is None:
+            return ""
+        return f"Δbase {run.final_val_loss - base.final_val_loss:+.4f}"
+
     def _refresh(self, job) -> None:
         evals = self.store.evals(job.run_id, job.attempt)
         if not evals or job.run_id not in self.tasks:
             return
         e = evals[-1]  # a trainer owes only step and val_loss: everything else is optional
         total = (e.extra or {}).get("max_steps") or e.step
-        eta = f"  ETA {e.elapsed_s / e.step * (total - e.step):,.0f}s" if e.elapsed_s and e.step else ""
+        # the pace between the last two evaluations: the first step carries warm-up costs
+        ref = evals[-2] if len(evals) > 1 and evals[-2].elapsed_s is not None else None
+        pace = ((e.elapsed_s - ref.elapsed_s) / (e.step - ref.step) if ref and e.step > ref.step
+                else e.elapsed_s / e.step if e.elapsed_s and e.step else None)
+        eta = f"  ETA {pace * (total - e.step):,.0f}s" if pace and e.elapsed_s else ""
         speed = f"  {e.tokens_per_s:,.0f} tok/s" if e.tokens_per_s else ""
         self.progress.update(self.tasks[job.run_id], total=total, completed=e.step,
                              info=f"step {e.step}/{total}  loss {e.val_loss:.4f}{speed}{eta}")

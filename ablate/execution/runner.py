@@ -258,3 +258,10 @@ def estimate_seconds(store: Store, rows: list[PlanRow], matrix: Matrix) -> float
     if not todo:
         return 0.0
     return sum(similar) / len(similar) * len(todo) if similar else None
+
+
+def report_command(matrix_path: str, db: str | None) -> str:
+    """The command that reads what `ablate run` just wrote: its matrix, and its --db if given."""
+    import shlex
+
+    return shlex.join(["ablate", "report", matrix_path, *(["--db", db] if db else [])])

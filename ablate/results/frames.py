@@ -16,7 +16,7 @@ from sqlalchemy import case, func, select
 
 from ..storage.schema import EVAL_COLUMNS, Eval, Experiment, ExperimentRun, Run
 from ..storage.store import Store, open_store
-from ..training.config import MAINRUN_VAL_LOSS
+from ..training.config import MAINRUN_VAL_LOSS, suggest
 
 RUN_COLUMNS = (
     "experiment", "run_id", "hash", "position", "name", "toggles", "seed", "status", "attempt",
@@ -62,7 +62,8 @@ def pick_experiment(db: str | Path | Store | None, name: str | None) -> pd.Serie
     if name is not None:
         hit = experiments[experiments["experiment"] == name]
         if hit.empty:
-            raise ResultsError(f"unknown experiment {name!r}; the database holds: {names}")
+            raise ResultsError(f"unknown experiment {name!r}{suggest(name, experiments['experiment'])}; "
+                               f"the database holds: {names}")
         return hit.iloc[0]
     if len(experiments) != 1:
         raise ResultsError("no experiments in the database" if experiments.empty else
@@ -149,22 +150,33 @@ def split_toggles(joined: Any) -> list[str]:
     return [t for t in str(joined or "").split("+") if t]
 
 
-def find_run(runs: pd.DataFrame, ref: str) -> pd.Series:
-    """The run `ref` names in a load_runs() frame: a run id, a run name, or a hash prefix."""
+def find_runs(runs: pd.DataFrame, ref: str, seed: int | None = None) -> pd.DataFrame:
+    """Every run `ref` names in a load_runs() frame (a run id, a run name, or a hash prefix),
+    of this seed when given; none is a ResultsError that suggests the closest name."""
+    if seed is not None:
+        runs = runs[runs["seed"] == seed]
     unique = runs.drop_duplicates("run_id")
     if ref.isdigit() and (hit := unique[unique["run_id"] == int(ref)]).shape[0]:
-        return hit.iloc[0]
+        return hit
     by_name = runs[runs["name"] == ref]
     if by_name["experiment"].nunique() > 1:
         raise ResultsError(f"run name {ref!r} is in several experiments "
                            f"({', '.join(sorted(by_name['experiment'].unique()))}); pick one with --experiment")
     hits = by_name if not by_name.empty else unique[unique["hash"].str.startswith(ref.lower())]
+    if hits.empty:
+        of_seed = f" of seed {seed}" if seed is not None else ""
+        raise ResultsError(f"no run {ref!r}{of_seed} (by id, name or hash prefix)"
+                           f"{suggest(ref, runs['name'].unique())}")
+    return hits
+
+
+def find_run(runs: pd.DataFrame, ref: str, seed: int | None = None) -> pd.Series:
+    """The one run `ref` names (see find_runs); several is a ResultsError listing them."""
+    hits = find_runs(runs, ref, seed)
     if len(hits) == 1:
         return hits.iloc[0]
-    if hits.empty:
-        raise ResultsError(f"no run {ref!r} (by id, name or hash prefix)")
     choices = ", ".join(f"{r.run_id} (seed {r.seed})" for r in hits.itertuples())
-    raise ResultsError(f"{ref!r} matches {len(hits)} runs; give a run id: {choices}")
+    raise ResultsError(f"{ref!r} matches {len(hits)} runs; give --seed or a run id: {choices}")
 
 
 def select_runs(runs: pd.DataFrame, status: str | None = None, toggle: str | None = None) -> pd.DataFrame:
@@ -173,6 +185,10 @@ def select_runs(runs: pd.DataFrame, status: str | None = None, toggle: str | Non
     if status is not None:
         keep &= runs["status"] == status
     if toggle is not None:
+        known = {t for ts in runs["toggles"] for t in split_toggles(ts)}
+        if toggle not in known:
+            raise ResultsError(f"--toggle {toggle!r}: no run has it on{suggest(toggle, sorted(known))}; "
+                               f"toggles: {', '.join(sorted(known)) or 'none'}")
         keep &= runs["toggles"].map(lambda t: toggle in split_toggles(t))
     return runs[keep]
 
@@ -181,7 +197,7 @@ def output_path(path: str | Path, suffixes: tuple[str, ...]) -> Path:
     """A file a command is about to write, checked first: a known suffix, an existing directory."""
     path = Path(path)
     if path.suffix.lower() not in suffixes:
-        raise ResultsError(f"cannot write {str(path)!r}: expected a file name ending in {' or '.join(suffixes)}")
+        raise ResultsError(f"cannot write {str(path)!r}: expected a {' or '.join(suffixes)} file name")
     if not path.parent.is_dir():
         raise ResultsError(f"cannot write {str(path)!r}: directory {str(path.parent)!r} does not exist")
     return path

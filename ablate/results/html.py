@@ -19,7 +19,7 @@ import pandas as pd
 from . import frames
 from .plot import plot_curves, plot_effects
 from .render import as_command, effects_display, ranking_display, unranked_display
-from .report import METRICS, Report, build_report, missing, run_detail
+from .report import METRICS, build_report, missing, run_detail
 
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 76rem; color: #1d232b;
@@ -100,10 +100,10 @@ def _experiment_section(db: Any, name: str, metric: str | None, min_effect: floa
                                  f"Effects of {report.experiment}: estimate and 95% interval"))
     metric = METRICS[report.metric]
     if not evals.dropna(subset=[metric]).empty:
-        parts.append(_figure(lambda out: plot_curves(db, name, None, out, metric),
+        parts.append(_figure(lambda out: plot_curves(db, name, None, out, report.metric),
                              f"{report.experiment}: {metric} by step"))
         if ranked["is_baseline"].any() and len(ranked) > 1:  # curves that separate
-            parts.append(_figure(lambda out: plot_curves(db, name, None, out, metric, delta=True),
+            parts.append(_figure(lambda out: plot_curves(db, name, None, out, report.metric, delta=True),
                                  f"{report.experiment}: {metric} minus the same-seed baseline"))
     if report.notes:
         parts.append("<h3>Notes</h3><ul class=\"notes\">"

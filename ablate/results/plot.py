@@ -10,17 +10,21 @@ from pathlib import Path
 from typing import Any
 
 from ..storage.store import open_store
+from ..training.config import suggest
 from . import frames
+from .report import METRICS, build_report
 
 TOP = 5  # configurations plotted besides the baseline when none are named
 
 
 def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, out: str | Path = "curves.png",
-                metric: str = "val_loss", delta: bool = False) -> Path:
-    """Plot `metric` against step for the named configurations (default: the baseline and the five
-    configurations with the lowest final value), averaged over seeds with a min-max band
-    (`seed_band`). `delta`: each configuration's difference from the same-seed baseline
-    instead, which separates curves that lie on top of each other."""
+                metric: str | None = None, delta: bool = False) -> Path:
+    """Plot a metric (a key of METRICS; default: the one `ablate report` ranks by) against step
+    for the named configurations (default: the baseline and the five configurations with the
+    lowest final value), averaged over seeds with a min-max band (`seed_band`). Mainrun's
+    reference is drawn only where the report calls comparing with it fair. `delta`: each
+    configuration's difference from the same-seed baseline instead, which separates curves
+    that lie on top of each other."""
     path = frames.output_path(out, (".png", ".svg", ".pdf"))
     import matplotlib
 
@@ -29,15 +33,18 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
 
     with open_store(db, read_only=True) as store:
         exp = frames.pick_experiment(store, experiment)
+        report = build_report(store, exp["experiment"], metric)
         evals = frames.load_evals(store, exp["experiment"])
+    metric = METRICS[report.metric]
     evals = evals.dropna(subset=[metric])
     if evals.empty:
         raise frames.ResultsError(f"experiment {exp['experiment']!r} has no evaluations of {metric} yet")
     names = runs or _default_names(evals, metric)
     unknown = sorted(set(names) - set(evals["name"]))
     if unknown:
-        raise frames.ResultsError(f"no evaluations for {', '.join(unknown)} in {exp['experiment']!r}; "
-                                   f"known: {', '.join(dict.fromkeys(evals['name']))}")
+        raise frames.ResultsError(f"no evaluations for {', '.join(unknown)} in {exp['experiment']!r}"
+                                  f"{suggest(unknown[0], evals['name'].unique())}; "
+                                  f"known: {', '.join(dict.fromkeys(evals['name']))}")
     if delta:
         evals = minus_baseline(evals, metric)
         names = [n for n in names if n != "baseline"]
@@ -48,11 +55,15 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
         line, = ax.plot(curve.index, curve["mean"], label=name + (f" (mean of {seeds} seeds)" if seeds > 1 else ""),
                         linewidth=2.2 if name == "baseline" else 1.4, linestyle="--" if name == "baseline" else "-")
         if seeds > 1:
-            ax.fill_between(curve.index, curve["min"], curve["max"], color=line.get_color(), alpha=0.15)
+            ax.fill_between(curve.index, curve["min"], curve["max"], color=line.get_color(), alpha=0.15,
+                            label=f"{name}: min–max over its seeds")
     reference = frames.reference_of(exp)
     low, high = ax.get_ylim()
     if delta:
         ax.axhline(0, color="grey", linestyle="--", label="baseline (same seed)")
+    elif not report.reference_fair:
+        ax.annotate(f"Mainrun reference {reference:g} not drawn: not comparable at this data/scale",
+                    xy=(0.99, 0.99), xycoords="axes fraction", ha="right", va="top", fontsize="small", color="grey")
     elif low <= reference <= high:
         ax.axhline(reference, color="grey", linestyle=":", label=f"Mainrun reference {reference:g}")
     else:  # drawing it would flatten every curve: say where it is instead

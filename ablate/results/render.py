@@ -10,13 +10,17 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 import shlex
+from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
 
+from ..training.catalog import CATALOG
 from ..training.config import format_value
+from ..execution.designs import short_name
 from .report import METRICS, Report, RunDetail, missing
 from .stats import ALPHA
 
@@ -35,7 +39,7 @@ def _fmt(value: Any, spec: str = ".4f", signed: bool = False) -> str:
 
 
 def _duration(seconds: float) -> str:
-    if math.isnan(seconds):
+    if missing(seconds):
         return ""
     if seconds < 60:
         return f"{seconds:.0f}s"
@@ -63,7 +67,7 @@ def ranking_display(report: Report, short: bool) -> pd.DataFrame:
     show_toggles = any(r.toggles != r.name.lstrip("+") and not r.is_baseline for r in ranked.itertuples())
     rows = []
     for r in ranked.itertuples():
-        row = {"#": f"{r.rank:.0f}", "config": r.name}
+        row = {"#": f"{r.rank:.0f}", "config": short_name(r.name)}
         if show_toggles or not short:
             row["toggles"] = r.toggles
         row.update({
@@ -76,6 +80,24 @@ def ranking_display(report: Report, short: bool) -> pd.DataFrame:
         })
         rows.append(row)
     return _drop_empty(pd.DataFrame(rows))
+
+
+def fit_ranking(frame: pd.DataFrame, width: int, reference_fair: bool) -> pd.DataFrame:
+    """The ranking without the columns a `width`-wide terminal cannot show, dropped in order of
+    need: the toggles (the names say them), Δref where the reference is unfair, throughput,
+    then the rest; never the rank, config, final loss, Δbase or flags."""
+    order = [["toggles"], *([] if reference_fair else [["Δref", "Δref%"]]), ["tok/s"], ["wall"],
+             ["Δref%"], ["best@step"], ["95% CI"], ["Δref"], ["n"]]
+    for columns in order:
+        if _natural_width(frame) <= width:
+            break
+        frame = frame.drop(columns=columns, errors="ignore")
+    return frame
+
+
+def _natural_width(frame: pd.DataFrame) -> int:
+    """Columns as wide as their widest cell, one space between (as _rich_table draws them)."""
+    return sum(max([len(str(c)), *(len(str(v)) for v in frame[c])]) for c in frame.columns) + len(frame.columns)
 
 
 def _drop_empty(frame: pd.DataFrame) -> pd.DataFrame:
@@ -166,7 +188,8 @@ def render(report: Report, format: str = "table", width: int = 100, color: bool 
     if format == "json":
         head = {k: getattr(report, k) for k in ("experiment", "design", "metric", "reference", "seeds",
                                                   "lines", "effects_title", "notes")}
-        return json.dumps({**head, "ranking": _records(report.ranking), "effects": _records(report.effects)},
+        ranking = report.ranking.astype({c: "Int64" for c in ("rank", "n") if c in report.ranking})
+        return json.dumps({**head, "ranking": _records(ranking), "effects": _records(report.effects)},
                           indent=2, default=str)
     title = (f"{report.experiment} — {report.design}, {len(report.seeds)} seed(s), "
              f"ranked by {METRICS[report.metric]}")
@@ -186,7 +209,7 @@ def render(report: Report, format: str = "table", width: int = 100, color: bool 
     styles = ["bold green" if r.is_best else "cyan" if r.is_baseline else "red" if r.breaks_rule else ""
               for r in ranked.itertuples()]
     parts: list = [(title, "bold"), *report.lines]
-    parts += [_rich_table(ranking_display(report, True), styles=styles),
+    parts += [_rich_table(fit_ranking(ranking_display(report, True), width, report.reference_fair), styles=styles),
               "B baseline  ★ best rule-abiding  ✗ breaks Mainrun's rules  ≠ not like-for-like (see notes)"
               ] if len(ranked) else ["No completed runs yet."]
     if len(pending):
@@ -215,11 +238,12 @@ def render_frame(frame: pd.DataFrame, format: str = "table", title: str | None =
 def runs_display(runs: pd.DataFrame) -> pd.DataFrame:
     """The columns of a load_runs() frame worth a terminal line, with short headers."""
     columns = {"run_id": "id", "experiment": "experiment", "name": "name", "seed": "seed", "status": "status",
-               "final_val_loss": "final", "best_val_loss": "best", "best_step": "@step",
-               "wall_time_s": "wall s", "error": "error"}
+               "final_val_loss": "final val_loss", "res.final_val_loss_full": "final val_loss_full",
+               "best_val_loss": "best", "best_step": "@step", "wall_time_s": "wall", "error": "error"}
     if runs["experiment"].nunique() <= 1:
         columns.pop("experiment")
-    return runs[list(columns)].rename(columns=columns)
+    shown = runs.assign(wall_time_s=runs["wall_time_s"].map(_duration), best_step=runs["best_step"].astype("Int64"))
+    return shown[[c for c in columns if c in runs]].rename(columns=columns)
 
 
 def _cell(value: Any) -> str:
@@ -249,11 +273,11 @@ def render_run(detail: RunDetail, format: str = "table", width: int = 100, color
                       f"at step {r['best_step']}")
     if detail.values:
         header.append(f"val_loss {sparkline(detail.values)}")
-    evals = detail.evals.drop(columns=[c for c in detail.evals.columns if c.startswith("extra.")])
+    evals = _eval_cells(detail.evals.drop(columns=[c for c in detail.evals.columns if c.startswith("extra.")]))
     if format == "markdown":
         return "\n\n".join([*header, "**Config vs " + detail.config_diff.columns[-1] + "**",
                             markdown_table(detail.config_diff.map(_cell)),
-                            "**Evaluations**", markdown_table(evals.map(_cell))]) + "\n"
+                            "**Evaluations**", markdown_table(evals)]) + "\n"
     if format != "table":
         raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
     short = evals.rename(columns={"epoch": "ep", "val_loss": "val", "val_loss_full": "full",
@@ -261,19 +285,42 @@ def render_run(detail: RunDetail, format: str = "table", width: int = 100, color
                                   "tokens_seen": "tokens", "elapsed_s": "time", "tokens_per_s": "tok/s"})
     return _capture([*header, ("Config vs " + detail.config_diff.columns[-1], "bold"),
                      _rich_table(detail.config_diff.map(_cell)), ("Evaluations", "bold"),
-                     _rich_table(short.map(_cell))], width, color)
+                     _rich_table(short)], width, color)
+
+
+_EVAL_FORMATS = {"step": "{:.0f}", "epoch": "{:g}", "val_loss": "{:.4f}", "val_loss_full": "{:.4f}",
+                 "eval_coverage": "{:.1%}", "train_loss": "{:.4f}", "lr": "{:.2e}", "grad_norm": "{:.4f}",
+                 "tokens_seen": "{:,.0f}", "elapsed_s": "{:.1f}s", "tokens_per_s": "{:,.0f}"}
+
+
+def _eval_cells(evals: pd.DataFrame) -> pd.DataFrame:
+    """Evaluations as text, one number format per column (epochs as integers, times in seconds)."""
+    return evals.apply(lambda column: column.map(
+        lambda v: "" if missing(v) else _EVAL_FORMATS[column.name].format(v)
+        if column.name in _EVAL_FORMATS else _cell(v)))
 
 
 def as_command(detail: RunDetail) -> str:
-    """An `ablate train` command line that reproduces the run: --data, then --set for every field
-    that differs from TrainConfig's defaults, and --max-steps when the run was truncated."""
-    words = ["ablate", "train", "--data", detail.config.data]
-    for name, value in detail.config.diff().items():
+    """An `ablate train` command line that reproduces the run: --data (a file relative to the
+    current directory), then --set for every config field, defaults included, so the line
+    survives a change of defaults, and --max-steps when the run was truncated."""
+    words = ["ablate", "train", "--data", _relative(detail.config.data)]
+    for name, value in detail.config.to_dict().items():
         if name != "data":
             words += ["--set", f"{name}={format_value(value)}"]
     if detail.truncated_at is not None:
         words += ["--max-steps", str(detail.truncated_at)]
     return shlex.join(words)
+
+
+def _relative(data: str) -> str:
+    """A data file as a path from the current directory; a hub id or built-in name as it is."""
+    if not Path(data).is_absolute():
+        return data
+    try:
+        return os.path.relpath(data)
+    except ValueError:  # another drive (Windows)
+        return data
 
 
 def sparkline(values: Iterable[float]) -> str:
@@ -286,3 +333,27 @@ def sparkline(values: Iterable[float]) -> str:
     top = len(BLOCKS) - 1
     return "".join(" " if not math.isfinite(v) else BLOCKS[round((v - lo) / span * top) if span else top // 2]
                    for v in vals)
+
+
+def catalog_frame() -> pd.DataFrame:
+    """The report's optimizations, one row each, for csv/json/markdown."""
+    return pd.DataFrame([{"name": o.name, "section": o.section, "patch": json.dumps(o.patch),
+                          "allowed": o.allowed, "breaks_rule": o.breaks_rule or "",
+                          "changes_metric": o.changes_metric or ""} for o in CATALOG.values()])
+
+
+def catalog_table() -> Any:
+    """The catalog as a rich table: a name is typed, so it is never cut."""
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(title="Optimizations (seed/optimization-report.md)")
+    table.add_column("name", no_wrap=True, min_width=max(map(len, CATALOG)))
+    for col in ("section", "patch", "Mainrun rules"):
+        table.add_column(col)
+    for o in CATALOG.values():
+        rule = Text("allowed") if o.allowed else Text(f"breaks: {o.breaks_rule}", style="red")
+        if o.changes_metric:
+            rule.append("\nchanges the metric", style="yellow")
+        table.add_row(o.name, o.section, json.dumps(o.patch), rule)
+    return table

@@ -30,14 +30,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..execution.designs import aliasing_note
+from ..execution.designs import LEAVE_OUT, aliasing_note, short_name
 from ..execution.seeds import verdict_settings
 from ..storage.schema import plain
 from ..storage.store import open_store
 from ..training.catalog import CATALOG
 from ..training.config import HUB_DATASET, TrainConfig
 from . import frames
-from .stats import ALPHA, Estimate, decide, difference, summarize
+from .notes import report_notes
+from .stats import Estimate, decide, difference, summarize
 
 COVERAGE_TOLERANCE = 0.01  # eval coverages further apart than 1 percentage point differ
 MAINRUN_DATA_FILE = "hacker_news.csv"  # the offline copy of Mainrun's hub dataset
@@ -61,6 +62,7 @@ class Report:
     notes: list[str] = field(default_factory=list)
     min_effect: float = math.nan  # δ of the verdicts, nats per character
     looks: int = 1  # seed counts at which a verdict may be read (seeds: {min, max})
+    reference_fair: bool = False  # Mainrun's data at full scale: Δref means something
 
 
 @dataclass(frozen=True)
@@ -98,13 +100,16 @@ def make_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame,
     per_run = _per_run(runs, evals, chosen, coverage)
     ranking = _ranking(per_run, factors, reference, chosen)
     effects, title = _effects(design, per_run, factors, min_effect, looks)
+    if design != "cumulative":  # a cumulative design's steps read in their order
+        effects = effects.sort_values("estimate", kind="stable", na_position="last", ignore_index=True)
     incomparable = ranking.loc[ranking["error"].fillna("").str.startswith("not like-for-like"), "name"]
     effects.loc[effects["effect"].isin(set(incomparable)), "verdict"] = "not like-for-like"
     seeds = sorted(per_run["seed"].dropna().unique().tolist())
-    lines = [_fairness_line(per_run, reference), _metric_line(chosen, mixed, done), _split_line(per_run)]
+    fairness, reference_fair = _fairness(per_run, reference)
+    lines = [fairness, _metric_line(chosen, mixed, done), _split_line(per_run)]
     return Report(exp["experiment"], design, chosen, reference, seeds, [line for line in lines if line],
-                  ranking, effects, title, _notes(ranking, effects, alias, seeds, min_effect, looks),
-                  min_effect, looks)
+                  ranking, effects, title, report_notes(ranking, effects, alias, seeds, min_effect, looks),
+                  min_effect=min_effect, looks=looks, reference_fair=reference_fair)
 
 
 def _design(exp: pd.Series, runs: pd.DataFrame) -> tuple[str, float, list[_Factor], str]:
@@ -313,8 +318,8 @@ def _effects(design: str, per_run: pd.DataFrame, factors: list[_Factor], min_eff
     if design in ("factorial", "fractional"):
         rows = _factorial_effects(done, factors, interactions=design == "factorial")
     elif design == "leave-one-out":
-        rows = [_compare(per_run, "−" + n.removeprefix("all-minus-"), "cost", n, "all")
-                for n in names if n.startswith("all-minus-")]
+        rows = [_compare(per_run, short_name(n), "cost", n, "all")
+                for n in names if n.startswith(LEAVE_OUT)]
     elif design == "cumulative":
         rows = [_compare(per_run, "+" + "+".join(_added(per_run, prev, cur)), "step", cur, prev)
                 for prev, cur in zip(names, names[1:])]
@@ -380,12 +385,13 @@ def _per_seed_contrast(done: pd.DataFrame, plus: pd.Series, minus: pd.Series) ->
 # -------------------------------------------------------------------------------- lines
 
 
-def _fairness_line(per_run: pd.DataFrame, reference: float) -> str:
-    """Which comparison is fair: the reference only for Mainrun's data at full scale."""
+def _fairness(per_run: pd.DataFrame, reference: float) -> tuple[str, bool]:
+    """Which comparison is fair, in a line, and whether the reference is: only for Mainrun's
+    data at full scale."""
     base = per_run[(per_run["name"] == _baseline_name(per_run)) & (per_run["status"] == "completed")]
     if base.empty:
         return (f"Fair comparison: none certain — no completed in-matrix baseline; the reference "
-                f"{reference:g} is fair only on Mainrun's data at full scale.")
+                f"{reference:g} is fair only on Mainrun's data at full scale."), False
     config = {k[4:]: v for k, v in base.iloc[0].items() if k.startswith("cfg.")}
     default = TrainConfig().to_dict()
     scale = [f"{k}={v}" for k, v in config.items() if k not in ("data", "seed") and default.get(k) != plain(v)]
@@ -396,10 +402,10 @@ def _fairness_line(per_run: pd.DataFrame, reference: float) -> str:
         scale.append("truncated")
     if not scale:
         return (f"Fair comparisons: the in-matrix baseline and the reference {reference:g} "
-                f"(Mainrun's data at full scale).")
+                f"(Mainrun's data at full scale)."), True
     shown = ", ".join(scale[:4]) + (", …" if len(scale) > 4 else "")
     return (f"Fair comparison: the in-matrix baseline, not the reference {reference:g} "
-            f"(data/scale differ from Mainrun's: {shown}).")
+            f"(data/scale differ from Mainrun's: {shown})."), False
 
 
 def _metric_line(metric: str, mixed: bool, coverage: pd.Series) -> str:
@@ -425,37 +431,6 @@ def _split_line(per_run: pd.DataFrame) -> str:
     return ("Split: fixed — every seed validated on one text; seeds vary initialisation, dropout and batch "
             "order." if texts == 1 else f"Split: each seed drew its own validation text ({texts} texts), so "
             f"a configuration's spread over seeds is mostly split variance; compare paired Δbase.")
-
-
-def _notes(ranking: pd.DataFrame, effects: pd.DataFrame, alias: str, seeds: list, min_effect: float,
-           looks: int) -> list[str]:
-    notes = []
-    ranked = ranking[ranking["rank"].notna()]
-    for row in ranked.itertuples():
-        if row.breaks_rule:
-            rules = {CATALOG[t].breaks_rule for t in frames.split_toggles(row.breaks_rule) if t in CATALOG}
-            notes.append(f"{row.name} breaks Mainrun's rules ({'; '.join(sorted(rules)) or 'not allowed'}): "
-                         f"never the best.")
-        if row.not_like_for_like:
-            notes.append(f"{row.name} is not like-for-like: {row.not_like_for_like}.")
-        delta = row.d_base if not math.isnan(row.d_base) else row.d_ref
-        for t in frames.split_toggles(row.toggles):
-            if t in CATALOG and CATALOG[t].changes_metric and delta < 0:
-                notes.append(f"{row.name} looks like a win ({delta:+.4f}), but {t} changes the metric: "
-                             f"{CATALOG[t].changes_metric}.")
-    if alias:
-        notes.append(alias)
-    family = int(effects["p"].notna().sum())
-    if len(seeds) > 1:
-        spent = f" ({ALPHA} spent over {looks} looks: seeds until decided)" if looks > 1 else ""
-        notes.append(f"Verdicts, smallest effect of interest ±{min_effect:g} nats/char: better/worse = the "
-                     f"{100 - 200 * ALPHA / looks:.3g}% interval wholly beyond ∓{min_effect:g}, negligible = "
-                     f"inside ±{min_effect:g} (TOST), else inconclusive; one-sided t tests at {ALPHA / looks:.3g}"
-                     f"{spent}, p Holm-adjusted across {family} effects; differences paired by seed.")
-    else:
-        notes.append("One seed per configuration: noise is unknown, so no interval — small differences "
-                     "may be noise.")
-    return notes
 
 
 # ------------------------------------------------------------------------------ one run

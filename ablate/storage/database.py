@@ -43,9 +43,11 @@ class StoreError(RuntimeError):
     """A results database that cannot be used as asked, with a message for the user."""
 
 
-def default_url() -> str:
-    """$ABLATE_DB, else results.db in the current directory."""
-    return os.environ.get("ABLATE_DB") or "sqlite:///results.db"
+def default_url(fallback: str | None = None) -> str:
+    """$ABLATE_DB (a URL or a path, as --db), else `fallback` (a matrix's `db:`), else results.db
+    in the current directory."""
+    chosen = os.environ.get("ABLATE_DB") or fallback
+    return resolve_url(chosen) if chosen else "sqlite:///results.db"
 
 
 def resolve_url(db: str | Path | None) -> str:
@@ -68,6 +70,13 @@ def _sqlite_path(url: str) -> Path | None:
     if parsed.get_backend_name() != "sqlite" or not db or db == ":memory:" or db.startswith("file:"):
         return None
     return Path(db).absolute()
+
+
+def is_missing(db: str | Path | None) -> bool:
+    """Is `db` a SQLite file that does not exist yet? Reading it would find nothing; commands that
+    only read (plan) then say so rather than create it."""
+    path = _sqlite_path(resolve_url(db))
+    return path is not None and not path.exists()
 
 
 def _check_path(path: Path, create: bool) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from .config import ConfigError, TrainConfig, check_fields, suggest
+from .config import ConfigError, TrainConfig, check_fields, parse_value, suggest
 
 # Why a tokenizer change makes Mainrun's val_loss incomparable (vocab_32k, url_pretokenizer).
 _NEW_TOKENIZER = ("a different tokenizer changes how many characters Mainrun's fixed-size evaluation "
@@ -224,3 +224,17 @@ def merge_patches(patches: Iterable[tuple[str, dict[str, Any]]]) -> dict[str, An
                 raise PatchConflict(key, *merged[key], name, value)
             merged.setdefault(key, (name, value))
     return {key: value for key, (_, value) in merged.items()}
+
+
+def build_config(preset_name: str, toggles: list[str], sets: list[str], data: str | None) -> TrainConfig:
+    """A preset, catalog toggles on it, then `FIELD=VALUE` overrides (as `--set` gives them)."""
+    cfg = apply(preset(preset_name), toggles)
+    changes = {}
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected FIELD=VALUE")
+        name, value = item.split("=", 1)
+        changes[name.strip()] = parse_value(name.strip(), value.strip())
+    if data:
+        changes["data"] = data
+    return cfg.replace(**changes)

@@ -21,7 +21,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from .config import HUB_DATASET, TrainConfig
-from .datasource import DataError, fingerprint, local_format
+from .datasource import DataError, fingerprint, local_format, local_path
 
 EOS = "<eos>"
 SPECIAL_TOKENS = ["<pad>", EOS, "<unk>"]
@@ -75,7 +75,7 @@ def load_titles(cfg: TrainConfig) -> tuple[list[str], list[str]]:
     loader = local_format(cfg.data)
     try:
         if loader:
-            ds = datasets.load_dataset(loader, data_files=str(Path(cfg.data)), split="train")
+            ds = datasets.load_dataset(loader, data_files=local_path(cfg.data), split="train")
         else:
             ds = datasets.load_dataset(cfg.data, split="train")
     except Exception as e:  # the datasets library raises many kinds; all mean "cannot load"

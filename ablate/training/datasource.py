@@ -8,9 +8,17 @@ start in a fraction of a second; the heavy data work stays in `data.py`.
 from __future__ import annotations
 
 import hashlib
+from importlib import resources
 from pathlib import Path
 
 LOCAL_FORMATS = {".csv": "csv", ".parquet": "parquet", ".jsonl": "json", ".json": "json"}
+COMPRESSIONS = (".gz", ".bz2", ".xz", ".zst")  # the `datasets` loaders read these as they are
+
+# Data that ships inside the package (see builtin/SOURCE.md), named `builtin:NAME` wherever a
+# data path is accepted, so a bare clone can train and test with no file beside it.
+BUILTIN_PREFIX = "builtin:"
+BUILTIN = {"hacker_news": "hacker_news.csv.gz"}
+BUILTIN_HN = BUILTIN_PREFIX + "hacker_news"
 
 
 class DataError(RuntimeError):
@@ -18,9 +26,28 @@ class DataError(RuntimeError):
 
 
 def local_format(path: str | Path) -> str | None:
-    """The `datasets` loader for a local data file, by its suffix in any case; None for a name
-    that may be a hub dataset id."""
-    return LOCAL_FORMATS.get(Path(path).suffix.lower())
+    """The `datasets` loader for a local data file, by its suffix in any case (a compressed
+    file by the suffix before its compression's); None for a name that may be a hub dataset id."""
+    name = str(path)
+    if name.startswith(BUILTIN_PREFIX):
+        name = BUILTIN.get(name.removeprefix(BUILTIN_PREFIX), "")
+    suffixes = [s.lower() for s in Path(name).suffixes]
+    if suffixes and suffixes[-1] in COMPRESSIONS:
+        suffixes.pop()
+    return LOCAL_FORMATS.get(suffixes[-1]) if suffixes else None
+
+
+def local_path(source: str | Path) -> str:
+    """The file behind a data setting: `builtin:NAME` is a file of the package, anything else
+    is itself."""
+    text = str(source)
+    if not text.startswith(BUILTIN_PREFIX):
+        return text
+    name = text.removeprefix(BUILTIN_PREFIX)
+    if name not in BUILTIN:
+        raise DataError(f"data {text!r}: no such built-in data; expected one of "
+                        + ", ".join(BUILTIN_PREFIX + n for n in BUILTIN))
+    return str(resources.files(__package__) / "builtin" / BUILTIN[name])
 
 
 def looks_local(source: str) -> bool:
@@ -31,7 +58,7 @@ def looks_local(source: str) -> bool:
 
 def fingerprint(source: str) -> str:
     """Identity of the data: a local file by its content, a hub dataset by its id."""
-    path = Path(source).expanduser()
+    path = Path(local_path(source)).expanduser()
     if looks_local(source):
         if not path.is_file():
             raise DataError(f"data file {source!r} does not exist; pass --data PATH to a local "
@@ -54,9 +81,9 @@ def check_titles(source: str, tokens_per_batch: int) -> None:
     if kind is None:
         return  # a hub dataset: loaded by the job
     read = {"csv": pd.read_csv, "parquet": pd.read_parquet,
-            "json": lambda p: pd.read_json(p, lines=Path(p).suffix.lower() == ".jsonl")}[kind]
+            "json": lambda p: pd.read_json(p, lines=".jsonl" in [x.lower() for x in Path(p).suffixes])}[kind]
     try:
-        frame = read(Path(source).expanduser())
+        frame = read(Path(local_path(source)).expanduser())  # builtin:NAME is a file of the package
     except (ValueError, OSError, ImportError, UnicodeDecodeError, pd.errors.ParserError) as e:
         raise DataError(f"data file {source!r} cannot be read as {kind}: {' '.join(str(e).split())[:300]}") from None
     if "title" not in frame.columns:
