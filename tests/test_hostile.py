@@ -214,7 +214,7 @@ def one_line_error(args: list[str], cwd: Path) -> str:
     ("jobs0", "--jobs-per-device 0: expected 1 or more"),
     ("export-nodir", "directory 'nodir' does not exist"),
     ("plot-nodir", "directory 'nodir' does not exist"),
-    ("plot-txt", "expected a file name ending in .png"),
+    ("plot-txt", "expected a .png or .svg or .pdf file name"),
 ])
 def test_bad_databases_and_options_are_one_error_line(tmp_path, case, message):
     import sqlite3

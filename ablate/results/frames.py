@@ -181,7 +181,7 @@ def output_path(path: str | Path, suffixes: tuple[str, ...]) -> Path:
     """A file a command is about to write, checked first: a known suffix, an existing directory."""
     path = Path(path)
     if path.suffix.lower() not in suffixes:
-        raise ResultsError(f"cannot write {str(path)!r}: expected a file name ending in {' or '.join(suffixes)}")
+        raise ResultsError(f"cannot write {str(path)!r}: expected a {' or '.join(suffixes)} file name")
     if not path.parent.is_dir():
         raise ResultsError(f"cannot write {str(path)!r}: directory {str(path.parent)!r} does not exist")
     return path
