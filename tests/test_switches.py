@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import csv
+import gzip
 import math
 import time
 
@@ -511,7 +512,8 @@ def test_vocab_32k_tokenizer_has_32000_entries(tmp_path):
 
 
 def _titles(path: str, n: int) -> list[str]:
-    with open(path, newline="", encoding="utf-8") as f:
+    opener = gzip.open if str(path).endswith(".gz") else open  # the built-in titles are gzipped
+    with opener(path, "rt", newline="", encoding="utf-8") as f:
         return [row["title"].strip() for row, _ in zip(csv.DictReader(f), range(n))]
 
 
