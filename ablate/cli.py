@@ -365,8 +365,10 @@ def report_cmd(
     if fmt == "html":  # one self-contained page, several experiments at once
         from .results.html import render_html
 
-        path = out or Path("report.html")
+        from .results.frames import output_path
+
         with _user_errors():
+            path = output_path(out or Path("report.html"), (".html", ".htm"))
             if matrix and not experiment:  # the matrix names the experiment (and maybe the db)
                 db, name = _experiment(db, None, matrix)
                 experiment = [name]

@@ -177,3 +177,9 @@ def test_delta_curves_subtract_the_same_seed_baseline_at_each_step():
     pick = lambda name: evals[(evals["name"] == name) & (evals["seed"] == 1338) & (evals["step"] == row["step"])]  # noqa: E731
     expected = pick("swiglu")["val_loss_full"].item() - pick("baseline")["val_loss_full"].item()
     assert row["val_loss_full"] == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_page_that_cannot_be_written_is_one_error_line(tmp_path):
+    for out in (tmp_path / "nodir" / "r.html", tmp_path / "r.txt"):
+        result = CliRunner().invoke(app, ["report", "--db", str(FIXTURE), "-f", "html", "--out", str(out)])
+        assert result.exit_code == 2 and result.output.startswith("error:"), result.output

@@ -86,11 +86,14 @@ class TrainConfig:
     def __post_init__(self) -> None:
         for name, hint in _HINTS.items():  # canonical numbers: 1 and 1.0 hash the same
             value = getattr(self, name)
-            if hint is float and isinstance(value, int) and not isinstance(value, bool):
-                object.__setattr__(self, name, float(value))
-            if typing.get_origin(hint) is tuple and isinstance(value, (list, tuple)):
-                object.__setattr__(self, name, tuple(
-                    float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value))
+            try:
+                if hint is float and isinstance(value, int) and not isinstance(value, bool):
+                    object.__setattr__(self, name, float(value))
+                if typing.get_origin(hint) is tuple and isinstance(value, (list, tuple)):
+                    object.__setattr__(self, name, tuple(
+                        float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value))
+            except OverflowError:
+                raise ConfigError(f"{name}: {value!r} is too large for a float") from None
         errors = _type_errors(self)
         if errors:
             raise ConfigError("; ".join(errors))
