@@ -127,3 +127,23 @@ def pg_url(pg_server_url):
     with engine.begin() as conn:
         conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
     engine.dispose()
+
+
+def record_linear_dtypes(monkeypatch) -> list:
+    """(training?, output dtype) of every nn.Linear call in models the trainer builds from now
+    on: which arithmetic the training and the evaluation ran in."""
+    import torch.nn as nn
+
+    import ablate.training.train as T
+    from ablate.training.model import GPT
+
+    seen: list = []
+
+    def hooked_gpt(cfg, vocab_size):
+        model = GPT(cfg, vocab_size)
+        for m in model.modules():
+            if isinstance(m, nn.Linear):
+                m.register_forward_hook(lambda mod, i, o: seen.append((mod.training, o.dtype)))
+        return model
+    monkeypatch.setattr(T, "GPT", hooked_gpt)
+    return seen

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn as nn
 
 import ablate.training.train as T
 from ablate.training.config import ExecOptions, TrainConfig
@@ -24,7 +23,7 @@ from ablate.training.model import GPT
 from ablate.storage.store import Store
 from ablate.training.train import make_optimizer, set_matmul_precision, train
 
-from .conftest import TINY
+from .conftest import TINY, record_linear_dtypes
 from .test_resume import STATEFUL, comparable
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(
@@ -63,18 +62,9 @@ def test_fp32_training_on_cuda_matches_cpu(data):
 def test_autocast_trains_in_half_precision_and_evaluates_in_fp32(data, monkeypatch, precision, dtype):
     """Training matmuls run in the half type (fp16 with a GradScaler), the official evaluation
     in fp32; the losses stay within 2% of the fp32 run's."""
-    seen: list[tuple[bool, torch.dtype]] = []
-
-    def hooked_gpt(cfg, vocab_size):
-        model = GPT(cfg, vocab_size)
-        for m in model.modules():
-            if isinstance(m, nn.Linear):
-                m.register_forward_hook(lambda mod, i, o: seen.append((mod.training, o.dtype)))
-        return model
-
     cfg = TrainConfig(**NO_DROPOUT)
     fp32, _ = run(cfg, data, max_steps=40)
-    monkeypatch.setattr(T, "GPT", hooked_gpt)
+    seen = record_linear_dtypes(monkeypatch)
     half, _ = run(cfg.replace(precision=precision), data, max_steps=40)
     assert {d for training, d in seen if training} == {dtype}
     assert {d for training, d in seen if not training} == {torch.float32}

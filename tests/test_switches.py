@@ -24,7 +24,7 @@ from ablate.training.model import GPT, MLP, RMSNorm, SwiGLU
 from ablate.training.train import (EMA, NonFiniteLoss, Schedule, augmented_stream, mainrun_val_loss,
                                    make_optimizer, make_scheduler, mask_tokens, train)
 
-from .conftest import HN_CSV, TINY
+from .conftest import HN_CSV, TINY, record_linear_dtypes
 
 CPU = torch.device("cpu")
 
@@ -555,15 +555,7 @@ def test_url_pretokenizer_is_gpt2_bytelevel_on_ordinary_text(hn_csv):
 # --------------------------------------------------------------------------- precision
 def test_bf16_autocast_runs_training_matmuls_in_bf16(tiny, monkeypatch):
     cfg0, data = tiny
-    seen = []
-
-    def hooked_gpt(cfg, vocab_size):
-        model = GPT(cfg, vocab_size)
-        for m in model.modules():
-            if isinstance(m, nn.Linear):
-                m.register_forward_hook(lambda mod, i, o: seen.append((mod.training, o.dtype)))
-        return model
-    monkeypatch.setattr(T, "GPT", hooked_gpt)
+    seen = record_linear_dtypes(monkeypatch)
     for precision, train_dtype in (("bf16", torch.bfloat16), ("off", torch.float32)):
         seen.clear()
         evals = []
