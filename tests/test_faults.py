@@ -64,11 +64,12 @@ class Bench:
         self.snapshots: list[set] = []
         self.invocations = 0
 
-    def start(self, *extra: str) -> subprocess.Popen:
+    def start(self, *extra: str, resume: bool = True) -> subprocess.Popen:
         self.invocations += 1
         log = open(self.tmp / f"runner{self.invocations}.out", "w")
         cmd = [sys.executable, "-m", "ablate", "run", str(self.matrix), "--db", f"sqlite:///{self.db}",
-               "--trainer", TRAINER, "--resume", "--log-dir", "logs", "--checkpoint-dir", "ckpt", *extra]
+               "--trainer", TRAINER, *["--resume"] * resume, "--log-dir", "logs", "--checkpoint-dir", "ckpt",
+               *extra]
         proc = subprocess.Popen(cmd, cwd=self.tmp, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
         proc.log_path = log.name
@@ -412,3 +413,23 @@ def test_a_sigkilled_runner_leaves_its_live_job_interrupted_within_seconds_ten_t
             time.sleep(0.05)
         wait_dead(pid)
         bench.check(2)
+
+
+def test_two_runners_rerunning_all_seconds_apart_train_each_run_once(tmp_path):
+    """The second `--rerun all` starts while the first has retrained the baseline and holds the
+    next run: it joins that rerun (trains the one run left) instead of retraining the baseline."""
+    matrix = write_matrix(tmp_path, "rerun", [0.003, 0.012])
+    first = Bench(tmp_path, matrix).start(resume=False)
+    assert first.wait(120) == 0
+    bench = Bench(tmp_path, matrix, pauses={key(0.003): ["start"]})
+    a = bench.start("--rerun", "all", resume=False)
+    bench.wait_marker(f"{key(0.003)}@start", a)
+    b = bench.start("--rerun", "all", resume=False)
+    assert b.wait(120) == 0, bench.output(b)
+    bench.release(f"{key(0.003)}@start")
+    assert a.wait(120) == 0, bench.output(a)
+    assert bench.query("select lr_key, attempt from (select json_extract(config, '$.lr') as lr_key, "
+                       "attempt from runs) order by lr_key") == [(0.003, 2), (0.006, 2), (0.012, 2)]
+    again = bench.start("--rerun", "all", resume=False)  # that rerun is over: this one is new
+    assert again.wait(120) == 0
+    assert bench.query("select min(attempt), max(attempt) from runs") == [(3, 3)]

@@ -124,6 +124,8 @@ class Run(Base):
     max_steps: Mapped[int | None] = mapped_column(Integer)
     truncated: Mapped[bool | None] = mapped_column(Boolean)
     result: Mapped[dict | None] = mapped_column(JSON)
+    # When a --rerun last queued it again: runners started with --rerun together join one rerun.
+    requeued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 class ExperimentRun(Base):
