@@ -433,3 +433,46 @@ def test_two_runners_rerunning_all_seconds_apart_train_each_run_once(tmp_path):
     again = bench.start("--rerun", "all", resume=False)  # that rerun is over: this one is new
     assert again.wait(120) == 0
     assert bench.query("select min(attempt), max(attempt) from runs") == [(3, 3)]
+
+
+def test_a_full_disk_under_the_runner_stops_its_jobs_and_leaves_no_run_running(tmp_path, monkeypatch):
+    """The runner's own write fails (its claim of the third run: the disk is full) while one job
+    trains: it stops that job, which records itself interrupted, and says so in one line."""
+    from sqlalchemy import event
+
+    from ablate.execution import runner
+    from ablate.execution.executors import LocalExecutor, Slot
+    from ablate.execution.matrix import load_matrix
+    from ablate.storage.database import StoreError
+    from ablate.storage.store import Store
+
+    bench = Bench(tmp_path, write_matrix(tmp_path, "full", [0.001, 0.002]),
+                  pauses={key(0.001): ["report:2"]})  # holds its job until released (never)
+    monkeypatch.setattr(os, "environ", bench.env)
+    matrix = load_matrix(bench.matrix)
+    with Store(f"sqlite:///{bench.db}") as store:
+        ids = runner.register(store, matrix, runner.plan(matrix))
+        full = threading.Event()
+
+        @event.listens_for(store._engine, "before_cursor_execute")
+        def _disk_full(conn, cursor, statement, *args) -> None:
+            if full.is_set() and statement.lstrip().upper().startswith(("INSERT", "UPDATE")):
+                raise sqlite3.OperationalError("database or disk is full")
+
+        starts: list = []
+
+        def on_event(name: str, details: dict) -> None:
+            if name == "start":
+                starts.append(details["job"])
+                if len(starts) == 2:  # both slots busy: the next claim, when one ends, fails
+                    full.set()
+
+        executor = LocalExecutor([Slot("cpu", None, 1), Slot("cpu", None, 1)], tmp_path / "logs",
+                                 warm_workers=False)
+        with pytest.raises(StoreError) as raised:
+            runner.run(store, ids, executor, trainer=TRAINER, on_event=on_event)
+    message = str(raised.value)
+    assert "database or disk is full" in message and "stopped its jobs" in message and "\n" not in message
+    statuses = dict(bench.query("select json_extract(config, '$.lr'), status from runs"))
+    assert statuses == {0.006: "completed", 0.001: "interrupted", 0.002: "queued"}, statuses
+    assert "running" not in statuses.values()
