@@ -41,17 +41,19 @@ class Migration:
     adds: tuple[str, ...] = ()  # "table.column"s it adds: a file older than it lacks them rightly
 
 
-def add_column(table: str, column: str, why: str) -> Migration:
-    """A migration adding one nullable column of schema.py, typed as its dialect spells it."""
+def add_columns(table: str, columns: tuple[str, ...], why: str) -> Migration:
+    """A migration adding nullable columns of schema.py, each typed as its dialect spells it."""
     def apply(conn: Connection) -> None:
-        sql_type = Base.metadata.tables[table].c[column].type.compile(dialect=conn.dialect)
-        conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
-    return Migration(why, apply, adds=(f"{table}.{column}",))
+        for column in columns:
+            sql_type = Base.metadata.tables[table].c[column].type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+    return Migration(why, apply, adds=tuple(f"{table}.{c}" for c in columns))
 
 
 MIGRATIONS: list[Migration] = [  # MIGRATIONS[i] takes schema FIRST_VERSION + i to the next
-    add_column("runs", "requeued_at", "runs.requeued_at, so runners started with --rerun together "
-                                      "train each run once"),
+    add_columns("runs", ("requeued_at", "current_step"),
+                "runs.requeued_at, so runners started with --rerun together train each run once, "
+                "and runs.current_step, progress between evaluations"),
 ]
 
 

@@ -126,6 +126,8 @@ class Run(Base):
     result: Mapped[dict | None] = mapped_column(JSON)
     # When a --rerun last queued it again: runners started with --rerun together join one rerun.
     requeued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The last optimizer step the running attempt reported: progress between evaluations.
+    current_step: Mapped[int | None] = mapped_column(Integer)
 
 
 class ExperimentRun(Base):

@@ -197,7 +197,7 @@ class Store(Database):
                 run.status, run.attempt = "running", run.attempt + 1
                 run.started_at = run.heartbeat_at = now
                 run.host, run.pid, run.code_version = host, pid, code_version
-                run.finished_at = run.error = run.traceback = run.result = None
+                run.finished_at = run.error = run.traceback = run.result = run.current_step = None
                 for column in RESULT_COLUMNS:
                     setattr(run, column, None)
                 return run
@@ -211,14 +211,16 @@ class Store(Database):
             lambda s: s.execute(update(Run).where(Run.id == run_id).values(pid=pid, device=device))
         )
 
-    def heartbeat(self, run_id: int, attempt: int) -> bool:
-        """Mark the run alive. False if the attempt is no longer current or not running."""
+    def heartbeat(self, run_id: int, attempt: int, step: int | None = None) -> bool:
+        """Mark the run alive, and record the optimizer step it reached where given. False if
+        the attempt is no longer current or not running."""
+        values = {"heartbeat_at": _now(), **({} if step is None else {"current_step": step})}
 
         def _beat(session: Session) -> bool:
             result = session.execute(
                 update(Run)
                 .where(Run.id == run_id, Run.attempt == attempt, Run.status == "running")
-                .values(heartbeat_at=_now())
+                .values(**values)
             )
             return result.rowcount > 0
 
