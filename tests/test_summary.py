@@ -18,9 +18,10 @@ def effect(name, estimate, lo, hi, verdict, n=3, needed=None):
     return dict(effect=name, estimate=estimate, ci_lo=lo, ci_hi=hi, verdict=verdict, n=n, seeds_needed=needed)
 
 
-def report(name, effects, design="one-at-a-time", seeds=(1337, 1338, 1339)):
+def report(name, effects, design="one-at-a-time", seeds=(1337, 1338, 1339), statuses=()):
+    ranking = pd.DataFrame({"rank": [math.nan] * len(statuses), "status": list(statuses)})
     return NS(experiment=name, design=design, seeds=list(seeds), min_effect=0.005,
-              effects=pd.DataFrame(effects))
+              effects=pd.DataFrame(effects), ranking=ranking)
 
 
 @pytest.mark.parametrize("small, large, says", [
@@ -71,4 +72,13 @@ def test_the_verdict_line_groups_by_verdict_with_seeds_needed():
                      effect("c", 0.0001, -0.001, 0.001, "negligible")])
     line = verdict_line(r, Base("report-current", LARGE))
     assert line.startswith("- **x** — each item alone against the baseline; base report-current, d96, 3 layers")
-    assert "better: a (-0.2000, n=3); negligible: c (+0.0001, n=3); inconclusive after 6 seeds: b (+0.0030, n=6 ~14 seeds)." in line
+    assert ("better: a (-0.2000, n=3); negligible: c (+0.0001, n=3); inconclusive after 6 seeds (the budget): "
+            "b (+0.0030, n=6 ~14 seeds).") in line
+
+
+def test_the_verdict_line_says_why_there_is_no_verdict():
+    r = report("gpu", [effect("a", -0.5, math.nan, math.nan, "noise unknown", n=1)], seeds=(1337,),
+               statuses=("queued", "queued", "interrupted"))
+    line = verdict_line(r, Base("mainrun", LARGE))
+    assert "seed 1337," in line and "no verdict, one seed each (no spread to test against): a (-0.5000, n=1)" in line
+    assert line.endswith("not trained yet: 3 run(s) (2 queued, 1 interrupted).")

@@ -71,8 +71,14 @@ def verdict_line(report: Report, base: Base) -> str:
             needed = "" if verdict != "inconclusive" or r.seeds_needed is None or \
                 (isinstance(r.seeds_needed, float) and math.isnan(r.seeds_needed)) else f" ~{r.seeds_needed:.0f} seeds"
             names.append(f"{r.effect} ({_fmt(r.estimate, signed=True)}, n={r.n}{needed})")
-        label = f"inconclusive after {max(rows['n'])} seeds" if verdict == "inconclusive" else verdict
+        label = {"inconclusive": f"inconclusive after {max(rows['n'])} seeds (the budget)",
+                 "noise unknown": "no verdict, one seed each (no spread to test against)",
+                 "unpaired": "no verdict, a seed without its same-seed control"}.get(verdict, verdict)
         parts.append(f"{label}: " + ", ".join(names))
+    untrained = report.ranking[report.ranking["rank"].isna()] if "rank" in report.ranking else report.ranking[:0]
+    if len(untrained):
+        parts.append(f"not trained yet: {len(untrained)} run(s) ("
+                     + ", ".join(f"{n} {s}" for s, n in untrained["status"].value_counts().items()) + ")")
     what = "removing each item from the stack" if report.design == "leave-one-out" else \
         "each item alone against the baseline" if report.design == "one-at-a-time" else report.design
     seeds_text = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}–{seeds[-1]} ({len(seeds)})"
