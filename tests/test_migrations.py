@@ -182,12 +182,21 @@ def test_ablate_db_upgrade(v1, monkeypatch):
     assert missing.exit_code == 2 and "no results database" in missing.output
 
 
-def test_a_reading_command_migrates_an_older_file_then_reads_it(v1):
-    """`ablate runs` opens read-only; an older file is migrated by a writable open first, and the
-    read-only connection made afterwards must see the migrated file (an `immutable` open of a
-    WAL file with no -wal beside it would keep reading schema 1 and then try to write)."""
-    assert not v1.with_name(v1.name + "-wal").exists()
+def test_a_reading_command_reads_an_older_file_through_an_upgraded_copy(v1):
+    """`ablate runs` on a schema-1 file: the rows come from a migrated temporary copy and the
+    file stays byte for byte what its ablate wrote (which can still read it), with no .bak."""
+    before = v1.read_bytes()
     result = CliRunner().invoke(app, ["runs", "--db", str(v1), "--format", "csv"])
     assert result.exit_code == 0, result.output
-    assert version(v1) == LATEST and backup_path(v1, 1).exists()
     assert len(result.output.strip().splitlines()) == 1 + 9
+    assert sorted(p.name for p in v1.parent.iterdir()) == [v1.name]  # no .bak, -wal or -shm
+    assert v1.read_bytes() == before and version(v1) == 1
+    v1.chmod(0o444)
+    v1.parent.chmod(0o555)  # a read-only checkout: the same
+    try:
+        again = CliRunner().invoke(app, ["report", "--db", str(v1), "-e", "fixture", "--format", "csv"])
+    finally:
+        v1.parent.chmod(0o755)
+        v1.chmod(0o644)
+    assert again.exit_code == 0, again.output
+    assert v1.read_bytes() == before

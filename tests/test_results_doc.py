@@ -59,15 +59,19 @@ def test_every_committed_run_keeps_its_identity(committed_db):
         assert TrainConfig.from_dict(config).identity_hash(fingerprint) == run_hash
 
 
-def test_a_committed_run_reproduces_with_its_as_command(committed_db, hn_csv, tmp_path):
-    runs = load_runs(committed_db, experiment="report-cpu")
-    row = runs[(runs["status"] == "completed") & (runs["name"] == "baseline")].iloc[0]
+@pytest.mark.parametrize("experiment, name, seed", [
+    ("report-cpu", "baseline", 1337),  # Mainrun's SGD base
+    ("report-cpu-adamw", "swiglu", 1338),  # the report's own base at the larger proxy, a toggle on
+])
+def test_a_committed_run_reproduces_with_its_as_command(committed_db, hn_csv, tmp_path, experiment, name, seed):
+    runs = load_runs(committed_db, experiment=experiment)
+    row = runs[(runs["status"] == "completed") & (runs["name"] == name) & (runs["seed"] == seed)].iloc[0]
     command = subprocess.run(
         [sys.executable, "-m", "ablate", "show", str(row["run_id"]), "--db", str(committed_db),
          "--as-command"], capture_output=True, text=True, check=True).stdout.strip()
     args = shlex.split(command)[1:]  # drop the leading `ablate`
     args[args.index("--data") + 1] = hn_csv  # the same titles, in the same order, wherever this runs
-    evals = load_evals(committed_db, experiment="report-cpu")
+    evals = load_evals(committed_db, experiment=experiment)
     committed = dict(evals.loc[evals["run_id"] == row["run_id"], ["step", "val_loss"]].values)
     until = sorted(committed)[3]  # its first four evaluations: a truncated run keeps the schedule
     out = subprocess.run([sys.executable, "-m", "ablate", *args, "--max-steps", str(until), "--json"],

@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import os
 import random
+import sqlite3
+import tempfile
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Callable
 from urllib.parse import quote
@@ -91,7 +94,7 @@ def _check_path(path: Path, create: bool) -> None:
         raise StoreError(f"cannot write results database {path}: permission denied")
 
 
-def _read_only_url(path: Path) -> str:
+def _read_only_uri(path: Path) -> str:
     """SQLite's read-only open of a file (`mode=ro`), `immutable` where that would have to
     create files: in a directory that is not writable (a read-only filesystem or checkout), and
     for a WAL database no writer has open (no -wal file: a reader would leave -wal and -shm
@@ -100,7 +103,7 @@ def _read_only_url(path: Path) -> str:
         wal = f.read(20)[18:19] == b"\x02"  # the header's file format version: 2 is WAL
     writable = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
     immutable = not writable or (wal and not path.with_name(path.name + "-wal").exists())
-    return f"sqlite:///file:{quote(str(path))}?mode=ro{'&immutable=1' if immutable else ''}&uri=true"
+    return f"file:{quote(str(path))}?mode=ro{'&immutable=1' if immutable else ''}"
 
 
 def _setup_sqlite(engine: Engine, read_only: bool = False) -> None:
@@ -141,6 +144,8 @@ class Database:
         self.upgraded: tuple[int, int] | None = None  # (from, to) when opening migrated the schema
         self.backup: Path | None = None  # the copy of the file kept before migrating it
         self.read_only = read_only and self.file is not None
+        self._read_path = self.file  # what a read-only open reads: the file, or an upgraded copy of it
+        self._copy_dir: tempfile.TemporaryDirectory | None = None
         if self.file is not None:
             _check_path(self.file, create and not self.read_only)
         self._connect()
@@ -159,6 +164,9 @@ class Database:
 
     def close(self) -> None:
         self._engine.dispose()
+        if self._copy_dir is not None:
+            self._copy_dir.cleanup()
+            self._copy_dir = None
 
     def __enter__(self) -> Database:
         return self
@@ -172,7 +180,8 @@ class Database:
         """The engine and its reading and writing sessions (again after a read-only open had the
         file migrated: an `immutable` open may not see the change)."""
         try:
-            self._engine = create_engine(_read_only_url(self.file) if self.read_only else self.url)
+            self._engine = create_engine(f"sqlite:///{_read_only_uri(self._read_path)}&uri=true"
+                                         if self.read_only else self.url)
         except ImportError as e:  # the URL's driver: PostgreSQL's is an extra
             raise StoreError(f"cannot open results database {self.where}: its driver is not installed "
                              f"({e}); for PostgreSQL: pip install 'ablate[postgres]' and a "
@@ -203,13 +212,8 @@ class Database:
             raise StoreError(f"{self.where} has schema {version}: no migration leads from it to this "
                              f"ablate's {latest}; use a new database or the ablate that wrote it")
         self._check_columns(missing_by_design=added_after(version))  # before a migration writes
-        if version < latest and self.read_only:  # migrated as on every open, then read as it is now
-            if not os.access(self.file, os.W_OK):
-                raise StoreError(f"{self.where} has schema {version} and is read-only: this ablate reads "
-                                 f"{latest}; run `ablate db upgrade` on a writable copy")
-            Database(self.url, create=False).close()
-            self._engine.dispose()
-            self._connect()
+        if version < latest and self.read_only:
+            self._read_an_upgraded_copy()
             version = self._version()
         if version < latest:
             try:
@@ -218,6 +222,20 @@ class Database:
                 raise StoreError(f"{self.where}: {e}") from e
             self.upgraded = (version, latest)
         self._check_columns()
+
+    def _read_an_upgraded_copy(self) -> None:
+        """An older file opened to read: read a migrated temporary copy of it (WAL included), so
+        that reading writes nothing and the file stays readable by the ablate that wrote it
+        (`ablate db upgrade`, or any command that writes, migrates the file itself)."""
+        self._copy_dir = tempfile.TemporaryDirectory(prefix="ablate-read-")
+        copy = Path(self._copy_dir.name) / self.file.name
+        with closing(sqlite3.connect(_read_only_uri(self.file), uri=True)) as src, \
+                closing(sqlite3.connect(copy)) as dst:
+            src.backup(dst)
+        Database(f"sqlite:///{copy}", create=False).close()
+        self._engine.dispose()
+        self._read_path = copy
+        self._connect()
 
     def _check_columns(self, missing_by_design: set[str] = frozenset()) -> None:
         """Every table and column this ablate uses is there: a damaged or hand-made file that
