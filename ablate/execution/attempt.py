@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, TextIO
 
 from ..training.config import ExecOptions, TrainConfig
 from ..training.datasource import DataError, fingerprint
+from .custom import ParamsConfig, is_custom
 
 if TYPE_CHECKING:
     from ..storage.store import Store
@@ -71,7 +72,14 @@ def load_trainer(spec: str) -> Callable[..., dict[str, Any]]:
 
 def check_data_unchanged(config: dict, run_hash: str) -> None:
     """A run's identity holds its data's fingerprint as planned; a data file edited since then
-    would put other data under that identity, so the run fails instead of training."""
+    would put other data under that identity, so the run fails instead of training. Your own
+    trainer's inputs likewise."""
+    if is_custom(config):
+        own = ParamsConfig.from_dict(config)
+        if own.identity_hash(own.fingerprint()) != run_hash:
+            raise DataError(f"inputs {', '.join(own.inputs)} changed since this matrix was planned (their "
+                            f"content hash differs); run `ablate run` again to plan it anew")
+        return
     cfg = TrainConfig.from_dict(config)
     if cfg.identity_hash(fingerprint(cfg.data)) != run_hash:
         raise DataError(f"data file {cfg.data!r} changed since this matrix was planned (its "
