@@ -420,7 +420,7 @@ def show_cmd(
     """One run: config vs its baseline, status or error, evaluations and a sparkline."""
     from .results.frames import find_run, find_runs, load_evals, load_runs
     from .results.render import FORMATS, as_command as command_for, render_run
-    from .results.report import run_detail
+    from .results.detail import run_detail
     from .storage.store import open_store
 
     _check(fmt, FORMATS, "--format")

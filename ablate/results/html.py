@@ -19,7 +19,8 @@ import pandas as pd
 from . import frames
 from .plot import plot_curves, plot_effects
 from .render import as_command, effects_display, ranking_display, unranked_display
-from .report import METRICS, build_report, missing, run_detail
+from .detail import missing, run_detail
+from .report import METRICS, build_report
 
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 76rem; color: #1d232b;

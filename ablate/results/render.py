@@ -21,7 +21,8 @@ import pandas as pd
 from ..training.catalog import CATALOG
 from ..training.config import format_value
 from ..execution.designs import short_name
-from .report import METRICS, Report, RunDetail, missing
+from .detail import RunDetail, missing
+from .report import Report
 from .stats import ALPHA
 
 FORMATS = ("table", "markdown", "csv", "json")
@@ -73,7 +74,7 @@ def ranking_display(report: Report, short: bool) -> pd.DataFrame:
         row.update({
             "n": str(r.n), "final": _fmt(r.final) + (f"±{r.final_sd:.4f}" if r.n > 1 else ""),
             "best@step": f"{r.best:.4f}@{r.best_step:.0f}" if not math.isnan(r.best) else "",
-            "Δref": _fmt(r.d_ref, signed=True), "Δref%": _fmt(r.d_ref_pct, ".1f", signed=True) + "%",
+            "Δref": _fmt(r.d_ref, signed=True), "Δref%": _fmt(r.d_ref_pct, ".1f", signed=True) + "%" * (not math.isnan(r.d_ref_pct)),
             "Δbase": _fmt(r.d_base, signed=True), "Δbase 95% CI": _interval(r.d_base_lo, r.d_base_hi),
             "wall": _duration(r.wall_time_s),
             "tok/s": _si(r.tokens_per_s), "flags": _flags(r, short),
@@ -192,7 +193,7 @@ def render(report: Report, format: str = "table", width: int = 100, color: bool 
         return json.dumps({**head, "ranking": _records(ranking), "effects": _records(report.effects)},
                           indent=2, default=str)
     title = (f"{report.experiment} — {report.design}, {len(report.seeds)} seed(s), "
-             f"ranked by {METRICS[report.metric]}")
+             f"ranked by {report.ranked_by}")
     ranked = report.ranking[report.ranking["rank"].notna()]
     pending, effects = unranked_display(report), effects_display(report)
     if format == "markdown":
@@ -211,6 +212,7 @@ def render(report: Report, format: str = "table", width: int = 100, color: bool 
     parts: list = [(title, "bold"), *report.lines]
     parts += [_rich_table(fit_ranking(ranking_display(report, True), width, report.reference_fair), styles=styles),
               "B baseline  ★ best rule-abiding  ✗ breaks Mainrun's rules  ≠ not like-for-like (see notes)"
+              if report.mainrun else "B baseline  ★ best"
               ] if len(ranked) else ["No completed runs yet."]
     if len(pending):
         parts += [("Not ranked", "bold"), _rich_table(pending)]
