@@ -114,6 +114,14 @@ class ParamsConfig:
         return cls(kind, how.get(kind, ""), params, d.get("seed", DEFAULT_SEED), how.get("workdir", "."),
                    tuple(how.get("inputs", ())), how.get("timeout_s"), how.get("metric", "val_loss"))
 
+    def by_hand(self) -> list[str]:
+        """The words that run this one run by hand, in `workdir`: the command, or the entry point
+        called with `ablate.report_eval` as its report."""
+        if self.kind == "command":
+            return command_words(self.spec, self.values())
+        module, _, function = self.spec.partition(":")
+        return ["python", "-c", f"import ablate, {module}; {module}.{function}({self.values()!r}, ablate.report_eval)"]
+
     def fingerprint(self) -> str:
         """The content of the inputs, as one hash (paths relative to workdir, in order)."""
         digest = hashlib.sha256()

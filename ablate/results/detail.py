@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 
 from ..execution.custom import ParamsConfig, is_custom
-from ..storage.schema import EVAL_COLUMNS, plain
+from ..storage.schema import plain
 from ..training.config import TrainConfig
-from .report import baseline_name
+from .report import baseline_name, eval_column
 
 
 @dataclass
@@ -48,7 +48,7 @@ def run_detail(runs: pd.DataFrame, evals: pd.DataFrame, row: pd.Series) -> RunDe
                                               "wall_time_s", "tokens_per_s", "code_version")}
     info = {k: (None if missing(v) else v) for k, v in info.items()}
     metric = stored["trainer"].get("metric", "val_loss") if own else "val_loss"
-    column = metric if metric in EVAL_COLUMNS else f"extra.{metric}"
+    column = eval_column(metric)
     truncated = not missing(row.get("truncated")) and bool(row["truncated"]) and not missing(row.get("steps"))
     return RunDetail(info, (ParamsConfig if own else TrainConfig).from_dict(stored),
                      int(row["steps"]) if truncated else None, diff, mine.reset_index(drop=True),

@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..training.catalog import CATALOG
 from ..training.config import format_value
+from ..execution.custom import ParamsConfig
 from ..execution.designs import short_name
 from .detail import RunDetail, missing
 from .report import Report
@@ -273,9 +274,12 @@ def render_run(detail: RunDetail, format: str = "table", width: int = 100, color
     if r["final_val_loss"] is not None:
         header.append(f"final val_loss {r['final_val_loss']:.4f}, best {r['best_val_loss']:.4f} "
                       f"at step {r['best_step']}")
+    own = isinstance(detail.config, ParamsConfig)  # your trainer's metrics: whatever it reported
     if detail.values:
-        header.append(f"val_loss {sparkline(detail.values)}")
-    evals = _eval_cells(detail.evals.drop(columns=[c for c in detail.evals.columns if c.startswith("extra.")]))
+        header.append(f"{detail.config.metric if own else 'val_loss'} {sparkline(detail.values)}")
+    evals = _eval_cells(detail.evals.rename(columns=lambda c: c.removeprefix("extra.")) if own else
+                        detail.evals.drop(columns=[c for c in detail.evals.columns if c.startswith("extra.")]))
+    evals = _drop_empty(evals) if own else evals
     if format == "markdown":
         return "\n\n".join([*header, "**Config vs " + detail.config_diff.columns[-1] + "**",
                             markdown_table(detail.config_diff.map(_cell)),
@@ -305,7 +309,10 @@ def _eval_cells(evals: pd.DataFrame) -> pd.DataFrame:
 def as_command(detail: RunDetail) -> str:
     """An `ablate train` command line that reproduces the run: --data (a file relative to the
     current directory), then --set for every config field, defaults included, so the line
-    survives a change of defaults, and --max-steps when the run was truncated."""
+    survives a change of defaults, and --max-steps when the run was truncated. A run of your own
+    trainer: its command (or entry point) in its directory."""
+    if isinstance(detail.config, ParamsConfig):
+        return f"cd {shlex.quote(_relative(detail.config.workdir))} && {shlex.join(detail.config.by_hand())}"
     words = ["ablate", "train", "--data", _relative(detail.config.data)]
     for name, value in detail.config.to_dict().items():
         if name != "data":

@@ -70,6 +70,16 @@ class Report:
     def ranked_by(self) -> str:
         return METRICS[self.metric] if self.mainrun else self.metric
 
+    @property
+    def column(self) -> str:
+        """The load_evals() column of the ranking metric."""
+        return eval_column(self.ranked_by)
+
+
+def eval_column(metric: str) -> str:
+    """Where load_evals() puts a metric: its own column, else `extra.<name>`."""
+    return metric if metric in EVAL_COLUMNS else f"extra.{metric}"
+
 
 @dataclass(frozen=True)
 class _Factor:
@@ -91,17 +101,17 @@ def build_report(db: Any = None, experiment: str | None = None, metric: str | No
 def make_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame,
                 metric: str | None = None, min_effect: float | None = None) -> Report:
     """One experiment's report from its list_experiments() row, runs and evals (δ: the matrix's)."""
-    if metric is not None and metric not in METRICS:
+    own = own_metric(exp.get("yaml_text"))
+    if own is not None and metric not in (None, own[0]):
+        raise ValueError(f"--metric {metric!r} is for Mainrun's trainer; {exp['experiment']!r} ranks by its "
+                         f"own metric {own[0]!r} (the matrix's metric:)")
+    if metric is not None and metric not in METRICS and own is None:
         raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
     if min_effect is not None and not min_effect > 0:
         raise ValueError(f"min_effect {min_effect!r}: expected a positive number (nats per character)")
     stored_effect, looks = verdict_settings(exp.get("yaml_text"))
     min_effect = min_effect or stored_effect
-    own = own_metric(exp.get("yaml_text"))
     if own is not None:
-        if metric is not None:
-            raise ValueError(f"--metric {metric!r} is for Mainrun's trainer; {exp['experiment']!r} ranks by its "
-                             f"own metric {own[0]!r} (the matrix's metric:)")
         return _own_report(exp, runs, evals, own, min_effect, looks)
     design, reference, factors, alias = _design(exp, runs)
     coverage = _coverage(runs, evals)
@@ -210,7 +220,7 @@ def _per_run(runs: pd.DataFrame, evals: pd.DataFrame, metric: str, coverage: pd.
     if metric == "mainrun" and goal is None:
         frame["y"], frame["best"], frame["best_at"] = runs["final_val_loss"], runs["best_val_loss"], runs["best_step"]
     else:
-        column = "val_loss_full" if goal is None else metric if metric in EVAL_COLUMNS else f"extra.{metric}"
+        column = "val_loss_full" if goal is None else eval_column(metric)
         scored = evals.dropna(subset=[column]) if column in evals else evals.assign(**{column: 0.0}).iloc[:0]
         grouped = scored.groupby("run_id")[column]
         best = scored.loc[grouped.idxmax() if goal == "maximize" else grouped.idxmin()].set_index("run_id")
