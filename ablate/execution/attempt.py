@@ -118,8 +118,9 @@ class StoreSink:
 
 
 class LogSink:
-    """A line per call in a run's log: the step and val_loss of each evaluation, the traceback
-    and status of a failure, the final loss of a completed run."""
+    """A line per call in a run's log: the step and val_loss of each evaluation (your own
+    trainer's: all it reported), the traceback and status of a failure, the final loss of a
+    completed run (your own trainer's: its result)."""
 
     def __init__(self, log: TextIO):
         self.log = log
@@ -130,10 +131,12 @@ class LogSink:
             self.log.flush()
 
     def evaluated(self, metrics: dict, step_metrics: list[dict]) -> None:
-        self.line(json.dumps({"step": metrics["step"], "val_loss": metrics.get("val_loss")}))
+        mainrun = "val_loss" in metrics  # your own trainer's metrics are whatever it reported
+        self.line(json.dumps({"step": metrics["step"], "val_loss": metrics["val_loss"]} if mainrun else metrics))
 
     def finished(self, result: dict) -> None:
-        self.line(f"completed: final_val_loss {result.get('final_val_loss')}")
+        self.line(f"completed: final_val_loss {result['final_val_loss']}" if "final_val_loss" in result
+                  else f"completed: {json.dumps(result)}")
 
     def failed(self, error: str, traceback: str, status: str) -> None:
         self.line(f"{traceback}{status}: {error}")
