@@ -8,6 +8,7 @@ script written here; both run through `ablate run` and real job processes.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -21,11 +22,17 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+import ablate
 from ablate.cli import app
+from ablate.execution.command_trainer import Evaluations, TrainerError
+from ablate.execution.command_trainer import train as command_train
+from ablate.execution.custom import ParamsConfig
 from ablate.execution.matrix import MatrixError, load_matrix, parse_matrix
-from ablate.execution.runner import plan
+from ablate.execution.runner import plan, register
 from ablate.results.render import render
 from ablate.results.report import build_report
+from ablate.storage.store import Store
+from ablate.training.config import ExecOptions
 
 from .conftest import EXAMPLE
 
@@ -258,3 +265,62 @@ def test_ctrl_c_interrupts_the_run_stops_its_trainer_and_a_rerun_trains_only_wha
     second = _runs(tmp_path / "faulty.db")
     assert second["baseline/0"] == first["baseline/0"]  # not trained again
     assert second["mode=hang_once/0"][:2] == ("completed", 2)
+
+
+# ------------------------------------------------------------------ a metric to maximize, in-process
+
+
+def test_a_metric_to_maximize_ranks_highest_first_and_its_verdicts_follow(tmp_path):
+    """accuracy (an `extra` metric) with goal: maximize — the better configuration is the one
+    whose accuracy is higher, its Δ positive, its interval the right way round."""
+    text = OWN + "metric: {name: accuracy, goal: maximize}\nmin_effect: 0.01\nseeds: [0, 1, 2]\n" \
+                 "toggles: [{name: wide, patch: {hidden: 64}}, {name: slow, patch: {lr: 0.01}}]\n"
+    matrix = parse_matrix(text, tmp_path / "m.yaml")
+    store = Store(f"sqlite:///{tmp_path / 'r.db'}")
+    rows = plan(matrix)
+    ids = register(store, matrix, rows)
+    accuracy = {"baseline": 0.80, "wide": 0.90, "slow": 0.70}
+    for run_id, row in zip(ids, rows):
+        run = store.claim([run_id], host="test", pid=1, code_version="test")
+        value = accuracy[row.planned.name] + 0.002 * row.planned.seed
+        store.record_eval(run_id, run.attempt, {"step": 1, "accuracy": value - 0.1})
+        store.record_eval(run_id, run.attempt, {"step": 2, "accuracy": value})
+        store.finish(run_id, run.attempt, {"steps": 2})
+    store.close()
+    report = build_report(f"sqlite:///{tmp_path / 'r.db'}", "own")
+    ranked = report.ranking[report.ranking["rank"].notna()]
+    assert list(ranked["name"]) == ["wide", "baseline", "slow"] and ranked.iloc[0]["is_best"]
+    assert ranked.iloc[0]["best"] == pytest.approx(ranked.iloc[0]["final"])  # the highest is the best
+    effects = report.effects.set_index("effect")
+    assert effects.loc["wide", "verdict"] == "better" and effects.loc["slow", "verdict"] == "worse"
+    assert 0.01 < effects.loc["wide", "ci_lo"] <= effects.loc["wide", "ci_hi"]
+    assert list(report.effects["effect"]) == ["wide", "slow"]  # best first
+    assert "positive = better" in report.effects_title and "higher is better" in report.lines[0]
+
+
+# -------------------------------------------------------------------- the entry point, in-process
+
+
+def test_an_entry_point_past_its_timeout_fails_and_report_eval_prints_what_a_command_is_read_for(
+        tmp_path, capsys):
+    (tmp_path / "slow_trainer.py").write_text(textwrap.dedent('''
+        import time
+
+        def main(config, report):
+            report(1, val_loss=config["lr"])
+            time.sleep(30)
+    '''))
+    config = ParamsConfig("entry", "slow_trainer:main", (("lr", 0.5),), workdir=str(tmp_path), timeout_s=0.5)
+    seen = []
+    started = time.monotonic()
+    with pytest.raises(TrainerError, match=r"timed out after 0.5 s"):
+        command_train(config.to_dict(), seen.append, ExecOptions())
+    assert time.monotonic() - started < 10 and seen == [{"step": 1, "val_loss": 0.5}]
+    ablate.report_eval(7, val_loss=1.25, accuracy=0.5)
+    evals = Evaluations("val_loss", seen.append)
+    evals.accept(json.loads(capsys.readouterr().out), "stdout line 1")
+    assert seen[-1] == {"step": 7, "val_loss": 1.25, "accuracy": 0.5}
+    with pytest.raises(TrainerError, match="steps must increase"):
+        evals.accept({"step": 7, "val_loss": 1.0}, "stdout line 2")
+    with pytest.raises(TrainerError, match="'val_loss' is nan; expected a finite number"):
+        evals.accept({"step": 8, "val_loss": float("nan")}, "stdout line 3")
