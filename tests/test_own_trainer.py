@@ -89,7 +89,7 @@ def _faulty(tmp_path: Path, modes: list[str], extra: str = "") -> Path:
     (tmp_path / "matrix.yaml").write_text(textwrap.dedent(f"""
         name: faulty
         design: one-at-a-time
-        trainer: {{command: "python faulty.py {{mode}}", timeout: 4}}
+        trainer: {{command: "python faulty.py {{mode}}", timeout: 2}}
         params: {{mode: ok}}
         db: faulty.db
         toggles: [{{mode: {modes}}}]
@@ -224,7 +224,7 @@ def test_a_crashing_hanging_or_malformed_trainer_fails_its_run_and_the_matrix_go
     errors = {name.split("/")[0]: (status, error) for name, (status, _, error) in runs.items() if status != "completed"}
     assert errors == {
         "mode=crash": ("failed", "TrainerError: python exited with code 1: ZeroDivisionError: the trainer divided by zero"),
-        "mode=hang": ("failed", "TrainerError: timed out after 4 s (trainer.timeout); stopped"),
+        "mode=hang": ("failed", "TrainerError: timed out after 2 s (trainer.timeout); stopped"),
         "mode=malformed": ("failed", "TrainerError: stdout line 2 is not valid JSON (Expecting ',' delimiter): "
                                      '{"step": 1, "val_loss": 2.0'),
         "mode=silent": ("failed", 'TrainerError: no evaluation reported; print JSON lines such as {"step": 100, '

@@ -90,7 +90,8 @@ class LiveProgress:
     def _final(self, run) -> tuple[str, str]:
         """The run's final metric and its value: Mainrun's val_loss, or your own trainer's metric
         at its last evaluation."""
-        if not is_custom(run.config or {}):
+        config = run.config if run.final_val_loss is None else None  # Mainrun's has its loss
+        if not is_custom(config or {}):
             return "val_loss", f"{run.final_val_loss:.4f}" if run.final_val_loss is not None else "-"
         metric = run.config["trainer"].get("metric", "val_loss")
         evals = self.store.evals(run.id, run.attempt)
