@@ -11,6 +11,9 @@ toggle has levels [off, on]; a field factor `{lr: [...]}` has the base value plu
 value that differs from it, labelled `lr=<value>`. A toggle that changes nothing on the base is
 dropped with a warning rather than rejected: the catalog's `block_size` is a no-op on Mainrun
 but a real change on `report-current`, and one matrix file should work on both.
+
+A matrix with `trainer:` runs your own training script: its `params` are the base config (a
+`custom.ParamsConfig`), its toggles patch them, and the catalog, presets and data are Mainrun's.
 """
 
 from __future__ import annotations
@@ -228,7 +231,8 @@ def parse_matrix(text: str, path: str | Path = "<matrix>") -> Matrix:
             _apply_overrides(base.get("preset", "mainrun"), base.get("overrides", {}), problems)
         raise MatrixError(where, problems) from None
     problems = _shape_problems(spec)
-    base = _build_base(spec, Path(path), problems) if spec.trainer is None else _custom_base(spec, Path(path), problems)  # its problems reported with the shape's
+    build = _build_base if spec.trainer is None else _custom_base
+    base = build(spec, Path(path), problems)  # its problems reported with the shape's
     _raise_if(where, problems)
     assert base is not None
     warnings: list[str] = []
@@ -303,6 +307,7 @@ def _build_base(spec: MatrixSpec, path: Path, problems: list[str]) -> TrainConfi
 
 
 def _custom_base(spec: MatrixSpec, path: Path, problems: list[str]) -> ParamsConfig | None:
+    """Your own trainer's baseline: its params, run from the matrix's directory."""
     trainer = spec.trainer
     kind, text = ("command", trainer.command) if trainer.command is not None else ("entry", trainer.entry)
     return custom_base(kind, text, spec.params or {}, spec.inputs, path.parent.resolve(), problems,
@@ -310,6 +315,7 @@ def _custom_base(spec: MatrixSpec, path: Path, problems: list[str]) -> ParamsCon
 
 
 def _fields(base: TrainConfig | ParamsConfig) -> Any:
+    """The names a toggle may patch: Mainrun's config fields, or your own trainer's params."""
     return base.fields if isinstance(base, ParamsConfig) else FIELDS
 
 
