@@ -22,7 +22,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 def console(**options) -> Console:
     """A console that prints text as it is: names, values, paths and messages come from users,
     and `[/x]` in one is text, never markup (styles are given as Text spans instead)."""
-    return Console(markup=False, highlight=False, **options)
+    return Console(markup=False, highlight=False, emoji=False, **options)
 
 
 err = console(stderr=True, soft_wrap=True)  # piped output: whole lines, never wrapped at 80

@@ -170,7 +170,7 @@ def _capture(renderables: list, width: int, color: bool) -> str:
     from rich.text import Text
 
     console = Console(file=io.StringIO(), width=width, force_terminal=color, no_color=not color,
-                      markup=False, highlight=False, soft_wrap=False)
+                      markup=False, highlight=False, emoji=False, soft_wrap=False)
     for item in renderables:  # text, table cells included, is printed as is (never markup); (text, style) pairs styled
         if isinstance(item, tuple):
             item = Text(*item)
