@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import time
 
 import pytest
 
@@ -87,3 +88,38 @@ def test_fanout_writes_the_log_before_a_store_that_fails():
     with pytest.raises(OSError):
         Fanout(LogSink(log), Full()).failed("ValueError: x", "Traceback ...\n", "failed")
     assert log.getvalue() == "Traceback ...\nfailed: ValueError: x\n"
+
+
+def steps_then_waits(config, on_eval, options, on_step):
+    """Reports step 5 between evaluations, then waits until the database shows it."""
+    from ablate.storage.store import Store
+
+    on_step(5)
+    with Store(config["db"]) as store:
+        deadline = time.monotonic() + 10
+        while store.run(config["run_id"]).current_step != 5:
+            assert time.monotonic() < deadline, "step 5 never reached the database"
+            time.sleep(0.02)
+    on_eval({"step": 6, "val_loss": 2.0})
+    return {"final_val_loss": 2.0}
+
+
+def test_a_trainers_steps_reach_the_database_between_evaluations(tmp_path):
+    """What `ablate run`'s progress bar reads: the step, written by the heartbeat thread within
+    about `progress_s`, before any evaluation; a new attempt starts with none."""
+    from ablate.execution.attempt import StoreSink
+    from ablate.storage.store import Store
+
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    with Store(url) as store:
+        exp = store.upsert_experiment("e", "", "name: e", 1.754, "list")
+        run_id, = store.add_runs(exp, [{"hash": "h", "name": "n", "config": {}, "toggles": [], "seed": 1,
+                                           "position": 0}])
+        run = store.claim([run_id], host="h", pid=1, code_version="v")
+        sink = StoreSink(store, run_id, run.attempt)
+        sink.keep_alive(on_lost=lambda: None, progress_s=0.05)
+        status = run_attempt("tests.test_attempt:steps_then_waits", {"db": url, "run_id": run_id},
+                             ExecOptions(), sink, on_step=sink.stepped)
+        assert status == "completed"
+        store.requeue([run_id], {"completed"})
+        assert store.claim([run_id], host="h", pid=1, code_version="v").current_step is None

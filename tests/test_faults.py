@@ -64,11 +64,12 @@ class Bench:
         self.snapshots: list[set] = []
         self.invocations = 0
 
-    def start(self, *extra: str) -> subprocess.Popen:
+    def start(self, *extra: str, resume: bool = True) -> subprocess.Popen:
         self.invocations += 1
         log = open(self.tmp / f"runner{self.invocations}.out", "w")
         cmd = [sys.executable, "-m", "ablate", "run", str(self.matrix), "--db", f"sqlite:///{self.db}",
-               "--trainer", TRAINER, "--resume", "--log-dir", "logs", "--checkpoint-dir", "ckpt", *extra]
+               "--trainer", TRAINER, *["--resume"] * resume, "--log-dir", "logs", "--checkpoint-dir", "ckpt",
+               *extra]
         proc = subprocess.Popen(cmd, cwd=self.tmp, env=self.env, stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
         proc.log_path = log.name
@@ -412,3 +413,66 @@ def test_a_sigkilled_runner_leaves_its_live_job_interrupted_within_seconds_ten_t
             time.sleep(0.05)
         wait_dead(pid)
         bench.check(2)
+
+
+def test_two_runners_rerunning_all_seconds_apart_train_each_run_once(tmp_path):
+    """The second `--rerun all` starts while the first has retrained the baseline and holds the
+    next run: it joins that rerun (trains the one run left) instead of retraining the baseline."""
+    matrix = write_matrix(tmp_path, "rerun", [0.003, 0.012])
+    first = Bench(tmp_path, matrix).start(resume=False)
+    assert first.wait(120) == 0
+    bench = Bench(tmp_path, matrix, pauses={key(0.003): ["start"]})
+    a = bench.start("--rerun", "all", resume=False)
+    bench.wait_marker(f"{key(0.003)}@start", a)
+    b = bench.start("--rerun", "all", resume=False)
+    assert b.wait(120) == 0, bench.output(b)
+    bench.release(f"{key(0.003)}@start")
+    assert a.wait(120) == 0, bench.output(a)
+    assert bench.query("select lr_key, attempt from (select json_extract(config, '$.lr') as lr_key, "
+                       "attempt from runs) order by lr_key") == [(0.003, 2), (0.006, 2), (0.012, 2)]
+    again = bench.start("--rerun", "all", resume=False)  # that rerun is over: this one is new
+    assert again.wait(120) == 0
+    assert bench.query("select min(attempt), max(attempt) from runs") == [(3, 3)]
+
+
+def test_a_full_disk_under_the_runner_stops_its_jobs_and_leaves_no_run_running(tmp_path, monkeypatch):
+    """The runner's own write fails (its claim of the third run: the disk is full) while one job
+    trains: it stops that job, which records itself interrupted, and says so in one line."""
+    from sqlalchemy import event
+
+    from ablate.execution import runner
+    from ablate.execution.executors import LocalExecutor, Slot
+    from ablate.execution.matrix import load_matrix
+    from ablate.storage.database import StoreError
+    from ablate.storage.store import Store
+
+    bench = Bench(tmp_path, write_matrix(tmp_path, "full", [0.001, 0.002]),
+                  pauses={key(0.001): ["report:2"]})  # holds its job until released (never)
+    monkeypatch.setattr(os, "environ", bench.env)
+    matrix = load_matrix(bench.matrix)
+    with Store(f"sqlite:///{bench.db}") as store:
+        ids = runner.register(store, matrix, runner.plan(matrix))
+        full = threading.Event()
+
+        @event.listens_for(store._engine, "before_cursor_execute")
+        def _disk_full(conn, cursor, statement, *args) -> None:
+            if full.is_set() and statement.lstrip().upper().startswith(("INSERT", "UPDATE")):
+                raise sqlite3.OperationalError("database or disk is full")
+
+        starts: list = []
+
+        def on_event(name: str, details: dict) -> None:
+            if name == "start":
+                starts.append(details["job"])
+                if len(starts) == 2:  # both slots busy: the next claim, when one ends, fails
+                    full.set()
+
+        executor = LocalExecutor([Slot("cpu", None, 1), Slot("cpu", None, 1)], tmp_path / "logs",
+                                 warm_workers=False)
+        with pytest.raises(StoreError) as raised:
+            runner.run(store, ids, executor, trainer=TRAINER, on_event=on_event)
+    message = str(raised.value)
+    assert "database or disk is full" in message and "stopped its jobs" in message and "\n" not in message
+    statuses = dict(bench.query("select json_extract(config, '$.lr'), status from runs"))
+    assert statuses == {0.006: "completed", 0.001: "interrupted", 0.002: "queued"}, statuses
+    assert "running" not in statuses.values()

@@ -35,6 +35,8 @@ def add_note(conn) -> None:
 
 
 NOTE = Migration("runs get a free-text note", add_note)
+REAL = list(migrations.MIGRATIONS)  # the tests' own migrations come after these
+LATEST = latest_version()  # today's schema; a test's NOTE takes it to LATEST + 1
 
 
 def broken(conn) -> None:
@@ -85,7 +87,7 @@ def test_the_fixture_is_a_schema_1_database_with_runs_evals_and_experiments():
 def test_todays_code_opens_the_fixture_with_everything_intact(v1):
     before = content(v1)
     with Store(url(v1), create=False) as store:
-        assert store.upgraded is None and store.version == latest_version()
+        assert store.upgraded == (1, latest_version()) and store.version == latest_version()
     assert content(v1) == before
     runs = load_runs(v1)
     assert len(runs) == 9 and runs["status"].value_counts().to_dict() == {"completed": 8, "failed": 1}
@@ -117,13 +119,13 @@ def test_migrated_fixture_has_exactly_the_schema_of_a_fresh_database(v1, tmp_pat
 
 
 def test_a_migration_runs_on_open_keeps_a_copy_and_records_the_version(v1, monkeypatch):
-    monkeypatch.setattr(migrations, "MIGRATIONS", [NOTE])
+    monkeypatch.setattr(migrations, "MIGRATIONS", [*REAL, NOTE])
     before = content(v1)
     with Store(url(v1), create=False) as store:
-        assert (store.upgraded, store.version, store.backup) == ((1, 2), 2, backup_path(v1, 1))
+        assert (store.upgraded, store.version, store.backup) == ((1, LATEST + 1), LATEST + 1, backup_path(v1, 1))
         assert store.run(1).status in ("completed", "failed")
-    assert version(v1) == 2
-    assert columns(v1, "runs") == [*columns(FIXTURE, "runs"), "note"]
+    assert version(v1) == LATEST + 1
+    assert columns(v1, "runs")[-1] == "note" and set(columns(FIXTURE, "runs")) < set(columns(v1, "runs"))
     assert content(v1) == before  # every run, evaluation and experiment, unchanged
     copy = v1.with_name("results.db.bak-v1")
     assert version(copy) == 1 and content(copy) == before
@@ -132,13 +134,14 @@ def test_a_migration_runs_on_open_keeps_a_copy_and_records_the_version(v1, monke
 
 
 def test_a_failed_migration_leaves_the_file_as_it_was(v1, monkeypatch):
-    monkeypatch.setattr(migrations, "MIGRATIONS", [Migration("a broken one", broken)])
-    before = v1.read_bytes()
-    with pytest.raises(StoreError, match=r"migrating schema 1 to 2 \(a broken one\) failed, so the "
-                                         r"database stays at schema 1: RuntimeError: this migration fails"):
+    Store(url(v1), create=False).close()  # today's schema; the broken migration comes next
+    monkeypatch.setattr(migrations, "MIGRATIONS", [*REAL, Migration("a broken one", broken)])
+    before, runs_columns = v1.read_bytes(), columns(v1, "runs")
+    with pytest.raises(StoreError, match=rf"migrating schema {LATEST} to {LATEST + 1} \(a broken one\) failed, "
+                                         rf"so the database stays at schema {LATEST}: RuntimeError: this migration fails"):
         Store(url(v1), create=False)
     assert v1.read_bytes() == before
-    assert version(v1) == 1 and columns(v1, "runs") == columns(FIXTURE, "runs")
+    assert version(v1) == LATEST and columns(v1, "runs") == runs_columns
 
 
 def test_each_migration_is_its_own_transaction(v1, monkeypatch):
@@ -148,33 +151,43 @@ def test_each_migration_is_its_own_transaction(v1, monkeypatch):
         conn.exec_driver_sql("CREATE INDEX ix_runs_note ON runs (note)")
         raise RuntimeError("not yet")
 
-    monkeypatch.setattr(migrations, "MIGRATIONS", [NOTE, Migration("index the note", bad_index)])
-    with pytest.raises(StoreError, match="stays at schema 2"):
+    monkeypatch.setattr(migrations, "MIGRATIONS", [*REAL, NOTE, Migration("index the note", bad_index)])
+    with pytest.raises(StoreError, match=f"stays at schema {LATEST + 1}"):
         Store(url(v1), create=False)
-    assert version(v1) == 2
+    assert version(v1) == LATEST + 1
     good_index = Migration("index the note", lambda c: c.exec_driver_sql("CREATE INDEX ix_runs_note ON runs (note)"))
-    monkeypatch.setattr(migrations, "MIGRATIONS", [NOTE, good_index])
+    monkeypatch.setattr(migrations, "MIGRATIONS", [*REAL, NOTE, good_index])
     with Store(url(v1), create=False) as store:
-        assert store.upgraded == (2, 3) and store.backup == backup_path(v1, 2)
-    assert version(v1) == 3 and version(backup_path(v1, 2)) == 2
+        assert store.upgraded == (LATEST + 1, LATEST + 2) and store.backup == backup_path(v1, LATEST + 1)
+    assert version(v1) == LATEST + 2 and version(backup_path(v1, LATEST + 1)) == LATEST + 1
 
 
 def test_a_newer_database_is_refused_naming_both_versions(v1, monkeypatch):
-    monkeypatch.setattr(migrations, "MIGRATIONS", [NOTE])
-    Store(url(v1), create=False).close()  # now at schema 2
-    monkeypatch.setattr(migrations, "MIGRATIONS", [])
+    monkeypatch.setattr(migrations, "MIGRATIONS", [*REAL, NOTE])
+    Store(url(v1), create=False).close()  # now one past today's schema
+    monkeypatch.setattr(migrations, "MIGRATIONS", REAL)
     before = v1.read_bytes()
-    with pytest.raises(StoreError, match=r"newer ablate \(schema 2, this one reads 1\)"):
+    with pytest.raises(StoreError, match=rf"newer ablate \(schema {LATEST + 1}, this one reads {LATEST}\)"):
         Store(url(v1), create=False)
     assert v1.read_bytes() == before
 
 
 def test_ablate_db_upgrade(v1, monkeypatch):
-    monkeypatch.setattr(migrations, "MIGRATIONS", [NOTE])
     first = CliRunner().invoke(app, ["db", "upgrade", "--db", str(v1)])
     assert first.exit_code == 0, first.output
-    assert f"{v1}: schema 1 → 2; the file as it was: {v1}.bak-v1" in " ".join(first.output.split())
+    assert f"{v1}: schema 1 → {LATEST}; the file as it was: {v1}.bak-v1" in " ".join(first.output.split())
     second = CliRunner().invoke(app, ["db", "upgrade", "--db", str(v1)])
-    assert second.exit_code == 0 and "already at schema 2" in second.output
+    assert second.exit_code == 0 and f"already at schema {LATEST}" in second.output
     missing = CliRunner().invoke(app, ["db", "upgrade", "--db", str(v1.with_name("none.db"))])
     assert missing.exit_code == 2 and "no results database" in missing.output
+
+
+def test_a_reading_command_migrates_an_older_file_then_reads_it(v1):
+    """`ablate runs` opens read-only; an older file is migrated by a writable open first, and the
+    read-only connection made afterwards must see the migrated file (an `immutable` open of a
+    WAL file with no -wal beside it would keep reading schema 1 and then try to write)."""
+    assert not v1.with_name(v1.name + "-wal").exists()
+    result = CliRunner().invoke(app, ["runs", "--db", str(v1), "--format", "csv"])
+    assert result.exit_code == 0, result.output
+    assert version(v1) == LATEST and backup_path(v1, 1).exists()
+    assert len(result.output.strip().splitlines()) == 1 + 9

@@ -224,7 +224,8 @@ def test_json_integers_and_effects_sorted_by_estimate(shipped):
     import json
 
     report = json.loads(ablate("report", "-e", "report-cpu", "-f", "json").output)
-    assert report["ranking"][0]["rank"] == 1 and isinstance(report["ranking"][0]["n"], int)
+    assert report["ranking"][0]["rank"] == 1
+    assert all(isinstance(report["ranking"][0][k], int) for k in ("n", "seeds", "best_step"))
     estimates = [e["estimate"] for e in report["effects"]]
     assert estimates == sorted(estimates)
 
@@ -249,8 +250,10 @@ def test_progress_lines_align_carry_delta_base_and_the_etas_use_measured_pace():
 
     from ablate.execution.progress import LiveProgress
 
-    runs = {1: NS(id=1, seed=7, status="completed", final_val_loss=2.5, wall_time_s=31.0, error=None),
-            2: NS(id=2, seed=7, status="completed", final_val_loss=2.4, wall_time_s=29.0, error=None)}
+    runs = {1: NS(id=1, seed=7, status="completed", final_val_loss=2.5, wall_time_s=31.0, error=None,
+                  attempt=1, current_step=None),
+            2: NS(id=2, seed=7, status="completed", final_val_loss=2.4, wall_time_s=29.0, error=None,
+                  attempt=1, current_step=61)}  # the job reported step 61 since its eval at 11
     evals = [NS(step=1, elapsed_s=10.0, val_loss=3.0, tokens_per_s=None, extra={"max_steps": 111}),
              NS(step=11, elapsed_s=11.0, val_loss=2.9, tokens_per_s=None, extra={"max_steps": 111})]
     store = NS(run=runs.get, evals=lambda run_id, attempt: evals)
@@ -262,7 +265,8 @@ def test_progress_lines_align_carry_delta_base_and_the_etas_use_measured_pace():
         progress("start", {"job": job})
     progress._refresh(jobs[1])
     task = progress.progress.tasks[progress.tasks[2]]
-    assert "ETA 10s" in task.fields["info"]  # 0.1 s per step since the last evaluation, not 10 s
+    # per step, not per evaluation; 0.1 s a step since the last evaluation (not 10 s), 50 left
+    assert task.completed == 61 and "step 61/111" in task.fields["info"] and "ETA 5s" in task.fields["info"]
     for job in jobs:
         progress("end", {"job": job, "run": runs[job.run_id]})
     lines = [line for line in out.getvalue().splitlines() if line.startswith("completed")]

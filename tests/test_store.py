@@ -80,11 +80,12 @@ def test_newer_schema_refused_and_file_untouched(tmp_path):
     path = tmp_path / "results.db"
     Store(_url(path)).close()
     con = sqlite3.connect(path)
-    con.execute("update meta set value='2' where key='schema_version'")
+    newer = latest_version() + 1
+    con.execute(f"update meta set value='{newer}' where key='schema_version'")
     con.commit()
     con.close()
     before, mtime = path.read_bytes(), path.stat().st_mtime_ns
-    with pytest.raises(StoreError, match=r"newer ablate \(schema 2, this one reads 1\); upgrade ablate"):
+    with pytest.raises(StoreError, match=rf"newer ablate \(schema {newer}, this one reads {newer - 1}\); upgrade ablate"):
         Store(_url(path))
     assert path.read_bytes() == before
     assert path.stat().st_mtime_ns == mtime
@@ -348,3 +349,47 @@ def test_requeue_by_status_never_touches_running(store, exp_runs):
     assert store.run(running.id).status == "running"
     with pytest.raises(ValueError):
         store.requeue(ids, {"bogus"})
+
+
+def _train_all(store, ids):
+    while (run := store.claim(ids, host="h", pid=1, code_version="v")) is not None:
+        store.finish(run.id, run.attempt, {})
+
+
+def test_a_second_rerun_joins_the_open_one_and_trains_nothing_twice(store, exp_runs):
+    """Runners started with --rerun all seconds apart: the second finds the first's rerun open
+    (a run still queued) and requeues none of the runs it covered, finished or not."""
+    _, ids = exp_runs
+    _train_all(store, ids)
+    assert store.requeue(ids, {"completed"}) == 3
+    first = store.claim(ids, host="a", pid=1, code_version="v")
+    store.finish(first.id, first.attempt, {})  # retrained by the first runner before the second starts
+    assert store.requeue(ids, {"completed"}) == 0
+    assert store.run(first.id).status == "completed"
+    _train_all(store, ids)
+    assert [store.run(i).attempt for i in ids] == [2, 2, 2]
+
+
+def test_a_rerun_after_the_last_one_finished_is_a_new_one(store, exp_runs):
+    _, ids = exp_runs
+    _train_all(store, ids)
+    assert store.requeue(ids, {"completed"}) == 3
+    _train_all(store, ids)
+    assert store.requeue(ids, {"completed"}) == 3
+    _train_all(store, ids)
+    assert [store.run(i).attempt for i in ids] == [3, 3, 3]
+
+
+def test_a_rerun_killed_midway_is_continued_and_covers_runs_it_missed(store, exp_runs):
+    _, ids = exp_runs
+    _train_all(store, ids[:2])  # the third run has never been trained: not part of the rerun
+    assert store.requeue(ids, {"completed"}) == 2
+    done = store.claim(ids, host="a", pid=1, code_version="v")
+    store.finish(done.id, done.attempt, {})
+    killed = store.claim(ids, host="a", pid=1, code_version="v")
+    store.fail(killed.id, killed.attempt, "runner killed", status="interrupted")
+    store.finish(*(lambda r: (r.id, r.attempt))(store.claim([ids[2]], host="b", pid=2, code_version="v")), {})
+    assert store.requeue(ids, {"completed", "failed", "interrupted"}) == 1  # ids[2] joins the rerun
+    assert store.run(done.id).status == "completed" and store.run(ids[2]).status == "queued"
+    stamps = {store.run(i).requeued_at for i in ids}
+    assert len(stamps) == 1 and None not in stamps

@@ -107,7 +107,8 @@ def test_no_per_step_host_sync(hn_csv, monkeypatch):
             return _orig(self, *a, **k)
         monkeypatch.setattr(torch.Tensor, name, counting)
     cfg = TrainConfig(**{**TINY, "epochs": 2, "evals_per_epoch": 1})
-    evals = []
-    result = train(cfg, evals.append)
+    evals, steps = [], []
+    result = train(cfg, evals.append, on_step=steps.append)
     assert result["steps"] >= 10 * len(evals) and len(evals) == 3  # step 1, end of each epoch
     assert calls["n"] <= 10 * len(evals), calls
+    assert steps == list(range(1, result["steps"] + 1))  # progress per step, still no host sync

@@ -13,13 +13,17 @@ differ only in their sink, which hears three things: `evaluated`, `finished`, `f
 
 The trainer is any `module:function` with the signature `train(config: dict, on_eval, options)
 -> dict` (and `data=` where the executor prepared the data): the attempt knows nothing else of it.
+A trainer that also takes `on_step` is told of each optimizer step's end, `on_step(step)`, for
+the progress a person watches between evaluations; it costs an attribute write.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import threading
+import time
 from traceback import format_exc
 from typing import TYPE_CHECKING, Any, Callable, Protocol, TextIO
 
@@ -31,6 +35,7 @@ if TYPE_CHECKING:
     from ..storage.store import Store
 
 HEARTBEAT_S = 10.0  # how often a running attempt tells the database it is alive
+PROGRESS_S = 1.0  # how often, at most, it records the optimizer step it reached
 
 
 class Sink(Protocol):
@@ -40,7 +45,8 @@ class Sink(Protocol):
 
 
 def run_attempt(trainer: str, config: dict, options: ExecOptions, sink: Sink, *,
-                run_hash: str | None = None, data: Any = None) -> str:
+                run_hash: str | None = None, data: Any = None,
+                on_step: Callable[[int], None] | None = None) -> str:
     """Train `config` once and tell `sink` everything; returns the status it reported.
 
     Every failure goes to the sink: a trainer that does not import, a data file changed since
@@ -56,7 +62,10 @@ def run_attempt(trainer: str, config: dict, options: ExecOptions, sink: Sink, *,
         train = load_trainer(trainer)
         if run_hash is not None:
             check_data_unchanged(config, run_hash)
-        result = train(config, on_eval, options, **({} if data is None else {"data": data}))
+        extra: dict[str, Any] = {} if data is None else {"data": data}
+        if on_step is not None and "on_step" in inspect.signature(train).parameters:
+            extra["on_step"] = on_step
+        result = train(config, on_eval, options, **extra)
     except BaseException as e:  # noqa: BLE001 - every failure is recorded
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
         sink.failed(f"{type(e).__name__}: {e}", format_exc(), status)
@@ -93,6 +102,11 @@ class StoreSink:
     def __init__(self, store: Store, run_id: int, attempt: int):
         self.store, self.run_id, self.attempt = store, run_id, attempt
         self._ending = threading.Event()
+        self._step: int | None = None  # the last optimizer step the trainer finished
+
+    def stepped(self, step: int) -> None:
+        """A trainer's `on_step`: the heartbeat thread writes it, so a call per step is free."""
+        self._step = step
 
     def evaluated(self, metrics: dict, step_metrics: list[dict]) -> None:
         self.store.record_eval(self.run_id, self.attempt, metrics, step_metrics)
@@ -105,13 +119,20 @@ class StoreSink:
         self._ending.set()
         self.store.fail(self.run_id, self.attempt, error, traceback, status=status)
 
-    def keep_alive(self, on_lost: Callable[[], None], every_s: float = HEARTBEAT_S) -> None:
-        """Beat the run's heartbeat from a thread until the outcome is being recorded, and call
-        `on_lost` when the run stops being this attempt's (taken over, or reaped as stale). The
-        outcome itself ends the run's 'running': that is not a loss, hence the check after."""
+    def keep_alive(self, on_lost: Callable[[], None], every_s: float = HEARTBEAT_S,
+                   progress_s: float = PROGRESS_S) -> None:
+        """Beat the run's heartbeat from a thread until the outcome is being recorded (every
+        `every_s`, and every `progress_s` while the step moves), and call `on_lost` when the run
+        stops being this attempt's (taken over, or reaped as stale). The outcome itself ends the
+        run's 'running': that is not a loss, hence the check after."""
         def beat() -> None:
-            while not self._ending.wait(every_s):
-                if not self.store.heartbeat(self.run_id, self.attempt) and not self._ending.is_set():
+            written, last = None, time.monotonic()
+            while not self._ending.wait(min(every_s, progress_s)):
+                step = self._step
+                if step == written and time.monotonic() - last < every_s:
+                    continue
+                written, last = step, time.monotonic()
+                if not self.store.heartbeat(self.run_id, self.attempt, step) and not self._ending.is_set():
                     on_lost()
 
         threading.Thread(target=beat, daemon=True).start()

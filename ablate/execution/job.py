@@ -77,7 +77,8 @@ def run_job(db: str, run_id: int, attempt: int, trainer: str, options: dict) -> 
     store.set_pid(run_id, os.getpid(), opts.device)
     record = StoreSink(store, run_id, attempt)
     record.keep_alive(on_lost=lambda: os.kill(os.getpid(), signal.SIGTERM))  # a newer attempt owns it: stop
-    status = run_attempt(trainer, run.config, opts, Fanout(LogSink(sys.stdout), record), run_hash=run.hash)
+    status = run_attempt(trainer, run.config, opts, Fanout(LogSink(sys.stdout), record), run_hash=run.hash,
+                         on_step=record.stepped)
     return 0 if status == "completed" else EXIT_FAILED
 
 

@@ -113,12 +113,15 @@ class LiveProgress:
             return
         e = evals[-1]  # Mainrun's trainer owes step and val_loss, your own only step
         total = (e.extra or {}).get("max_steps") or e.step
+        run = self.store.run(job.run_id)  # the step reached since, where the trainer reports steps
+        reached = getattr(run, "current_step", None) if run is not None and run.attempt == job.attempt else None
+        step = min(max(e.step, reached or 0), total)
         # the pace between the last two evaluations: the first step carries warm-up costs
         ref = evals[-2] if len(evals) > 1 and evals[-2].elapsed_s is not None else None
         pace = ((e.elapsed_s - ref.elapsed_s) / (e.step - ref.step) if ref and e.step > ref.step
                 else e.elapsed_s / e.step if e.elapsed_s and e.step else None)
-        eta = f"  ETA {pace * (total - e.step):,.0f}s" if pace and e.elapsed_s else ""
+        eta = f"  ETA {pace * (total - step):,.0f}s" if pace and e.elapsed_s else ""
         speed = f"  {e.tokens_per_s:,.0f} tok/s" if e.tokens_per_s else ""
-        loss = f"  loss {e.val_loss:.4f}" if e.val_loss is not None else ""
-        self.progress.update(self.tasks[job.run_id], total=total, completed=e.step,
-                             info=f"step {e.step}/{total}{loss}{speed}{eta}")
+        loss = f"  val_loss {e.val_loss:.4f}@{e.step}" if e.val_loss is not None else ""
+        self.progress.update(self.tasks[job.run_id], total=total, completed=step,
+                             info=f"step {step}/{total}{loss}{speed}{eta}")

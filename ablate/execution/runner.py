@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from ..storage.database import StoreError
 from ..storage.store import Store
 from ..training.config import DEFAULT_TRAINER
 from ..training.datasource import check_titles, fingerprint
@@ -179,34 +180,55 @@ def run(store: Store, run_ids: list[int], executor: Executor, *, trainer: str = 
     active: dict[int, Job] = {}
     outcome = Outcome([], already_done)
     with _ctrl_c() as stopped:
-        while not stopped.is_set():
-            while executor.free_slots() > 0 and not stopped.is_set():
-                claimed = store.claim([i for i in run_ids if i not in tried], host=host, pid=pid,
-                                      code_version=code_version())
-                if claimed is None:
-                    break
-                job_options = dict(options or {})
-                if checkpoint_root is not None:
-                    job_options["checkpoint_dir"] = str(checkpoint_root / claimed.hash)
-                job = Job(claimed.id, claimed.attempt, claimed.name, store.url, trainer, job_options)
-                tried.add(claimed.id)
-                executor.start(job)
-                active[claimed.id] = job
-                outcome.trained.append(claimed.id)
-                notify("start", {"job": job})
-            if not active:
-                return outcome  # nothing claimable and nothing running: done
-            stopped.wait(POLL_S)
-            for ended in executor.poll():
-                active.pop(ended.job.run_id, None)
-                _settle(store, ended)
-                notify("end", {"job": ended.job, "run": store.run(ended.job.run_id)})
-            notify("tick", {"active": list(active.values())})
+        try:
+            while not stopped.is_set():
+                while executor.free_slots() > 0 and not stopped.is_set():
+                    claimed = store.claim([i for i in run_ids if i not in tried], host=host, pid=pid,
+                                          code_version=code_version())
+                    if claimed is None:
+                        break
+                    job_options = dict(options or {})
+                    if checkpoint_root is not None:
+                        job_options["checkpoint_dir"] = str(checkpoint_root / claimed.hash)
+                    job = Job(claimed.id, claimed.attempt, claimed.name, store.url, trainer, job_options)
+                    tried.add(claimed.id)
+                    executor.start(job)
+                    active[claimed.id] = job
+                    outcome.trained.append(claimed.id)
+                    notify("start", {"job": job})
+                if not active:
+                    return outcome  # nothing claimable and nothing running: done
+                stopped.wait(POLL_S)
+                for ended in executor.poll():
+                    active.pop(ended.job.run_id, None)
+                    _settle(store, ended)
+                    notify("end", {"job": ended.job, "run": store.run(ended.job.run_id)})
+                notify("tick", {"active": list(active.values())})
+        except StoreError as e:  # the database refuses the runner's own writes: disk full, gone
+            raise StoreError(_abandon(store, executor, e)) from None
     for job in executor.stop_all():
         store.fail(job.run_id, job.attempt, "interrupted by the user (Ctrl-C)",
                    status="interrupted")
     outcome.interrupted = True
     return outcome
+
+
+def _abandon(store: Store, executor: Executor, error: StoreError) -> str:
+    """Stop every job after the runner's own write failed, mark each run interrupted where the
+    database still takes it (each job also tries, on its SIGTERM), and say which runs it could
+    not: they show 'running' until the next `ablate run` finds their processes gone."""
+    left = []
+    for job in executor.stop_all():
+        try:
+            run = store.run(job.run_id)
+            if run is not None and run.status == "running" and run.attempt == job.attempt:
+                store.fail(job.run_id, job.attempt, f"runner stopped: {error}", status="interrupted")
+        except StoreError:
+            left.append(job.run_id)
+    if not left:
+        return f"{error}; the runner stopped its jobs and marked their runs interrupted"
+    return (f"{error}; the runner stopped its jobs, but run(s) {', '.join(map(str, left))} could not "
+            f"be marked: they show 'running' until the next `ablate run` marks them interrupted")
 
 
 @contextmanager

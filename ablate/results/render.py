@@ -178,6 +178,9 @@ def _capture(renderables: list, width: int, color: bool) -> str:
     return console.file.getvalue()
 
 
+COUNTS = ("rank", "n", "seeds", "best_step")  # integers in JSON (a median step may not be one)
+
+
 def _records(frame: pd.DataFrame) -> list[dict]:
     return json.loads(frame.to_json(orient="records", default_handler=str))
 
@@ -190,7 +193,8 @@ def render(report: Report, format: str = "table", width: int = 100, color: bool 
     if format == "json":
         head = {k: getattr(report, k) for k in ("experiment", "design", "metric", "reference", "seeds",
                                                   "lines", "effects_title", "notes")}
-        ranking = report.ranking.astype({c: "Int64" for c in ("rank", "n") if c in report.ranking})
+        ranking = report.ranking.astype({c: "Int64" for c in COUNTS if c in report.ranking
+                                         and (report.ranking[c].dropna() % 1 == 0).all()})
         return json.dumps({**head, "ranking": _records(ranking), "effects": _records(report.effects)},
                           indent=2, default=str)
     title = (f"{report.experiment} — {report.design}, {len(report.seeds)} seed(s), "

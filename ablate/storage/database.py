@@ -26,7 +26,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from .migrations import FIRST_VERSION, MigrationError, latest_version, stored_version, upgrade
+from .migrations import FIRST_VERSION, MigrationError, added_after, latest_version, stored_version, upgrade
 from .schema import Base, Meta
 
 _SQLITE_PRAGMAS = (
@@ -143,20 +143,7 @@ class Database:
         self.read_only = read_only and self.file is not None
         if self.file is not None:
             _check_path(self.file, create and not self.read_only)
-        try:
-            self._engine = create_engine(_read_only_url(self.file) if self.read_only else self.url)
-        except ImportError as e:  # the URL's driver: PostgreSQL's is an extra
-            raise StoreError(f"cannot open results database {self.where}: its driver is not installed "
-                             f"({e}); for PostgreSQL: pip install 'ablate[postgres]' and a "
-                             f"postgresql+psycopg:// URL") from None
-        except ArgumentError as e:
-            raise StoreError(f"cannot open results database {self.where}: {e}") from None
-        if self._engine.dialect.name == "sqlite":
-            _setup_sqlite(self._engine, self.read_only)
-        self._reader = sessionmaker(self._engine, expire_on_commit=False)
-        self._writer = sessionmaker(
-            self._engine.execution_options(ablate_write=True), expire_on_commit=False
-        )
+        self._connect()
         try:
             self._open(create)
         except DBAPIError as exc:  # not a database, cannot connect, locked for longer than the timeout
@@ -181,6 +168,24 @@ class Database:
 
     # ----------------------------------------------------------------- plumbing
 
+    def _connect(self) -> None:
+        """The engine and its reading and writing sessions (again after a read-only open had the
+        file migrated: an `immutable` open may not see the change)."""
+        try:
+            self._engine = create_engine(_read_only_url(self.file) if self.read_only else self.url)
+        except ImportError as e:  # the URL's driver: PostgreSQL's is an extra
+            raise StoreError(f"cannot open results database {self.where}: its driver is not installed "
+                             f"({e}); for PostgreSQL: pip install 'ablate[postgres]' and a "
+                             f"postgresql+psycopg:// URL") from None
+        except ArgumentError as e:
+            raise StoreError(f"cannot open results database {self.where}: {e}") from None
+        if self._engine.dialect.name == "sqlite":
+            _setup_sqlite(self._engine, self.read_only)
+        self._reader = sessionmaker(self._engine, expire_on_commit=False)
+        self._writer = sessionmaker(
+            self._engine.execution_options(ablate_write=True), expire_on_commit=False
+        )
+
     def _open(self, create: bool) -> None:
         """Read the schema version; write only to initialise an empty database or to migrate."""
         version, latest = self._version(), latest_version()
@@ -197,11 +202,14 @@ class Database:
         if version < FIRST_VERSION:
             raise StoreError(f"{self.where} has schema {version}: no migration leads from it to this "
                              f"ablate's {latest}; use a new database or the ablate that wrote it")
+        self._check_columns(missing_by_design=added_after(version))  # before a migration writes
         if version < latest and self.read_only:  # migrated as on every open, then read as it is now
             if not os.access(self.file, os.W_OK):
                 raise StoreError(f"{self.where} has schema {version} and is read-only: this ablate reads "
                                  f"{latest}; run `ablate db upgrade` on a writable copy")
             Database(self.url, create=False).close()
+            self._engine.dispose()
+            self._connect()
             version = self._version()
         if version < latest:
             try:
@@ -211,7 +219,7 @@ class Database:
             self.upgraded = (version, latest)
         self._check_columns()
 
-    def _check_columns(self) -> None:
+    def _check_columns(self, missing_by_design: set[str] = frozenset()) -> None:
         """Every table and column this ablate uses is there: a damaged or hand-made file that
         claims a schema it does not have is refused before anything is written into it."""
         with self._engine.connect() as conn:
@@ -220,7 +228,7 @@ class Database:
             present = {t.name: {c["name"] for c in found.get_columns(t.name)} if t.name in tables else set()
                        for t in Base.metadata.sorted_tables}
         missing = [f"{t.name}.{c.name}" for t in Base.metadata.sorted_tables for c in t.columns
-                   if c.name not in present[t.name]]
+                   if c.name not in present[t.name] and f"{t.name}.{c.name}" not in missing_by_design]
         if missing:
             raise StoreError(f"{self.where} claims schema {self.version} but lacks {', '.join(missing[:5])}"
                              f"{' …' if len(missing) > 5 else ''}: not a database this ablate can use")

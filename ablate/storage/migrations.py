@@ -29,7 +29,7 @@ from typing import Any, Callable
 from sqlalchemy import Connection, inspect, select, update
 from sqlalchemy.orm import Session
 
-from .schema import Meta
+from .schema import Base, Meta
 
 FIRST_VERSION = 1
 
@@ -38,9 +38,28 @@ FIRST_VERSION = 1
 class Migration:
     why: str  # one line: what changes and what for
     apply: Callable[[Connection], None]  # runs inside the migration's transaction
+    adds: tuple[str, ...] = ()  # "table.column"s it adds: a file older than it lacks them rightly
 
 
-MIGRATIONS: list[Migration] = []  # MIGRATIONS[i] takes schema FIRST_VERSION + i to the next
+def add_columns(table: str, columns: tuple[str, ...], why: str) -> Migration:
+    """A migration adding nullable columns of schema.py, each typed as its dialect spells it."""
+    def apply(conn: Connection) -> None:
+        for column in columns:
+            sql_type = Base.metadata.tables[table].c[column].type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {column} {sql_type}")
+    return Migration(why, apply, adds=tuple(f"{table}.{c}" for c in columns))
+
+
+MIGRATIONS: list[Migration] = [  # MIGRATIONS[i] takes schema FIRST_VERSION + i to the next
+    add_columns("runs", ("requeued_at", "current_step"),
+                "runs.requeued_at, so runners started with --rerun together train each run once, "
+                "and runs.current_step, progress between evaluations"),
+]
+
+
+def added_after(version: int) -> set[str]:
+    """The columns ("table.column") a database of schema `version` lacks by design."""
+    return {column for m in MIGRATIONS[max(version - FIRST_VERSION, 0):] for column in m.adds}
 
 
 class MigrationError(RuntimeError):

@@ -124,6 +124,10 @@ class Run(Base):
     max_steps: Mapped[int | None] = mapped_column(Integer)
     truncated: Mapped[bool | None] = mapped_column(Boolean)
     result: Mapped[dict | None] = mapped_column(JSON)
+    # When a --rerun last queued it again: runners started with --rerun together join one rerun.
+    requeued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The last optimizer step the running attempt reported: progress between evaluations.
+    current_step: Mapped[int | None] = mapped_column(Integer)
 
 
 class ExperimentRun(Base):

@@ -131,7 +131,14 @@ class Store(Database):
     # ---------------------------------------------------------------- run life cycle
 
     def requeue(self, run_ids: Iterable[int], statuses: set[str]) -> int:
-        """Queue again the runs whose status is in `statuses`. Returns how many changed.
+        """Queue again, as one rerun, the runs whose status is in `statuses`; returns how many.
+
+        Two runners started with `--rerun all` a few seconds apart must train each run once, so
+        a rerun joins the one still open on these runs rather than starting another: while some
+        run the newest rerun queued (its `requeued_at`) is not yet finished (queued, running or
+        interrupted), the runs it queued are left alone and only those it did not cover join it,
+        under its stamp. A rerun killed midway is thereby continued, not restarted; once every
+        run it queued has finished, the next rerun is a new one.
 
         'running' is never requeued, live owner or not: call reap_stale first, which turns runs
         of dead workers into 'interrupted' ones (which claim takes anyway).
@@ -139,16 +146,26 @@ class Store(Database):
         unknown = set(statuses) - set(STATUSES)
         if unknown:
             raise ValueError(f"unknown run status {sorted(unknown)}; known: {STATUSES}")
-        targets = sorted(set(statuses) - {"running", "queued"})
+        targets = set(statuses) - {"running", "queued"}
         run_ids = list(run_ids)
         if not targets or not run_ids:
             return 0
 
         def _requeue(session: Session) -> int:
-            result = session.execute(
-                update(Run).where(Run.id.in_(run_ids), Run.status.in_(targets)).values(status="queued")
-            )
-            return result.rowcount
+            rows = session.execute(  # row locks serialise concurrent reruns on PostgreSQL
+                select(Run.id, Run.status, Run.requeued_at).where(Run.id.in_(run_ids))
+                .order_by(Run.id).with_for_update()
+            ).all()
+            newest = max((r.requeued_at for r in rows if r.requeued_at is not None), default=None)
+            open_rerun = newest is not None and any(
+                r.requeued_at == newest and r.status in ("queued", "running", "interrupted") for r in rows)
+            stamp = newest if open_rerun else _now()
+            chosen = [r.id for r in rows
+                      if r.status in targets and not (open_rerun and r.requeued_at == newest)]
+            if chosen:
+                session.execute(update(Run).where(Run.id.in_(chosen))
+                                .values(status="queued", requeued_at=stamp))
+            return len(chosen)
 
         return self._write(_requeue)
 
@@ -180,7 +197,7 @@ class Store(Database):
                 run.status, run.attempt = "running", run.attempt + 1
                 run.started_at = run.heartbeat_at = now
                 run.host, run.pid, run.code_version = host, pid, code_version
-                run.finished_at = run.error = run.traceback = run.result = None
+                run.finished_at = run.error = run.traceback = run.result = run.current_step = None
                 for column in RESULT_COLUMNS:
                     setattr(run, column, None)
                 return run
@@ -194,14 +211,16 @@ class Store(Database):
             lambda s: s.execute(update(Run).where(Run.id == run_id).values(pid=pid, device=device))
         )
 
-    def heartbeat(self, run_id: int, attempt: int) -> bool:
-        """Mark the run alive. False if the attempt is no longer current or not running."""
+    def heartbeat(self, run_id: int, attempt: int, step: int | None = None) -> bool:
+        """Mark the run alive, and record the optimizer step it reached where given. False if
+        the attempt is no longer current or not running."""
+        values = {"heartbeat_at": _now(), **({} if step is None else {"current_step": step})}
 
         def _beat(session: Session) -> bool:
             result = session.execute(
                 update(Run)
                 .where(Run.id == run_id, Run.attempt == attempt, Run.status == "running")
-                .values(heartbeat_at=_now())
+                .values(**values)
             )
             return result.rowcount > 0
 

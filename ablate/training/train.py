@@ -227,8 +227,10 @@ def warm_up() -> None:
 
 
 def train(config: TrainConfig | dict, on_eval: EvalCallback | None = None,
-          options: ExecOptions | None = None, data: PreparedData | None = None) -> dict[str, Any]:
-    """Train `config`; call `on_eval(metrics)` at every evaluation; return the run's result."""
+          options: ExecOptions | None = None, data: PreparedData | None = None,
+          on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Train `config`; call `on_eval(metrics)` at every evaluation and `on_step(step)` as each
+    optimizer step is issued (progress; no host sync); return the run's result."""
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     opts = options or ExecOptions()
     device = resolve_device(opts.device)
@@ -336,6 +338,8 @@ def train(config: TrainConfig | dict, on_eval: EvalCallback | None = None,
                 ema.update()
             step_loss[step - 1] = loss_sum
             step_norm[step - 1] = norm
+            if on_step:
+                on_step(step)
 
             if sched.is_eval_step(step):
                 losses = step_loss[last_eval_step:step].tolist()  # the one host sync
