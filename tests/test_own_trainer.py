@@ -223,7 +223,8 @@ def test_a_crashing_hanging_or_malformed_trainer_fails_its_run_and_the_matrix_go
     assert runs["baseline/0"][0] == "completed"
     errors = {name.split("/")[0]: (status, error) for name, (status, _, error) in runs.items() if status != "completed"}
     assert errors == {
-        "mode=crash": ("failed", "TrainerError: python exited with code 1: ZeroDivisionError: the trainer divided by zero"),
+        "mode=crash": ("failed", "TrainerError: python faulty.py exited with code 1: ZeroDivisionError: the trainer "
+                                 "divided by zero"),
         "mode=hang": ("failed", "TrainerError: timed out after 2 s (trainer.timeout); stopped"),
         "mode=malformed": ("failed", "TrainerError: stdout line 2 is not valid JSON (Expecting ',' delimiter): "
                                      '{"step": 1, "val_loss": 2.0'),
@@ -324,3 +325,22 @@ def test_an_entry_point_past_its_timeout_fails_and_report_eval_prints_what_a_com
         evals.accept({"step": 7, "val_loss": 1.0}, "stdout line 2")
     with pytest.raises(TrainerError, match="'val_loss' is nan; expected a finite number"):
         evals.accept({"step": 8, "val_loss": float("nan")}, "stdout line 3")
+
+
+def test_an_entry_point_runs_from_the_matrix_directory_like_a_command(tmp_path):
+    """Relative files and late imports of neighbouring modules work as they do for a command,
+    and the job's directory and path are as they were afterwards."""
+    (tmp_path / "helper.py").write_text("SCALE = 2.0\n")
+    (tmp_path / "value.txt").write_text("0.25\n")
+    (tmp_path / "late_trainer.py").write_text(textwrap.dedent('''
+        def main(config, report):
+            from helper import SCALE
+            with open("value.txt") as f:
+                report(3, val_loss=float(f.read()) * SCALE + config["seed"])
+            return {"note": 1.0}
+    '''))
+    config = ParamsConfig("entry", "late_trainer:main", (("lr", 0.5),), seed=1, workdir=str(tmp_path))
+    seen, cwd, path = [], os.getcwd(), list(sys.path)
+    result = command_train(config.to_dict(), seen.append, ExecOptions())
+    assert seen == [{"step": 3, "val_loss": 1.5}] and result["note"] == 1.0 and result["steps"] == 3
+    assert os.getcwd() == cwd and sys.path == path

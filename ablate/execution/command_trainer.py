@@ -23,6 +23,7 @@ import math
 import numbers
 import os
 import queue
+import shlex
 import signal
 import subprocess
 import sys
@@ -124,7 +125,7 @@ def _command(run: ParamsConfig, evals: Evaluations) -> dict:
     if code != 0:
         last = next((e for e in reversed(errors) if e.strip()), "").strip()
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
-        raise TrainerError(f"{words[0]} {how}{': ' + last[:300] if last else ''}")
+        raise TrainerError(f"{shlex.join(words[:2])} {how}{': ' + last[:300] if last else ''}")
     return {}
 
 
@@ -169,18 +170,23 @@ def _stop(child: subprocess.Popen) -> None:
 
 
 def _entry(run: ParamsConfig, evals: Evaluations) -> dict:
+    """The function called as a command would run: from the matrix's directory, with it on the
+    path (its module's own imports, even late ones, find their neighbours)."""
     module, _, name = run.spec.partition(":")
-    sys.path.insert(0, run.workdir)
-    try:
-        function = getattr(importlib.import_module(module), name)
-    finally:
-        sys.path.remove(run.workdir)
 
     def report(step: int, **metrics: float) -> None:
         evals.accept({"step": step, **metrics}, f"report(step={step!r})")
 
-    with _deadline(run):
-        returned = function(run.values(), report)
+    before = os.getcwd()
+    sys.path.insert(0, run.workdir)
+    try:
+        os.chdir(run.workdir)
+        function = getattr(importlib.import_module(module), name)
+        with _deadline(run):
+            returned = function(run.values(), report)
+    finally:
+        os.chdir(before)
+        sys.path.remove(run.workdir)
     return returned if isinstance(returned, dict) else {}
 
 
