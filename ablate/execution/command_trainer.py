@@ -6,7 +6,9 @@ point every job calls for a matrix with `trainer:` (`custom.CUSTOM_TRAINER`).
   evaluation, a JSON object with an integer `step` and numbers (`ablate.report_eval` prints one);
   other lines, and stderr, go to the run's log. A non-zero exit, a malformed line, a run past
   `timeout` seconds or no evaluation fails the run with one line saying which; Ctrl-C or SIGTERM
-  stops the whole group and the run is interrupted.
+  stops the whole group and the run is interrupted. (A job killed outright cannot stop it: the
+  trainer then dies of a broken pipe at its next line of output. No preexec_fn to tie it to the
+  job: forking with one is unsafe while the job's heartbeat thread runs.)
 * `trainer: {entry: module:function}` imports the module from the matrix's directory (or the
   Python path) and calls `function(config, report)` in the job's process: `config` is the
   parameters and the seed, `report(step, **metrics)` records one evaluation.
@@ -35,7 +37,6 @@ from typing import Any
 
 from ..training.config import ExecOptions
 from .custom import ParamsConfig, command_words
-from .job import die_with_parent
 
 STOP_GRACE_S = 5.0  # SIGTERM, then this long before SIGKILL
 
@@ -94,7 +95,7 @@ def _command(run: ParamsConfig, evals: Evaluations) -> dict:
     words = command_words(run.spec, run.values())
     try:
         child = subprocess.Popen(words, cwd=run.workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True, errors="replace", start_new_session=True, preexec_fn=die_with_parent)
+                                 text=True, errors="replace", start_new_session=True)
     except OSError as e:
         raise TrainerError(f"cannot start {words[0]!r} in {run.workdir}: {e.strerror or e}") from None
     deadline = None if run.timeout_s is None else time.monotonic() + run.timeout_s

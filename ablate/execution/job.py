@@ -51,7 +51,7 @@ class Ended:
     log_path: str | None = None
 
 
-def die_with_parent() -> None:
+def _die_with_parent() -> None:
     """Linux: get SIGTERM when the runner dies, so no orphan keeps a run 'running'."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.serve and None in (args.db, args.run_id, args.attempt):
         parser.error("--db, --run-id and --attempt are required (or --serve)")
-    die_with_parent()
+    _die_with_parent()
     signal.signal(signal.SIGTERM, _interrupt)
     if args.serve:
         return serve(args.trainer)
