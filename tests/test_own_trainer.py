@@ -24,6 +24,7 @@ from typer.testing import CliRunner
 
 import ablate
 from ablate.cli import app
+from ablate.execution.attempt import check_data_unchanged
 from ablate.execution.command_trainer import Evaluations, TrainerError
 from ablate.execution.command_trainer import train as command_train
 from ablate.execution.custom import ParamsConfig
@@ -33,6 +34,7 @@ from ablate.results.render import render
 from ablate.results.report import build_report
 from ablate.storage.store import Store
 from ablate.training.config import ExecOptions
+from ablate.training.datasource import DataError
 
 from .conftest import EXAMPLE
 
@@ -145,9 +147,13 @@ def test_identity_is_trainer_params_seed_and_input_content_not_where_it_lies(tmp
         shutil.copytree(EXAMPLE, copy, ignore=shutil.ignore_patterns("*.db", "__pycache__"))
     hashes = lambda d: [r.hash for r in plan(load_matrix(d / "matrix.yaml"))]  # noqa: E731
     assert hashes(a) == hashes(b) and len(set(hashes(a))) == 12
+    planned = plan(load_matrix(b / "matrix.yaml"))[0]
+    check_data_unchanged(planned.planned.config.to_dict(), planned.hash)  # as a job checks it
     with (b / "data.csv").open("a") as f:
         f.write("0.1,0.2,0.3\n")
     assert not set(hashes(a)) & set(hashes(b))  # other data, other runs
+    with pytest.raises(DataError, match="inputs train.py, data.csv changed since this matrix was planned"):
+        check_data_unchanged(planned.planned.config.to_dict(), planned.hash)
     (a / "entry.yaml").write_text(_as_entry((a / "matrix.yaml").read_text()))
     assert not set(hashes(a)) & {r.hash for r in plan(load_matrix(a / "entry.yaml"))}
 
