@@ -331,6 +331,9 @@ def test_an_entry_point_past_its_timeout_fails_and_report_eval_prints_what_a_com
         evals.accept({"step": 7, "val_loss": 1.0}, "stdout line 2")
     with pytest.raises(TrainerError, match="'val_loss' is nan; expected a finite number"):
         evals.accept({"step": 8, "val_loss": float("nan")}, "stdout line 3")
+    for bad in (10 ** 400, "2.5", True, None):
+        with pytest.raises(TrainerError, match="expected a finite number"):
+            evals.accept({"step": 9, "val_loss": bad}, "stdout line 4")
 
 
 def test_an_entry_point_runs_from_the_matrix_directory_like_a_command(tmp_path):

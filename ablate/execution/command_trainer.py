@@ -64,9 +64,10 @@ class Evaluations:
         for key, value in metrics.items():
             if key == "step":
                 continue
-            if not isinstance(value, numbers.Real) or isinstance(value, bool) or not math.isfinite(value):
-                raise TrainerError(f"{where}: {key!r} is {value!r}; expected a finite number")
-            values[str(key)] = float(value)
+            number = _finite(value)
+            if number is None:
+                raise TrainerError(f"{where}: {key!r} is {value!r}; expected a finite number"[:300])
+            values[str(key)] = number
         self.last = values
         self.on_eval(dict(values))
 
@@ -78,6 +79,17 @@ class Evaluations:
             keys = ", ".join(k for k in self.last if k != "step") or "none"
             raise TrainerError(f"the last evaluation (step {self.last['step']}) has no {self.metric!r}, the "
                                f"matrix's metric (it has: {keys})")
+
+
+def _finite(value: Any) -> float | None:
+    """A reported value as a float, or None unless it is a finite number (JSON's 1e999 too)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def train(config: dict, on_eval: Callable[[dict], None], options: ExecOptions, data: Any = None) -> dict:
