@@ -66,7 +66,7 @@ class Evaluations:
                 continue
             number = _finite(value)
             if number is None:
-                raise TrainerError(f"{where}: {key!r} is {value!r}; expected a finite number"[:300])
+                raise TrainerError(f"{where}: {key!r} is {repr(value)[:60]}; expected a finite number")
             values[str(key)] = number
         self.last = values
         self.on_eval(dict(values))
