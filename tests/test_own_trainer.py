@@ -353,3 +353,7 @@ def test_an_entry_point_runs_from_the_matrix_directory_like_a_command(tmp_path):
     result = command_train(config.to_dict(), seen.append, ExecOptions())
     assert seen == [{"step": 3, "val_loss": 1.5}] and result["note"] == 1.0 and result["steps"] == 3
     assert os.getcwd() == cwd and sys.path == path
+    (tmp_path / "quiet_trainer.py").write_text("def main(config, report):\n    pass\n")
+    with pytest.raises(TrainerError, match=r"no evaluation reported; call report\(100, val_loss=2.31\)"):
+        quiet = ParamsConfig("entry", "quiet_trainer:main", (("lr", 0.5),), workdir=str(tmp_path))
+        command_train(quiet.to_dict(), seen.append, ExecOptions())

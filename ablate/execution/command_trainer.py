@@ -48,8 +48,8 @@ class TrainerError(RuntimeError):
 class Evaluations:
     """Each evaluation checked (an integer step that increases, finite numbers) and passed on."""
 
-    def __init__(self, metric: str, on_eval: Callable[[dict], None]):
-        self.metric, self.on_eval = metric, on_eval
+    def __init__(self, metric: str, on_eval: Callable[[dict], None], how: str = "command"):
+        self.metric, self.on_eval, self.how = metric, on_eval, how
         self.last: dict[str, Any] | None = None
 
     def accept(self, metrics: Any, where: str) -> None:
@@ -73,8 +73,9 @@ class Evaluations:
 
     def check_done(self) -> None:
         if self.last is None:
-            raise TrainerError(f"no evaluation reported; print JSON lines such as "
-                               f'{{"step": 100, "{self.metric}": 2.31}} (or call ablate.report_eval)')
+            raise TrainerError("no evaluation reported; " + (
+                f'print JSON lines such as {{"step": 100, "{self.metric}": 2.31}} (or call ablate.report_eval)'
+                if self.how == "command" else f"call report(100, {self.metric}=2.31), the function's second argument"))
         if self.metric not in self.last:
             keys = ", ".join(k for k in self.last if k != "step") or "none"
             raise TrainerError(f"the last evaluation (step {self.last['step']}) has no {self.metric!r}, the "
@@ -95,7 +96,7 @@ def _finite(value: Any) -> float | None:
 def train(config: dict, on_eval: Callable[[dict], None], options: ExecOptions, data: Any = None) -> dict:
     """Run your trainer once on `config` (a stored ParamsConfig); returns the run's result."""
     run = ParamsConfig.from_dict(config)
-    evals = Evaluations(run.metric, on_eval)
+    evals = Evaluations(run.metric, on_eval, run.kind)
     started = time.monotonic()
     returned = _command(run, evals) if run.kind == "command" else _entry(run, evals)
     evals.check_done()
