@@ -131,7 +131,7 @@ def test_a_bad_own_trainer_matrix_names_the_key_and_what_was_expected(extra, exp
     ('trainer: {command: "python t.py {nope}"}\nparams: {lr: 1.0}', "trainer.command: {nope} names no parameter"),
     ('trainer: {command: "x", entry: "a:b"}\nparams: {lr: 1.0}', "trainer: expected exactly one of command or entry"),
     ('trainer: {entry: "no_such_module_here:main"}\nparams: {lr: 1.0}', "trainer.entry: no module 'no_such_module_here'"),
-    ('trainer: {command: "x {lr}"}\nparams: {lr: 3e-4}', "params.lr: YAML reads 3e-4 as text; write 3.0e-4"),
+    ('trainer: {command: "x {lr}"}\nparams: {lr: 3e-4}', "params.lr: YAML reads 3e-4 as text; write 0.0003 for a number"),
     ('trainer: {command: "x"}\nparams: {seed: 1}', "params.seed: expected a name"),
     ('params: {lr: 1.0}', "params: only for your own trainer"),
 ])

@@ -169,9 +169,8 @@ def custom_base(kind: str, text: str, params: dict[str, Any], inputs: list[str],
                 raise ConfigError(f"{name}: expected a name of letters, digits and '_' that is not one "
                                   f"of ablate's own (seed, trainer, replace, ...)")
             checked[name] = check_value(name, value)
-            if isinstance(value, str) and re.fullmatch(r"[-+]?[\d.]+e[-+]?\d+", value):
-                raise ConfigError(f"{name}: YAML reads {value} as text; write {value.replace('e', '.0e', 1) if '.' not in value else value} "
-                                  f"for a number")
+            if isinstance(value, str) and re.fullmatch(r"[-+]?[\d.]+e[-+]?\d+", value, re.IGNORECASE):
+                raise ConfigError(f"{name}: YAML reads {value} as text; write {float(value)!r} for a number")
         except ConfigError as e:
             problems.append(f"params.{e}")
     for i, name in enumerate(inputs):
