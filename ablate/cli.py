@@ -13,7 +13,7 @@ from rich.console import Console
 from rich.text import Text
 
 from .training import catalog
-from .training.config import DEFAULT_TRAINER, ConfigError, ExecOptions, suggest
+from .training.config import ConfigError, ExecOptions, suggest
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Ablation matrices for small language models: which changes help?")
@@ -22,7 +22,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 def console(**options) -> Console:
     """A console that prints text as it is: names, values, paths and messages come from users,
     and `[/x]` in one is text, never markup (styles are given as Text spans instead)."""
-    return Console(markup=False, highlight=False, **options)
+    return Console(markup=False, highlight=False, emoji=False, **options)
 
 
 err = console(stderr=True, soft_wrap=True)  # piped output: whole lines, never wrapped at 80
@@ -183,7 +183,7 @@ def run(
     warm_workers: Annotated[Optional[bool], typer.Option("--warm-workers/--no-warm-workers", help="keep a spare job process per slot that imports torch while the slot trains (default: the matrix's execution.warm_workers, true)")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile each model")] = False,
     log_dir: Annotated[str, typer.Option(help="where each job's output goes")] = "ablate-logs",
-    trainer: Annotated[str, typer.Option(help="training entry point, module:function")] = DEFAULT_TRAINER,
+    trainer: Annotated[Optional[str], typer.Option(help="training entry point, module:function (default: the matrix's trainer, else Mainrun's)")] = None,
     checkpoints: Annotated[bool, typer.Option("--checkpoints", help="checkpoint every run at each evaluation")] = False,
     resume: Annotated[bool, typer.Option("--resume", help="continue interrupted runs from their last checkpoint (implies --checkpoints)")] = False,
     checkpoint_dir: Annotated[str, typer.Option(help="where checkpoints go, one folder per run hash")] = "ablate-checkpoints",
@@ -206,6 +206,8 @@ def run(
     if max_seeds is not None and not decide:
         fail("--max-seeds is for --until-decided")
     matrix, rows = _planned(matrix_path, data)
+    with _user_errors():
+        trainer = runner.entry_point(matrix, trainer)
     if decide:
         with _user_errors():
             matrix = sequential.until_decided(matrix, max_seeds)
@@ -418,7 +420,7 @@ def show_cmd(
     """One run: config vs its baseline, status or error, evaluations and a sparkline."""
     from .results.frames import find_run, find_runs, load_evals, load_runs
     from .results.render import FORMATS, as_command as command_for, render_run
-    from .results.report import run_detail
+    from .results.detail import run_detail
     from .storage.store import open_store
 
     _check(fmt, FORMATS, "--format")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -82,6 +83,34 @@ def smoke_db(hn_csv, tmp_path_factory) -> SmokeRun:
     if proc.returncode != 0:
         pytest.fail(f"smoke run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
     return SmokeRun(db, url, cwd, cwd / "logs", cmd, proc.stdout, proc.stderr, proc.returncode, wall)
+
+
+# ------------------------------------------------ the example of your own trainer, run once
+
+EXAMPLE = REPO / "examples" / "tiny-mlp"
+
+
+@dataclass(frozen=True)
+class ExampleRun:
+    """`ablate run matrix.yaml` in a copy of examples/tiny-mlp (a command trainer), once per
+    session: the copy, its database (the matrix's `db:`, beside it) and what the command said."""
+
+    cwd: Path
+    db: Path
+    stdout: str
+    returncode: int
+
+
+@pytest.fixture(scope="session")
+def example_run(tmp_path_factory) -> ExampleRun:
+    cwd = tmp_path_factory.mktemp("example") / "tiny-mlp"
+    shutil.copytree(EXAMPLE, cwd, ignore=shutil.ignore_patterns("*.db", "__pycache__"))
+    env = {k: v for k, v in os.environ.items() if k != "ABLATE_DB"}  # the matrix's db: applies
+    proc = subprocess.run([sys.executable, "-m", "ablate", "run", "matrix.yaml", "--log-dir", "logs"],
+                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        pytest.fail(f"the example failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return ExampleRun(cwd, cwd / "tiny-mlp.db", proc.stdout, proc.returncode)
 
 
 # ------------------------------------------------------------ PostgreSQL variants of DB tests

@@ -224,6 +224,7 @@ MARKUP_TEXT = st.one_of(
 
 @settings(max_examples=15, suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(names=st.lists(MARKUP_TEXT, min_size=1, max_size=4, unique=True))
+@example(names=[":a:"])  # found: rich's emoji codes turned a name into 🅰
 def test_markup_like_names_are_printed_as_text_by_every_command(names, tmp_path_factory):
     """Run names are user text: plan, run's progress, report, runs, show and the error line
     print them as they are, never as rich markup (which raised MarkupError or ate them)."""

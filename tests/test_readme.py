@@ -1,9 +1,10 @@
-"""README.md is executable: its SQL and pandas examples run on real results, its YAML example
-loads, and every `ablate ...` command it shows names a real subcommand with real options.
+"""README.md is executable: its SQL and pandas examples run on real results, its YAML examples
+load, and every `ablate ...` command it shows names a real subcommand with real options.
 
 The examples run as on a fresh clone with no `../shared` beside it: against a copy of the
 shipped `results.db` in a repository root of its own, with the smoke matrix's database (the
-session fixture `smoke_db`) as `smoke.db`, where `experiments/smoke.yaml` puts it. The copy
+session fixture `smoke_db`) as `smoke.db`, where `experiments/smoke.yaml` puts it, and the
+example of your own trainer (`example_run`) as `tiny-mlp.db`, where its matrix puts it. The copy
 also holds one failed run (in its own experiment), recorded through the store as a crashing
 job would record it, so the "failed runs" examples have a row.
 """
@@ -24,15 +25,18 @@ import typer
 from typer.testing import CliRunner
 
 from ablate.cli import app
-from ablate.execution.matrix import parse_matrix
+from ablate.execution.matrix import load_matrix, parse_matrix
+from ablate.execution.runner import plan
 from ablate.storage.store import Store
 
-from .conftest import REPO
+from .conftest import EXAMPLE, REPO
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 COMMAND = typer.main.get_command(app)
 DB_SECTION = "The results database"
 READ_SECTION = "Reading the results"
+MATRIX_SECTION = "Running a matrix"
+OWN_SECTION = "Ablating your own training script"
 
 
 # ------------------------------------------------------------------------------ README parsing
@@ -87,7 +91,7 @@ def bash_commands() -> list[tuple[str, list[str]]]:
 def test_the_readme_has_the_examples_this_file_runs():
     assert len(blocks("sql", DB_SECTION)) >= 4
     assert len(blocks("python", DB_SECTION)) >= 2
-    assert len(blocks("yaml")) == 1
+    assert len(blocks("yaml", MATRIX_SECTION)) == 1 and len(blocks("yaml", OWN_SECTION)) == 1
     assert {argv[0] for _, argv in bash_commands()} >= {
         "train", "catalog", "plan", "run", "report", "runs", "show", "plot", "export"}
 
@@ -101,13 +105,16 @@ def _copy_db(source: Path, target: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def workspace(smoke_db, tmp_path_factory) -> Path:
+def workspace(smoke_db, example_run, tmp_path_factory) -> Path:
     """A fresh clone as the README assumes it, with nothing beside it: the shipped results.db
-    (plus one failed run), experiments/, and the smoke matrix's smoke.db."""
+    (plus one failed run), experiments/, examples/, the smoke matrix's smoke.db and the
+    example's tiny-mlp.db."""
     root = tmp_path_factory.mktemp("readme") / "main"
     root.mkdir()
     shutil.copytree(REPO / "experiments", root / "experiments")
+    shutil.copytree(EXAMPLE, root / "examples" / EXAMPLE.name, ignore=shutil.ignore_patterns("*.db", "__pycache__"))
     _copy_db(smoke_db.db, root / "smoke.db")
+    _copy_db(example_run.db, root / "tiny-mlp.db")
     db = root / "results.db"
     _copy_db(REPO / "results.db", db)
     store = Store(f"sqlite:///{db}")
@@ -158,11 +165,19 @@ def test_python_example(code, in_workspace, capsys):
 
 
 def test_yaml_example_is_a_valid_matrix():
-    (text,) = blocks("yaml")
+    (text,) = blocks("yaml", MATRIX_SECTION)
     matrix = parse_matrix(text, REPO / "experiments" / "example.yaml")
     labels = [label for f in matrix.factors for label, _ in f.levels[1:]]
     assert labels == ["sdpa", "wide_mlp", "lr=0.003", "lr=0.012"]
     assert len(matrix.expand()) == 2 * (1 + len(labels))
+
+
+def test_own_trainer_yaml_is_the_example_matrix():
+    """The README's matrix of your own trainer plans the very runs of examples/tiny-mlp."""
+    (text,) = blocks("yaml", OWN_SECTION)
+    shown = plan(parse_matrix(text, EXAMPLE / "readme.yaml"))
+    assert [(r.planned.name, r.hash) for r in shown] == [
+        (r.planned.name, r.hash) for r in plan(load_matrix(EXAMPLE / "matrix.yaml"))]
 
 
 # ---------------------------------------------------------------------------- ablate commands
@@ -203,12 +218,16 @@ def test_inline_command_names_real_options(span):
     command.make_context(argv[0], words, parent=click.Context(COMMAND), resilient_parsing=True)
 
 
+TRAINED = {"experiments/smoke.yaml": "smoke.db", "examples/tiny-mlp/matrix.yaml": "tiny-mlp.db"}
+
+
 def _runnable(argv: list[str]) -> bool:
-    """Commands cheap enough to run here: reading results, planning, and the smoke matrix's run
-    (which, on the database that holds its results, trains nothing). `train` takes minutes on
-    a loaded 2-core machine; tests/test_trainer.py runs the first README one on the same data."""
+    """Commands cheap enough to run here: reading results, planning, and the runs of the smoke
+    matrix and of the example (which, on the databases that hold their results, train nothing).
+    `train` takes minutes on a loaded 2-core machine; tests/test_trainer.py runs the first
+    README one on the same data."""
     return argv[0] in ("--version", "catalog", "plan", "report", "runs", "show", "plot", "export") or (
-        argv[0] == "run" and "experiments/smoke.yaml" in argv)
+        argv[0] == "run" and bool(TRAINED.keys() & set(argv)))
 
 
 @pytest.mark.parametrize("argv", [a for _, a in bash_commands() if _runnable(a)], ids=" ".join)
@@ -218,7 +237,7 @@ def test_command_works_as_written(argv, in_workspace):
     assert not (in_workspace.parent / "shared").exists()  # nothing beside the clone
     if argv[0] == "run":
         assert "nothing to train" in " ".join(result.stdout.split())
-        assert "smoke.db" in result.stdout
+        assert TRAINED[next(a for a in argv if a in TRAINED)] in result.stdout
     for option, value in zip(argv, argv[1:]):
         if option in ("--out", "--to"):
             assert (in_workspace / value).stat().st_size > 0

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, TextIO
 
 from ..training.config import ExecOptions, TrainConfig
 from ..training.datasource import DataError, fingerprint
+from .custom import ParamsConfig, is_custom
 
 if TYPE_CHECKING:
     from ..storage.store import Store
@@ -80,7 +81,14 @@ def load_trainer(spec: str) -> Callable[..., dict[str, Any]]:
 
 def check_data_unchanged(config: dict, run_hash: str) -> None:
     """A run's identity holds its data's fingerprint as planned; a data file edited since then
-    would put other data under that identity, so the run fails instead of training."""
+    would put other data under that identity, so the run fails instead of training. Your own
+    trainer's inputs likewise."""
+    if is_custom(config):
+        own = ParamsConfig.from_dict(config)
+        if own.identity_hash(own.fingerprint()) != run_hash:
+            raise DataError(f"inputs {', '.join(own.inputs)} changed since this matrix was planned (their "
+                            f"content hash differs); run `ablate run` again to plan it anew")
+        return
     cfg = TrainConfig.from_dict(config)
     if cfg.identity_hash(fingerprint(cfg.data)) != run_hash:
         raise DataError(f"data file {cfg.data!r} changed since this matrix was planned (its "
@@ -131,8 +139,9 @@ class StoreSink:
 
 
 class LogSink:
-    """A line per call in a run's log: the step and val_loss of each evaluation, the traceback
-    and status of a failure, the final loss of a completed run."""
+    """A line per call in a run's log: the step and val_loss of each evaluation (your own
+    trainer's: all it reported), the traceback and status of a failure, the final loss of a
+    completed run (your own trainer's: its result)."""
 
     def __init__(self, log: TextIO):
         self.log = log
@@ -143,10 +152,12 @@ class LogSink:
             self.log.flush()
 
     def evaluated(self, metrics: dict, step_metrics: list[dict]) -> None:
-        self.line(json.dumps({"step": metrics["step"], "val_loss": metrics.get("val_loss")}))
+        mainrun = "val_loss" in metrics  # your own trainer's metrics are whatever it reported
+        self.line(json.dumps({"step": metrics["step"], "val_loss": metrics["val_loss"]} if mainrun else metrics))
 
     def finished(self, result: dict) -> None:
-        self.line(f"completed: final_val_loss {result.get('final_val_loss')}")
+        self.line(f"completed: final_val_loss {result['final_val_loss']}" if "final_val_loss" in result
+                  else f"completed: {json.dumps(result)}")
 
     def failed(self, error: str, traceback: str, status: str) -> None:
         self.line(f"{traceback}{status}: {error}")

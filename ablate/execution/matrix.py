@@ -11,6 +11,9 @@ toggle has levels [off, on]; a field factor `{lr: [...]}` has the base value plu
 value that differs from it, labelled `lr=<value>`. A toggle that changes nothing on the base is
 dropped with a warning rather than rejected: the catalog's `block_size` is a no-op on Mainrun
 but a real change on `report-current`, and one matrix file should work on both.
+
+A matrix with `trainer:` runs your own training script: its `params` are the base config (a
+`custom.ParamsConfig`), its toggles patch them, and the catalog, presets and data are Mainrun's.
 """
 
 from __future__ import annotations
@@ -18,16 +21,18 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..training.catalog import CATALOG, PRESETS, preset
 from ..training.config import FIELDS, MAINRUN_VAL_LOSS, MIN_EFFECT, ConfigError, TrainConfig, suggest
 from ..training.datasource import BUILTIN_PREFIX, local_format
+from .custom import ParamsConfig, custom_base
 from .designs import DESIGNS, TWO_LEVEL_DESIGNS, ComposedRow, Factor, ListRun, build_rows, count_rows
+from .problems import config_problems, pydantic_problems
 from .safe_yaml import YAMLProblem, read_mapping
-from .seeds import SeedRange, Seeds, untagged
+from .seeds import SeedRange, Seeds
 
 NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"  # matrix and inline toggle names end up in file names
 RESERVED_NAMES = ("baseline", "all")  # generated run names a toggle must not shadow
@@ -47,7 +52,7 @@ class PlannedRun:
     name: str  # the design row; seed replicates share it
     toggles: tuple[str, ...]  # labels of the on-levels, in declaration order
     seed: int
-    config: TrainConfig
+    config: TrainConfig | ParamsConfig
 
 
 # --- the YAML schema -------------------------------------------------------------------------
@@ -114,6 +119,27 @@ class Execution(_Strict):
         raise ValueError(f"expected 'auto', 'cpu' or a list of distinct GPU indices, got {v!r}")
 
 
+class TrainerSpec(_Strict):
+    """`trainer:` your own training script, instead of Mainrun's: a command or an entry point."""
+    command: str | None = Field(None, min_length=1)  # `{param}` and `{seed}` are filled in
+    entry: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")  # module:function
+    timeout: float | None = Field(None, gt=0)  # seconds a run may take; past it, it fails
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "TrainerSpec":
+        if (self.command is None) == (self.entry is None):
+            raise ValueError("expected exactly one of command or entry")
+        return self
+
+
+class Metric(_Strict):
+    name: str = Field("val_loss", pattern=r"^[A-Za-z_]\w*$")
+    goal: Literal["minimize", "maximize"] = "minimize"
+
+
+CUSTOM_KEYS, MAINRUN_KEYS = ("params", "inputs", "metric"), ("base", "data", "reference")
+
+
 class MatrixSpec(_Strict):
     name: str
     description: str = ""
@@ -128,6 +154,10 @@ class MatrixSpec(_Strict):
     runs: list[Run] | None = None
     max_runs: int = Field(200, ge=1, le=MAX_RUNS)
     execution: Execution = Execution()
+    trainer: TrainerSpec | None = None  # None: Mainrun's trainer, and `base` is its config
+    params: dict[str, Any] | None = None  # your trainer's baseline; each value's type is its parameter's
+    inputs: list[str] = []  # files and directories (relative to the matrix) whose content is identity
+    metric: Metric | None = None  # your trainer's ranking metric; Mainrun's is val_loss
 
     @field_validator("name")
     @classmethod
@@ -154,7 +184,7 @@ class Matrix:
     path: Path
     text: str
     spec: MatrixSpec
-    base: TrainConfig  # preset + overrides + data
+    base: TrainConfig | ParamsConfig  # preset + overrides + data, or your trainer's params
     factors: list[Factor]  # no-op toggles already dropped
     seeds: list[int]  # every seed a run may get: with seeds {min, max}, the first `min` come first
     warnings: list[str]
@@ -162,7 +192,8 @@ class Matrix:
 
     name = property(lambda self: self.spec.name)
     description = property(lambda self: self.spec.description)
-    reference = property(lambda self: self.spec.reference)
+    reference = property(lambda self: None if self.custom else self.spec.reference)
+    custom = property(lambda self: isinstance(self.base, ParamsConfig))  # your own trainer's
     design = property(lambda self: self.spec.design)
     max_runs = property(lambda self: self.spec.max_runs)
     execution = property(lambda self: self.spec.execution)
@@ -195,12 +226,13 @@ def parse_matrix(text: str, path: str | Path = "<matrix>") -> Matrix:
     try:
         spec = MatrixSpec.model_validate(raw)
     except ValidationError as e:
-        problems, base = _pydantic_problems(e, MatrixSpec), raw.get("base")
+        problems, base = pydantic_problems(e, MatrixSpec), raw.get("base")
         if isinstance(base, dict) and not any(p.startswith("base") for p in problems):  # and its overrides
             _apply_overrides(base.get("preset", "mainrun"), base.get("overrides", {}), problems)
         raise MatrixError(where, problems) from None
     problems = _shape_problems(spec)
-    base = _build_base(spec, Path(path), problems)  # its problems reported with the shape's
+    build = _build_base if spec.trainer is None else _custom_base
+    base = build(spec, Path(path), problems)  # its problems reported with the shape's
     _raise_if(where, problems)
     assert base is not None
     warnings: list[str] = []
@@ -240,6 +272,14 @@ def _shape_problems(spec: MatrixSpec) -> list[str]:
         problems.append(f"runs: only used by design 'list' (this design is {spec.design!r})")
     if not spec.toggles and spec.design != "list":
         problems.append("toggles: expected at least one toggle")
+    if spec.trainer is None:
+        problems += [f"{key}: only for your own trainer (add trainer: {{command: ...}} or {{entry: "
+                     f"module:function}})" for key in CUSTOM_KEYS if key in spec.model_fields_set]
+    else:
+        problems += [f"{key}: Mainrun's trainer only; your own trainer's baseline is params"
+                     for key in MAINRUN_KEYS if key in spec.model_fields_set]
+        if not spec.params:
+            problems.append("params: expected a mapping of your trainer's baseline parameters, e.g. {lr: 0.001}")
     seen: dict[str, int] = {}
     for i, run in enumerate(spec.runs or []):
         if run.name in seen:
@@ -256,7 +296,7 @@ def _apply_overrides(preset_name: str, overrides: dict, problems: list[str]) -> 
     try:
         config = preset(preset_name).replace(**{k: v for k, v in overrides.items() if k in FIELDS})
     except ConfigError as e:
-        problems.extend(_config_problems("base.overrides", e, keyed=True))
+        problems.extend(config_problems("base.overrides", e, keyed=True))
         return None
     return None if unknown else config
 
@@ -264,6 +304,19 @@ def _apply_overrides(preset_name: str, overrides: dict, problems: list[str]) -> 
 def _build_base(spec: MatrixSpec, path: Path, problems: list[str]) -> TrainConfig | None:
     base = _apply_overrides(spec.base.preset, spec.base.overrides, problems)
     return base.replace(data=_resolve_data(spec.data, path)) if base and spec.data is not None else base
+
+
+def _custom_base(spec: MatrixSpec, path: Path, problems: list[str]) -> ParamsConfig | None:
+    """Your own trainer's baseline: its params, run from the matrix's directory."""
+    trainer = spec.trainer
+    kind, text = ("command", trainer.command) if trainer.command is not None else ("entry", trainer.entry)
+    return custom_base(kind, text, spec.params or {}, spec.inputs, path.parent.resolve(), problems,
+                       timeout_s=trainer.timeout, metric=(spec.metric or Metric()).name)
+
+
+def _fields(base: TrainConfig | ParamsConfig) -> Any:
+    """The names a toggle may patch: Mainrun's config fields, or your own trainer's params."""
+    return base.fields if isinstance(base, ParamsConfig) else FIELDS
 
 
 def _resolve_data(data: str, matrix_path: Path) -> str:
@@ -307,8 +360,13 @@ def _build_factors(spec: MatrixSpec, base: TrainConfig, problems: list[str], war
     return factors
 
 
-def _build_factor(item: Any, where: str, base: TrainConfig, problems: list[str]) -> Factor | None:
+def _build_factor(item: Any, where: str, base: TrainConfig | ParamsConfig, problems: list[str]) -> Factor | None:
     shapes = "a catalog name, a {name, patch, description} mapping or a {field: [values]} mapping"
+    fields = _fields(base)
+    if isinstance(item, str) and isinstance(base, ParamsConfig):
+        problems.append(f"{where}: {item!r}: the catalog's optimizations are Mainrun's; your own trainer's "
+                        f"toggle is a {{name, patch}} or a {{param: [values]}} mapping")
+        return None
     if isinstance(item, str):
         if item not in CATALOG:
             problems.append(f"{where}: unknown optimization {item!r}{suggest(item, CATALOG)}; expected {shapes}")
@@ -319,19 +377,19 @@ def _build_factor(item: Any, where: str, base: TrainConfig, problems: list[str])
         try:
             inline = InlineToggle.model_validate(item)
         except ValidationError as e:
-            problems.extend(_pydantic_problems(e, InlineToggle, where))
+            problems.extend(pydantic_problems(e, InlineToggle, where))
             return None
-        unknown = [k for k in inline.patch if k not in FIELDS]
+        unknown = [k for k in inline.patch if k not in fields]
         for key in unknown:
-            problems.append(f"{where}.patch.{key}: unknown config field{suggest(key, FIELDS)}")
+            problems.append(f"{where}.patch.{key}: unknown config field{suggest(key, fields)}")
         if unknown:
             return None
         return _two_level(inline.name, inline.patch, inline.description, True, where, base, problems,
                           patch_where=f"{where}.patch")
     if isinstance(item, dict) and len(item) == 1:
         (key, values), = item.items()
-        if key not in FIELDS:
-            problems.append(f"{where}.{key}: unknown config field{suggest(str(key), [*FIELDS, 'name'])}; "
+        if key not in fields:
+            problems.append(f"{where}.{key}: unknown config field{suggest(str(key), [*fields, 'name'])}; "
                             f"expected {shapes}")
             return None
         return _field_factor(key, values, where, base, problems)
@@ -344,7 +402,7 @@ def _two_level(name: str, patch: dict[str, Any], description: str, allowed: bool
     try:
         on = base.replace(**patch)
     except ConfigError as e:
-        problems.extend(_config_problems(patch_where or where, e, keyed=True))
+        problems.extend(config_problems(patch_where or where, e, keyed=True, fields=_fields(base)))
         return None
     # Normalized values (YAML lists -> tuples, ints -> floats), so conflicts compare like with like.
     levels = [("off", {})] + ([(name, {k: getattr(on, k) for k in patch})] if on != base else [])
@@ -362,7 +420,7 @@ def _field_factor(key: str, values: Any, where: str, base: TrainConfig, problems
         try:
             value = getattr(base.replace(**{key: raw}), key)
         except ConfigError as e:
-            problems.extend(_config_problems(f"{where}.{key}[{j}]", e, keyed=False))
+            problems.extend(config_problems(f"{where}.{key}[{j}]", e, keyed=False, fields=_fields(base)))
             continue
         if value in seen:
             problems.append(f"{where}.{key}[{j}]: duplicate value {raw!r}")
@@ -391,7 +449,7 @@ def _resolve_runs(spec: MatrixSpec, factors: list[Factor], base: TrainConfig, pr
             if name in dropped:  # a no-op toggle, already warned about
                 continue
             hit = _find_level(name, factors)
-            if hit is None and name in CATALOG:
+            if hit is None and name in CATALOG and not isinstance(base, ParamsConfig):
                 hit = _add_catalog_factor(name, where, factors, base, problems, warnings, dropped)
                 if hit is None:
                     continue
@@ -434,67 +492,3 @@ def _find_level(name: str, factors: list[Factor]) -> tuple[int, int] | str | Non
                 return i, 1
             return f"{name!r} has several levels; name one of {', '.join(map(repr, labels[1:]))}"
     return None
-
-
-# --- error messages --------------------------------------------------------------------------
-
-def _keypath(prefix: str, loc: tuple) -> str:
-    text = prefix
-    for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text
-
-
-def _pydantic_problems(err: ValidationError, model: type[BaseModel], prefix: str = "") -> list[str]:
-    """One `<key path>: expected ...` line per pydantic error, with did-you-mean for unknown keys."""
-    problems = []
-    for e in err.errors():
-        loc, kind, given = untagged(e["loc"]), e["type"], e.get("input")
-        where = _keypath(prefix, loc) or "(top level)"
-        if kind == "extra_forbidden":
-            valid = _fields_at(model, loc[:-1])
-            problems.append(f"{where}: unknown key{suggest(str(loc[-1]), valid)}; expected one of {', '.join(valid)}")
-        elif kind == "missing":
-            problems.append(f"{where}: required key is missing")
-        elif kind in ("model_type", "dict_type"):
-            problems.append(f"{where}: expected a mapping, got {given!r}")
-        elif kind == "value_error":
-            problems.append(f"{where}: {e['msg'].removeprefix('Value error, ')}")
-        elif e["msg"].startswith("Input should be "):
-            problems.append(f"{where}: expected {e['msg'].removeprefix('Input should be ')}, got {given!r}")
-        else:
-            problems.append(f"{where}: {e['msg']} (got {given!r})")
-    return problems
-
-
-def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
-    """The keys allowed at `loc` of `model`, for suggestions on an unknown key."""
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        annotation = model.model_fields[part].annotation
-        model = next(a for a in (annotation, *_args_deep(annotation))
-                     if isinstance(a, type) and issubclass(a, BaseModel))
-    return list(model.model_fields)
-
-
-def _args_deep(annotation: Any) -> list[Any]:
-    args = list(getattr(annotation, "__args__", ()))
-    return args + [a for arg in args for a in _args_deep(arg)]
-
-
-def _config_problems(where: str, err: ConfigError, keyed: bool) -> list[str]:
-    """Split a TrainConfig error into lines under `where`; with `keyed`, a part about one field
-    (`d_model: expected int, got 'big'`) goes under `where.d_model`."""
-    problems = []
-    for part in str(err).split("; "):
-        key, sep, rest = part.partition(": ")
-        if sep and key in FIELDS:
-            part = rest
-            line = f"{where}.{key}: {rest}" if keyed else f"{where}: {rest}"
-        else:
-            line = f"{where}: {part}"
-        if re.search(r"got '[-+]?[\d.]+e[-+]?\d+'", part):
-            line += " (YAML reads 1e-4 as text; write 1.0e-4)"
-        problems.append(line)
-    return problems

@@ -12,7 +12,9 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.text import Text
 
+from ..storage.schema import EVAL_COLUMNS
 from ..storage.store import Store
+from .custom import is_custom
 
 REFRESH_S = 2.0
 NAME_WIDTH = 28  # run names are cut to this, so every bar and completion line starts in one column
@@ -61,12 +63,12 @@ class LiveProgress:
                 self.durations.append(time.monotonic() - self.started.pop(job.run_id))
             self.done += 1
             self.progress.update(self.overall, completed=self.done, info=self._matrix_info())
-            loss = f"{run.final_val_loss:.4f}" if run.final_val_loss is not None else "-"
+            metric, loss = self._final(run)
             colour = {"completed": "green", "failed": "red"}.get(run.status, "yellow")
             why = f"  {run.error}" if run.error else ""
             wall = f"{run.wall_time_s:.0f}s" if run.wall_time_s is not None else ""
             self.console.print(Text.assemble(
-                (f"{run.status:<11}", colour), f" {job.name[:NAME_WIDTH]:<{NAME_WIDTH}} val_loss {loss:>7}  "
+                (f"{run.status:<11}", colour), f" {job.name[:NAME_WIDTH]:<{NAME_WIDTH}} {metric} {loss:>7}  "
                 f"{self._delta_base(run):<15}{wall:>5}{why}"))
         elif event == "reaped":
             self.console.print(Text(f"run {details['run_id']} had no live process: marked "
@@ -85,6 +87,18 @@ class LiveProgress:
             info += f", about {seconds / 60:.1f} min left" if seconds >= 60 else f", about {seconds:.0f}s left"
         return info
 
+    def _final(self, run) -> tuple[str, str]:
+        """The run's final metric and its value: Mainrun's val_loss, or your own trainer's metric
+        at its last evaluation."""
+        config = run.config if run.final_val_loss is None else None  # Mainrun's has its loss
+        if not is_custom(config or {}):
+            return "val_loss", f"{run.final_val_loss:.4f}" if run.final_val_loss is not None else "-"
+        metric = run.config["trainer"].get("metric", "val_loss")
+        evals = self.store.evals(run.id, run.attempt)
+        last = evals[-1] if evals else None
+        value = getattr(last, metric, None) if metric in EVAL_COLUMNS else (last.extra or {}).get(metric) if last else None
+        return metric, f"{value:.4f}" if value is not None else "-"
+
     def _delta_base(self, run) -> str:
         """The run's final loss minus its seed's baseline's, once both are known."""
         base_id = self.baselines.get(run.seed)
@@ -97,7 +111,7 @@ class LiveProgress:
         evals = self.store.evals(job.run_id, job.attempt)
         if not evals or job.run_id not in self.tasks:
             return
-        e = evals[-1]  # a trainer owes only step and val_loss: everything else is optional
+        e = evals[-1]  # Mainrun's trainer owes step and val_loss, your own only step
         total = (e.extra or {}).get("max_steps") or e.step
         run = self.store.run(job.run_id)  # the step reached since, where the trainer reports steps
         reached = getattr(run, "current_step", None) if run is not None and run.attempt == job.attempt else None
@@ -108,5 +122,6 @@ class LiveProgress:
                 else e.elapsed_s / e.step if e.elapsed_s and e.step else None)
         eta = f"  ETA {pace * (total - step):,.0f}s" if pace and e.elapsed_s else ""
         speed = f"  {e.tokens_per_s:,.0f} tok/s" if e.tokens_per_s else ""
+        loss = f"  val_loss {e.val_loss:.4f}@{e.step}" if e.val_loss is not None else ""
         self.progress.update(self.tasks[job.run_id], total=total, completed=step,
-                             info=f"step {step}/{total}  val_loss {e.val_loss:.4f}@{e.step}{speed}{eta}")
+                             info=f"step {step}/{total}{loss}{speed}{eta}")

@@ -26,6 +26,7 @@ from ..storage.database import StoreError
 from ..storage.store import Store
 from ..training.config import DEFAULT_TRAINER
 from ..training.datasource import check_titles, fingerprint
+from .custom import CUSTOM_TRAINER
 from .executors import Executor
 from .job import Ended, Job
 from .matrix import Matrix, PlannedRun
@@ -91,7 +92,14 @@ class PlanRow:
 
 def plan(matrix: Matrix, data_override: str | None = None) -> list[PlanRow]:
     """The matrix's runs with their identity hashes (the data read once per distinct source,
-    and checked then: bad data fails here, before any run starts)."""
+    and checked then: bad data fails here, before any run starts). Your own trainer's runs
+    share one content hash of their inputs, and have no data to override."""
+    if matrix.custom:
+        if data_override is not None:
+            raise RunnerError("--data is for Mainrun's trainer; your own trainer reads what its "
+                              "params and inputs say")
+        inputs = matrix.base.fingerprint()
+        return [PlanRow(i, p, p.config.identity_hash(inputs)) for i, p in enumerate(matrix.expand())]
     fingerprints: dict[str, str] = {}
     batch: dict[str, int] = {}  # the most tokens one batch of a run on that data needs
     rows = []
@@ -103,6 +111,14 @@ def plan(matrix: Matrix, data_override: str | None = None) -> list[PlanRow]:
     for source, tokens in batch.items():
         check_titles(source, tokens)
     return rows
+
+
+def entry_point(matrix: Matrix, trainer: str | None) -> str:
+    """The function each job calls: --trainer, else the matrix's own trainer's adapter, else
+    Mainrun's. A matrix that names its trainer takes no --trainer."""
+    if matrix.custom and trainer is not None:
+        raise RunnerError(f"--trainer {trainer!r}: the matrix names its own trainer (trainer: in {matrix.path})")
+    return trainer or (CUSTOM_TRAINER if matrix.custom else DEFAULT_TRAINER)
 
 
 def register(store: Store, matrix: Matrix, rows: list[PlanRow], keep: list[PlanRow] = ()) -> list[int]:

@@ -1,5 +1,6 @@
 """A matrix's seeds as a range, `seeds: {min: 3, max: 12}`, and what the verdicts read of a
-stored matrix: its smallest effect of interest and how many looks its seed range allows."""
+stored matrix: its smallest effect of interest, how many looks its seed range allows, and the
+metric (and its direction) of a matrix of your own trainer."""
 
 from __future__ import annotations
 
@@ -49,6 +50,19 @@ def verdict_settings(yaml_text: str | None) -> tuple[float, int]:
         looks = 1
     usable = isinstance(min_effect, (int, float)) and not isinstance(min_effect, bool) and min_effect > 0
     return (float(min_effect) if usable else MIN_EFFECT), looks
+
+
+def own_metric(yaml_text: str | None) -> tuple[str, str] | None:
+    """(name, goal) of the metric a stored matrix of your own trainer ranks by (`metric:`, else
+    val_loss to minimize); None for Mainrun's matrices, whose report knows its metrics."""
+    try:
+        raw = read_mapping(yaml_text if isinstance(yaml_text, str) else "")
+    except YAMLProblem:
+        return None
+    if not isinstance(raw.get("trainer"), dict):
+        return None
+    metric = raw.get("metric") if isinstance(raw.get("metric"), dict) else {}
+    return str(metric.get("name", "val_loss")), "maximize" if metric.get("goal") == "maximize" else "minimize"
 
 
 def untagged(loc: tuple) -> tuple:

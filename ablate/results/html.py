@@ -19,7 +19,8 @@ import pandas as pd
 from . import frames
 from .plot import plot_curves, plot_effects
 from .render import as_command, effects_display, ranking_display, unranked_display
-from .report import METRICS, build_report, missing, run_detail
+from .detail import missing, run_detail
+from .report import build_report
 
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 76rem; color: #1d232b;
@@ -80,7 +81,7 @@ def _experiment_section(db: Any, name: str, metric: str | None, min_effect: floa
     runs, evals = frames.load_runs(db, name), frames.load_evals(db, name)
     parts = [f"<section id=\"{_e(name)}\"><h2>{_e(report.experiment)}</h2>",
              f"<p>{_e(report.design)}, {len(report.seeds)} seed(s), ranked by "
-             f"{_e(METRICS[report.metric])}.</p>", _provenance(runs),
+             f"{_e(report.ranked_by)}.</p>", _provenance(runs),
              "<div class=\"lines\">" + "".join(f"<p>{_e(line)}</p>" for line in report.lines) + "</div>"]
     ranked = report.ranking[report.ranking["rank"].notna()]
     if len(ranked):
@@ -98,13 +99,13 @@ def _experiment_section(db: Any, name: str, metric: str | None, min_effect: floa
         if report.effects["estimate"].notna().any():
             parts.append(_figure(lambda out: plot_effects(report, out),
                                  f"Effects of {report.experiment}: estimate and 95% interval"))
-    metric = METRICS[report.metric]
-    if not evals.dropna(subset=[metric]).empty:
+    metric = report.column
+    if metric in evals and not evals.dropna(subset=[metric]).empty:
         parts.append(_figure(lambda out: plot_curves(db, name, None, out, report.metric),
-                             f"{report.experiment}: {metric} by step"))
+                             f"{report.experiment}: {report.ranked_by} by step"))
         if ranked["is_baseline"].any() and len(ranked) > 1:  # curves that separate
             parts.append(_figure(lambda out: plot_curves(db, name, None, out, report.metric, delta=True),
-                                 f"{report.experiment}: {metric} minus the same-seed baseline"))
+                                 f"{report.experiment}: {report.ranked_by} minus the same-seed baseline"))
     if report.notes:
         parts.append("<h3>Notes</h3><ul class=\"notes\">"
                      + "".join(f"<li>{_e(n)}</li>" for n in report.notes) + "</ul>")

@@ -15,7 +15,7 @@ from .stats import ALPHA
 
 
 def report_notes(ranking: pd.DataFrame, effects: pd.DataFrame, alias: str, seeds: list, min_effect: float,
-           looks: int) -> list[str]:
+           looks: int, unit: str = " nats/char") -> list[str]:
     """The caveats under the tables, each said once: configurations that share one (the same
     broken rule, mismatch or metric-changing toggle) are named together in one note."""
     broken: dict[str, list[str]] = {}
@@ -42,7 +42,7 @@ def report_notes(ranking: pd.DataFrame, effects: pd.DataFrame, alias: str, seeds
     family = int(effects["p"].notna().sum())
     if len(seeds) > 1:
         spent = f" ({ALPHA} spent over {looks} looks: seeds until decided)" if looks > 1 else ""
-        notes.append(f"Verdicts, smallest effect of interest ±{min_effect:g} nats/char: better/worse = the "
+        notes.append(f"Verdicts, smallest effect of interest ±{min_effect:g}{unit}: better/worse = the "
                      f"{100 - 200 * ALPHA / looks:.3g}% interval wholly beyond ∓{min_effect:g}, negligible = "
                      f"inside ±{min_effect:g} (TOST), else inconclusive; one-sided t tests at {ALPHA / looks:.3g}"
                      f"{spent}, p Holm-adjusted across {family} effects; differences paired by seed.")

@@ -12,14 +12,15 @@ from typing import Any
 from ..storage.store import open_store
 from ..training.config import suggest
 from . import frames
-from .report import METRICS, build_report
+from .report import build_report
 
 TOP = 5  # configurations plotted besides the baseline when none are named
 
 
 def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, out: str | Path = "curves.png",
                 metric: str | None = None, delta: bool = False) -> Path:
-    """Plot a metric (a key of METRICS; default: the one `ablate report` ranks by) against step
+    """Plot a metric (a key of report.METRICS, or your own trainer's; default: the one `ablate
+    report` ranks by) against step
     for the named configurations (default: the baseline and the five configurations with the
     lowest final value), averaged over seeds with a min-max band (`seed_band`). Mainrun's
     reference is drawn only where the report calls comparing with it fair. `delta`: each
@@ -35,11 +36,11 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
         exp = frames.pick_experiment(store, experiment)
         report = build_report(store, exp["experiment"], metric)
         evals = frames.load_evals(store, exp["experiment"])
-    metric = METRICS[report.metric]
-    evals = evals.dropna(subset=[metric])
+    metric = report.column
+    evals = evals.dropna(subset=[metric]) if metric in evals else evals.iloc[:0]
     if evals.empty:
         raise frames.ResultsError(f"experiment {exp['experiment']!r} has no evaluations of {metric} yet")
-    names = runs or _default_names(evals, metric)
+    names = runs or _default_names(evals, metric, report.goal)
     unknown = sorted(set(names) - set(evals["name"]))
     if unknown:
         raise frames.ResultsError(f"no evaluations for {', '.join(unknown)} in {exp['experiment']!r}"
@@ -61,6 +62,8 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
     low, high = ax.get_ylim()
     if delta:
         ax.axhline(0, color="grey", linestyle="--", label="baseline (same seed)")
+    elif not report.mainrun:  # your own trainer's metric has no reference
+        pass
     elif not report.reference_fair:
         ax.annotate(f"Mainrun reference {reference:g} not drawn: not comparable at this data/scale",
                     xy=(0.99, 0.99), xycoords="axes fraction", ha="right", va="top", fontsize="small", color="grey")
@@ -71,8 +74,9 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
         ax.annotate(f"Mainrun reference {reference:g}: {where} this range", xy=(0.99, 0.99 if where == "above" else 0.01),
                     xycoords="axes fraction", ha="right", va="top" if where == "above" else "bottom",
                     fontsize="small", color="grey")
-    what = f"{metric} − same-seed baseline" if delta else metric
-    ax.set(xlabel="optimizer step", ylabel=f"{what} (nats per character)",
+    what = f"{report.ranked_by} − same-seed baseline" if delta else report.ranked_by
+    ax.set(xlabel="optimizer step" if report.mainrun else "step",
+           ylabel=f"{what} (nats per character)" if report.mainrun else what,
            title=f"{exp['experiment']}: {what} by step")
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
@@ -123,9 +127,10 @@ def seed_band(evals: Any, metric: str) -> Any:
     return pd.DataFrame({"mean": values.mean(0), "min": values.min(0), "max": values.max(0)}, index=grid)
 
 
-def _default_names(evals: Any, metric: str) -> list[str]:
-    """The baseline plus the TOP configurations by mean final value of `metric`."""
-    final = evals.sort_values("step").groupby("run_id").tail(1).groupby("name")[metric].mean().sort_values()
+def _default_names(evals: Any, metric: str, goal: str = "minimize") -> list[str]:
+    """The baseline plus the TOP configurations by mean final value of `metric`, best first."""
+    final = evals.sort_values("step").groupby("run_id").tail(1).groupby("name")[metric].mean()
+    final = final.sort_values(ascending=goal == "minimize")
     top = [n for n in final.index if n != "baseline"][:TOP]
     return (["baseline"] if "baseline" in final.index else []) + top
 
@@ -135,9 +140,10 @@ OTHER_COLOUR = "#2c6fbb"  # any other verdict (undecided, noise unknown, not lik
 
 
 def effect_rows(report: Any) -> Any:
-    """The effects the plot draws, one row each, sorted by estimate (most negative, i.e. best,
-    on top): the report's own effect rows with an estimate, and their marks."""
-    effects = report.effects.dropna(subset=["estimate"]).sort_values("estimate", ascending=False)
+    """The effects the plot draws, one row each, sorted by estimate (the best on top: most
+    negative, or most positive for a metric to maximize): the report's effect rows with an
+    estimate, and their marks."""
+    effects = report.effects.dropna(subset=["estimate"]).sort_values("estimate", ascending=report.goal == "maximize")
     flags = report.ranking.drop_duplicates("name").set_index("name")
     marks = []
     for name in effects["effect"]:
@@ -178,7 +184,7 @@ def plot_effects(report: Any, out: str | Path = "effects.png") -> Path:
     seen = dict.fromkeys(rows["verdict"])
     for verdict in seen:
         ax.plot([], [], "o-", color=VERDICT_COLOURS.get(verdict, OTHER_COLOUR), label=verdict)
-    ax.set(xlabel=f"{report.effects_title} (nats per character)",
+    ax.set(xlabel=f"{report.effects_title}" + " (nats per character)" * report.mainrun,
            title=f"{report.experiment}: effects with 95% intervals")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))

@@ -20,8 +20,10 @@ import pandas as pd
 
 from ..training.catalog import CATALOG
 from ..training.config import format_value
+from ..execution.custom import ParamsConfig
 from ..execution.designs import short_name
-from .report import METRICS, Report, RunDetail, missing
+from .detail import RunDetail, missing
+from .report import Report
 from .stats import ALPHA
 
 FORMATS = ("table", "markdown", "csv", "json")
@@ -73,7 +75,7 @@ def ranking_display(report: Report, short: bool) -> pd.DataFrame:
         row.update({
             "n": str(r.n), "final": _fmt(r.final) + (f"±{r.final_sd:.4f}" if r.n > 1 else ""),
             "best@step": f"{r.best:.4f}@{r.best_step:.0f}" if not math.isnan(r.best) else "",
-            "Δref": _fmt(r.d_ref, signed=True), "Δref%": _fmt(r.d_ref_pct, ".1f", signed=True) + "%",
+            "Δref": _fmt(r.d_ref, signed=True), "Δref%": _fmt(r.d_ref_pct, ".1f", signed=True) + "%" * (not math.isnan(r.d_ref_pct)),
             "Δbase": _fmt(r.d_base, signed=True), "Δbase 95% CI": _interval(r.d_base_lo, r.d_base_hi),
             "wall": _duration(r.wall_time_s),
             "tok/s": _si(r.tokens_per_s), "flags": _flags(r, short),
@@ -168,7 +170,7 @@ def _capture(renderables: list, width: int, color: bool) -> str:
     from rich.text import Text
 
     console = Console(file=io.StringIO(), width=width, force_terminal=color, no_color=not color,
-                      markup=False, highlight=False, soft_wrap=False)
+                      markup=False, highlight=False, emoji=False, soft_wrap=False)
     for item in renderables:  # text, table cells included, is printed as is (never markup); (text, style) pairs styled
         if isinstance(item, tuple):
             item = Text(*item)
@@ -196,7 +198,7 @@ def render(report: Report, format: str = "table", width: int = 100, color: bool 
         return json.dumps({**head, "ranking": _records(ranking), "effects": _records(report.effects)},
                           indent=2, default=str)
     title = (f"{report.experiment} — {report.design}, {len(report.seeds)} seed(s), "
-             f"ranked by {METRICS[report.metric]}")
+             f"ranked by {report.ranked_by}")
     ranked = report.ranking[report.ranking["rank"].notna()]
     pending, effects = unranked_display(report), effects_display(report)
     if format == "markdown":
@@ -215,6 +217,7 @@ def render(report: Report, format: str = "table", width: int = 100, color: bool 
     parts: list = [(title, "bold"), *report.lines]
     parts += [_rich_table(fit_ranking(ranking_display(report, True), width, report.reference_fair), styles=styles),
               "B baseline  ★ best rule-abiding  ✗ breaks Mainrun's rules  ≠ not like-for-like (see notes)"
+              if report.mainrun else "B baseline  ★ best"
               ] if len(ranked) else ["No completed runs yet."]
     if len(pending):
         parts += [("Not ranked", "bold"), _rich_table(pending)]
@@ -275,9 +278,12 @@ def render_run(detail: RunDetail, format: str = "table", width: int = 100, color
     if r["final_val_loss"] is not None:
         header.append(f"final val_loss {r['final_val_loss']:.4f}, best {r['best_val_loss']:.4f} "
                       f"at step {r['best_step']}")
+    own = isinstance(detail.config, ParamsConfig)  # your trainer's metrics: whatever it reported
     if detail.values:
-        header.append(f"val_loss {sparkline(detail.values)}")
-    evals = _eval_cells(detail.evals.drop(columns=[c for c in detail.evals.columns if c.startswith("extra.")]))
+        header.append(f"{detail.config.metric if own else 'val_loss'} {sparkline(detail.values)}")
+    evals = _eval_cells(detail.evals.rename(columns=lambda c: c.removeprefix("extra.")) if own else
+                        detail.evals.drop(columns=[c for c in detail.evals.columns if c.startswith("extra.")]))
+    evals = _drop_empty(evals) if own else evals
     if format == "markdown":
         return "\n\n".join([*header, "**Config vs " + detail.config_diff.columns[-1] + "**",
                             markdown_table(detail.config_diff.map(_cell)),
@@ -307,7 +313,10 @@ def _eval_cells(evals: pd.DataFrame) -> pd.DataFrame:
 def as_command(detail: RunDetail) -> str:
     """An `ablate train` command line that reproduces the run: --data (a file relative to the
     current directory), then --set for every config field, defaults included, so the line
-    survives a change of defaults, and --max-steps when the run was truncated."""
+    survives a change of defaults, and --max-steps when the run was truncated. A run of your own
+    trainer: its command (or entry point) in its directory."""
+    if isinstance(detail.config, ParamsConfig):
+        return f"cd {shlex.quote(_relative(detail.config.workdir))} && {shlex.join(detail.config.by_hand())}"
     words = ["ablate", "train", "--data", _relative(detail.config.data)]
     for name, value in detail.config.to_dict().items():
         if name != "data":

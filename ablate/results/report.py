@@ -23,7 +23,7 @@ Definitions, all on the ranking metric `y` (the last evaluation's val_loss, or v
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +31,8 @@ import numpy as np
 import pandas as pd
 
 from ..execution.designs import LEAVE_OUT, aliasing_note, short_name
-from ..execution.seeds import verdict_settings
-from ..storage.schema import plain
+from ..execution.seeds import own_metric, verdict_settings
+from ..storage.schema import EVAL_COLUMNS, plain
 from ..storage.store import open_store
 from ..training.catalog import CATALOG
 from ..training.config import HUB_DATASET, TrainConfig
@@ -52,8 +52,8 @@ METRICS = {"mainrun": "val_loss", "full": "val_loss_full"}
 class Report:
     experiment: str
     design: str
-    metric: str  # "mainrun" (val_loss) or "full" (val_loss_full)
-    reference: float
+    metric: str  # "mainrun" (val_loss) or "full" (val_loss_full); your own trainer's: its name
+    reference: float | None  # None: your own trainer's, which has none
     seeds: list
     lines: list[str]  # one-liners above the ranking: which comparison is fair, which metric
     ranking: pd.DataFrame  # ranked configurations, then one row per run that did not complete
@@ -63,6 +63,22 @@ class Report:
     min_effect: float = math.nan  # δ of the verdicts, nats per character
     looks: int = 1  # seed counts at which a verdict may be read (seeds: {min, max})
     reference_fair: bool = False  # Mainrun's data at full scale: Δref means something
+    goal: str = "minimize"  # your own trainer's metric may be one to maximize
+    mainrun: bool = True  # Mainrun's trainer: its reference, eval coverage and rules apply
+
+    @property
+    def ranked_by(self) -> str:
+        return METRICS[self.metric] if self.mainrun else self.metric
+
+    @property
+    def column(self) -> str:
+        """The load_evals() column of the ranking metric."""
+        return eval_column(self.ranked_by)
+
+
+def eval_column(metric: str) -> str:
+    """Where load_evals() puts a metric: its own column, else `extra.<name>`."""
+    return metric if metric in EVAL_COLUMNS else f"extra.{metric}"
 
 
 @dataclass(frozen=True)
@@ -85,12 +101,18 @@ def build_report(db: Any = None, experiment: str | None = None, metric: str | No
 def make_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame,
                 metric: str | None = None, min_effect: float | None = None) -> Report:
     """One experiment's report from its list_experiments() row, runs and evals (δ: the matrix's)."""
-    if metric is not None and metric not in METRICS:
+    own = own_metric(exp.get("yaml_text"))
+    if own is not None and metric not in (None, own[0]):
+        raise ValueError(f"--metric {metric!r} is for Mainrun's trainer; {exp['experiment']!r} ranks by its "
+                         f"own metric {own[0]!r} (the matrix's metric:)")
+    if metric is not None and metric not in METRICS and own is None:
         raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
     if min_effect is not None and not min_effect > 0:
         raise ValueError(f"min_effect {min_effect!r}: expected a positive number (nats per character)")
     stored_effect, looks = verdict_settings(exp.get("yaml_text"))
     min_effect = min_effect or stored_effect
+    if own is not None:
+        return _own_report(exp, runs, evals, own, min_effect, looks)
     design, reference, factors, alias = _design(exp, runs)
     coverage = _coverage(runs, evals)
     done = coverage[(runs["status"] == "completed").to_numpy()] if len(runs) else coverage
@@ -110,6 +132,29 @@ def make_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame,
     return Report(exp["experiment"], design, chosen, reference, seeds, [line for line in lines if line],
                   ranking, effects, title, report_notes(ranking, effects, alias, seeds, min_effect, looks),
                   min_effect=min_effect, looks=looks, reference_fair=reference_fair)
+
+
+def _own_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame, own: tuple[str, str],
+                min_effect: float, looks: int) -> Report:
+    """The report of your own trainer's experiment: ranked by its metric in its direction, with
+    none of Mainrun's reference, eval coverage or rules."""
+    (name, goal), nothing = own, pd.Series(np.nan, index=runs.index, dtype=float)
+    design, _, factors, alias = _design(exp, runs)
+    per_run = _per_run(runs, evals, name, nothing, goal)
+    ranking = _ranking(per_run, factors, math.nan, name, goal)
+    effects, title = _effects(design, per_run, factors, min_effect, looks, goal)
+    if design != "cumulative":
+        effects = effects.sort_values("estimate", ascending=goal == "minimize", kind="stable",
+                                      na_position="last", ignore_index=True)
+    seeds = sorted(per_run["seed"].dropna().unique().tolist())
+    better = "lower" if goal == "minimize" else "higher"
+    title = title.replace("loss", name).replace("negative = lower", f"negative = {better}")
+    if goal == "maximize":
+        title = title.replace("negative = better", "positive = better").replace("positive = X helps", "negative = X helps")
+    return Report(exp["experiment"], design, name, None, seeds, [f"Metric: {name}, its last evaluation's value; "
+                  f"{better} is better."], ranking, effects, title,
+                  report_notes(ranking, effects, alias, seeds, min_effect, looks, unit=f" in {name}"),
+                  min_effect=min_effect, looks=looks, goal=goal, mainrun=False)
 
 
 def _design(exp: pd.Series, runs: pd.DataFrame) -> tuple[str, float, list[_Factor], str]:
@@ -164,28 +209,32 @@ def _coverage(runs: pd.DataFrame, evals: pd.DataFrame) -> pd.Series:
     return stored.astype(float).fillna(_by_run(runs, last)) if len(runs) else stored
 
 
-def _per_run(runs: pd.DataFrame, evals: pd.DataFrame, metric: str, coverage: pd.Series) -> pd.DataFrame:
-    """One row per run with the metric's final value `y`, its best and the fairness inputs."""
+def _per_run(runs: pd.DataFrame, evals: pd.DataFrame, metric: str, coverage: pd.Series,
+             goal: str | None = None) -> pd.DataFrame:
+    """One row per run with the metric's final value `y`, its best and the fairness inputs.
+    With a `goal`, `metric` is your own trainer's, read from the evaluations."""
     frame = runs.copy()
     frame["coverage"] = coverage
     frame["sha"] = _column(runs, "res.val_text_sha256")
     frame["roundtrip"] = _column(runs, "res.tokenizer_roundtrip")
-    if metric == "mainrun":
+    if metric == "mainrun" and goal is None:
         frame["y"], frame["best"], frame["best_at"] = runs["final_val_loss"], runs["best_val_loss"], runs["best_step"]
     else:
-        scored = evals.dropna(subset=["val_loss_full"])
-        best = scored.loc[scored.groupby("run_id")["val_loss_full"].idxmin()].set_index("run_id")
-        last = _last_evals(scored)["val_loss_full"]
-        stored = pd.to_numeric(_column(runs, "res.final_val_loss_full"), errors="coerce")
+        column = "val_loss_full" if goal is None else eval_column(metric)
+        scored = evals.dropna(subset=[column]) if column in evals else evals.assign(**{column: 0.0}).iloc[:0]
+        grouped = scored.groupby("run_id")[column]
+        best = scored.loc[grouped.idxmax() if goal == "maximize" else grouped.idxmin()].set_index("run_id")
+        last = _last_evals(scored)[column]
+        stored = pd.to_numeric(_column(runs, "res.final_val_loss_full" if goal is None else "-"), errors="coerce")
         frame["y"] = stored.astype(float).fillna(_by_run(runs, last))
-        frame["best"] = _by_run(runs, best["val_loss_full"])
+        frame["best"] = _by_run(runs, best[column])
         frame["best_at"] = _by_run(runs, best["step"])
     for column in ("y", "best", "best_at", "wall_time_s", "tokens_per_s"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
     return frame
 
 
-def _baseline_name(per_run: pd.DataFrame) -> str | None:
+def baseline_name(per_run: pd.DataFrame) -> str | None:
     """The in-matrix baseline: the run named 'baseline', else the configuration with no toggles."""
     names = per_run["name"].tolist()
     if "baseline" in names:
@@ -237,8 +286,9 @@ def _coverage_reason(gaps: list[tuple[float, float]], metric: str) -> str:
 _INCURABLE = ("does not round-trip", "validation text differs")
 
 
-def _ranking(per_run: pd.DataFrame, factors: list[_Factor], reference: float, metric: str) -> pd.DataFrame:
-    base_name = _baseline_name(per_run)
+def _ranking(per_run: pd.DataFrame, factors: list[_Factor], reference: float, metric: str,
+             goal: str = "minimize") -> pd.DataFrame:
+    base_name = baseline_name(per_run)
     done = per_run[(per_run["status"] == "completed") & per_run["y"].notna()]
     slim = done[["run_id", "name", "seed", "coverage", "sha", "roundtrip"]]
     base_runs = [r for _, r in slim[slim["name"] == base_name].iterrows()]
@@ -274,7 +324,7 @@ def _ranking(per_run: pd.DataFrame, factors: list[_Factor], reference: float, me
     # A number that no metric can make comparable (a lossy tokenizer, another validation text)
     # is not ranked at all but listed with its reason; a coverage gap only bars "best".
     comparable = ~every["not_like_for_like"].str.contains("|".join(_INCURABLE), regex=True)
-    ranked = every[comparable].sort_values("final", kind="stable").reset_index(drop=True)
+    ranked = every[comparable].sort_values("final", ascending=goal == "minimize", kind="stable").reset_index(drop=True)
     ranked.insert(0, "rank", np.arange(1, len(ranked) + 1, dtype=float))
     eligible = ranked[(ranked["breaks_rule"] == "") & ranked["fair"]]
     ranked["is_best"] = ranked.index == (eligible.index[0] if len(eligible) else -1)
@@ -311,10 +361,10 @@ _TITLES = {
 
 
 def _effects(design: str, per_run: pd.DataFrame, factors: list[_Factor], min_effect: float,
-             looks: int) -> tuple[pd.DataFrame, str]:
+             looks: int, goal: str = "minimize") -> tuple[pd.DataFrame, str]:
     done = per_run[(per_run["status"] == "completed") & per_run["y"].notna()]
     names = list(dict.fromkeys(per_run.sort_values("position", kind="stable")["name"]))
-    base = _baseline_name(per_run)
+    base = baseline_name(per_run)
     if design in ("factorial", "fractional"):
         rows = _factorial_effects(done, factors, interactions=design == "factorial")
     elif design == "leave-one-out":
@@ -325,8 +375,10 @@ def _effects(design: str, per_run: pd.DataFrame, factors: list[_Factor], min_eff
                 for prev, cur in zip(names, names[1:])]
     else:
         rows = [_compare(per_run, n, "vs baseline", n, base) for n in names if base and n != base]
-    verdicts = decide([(est.mean, est.sd if est.paired else math.nan, est.n) if est else (math.nan,) * 3
-                       for _, _, est, _, _ in rows], min_effect, looks=looks)
+    sign = 1 if goal == "minimize" else -1  # the verdicts call lower better: a maximized metric, negated
+    verdicts = [v if sign == 1 else replace(v, lo=-v.hi, hi=-v.lo) for v in decide(
+        [(sign * est.mean, est.sd if est.paired else math.nan, est.n) if est else (math.nan,) * 3
+         for _, _, est, _, _ in rows], min_effect, looks=looks)]
     effects = pd.DataFrame([
         {"effect": label, "kind": kind, "n": est.n if est else 0, "paired": bool(est and est.paired),
          "loss": loss, "estimate": est.mean if est else math.nan, "sd": est.sd if est else math.nan,
@@ -388,7 +440,7 @@ def _per_seed_contrast(done: pd.DataFrame, plus: pd.Series, minus: pd.Series) ->
 def _fairness(per_run: pd.DataFrame, reference: float) -> tuple[str, bool]:
     """Which comparison is fair, in a line, and whether the reference is: only for Mainrun's
     data at full scale."""
-    base = per_run[(per_run["name"] == _baseline_name(per_run)) & (per_run["status"] == "completed")]
+    base = per_run[(per_run["name"] == baseline_name(per_run)) & (per_run["status"] == "completed")]
     if base.empty:
         return (f"Fair comparison: none certain — no completed in-matrix baseline; the reference "
                 f"{reference:g} is fair only on Mainrun's data at full scale."), False
@@ -424,52 +476,10 @@ def _metric_line(metric: str, mixed: bool, coverage: pd.Series) -> str:
 
 def _split_line(per_run: pd.DataFrame) -> str:
     """Whether the seeds shared one validation text: what a per-configuration interval means."""
-    base = per_run[(per_run["name"] == _baseline_name(per_run)) & (per_run["status"] == "completed")]
+    base = per_run[(per_run["name"] == baseline_name(per_run)) & (per_run["status"] == "completed")]
     texts = base["sha"].dropna().nunique()
     if base["seed"].nunique() < 2 or not texts:
         return ""
     return ("Split: fixed — every seed validated on one text; seeds vary initialisation, dropout and batch "
             "order." if texts == 1 else f"Split: each seed drew its own validation text ({texts} texts), so "
             f"a configuration's spread over seeds is mostly split variance; compare paired Δbase.")
-
-
-# ------------------------------------------------------------------------------ one run
-
-
-@dataclass
-class RunDetail:
-    run: dict  # identity, status and results of the run
-    config: TrainConfig  # as stored; fields the run predates take their defaults
-    truncated_at: int | None  # the step a truncated run stopped at
-    config_diff: pd.DataFrame  # field, value, and the baseline's value
-    evals: pd.DataFrame
-    values: list[float]  # the ranking metric over evaluations, for a sparkline
-
-
-def run_detail(runs: pd.DataFrame, evals: pd.DataFrame, row: pd.Series) -> RunDetail:
-    """One run of a load_runs() frame with its config diff against its same-seed baseline."""
-    base_rows = runs[(runs["name"] == _baseline_name(runs)) & (runs["experiment"] == row["experiment"])]
-    same_seed = base_rows[base_rows["seed"] == row["seed"]]
-    base = same_seed if len(same_seed) else base_rows
-    if len(base) and base.iloc[0]["run_id"] != row["run_id"]:
-        against, label = {k[4:]: v for k, v in base.iloc[0].items() if k.startswith("cfg.")}, "baseline"
-    else:
-        against, label = TrainConfig().to_dict(), "default"
-    config = {k[4:]: v for k, v in row.items() if k.startswith("cfg.")}
-    diff = pd.DataFrame([{"field": k, "value": plain(v), label: plain(against.get(k))}
-                         for k, v in config.items() if plain(v) != plain(against.get(k))],
-                        columns=["field", "value", label])
-    mine = evals[evals["run_id"] == row["run_id"]].drop(columns=["experiment", "run_id", "name", "seed"])
-    info = {k: plain(row.get(k)) for k in ("run_id", "experiment", "name", "hash", "seed", "status", "error",
-                                              "toggles", "final_val_loss", "best_val_loss", "best_step",
-                                              "wall_time_s", "tokens_per_s", "code_version")}
-    info = {k: (None if missing(v) else v) for k, v in info.items()}
-    stored = TrainConfig.from_dict({k: plain(v) for k, v in config.items() if not missing(v)})
-    truncated = not missing(row.get("truncated")) and bool(row["truncated"]) and not missing(row.get("steps"))
-    return RunDetail(info, stored, int(row["steps"]) if truncated else None, diff, mine.reset_index(drop=True),
-                     mine["val_loss"].astype(float).tolist())
-
-
-def missing(value: Any) -> bool:
-    """None, pandas' NA or a float nan (not a list, which pd.isna would test element-wise)."""
-    return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and math.isnan(value))

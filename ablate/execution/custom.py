@@ -1,0 +1,203 @@
+"""A run of your own trainer: a matrix's `params` (the baseline, each value's type fixed by it),
+the seed, the trainer that runs them and the files it reads.
+
+`ParamsConfig` stands where Mainrun's `TrainConfig` stands in a matrix (designs patch it, the
+runner hashes and stores it), so everything above the trainer works unchanged. Its identity is
+the trainer (command or entry point), the parameters, the seed and a content hash of the
+`inputs` the matrix names; where they sit on disk (`workdir`) and the timeout are how it runs,
+not what it measures, and stay out of the hash.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib.util
+import json
+import re
+import shlex
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ..training.config import ConfigError, suggest
+
+# Stored config keys beside the parameters: a parameter may not take one of these names.
+RESERVED = ("seed", "trainer")
+KINDS = ("command", "entry")
+SKIPPED = ("__pycache__", ".git")  # never part of an input directory's content
+DEFAULT_SEED = 0
+CUSTOM_TRAINER = "ablate.execution.command_trainer:train"  # what a job calls to run your trainer
+
+
+def is_custom(config: dict) -> bool:
+    """Whether a stored config is one of your own trainer's (Mainrun's has no `trainer` key)."""
+    return isinstance(config.get("trainer"), dict)
+
+
+def check_value(name: str, value: Any, like: Any = None) -> Any:
+    """A parameter value as stored: a number, text or true/false, of the baseline's type when
+    `like` is given (an int where the baseline has a float is widened, as in TrainConfig)."""
+    if not isinstance(value, (bool, int, float, str)):
+        raise ConfigError(f"{name}: expected a number, text or true/false, got {value!r}")
+    if like is None:
+        return value
+    if isinstance(like, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if type(value) is not type(like):
+        raise ConfigError(f"{name}: expected {type(like).__name__} like the baseline's {like!r}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class ParamsConfig:
+    kind: str  # "command" or "entry"
+    spec: str  # the command line template, or module:function
+    params: tuple[tuple[str, Any], ...]  # the parameters in declaration order (hashable)
+    seed: int = DEFAULT_SEED
+    workdir: str = "."  # where the command runs and the entry module is imported from
+    inputs: tuple[str, ...] = ()  # files and directories under workdir whose content is identity
+    timeout_s: float | None = None  # a run longer than this fails
+    metric: str = "val_loss"  # what every run must report
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ConfigError(f"trainer: expected one of {', '.join(KINDS)}, got {self.kind!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ConfigError(f"seed: expected int, got {self.seed!r}")
+
+    def __getattr__(self, name: str) -> Any:
+        """A parameter by name, as a TrainConfig field is read (`getattr(config, 'lr')`)."""
+        for key, value in self.__dict__.get("params", ()):
+            if key == name:
+                return value
+        raise AttributeError(name)
+
+    @property
+    def fields(self) -> list[str]:
+        return [name for name, _ in self.params]
+
+    def values(self) -> dict[str, Any]:
+        """The parameters and the seed: what the trainer is given."""
+        return {**dict(self.params), "seed": self.seed}
+
+    def replace(self, **changes: Any) -> "ParamsConfig":
+        params = dict(self.params)
+        seed = changes.pop("seed", self.seed)
+        errors = []
+        for name, value in changes.items():
+            if name not in params:
+                errors.append(f"{name}: unknown parameter{suggest(name, params)}; expected one of "
+                              f"{', '.join(params)}")
+                continue
+            try:
+                params[name] = check_value(name, value, params[name])
+            except ConfigError as e:
+                errors.append(str(e))
+        if errors:
+            raise ConfigError("; ".join(errors))
+        return ParamsConfig(self.kind, self.spec, tuple(params.items()), seed, self.workdir, self.inputs,
+                            self.timeout_s, self.metric)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The stored form: the parameters, the seed, and how to run them under `trainer`."""
+        return {**self.values(), "trainer": {
+            self.kind: self.spec, "workdir": self.workdir, "inputs": list(self.inputs),
+            "timeout_s": self.timeout_s, "metric": self.metric}}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ParamsConfig":
+        how = d["trainer"]
+        kind = next((k for k in KINDS if k in how), "")
+        params = tuple((k, v) for k, v in d.items() if k not in RESERVED)
+        return cls(kind, how.get(kind, ""), params, d.get("seed", DEFAULT_SEED), how.get("workdir", "."),
+                   tuple(how.get("inputs", ())), how.get("timeout_s"), how.get("metric", "val_loss"))
+
+    def by_hand(self) -> list[str]:
+        """The words that run this one run by hand, in `workdir`: the command, or the entry point
+        called with `ablate.report_eval` as its report."""
+        if self.kind == "command":
+            return command_words(self.spec, self.values())
+        module, _, function = self.spec.partition(":")
+        return ["python", "-c", f"import ablate, {module}; {module}.{function}({self.values()!r}, ablate.report_eval)"]
+
+    def fingerprint(self) -> str:
+        """The content of the inputs, as one hash (paths relative to workdir, in order)."""
+        digest = hashlib.sha256()
+        for name in self.inputs:
+            path = Path(self.workdir) / name
+            if not path.exists():
+                raise FileNotFoundError(f"input {name!r} does not exist (in {self.workdir})")
+            files = [path] if path.is_file() else sorted(
+                p for p in path.rglob("*") if p.is_file() and not set(p.relative_to(path).parts) & set(SKIPPED))
+            for file in files:
+                digest.update(file.relative_to(self.workdir).as_posix().encode() + b"\0")
+                digest.update(hashlib.sha256(file.read_bytes()).digest())
+        return digest.hexdigest()
+
+    def identity_hash(self, fingerprint: str) -> str:
+        """Trainer, parameters, seed and the inputs' content: two runs alike in these are one."""
+        d = {"trainer": {self.kind: self.spec}, "params": dict(self.params), "seed": self.seed,
+             "inputs": fingerprint}
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def usable_name(name: str) -> bool:
+    """A parameter name a command can spell as `{name}` and no name of ablate's own."""
+    own = {f.name for f in dataclasses.fields(ParamsConfig)} | set(RESERVED)
+    return bool(re.fullmatch(r"[A-Za-z_]\w*", name)) and name not in own and not hasattr(ParamsConfig, name)
+
+
+def command_words(template: str, values: dict[str, Any]) -> list[str]:
+    """The command's words with `{param}` and `{seed}` filled in, one word at a time (a value
+    with a space in it stays one argument)."""
+    return [word.format_map(values) for word in shlex.split(template)]
+
+
+def custom_base(kind: str, text: str, params: dict[str, Any], inputs: list[str], workdir: Path,
+                problems: list[str], **how: Any) -> ParamsConfig | None:
+    """Your trainer's baseline from a matrix: `params` with their types, its inputs (each must
+    exist under the matrix's directory) and a command whose placeholders name parameters, or an
+    entry point whose module can be found. Each problem is a `<key path>: ...` line."""
+    before = len(problems)
+    checked: dict[str, Any] = {}
+    for name, value in params.items():
+        try:
+            if not usable_name(str(name)):
+                raise ConfigError(f"{name}: expected a name of letters, digits and '_' that is not one "
+                                  f"of ablate's own (seed, trainer, replace, ...)")
+            checked[name] = check_value(name, value)
+            if isinstance(value, str) and re.fullmatch(r"[-+]?[\d.]+e[-+]?\d+", value, re.IGNORECASE):
+                raise ConfigError(f"{name}: YAML reads {value} as text; write {float(value)!r} for a number")
+        except ConfigError as e:
+            problems.append(f"params.{e}")
+    for i, name in enumerate(inputs):
+        if Path(name).is_absolute() or ".." in Path(name).parts or not (workdir / name).exists():
+            problems.append(f"inputs[{i}]: {name!r}: expected a file or directory under the matrix's "
+                            f"directory {str(workdir)!r}")
+    base = ParamsConfig(kind, text, tuple(checked.items()), workdir=str(workdir), inputs=tuple(inputs), **how)
+    if kind == "command":
+        try:
+            command_words(text, base.values())
+        except KeyError as e:
+            problems.append(f"trainer.command: {{{e.args[0]}}} names no parameter; expected one of "
+                            f"{', '.join('{' + k + '}' for k in base.values())}")
+        except (ValueError, IndexError) as e:
+            problems.append(f"trainer.command: {e} (write a literal brace as {{{{ or }}}})")
+    elif not module_found(text.partition(":")[0], workdir):
+        problems.append(f"trainer.entry: no module {text.partition(':')[0]!r} in {str(workdir)!r} "
+                        f"or on the Python path")
+    return base if len(problems) == before else None
+
+
+def module_found(module: str, workdir: Path) -> bool:
+    """Whether `module` imports from `workdir` or the Python path (without importing it)."""
+    sys.path.insert(0, str(workdir))
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+    finally:
+        sys.path.remove(str(workdir))

@@ -1,0 +1,60 @@
+"""One run of an experiment as `ablate show` and the HTML page show it: its identity and
+results, its config against its same-seed baseline, and its evaluations."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..execution.custom import ParamsConfig, is_custom
+from ..storage.schema import plain
+from ..training.config import TrainConfig
+from .report import baseline_name, eval_column
+
+
+@dataclass
+class RunDetail:
+    run: dict  # identity, status and results of the run
+    config: TrainConfig | ParamsConfig  # as stored; fields the run predates take their defaults
+    truncated_at: int | None  # the step a truncated run stopped at
+    config_diff: pd.DataFrame  # field, value, and the baseline's value
+    evals: pd.DataFrame
+    values: list[float]  # the ranking metric over evaluations, for a sparkline
+
+
+def run_detail(runs: pd.DataFrame, evals: pd.DataFrame, row: pd.Series) -> RunDetail:
+    """One run of a load_runs() frame with its config diff against its same-seed baseline (a
+    baseline of your own trainer's, against nothing: its parameters are no one's defaults)."""
+    config = {k[4:]: v for k, v in row.items() if k.startswith("cfg.")}
+    stored = {k: plain(v) for k, v in config.items() if not missing(v)}
+    own = is_custom(stored)
+    base_rows = runs[(runs["name"] == baseline_name(runs)) & (runs["experiment"] == row["experiment"])]
+    same_seed = base_rows[base_rows["seed"] == row["seed"]]
+    base = same_seed if len(same_seed) else base_rows
+    if len(base) and base.iloc[0]["run_id"] != row["run_id"]:
+        against, label = {k[4:]: v for k, v in base.iloc[0].items() if k.startswith("cfg.")}, "baseline"
+    else:
+        against, label = (stored if own else TrainConfig().to_dict()), "default"
+    diff = pd.DataFrame([{"field": k, "value": plain(v), label: plain(against.get(k))}
+                         for k, v in config.items() if plain(v) != plain(against.get(k))],
+                        columns=["field", "value", label])
+    mine = evals[evals["run_id"] == row["run_id"]].drop(columns=["experiment", "run_id", "name", "seed"])
+    info = {k: plain(row.get(k)) for k in ("run_id", "experiment", "name", "hash", "seed", "status", "error",
+                                              "toggles", "final_val_loss", "best_val_loss", "best_step",
+                                              "wall_time_s", "tokens_per_s", "code_version")}
+    info = {k: (None if missing(v) else v) for k, v in info.items()}
+    metric = stored["trainer"].get("metric", "val_loss") if own else "val_loss"
+    column = eval_column(metric)
+    truncated = not missing(row.get("truncated")) and bool(row["truncated"]) and not missing(row.get("steps"))
+    return RunDetail(info, (ParamsConfig if own else TrainConfig).from_dict(stored),
+                     int(row["steps"]) if truncated else None, diff, mine.reset_index(drop=True),
+                     mine[column].astype(float).tolist() if column in mine else [])
+
+
+def missing(value: Any) -> bool:
+    """None, pandas' NA or a float nan (not a list, which pd.isna would test element-wise)."""
+    return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and math.isnan(value))
