@@ -363,3 +363,15 @@ def test_an_entry_point_runs_from_the_matrix_directory_like_a_command(tmp_path):
     with pytest.raises(TrainerError, match=r"no evaluation reported; call report\(100, val_loss=2.31\)"):
         quiet = ParamsConfig("entry", "quiet_trainer:main", (("lr", 0.5),), workdir=str(tmp_path))
         command_train(quiet.to_dict(), seen.append, ExecOptions())
+
+
+def test_results_md_of_your_own_trainers_database(example_run, tmp_path):
+    """The document's verdict line and provenance read your own trainer's config (its params and
+    input files); the report's claims about Mainrun's model are left out."""
+    from ablate.results import document
+
+    block = document.generated(example_run.db)
+    line = next(line for line in block.splitlines() if line.startswith("- **tiny-mlp**"))
+    assert "base own trainer, lr 0.05, hidden 16" in line
+    assert "better: fast_lr (" in line and "worse: decay (" in line
+    assert "| inputs: train.py, data.csv |" in block and "What holds" not in block

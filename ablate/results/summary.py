@@ -20,6 +20,7 @@ from .render import _fmt
 from .report import Report
 
 SIZE_FIELDS = ("d_model", "n_layer", "n_head")  # what a larger proxy changes, and nothing else
+OWN_TRAINER = "own trainer"
 VERDICT_ORDER = ("better", "worse", "negligible", "inconclusive", "noise unknown", "unpaired")
 
 
@@ -27,13 +28,17 @@ VERDICT_ORDER = ("better", "worse", "negligible", "inconclusive", "noise unknown
 class Base:
     """An experiment's starting point: the preset its matrix names and its baseline's config."""
 
-    preset: str
+    preset: str  # the matrix's `base.preset`; OWN_TRAINER for a matrix with its own trainer
     config: dict
 
     def size(self) -> str:
+        """Mainrun's proxy size, or your own trainer's baseline parameters."""
         c = self.config
-        return (f"d{c.get('d_model')}, {c.get('n_layer')} layers, {c.get('num_titles'):,} titles"
-                if c else "no baseline run")
+        if not c:
+            return "no baseline run"
+        if "trainer" in c:
+            return ", ".join(f"{k} {v}" for k, v in c.items() if k not in ("trainer", "seed"))
+        return f"d{c.get('d_model')}, {c.get('n_layer')} layers, {c.get('num_titles'):,} titles"
 
 
 def bases(db: str | Path | None, experiments: list[str]) -> dict[str, Base]:
@@ -49,9 +54,12 @@ def bases(db: str | Path | None, experiments: list[str]) -> dict[str, Base]:
 
 def _preset(yaml_text: str | None) -> str:
     try:
-        base = read_mapping(yaml_text or "").get("base") or {}
+        raw = read_mapping(yaml_text or "")
     except YAMLProblem:
         return "mainrun"
+    if raw.get("trainer") is not None:
+        return OWN_TRAINER
+    base = raw.get("base") or {}
     return str(base.get("preset", "mainrun")) if isinstance(base, dict) else "mainrun"
 
 
