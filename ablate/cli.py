@@ -398,14 +398,14 @@ def runs_cmd(
     db: DbOption = None, fmt: FormatOption = "table",
 ) -> None:
     """List runs with their status and results (csv/json: every column)."""
-    from .results.frames import load_runs, select_runs
+    from .results.frames import load_runs, select_runs, with_own_finals
     from .results.render import FORMATS, render_frame, runs_display
     from .storage.schema import STATUSES
 
     _check(status, STATUSES, "--status")
     _check(fmt, FORMATS, "--format")
     with _user_errors():
-        runs = select_runs(load_runs(db, experiment), status, toggle)
+        runs = with_own_finals(select_runs(load_runs(db, experiment), status, toggle), db)
     shown = runs if fmt in ("csv", "json") else runs_display(runs)
     _emit(lambda width, color: render_frame(shown, fmt, f"{len(runs)} run(s)", width, color))
 

@@ -375,3 +375,13 @@ def test_results_md_of_your_own_trainers_database(example_run, tmp_path):
     assert "base own trainer, lr 0.05, hidden 16" in line
     assert "better: fast_lr (" in line and "worse: decay (" in line
     assert "| inputs: train.py, data.csv |" in block and "What holds" not in block
+
+
+def test_ablate_runs_shows_your_own_trainers_final_metric(example_run):
+    from ablate.results.frames import load_runs, with_own_finals
+
+    runs = with_own_finals(load_runs(example_run.db), example_run.db)
+    stored = {(r.name, r.seed): r.y for r in _per_run_values(example_run.db)}
+    assert {(n, s): v for n, s, v in zip(runs["name"], runs["seed"], runs["final val_loss"])} == stored
+    shown = _ablate("runs", "--db", "tiny-mlp.db", "--format", "csv", cwd=example_run.cwd)
+    assert shown.returncode == 0 and "final val_loss" in shown.stdout.splitlines()[0]

@@ -216,3 +216,21 @@ def export(frame: pd.DataFrame, path: str | Path) -> Path:
     except OSError as e:
         raise ResultsError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
     return path
+
+
+def with_own_finals(runs: pd.DataFrame, db: str | Path | Store | None = None) -> pd.DataFrame:
+    """Runs of your own trainer get `final <metric>`, their last evaluation's value of the metric
+    their matrix declares (Mainrun's runs carry theirs in final_val_loss already)."""
+    if "cfg.trainer" not in runs:
+        return runs
+    metric = runs["cfg.trainer"].map(lambda t: t.get("metric") if isinstance(t, dict) else None)
+    if metric.isna().all():
+        return runs
+    evals = load_evals(db, runs=runs["run_id"].astype(int).tolist())
+    last = evals.groupby("run_id").tail(1).set_index("run_id")
+    out = runs.copy()
+    for name in metric.dropna().unique():
+        column = name if name in last else f"extra.{name}"
+        values = last[column] if column in last else pd.Series(dtype=float)
+        out[f"final {name}"] = [values.get(i) if m == name else None for i, m in zip(out["run_id"], metric)]
+    return out

@@ -249,6 +249,12 @@ def runs_display(runs: pd.DataFrame) -> pd.DataFrame:
                "best_val_loss": "best", "best_step": "@step", "wall_time_s": "wall", "error": "error"}
     if runs["experiment"].nunique() <= 1:
         columns.pop("experiment")
+    own = [c for c in runs.columns if c.startswith("final ")]  # your own trainer's metric (frames)
+    if own and runs["final_val_loss"].isna().all():
+        for mainrun_only in ("final_val_loss", "res.final_val_loss_full", "best_val_loss", "best_step"):
+            columns.pop(mainrun_only)
+    columns = {**{k: v for k, v in columns.items() if k not in ("wall_time_s", "error")},
+               **{c: c for c in own}, "wall_time_s": "wall", "error": "error"}
     shown = runs.assign(wall_time_s=runs["wall_time_s"].map(_duration), best_step=runs["best_step"].astype("Int64"))
     return shown[[c for c in columns if c in runs]].rename(columns=columns)
 
