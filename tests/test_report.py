@@ -462,3 +462,25 @@ def test_cli_errors_are_one_line(db, tmp_path):
         result = invoke(*args)
         assert result.exit_code == 2 and message in result.output, result.output
         assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+
+
+def test_seeds_without_a_same_seed_baseline_are_not_compared_with_another_seeds_text(tmp_path):
+    """Seeds until decided in a leave-one-out design add seeds to `all` and `all − X`, not to the
+    baseline. With a split that follows the seed, those seeds validate on their own text: that is
+    no reason to unrank the configuration, whose baseline seeds share the text."""
+    yaml_text = "name: loo2\ndesign: leave-one-out\ntoggles: [sdpa, swiglu]\nseeds: [1, 2, 3, 4]\n"
+    losses = {("baseline", s): 2.0 for s in (1, 2, 3)}
+    losses |= {(n, s): 1.9 for n in ("all", "all-minus-sdpa", "all-minus-swiglu") for s in (1, 2, 3, 4)}
+    extra = {(n, s): {"val_text_sha256": f"text-{s}"} for n in ("baseline", "all", "all-minus-sdpa",
+                                                               "all-minus-swiglu") for s in (1, 2, 3, 4)}
+    url = f"sqlite:///{tmp_path / 'loo2.db'}"
+    with Store(url) as store:
+        fill(store, yaml_text, losses, extra=extra)
+    report = rp.build_report(url, "loo2")
+    assert report.ranking["rank"].notna().sum() == 4, report.ranking[["name", "error"]]
+    extra[("all", 2)] = {"val_text_sha256": "edited"}  # a same-seed mismatch still unranks
+    url = f"sqlite:///{tmp_path / 'loo3.db'}"
+    with Store(url) as store:
+        fill(store, yaml_text.replace("loo2", "loo3"), losses, extra=extra)
+    unranked = rp.build_report(url, "loo3").ranking.set_index("name")["rank"]
+    assert math.isnan(unranked["all"]) and unranked.notna().sum() == 3

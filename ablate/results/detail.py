@@ -3,6 +3,7 @@ results, its config against its same-seed baseline, and its evaluations."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -26,10 +27,21 @@ class RunDetail:
     values: list[float]  # the ranking metric over evaluations, for a sparkline
 
 
+_INT_FIELDS = {f.name for f in dataclasses.fields(TrainConfig) if f.type in ("int", "int | None")}
+
+
+def _typed(name: str, value: Any) -> Any:
+    """A frame holds an int field that some runs leave None (split_seed) as floats: 1337.0 is
+    1337 again, so the config validates and prints as the run stored it."""
+    if name in _INT_FIELDS and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def run_detail(runs: pd.DataFrame, evals: pd.DataFrame, row: pd.Series) -> RunDetail:
     """One run of a load_runs() frame with its config diff against its same-seed baseline (a
     baseline of your own trainer's, against nothing: its parameters are no one's defaults)."""
-    config = {k[4:]: v for k, v in row.items() if k.startswith("cfg.")}
+    config = {k[4:]: _typed(k[4:], v) for k, v in row.items() if k.startswith("cfg.")}
     stored = {k: plain(v) for k, v in config.items() if not missing(v)}
     own = is_custom(stored)
     base_rows = runs[(runs["name"] == baseline_name(runs)) & (runs["experiment"] == row["experiment"])]

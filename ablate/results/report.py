@@ -301,7 +301,10 @@ def _ranking(per_run: pd.DataFrame, factors: list[_Factor], reference: float, me
         vs_base = difference(dict(zip(group["seed"], group["y"])), base_values)
         mismatch: dict[str, bool] = {}  # reason -> whether it biases `metric`
         gaps = []
-        for _, run in slim.loc[group.index].iterrows():
+        runs = [run for _, run in slim.loc[group.index].iterrows()]
+        # checked against the same-seed baseline; a seed without one (a leave-one-out round that
+        # paired it with `all`) only where no seed has one, against the first baseline run
+        for run in [r for r in runs if r["seed"] in controls] or runs:
             control = controls.get(run["seed"], base_runs[0] if base_runs else None)
             mismatch.update(dict.fromkeys(_mismatches(run, control), True))
             gaps.append(_coverage_gap(run, control))
