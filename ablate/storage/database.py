@@ -150,7 +150,7 @@ class Database:
             _check_path(self.file, create and not self.read_only)
         self._connect()
         try:
-            self._open(create)
+            self._open_retrying(create)
         except DBAPIError as exc:  # not a database, cannot connect, locked for longer than the timeout
             self.close()
             reason = " ".join(str(exc.orig).split())  # one line: drivers add hints on their own lines
@@ -194,6 +194,23 @@ class Database:
         self._writer = sessionmaker(
             self._engine.execution_options(ablate_write=True), expire_on_commit=False
         )
+
+    def _open_retrying(self, create: bool) -> None:
+        """`_open`, again after a short wait when SQLite answers "locked" at once rather than
+        waiting out its busy timeout (two processes creating one file, switching it to WAL
+        together). Opening is idempotent: it re-reads the version each time."""
+        delay = 0.05
+        for tries in range(1, _WRITE_TRIES + 1):
+            started = time.monotonic()
+            try:
+                return self._open(create)
+            except OperationalError as exc:
+                waited_out = time.monotonic() - started > 1.0  # a lock held that long: say so now
+                if not _is_locked(exc) or waited_out or tries == _WRITE_TRIES:
+                    raise
+                self._engine.dispose()
+                time.sleep(delay * (1 + random.random()))
+                delay *= 2
 
     def _open(self, create: bool) -> None:
         """Read the schema version; write only to initialise an empty database or to migrate."""
