@@ -4,8 +4,12 @@ in one transaction, without ever writing the other database."""
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import sqlite3
+import subprocess
+import sys
+import tempfile
 from contextlib import closing
 from pathlib import Path
 
@@ -16,6 +20,7 @@ from typer.testing import CliRunner
 from ablate.cli import app
 from ablate.results.report import build_report
 from ablate.storage import merge as merge_module
+from ablate.storage.database import COPY_PREFIX
 from ablate.storage.migrations import latest_version
 from ablate.storage.merge import merge
 from ablate.storage.schema import Run
@@ -162,3 +167,30 @@ def test_merge_errors_are_one_line(tmp_path):
         assert result.exit_code == 2 and result.output.startswith("error:"), result.output
         assert "Traceback" not in result.output
 
+
+
+def test_a_copy_left_by_a_killed_merge_is_removed_and_a_merge_leaves_none(source, tmp_path):
+    """Case 14: a SIGKILLed merge cannot clean up its temporary copy; the next one does."""
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = Path(tempfile.gettempdir()) / f"{COPY_PREFIX}{dead.pid}-killed"
+    left.mkdir(exist_ok=True)
+    (left / "other.db").write_bytes(b"x" * 1000)
+    with Store(f"sqlite:///{tmp_path / 'results.db'}") as store:
+        merge(store, source)
+    assert not left.exists()
+    assert not list(Path(tempfile.gettempdir()).glob(f"{COPY_PREFIX}{os.getpid()}-*"))
+
+
+def test_merging_a_database_with_a_corrupted_page_is_one_line(source, tmp_path):
+    """Case 10: the target stays as it was and no traceback is shown."""
+    data = bytearray(source.read_bytes())
+    data[4096 * 15 + 100:4096 * 15 + 700] = b"\xff" * 600  # a page the merge reads, overwritten
+    source.write_bytes(bytes(data))
+    target = tmp_path / "results.db"
+    Store(f"sqlite:///{target}").close()
+    before = sha(target)
+    result = CliRunner().invoke(app, ["db", "merge", str(source), "--db", str(target)])
+    assert result.exit_code == 2 and result.output.startswith("error:"), result.output
+    assert len(result.output.strip().splitlines()) == 1 and sha(target) == before
+    assert "malformed" in result.output and str(source) in result.output

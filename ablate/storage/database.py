@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import sqlite3
 import tempfile
 import time
@@ -40,6 +41,7 @@ _SQLITE_PRAGMAS = (
 )
 _READ_ONLY_PRAGMAS = ("PRAGMA busy_timeout=30000",)  # a reader changes nothing, not even the journal mode
 _WRITE_TRIES = 5
+COPY_PREFIX = "ablate-copy-"  # temporary copies of a database: ablate-copy-<pid>-<random>
 
 
 class StoreError(RuntimeError):
@@ -127,19 +129,60 @@ def _setup_sqlite(engine: Engine, read_only: bool = False) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+def temporary_copy(path: Path) -> tuple[tempfile.TemporaryDirectory, Path]:
+    """A consistent copy of a SQLite file (WAL included, through the backup API), never the
+    file itself, in a temporary directory the caller cleans up (it is gone already if copying
+    fails). Copies a killed process left behind are removed first: they can be as large as
+    the database."""
+    _remove_abandoned_copies()
+    folder = tempfile.TemporaryDirectory(prefix=f"{COPY_PREFIX}{os.getpid()}-")
+    copy = Path(folder.name) / path.name
+    try:
+        with closing(sqlite3.connect(_read_only_uri(path), uri=True)) as src, \
+                closing(sqlite3.connect(copy)) as dst:
+            src.backup(dst)
+    except sqlite3.DatabaseError as e:
+        folder.cleanup()
+        raise StoreError(f"cannot read {path} as a results database: {e}") from None
+    except BaseException:
+        folder.cleanup()
+        raise
+    return folder, copy
+
+
+def _remove_abandoned_copies() -> None:
+    """Temporary copies whose process is gone (SIGKILLed mid-merge or mid-read)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{COPY_PREFIX}*"):
+        pid = folder.name[len(COPY_PREFIX):].partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 # ------------------------------------------------------------------------------ database
 
 
 class Database:
     """A connection to the results database. Cheap to keep; call close() to release files."""
 
-    def __init__(self, url: str | None = None, *, create: bool = True, read_only: bool = False):
+    def __init__(self, url: str | None = None, *, create: bool = True, read_only: bool = False,
+                 shown_as: str | None = None):
         """Open (and with create=True initialise) the database; migrate an older schema, refuse a
         newer one. create=False is for commands that only read: a missing SQLite file is an
-        error; read_only also opens a SQLite file read-only, so reading changes nothing in it."""
+        error; read_only also opens a SQLite file read-only, so reading changes nothing in it.
+        `shown_as` names it in messages (a temporary copy by the file it copies)."""
         self.url = url or default_url()
         self.file = _sqlite_path(self.url)
-        self.where = str(self.file) if self.file else make_url(self.url).render_as_string(hide_password=True)
+        self.where = shown_as or (str(self.file) if self.file else make_url(self.url).render_as_string(hide_password=True))
         self.version = latest_version()  # once open: older databases are migrated to it
         self.upgraded: tuple[int, int] | None = None  # (from, to) when opening migrated the schema
         self.backup: Path | None = None  # the copy of the file kept before migrating it
@@ -244,11 +287,7 @@ class Database:
         """An older file opened to read: read a migrated temporary copy of it (WAL included), so
         that reading writes nothing and the file stays readable by the ablate that wrote it
         (`ablate db upgrade`, or any command that writes, migrates the file itself)."""
-        self._copy_dir = tempfile.TemporaryDirectory(prefix="ablate-read-")
-        copy = Path(self._copy_dir.name) / self.file.name
-        with closing(sqlite3.connect(_read_only_uri(self.file), uri=True)) as src, \
-                closing(sqlite3.connect(copy)) as dst:
-            src.backup(dst)
+        self._copy_dir, copy = temporary_copy(self.file)
         Database(f"sqlite:///{copy}", create=False).close()
         self._engine.dispose()
         self._read_path = copy
@@ -295,7 +334,7 @@ class Database:
         try:
             with self._reader() as session, session.begin():
                 return fn(session)
-        except OperationalError as exc:  # locked past the busy timeout, the file gone, the disk gone
+        except DBAPIError as exc:  # locked past the busy timeout, the file gone or damaged, the disk gone
             raise StoreError(f"{self.where}: {exc.orig}") from exc
 
     def _write(self, fn: Callable[[Session], Any], *, retry_conflicts: bool = False) -> Any:

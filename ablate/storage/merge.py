@@ -13,9 +13,7 @@ is read through a temporary copy, which is where an older schema gets migrated.
 
 from __future__ import annotations
 
-import sqlite3
-import tempfile
-from contextlib import closing, contextmanager
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -23,7 +21,7 @@ from typing import Iterator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from .database import StoreError, _sqlite_path, resolve_url
+from .database import StoreError, _sqlite_path, resolve_url, temporary_copy
 from .schema import Eval, Experiment, ExperimentRun, Run, StepMetric
 from .store import Store
 
@@ -66,31 +64,26 @@ def merge(target: Store, source: str | Path) -> MergeReport:
     url = resolve_url(source)
     if url == target.url:
         raise StoreError(f"cannot merge {target.where} into itself")
-    with _readable_copy(url) as copy_url, Store(copy_url, create=False) as other:
+    shown = str(source) if _sqlite_path(url) else None
+    with _readable_copy(url) as copy_url, Store(copy_url, create=False, shown_as=shown) as other:
         experiments, links, runs = other._read(_read_all)
-        report = MergeReport(source=other.where if _sqlite_path(url) is None else str(source))
+        report = MergeReport(source=other.where)
         target._write(lambda session: _merge(session, experiments, links, runs, report))
     return report
 
 
 @contextmanager
 def _readable_copy(url: str) -> Iterator[str]:
-    """A SQLite source as a temporary consistent copy (WAL included; never the file itself, so
-    migrating an older schema on open changes nothing there); other URLs as they are."""
+    """A SQLite source as a temporary consistent copy (migrating an older schema on open then
+    changes nothing in the file itself); other URLs as they are."""
     path = _sqlite_path(url)
     if path is None:
         yield url
         return
     if not path.is_file():
         raise StoreError(f"no results database at {path}")
-    with tempfile.TemporaryDirectory(prefix="ablate-merge-") as tmp:
-        copy = Path(tmp) / path.name
-        try:
-            with closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as src, \
-                    closing(sqlite3.connect(copy)) as dst:
-                src.backup(dst)
-        except sqlite3.DatabaseError as e:
-            raise StoreError(f"cannot read {path} as a results database: {e}") from e
+    folder, copy = temporary_copy(path)
+    with folder:
         yield f"sqlite:///{copy}"
 
 
