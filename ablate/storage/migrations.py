@@ -55,6 +55,8 @@ MIGRATIONS: list[Migration] = [  # MIGRATIONS[i] takes schema FIRST_VERSION + i 
     add_columns("runs", ("requeued_at", "current_step"),
                 "runs.requeued_at, so runners started with --rerun together train each run once, "
                 "and runs.current_step, progress between evaluations"),
+    add_columns("runs", ("fingerprint",),
+                "runs.fingerprint, so a merge can recompute a run's identity from its config"),
 ]
 
 

@@ -128,6 +128,9 @@ class Run(Base):
     requeued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The last optimizer step the running attempt reported: progress between evaluations.
     current_step: Mapped[int | None] = mapped_column(Integer)
+    # The content hash of its data (or your trainer's inputs) that entered `hash`: with it, a
+    # database that receives this run by a merge can recompute its identity from its config.
+    fingerprint: Mapped[str | None] = mapped_column(Text)
 
 
 class ExperimentRun(Base):

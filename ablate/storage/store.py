@@ -92,8 +92,10 @@ class Store(Database):
     def add_runs(self, experiment_id: int, planned: list[dict], keep: Iterable[str] = ()) -> list[int]:
         """Link the planned runs to the experiment, inserting queued runs for unseen hashes.
 
-        Each dict has hash, name, config, toggles, seed, position. A run whose hash exists is
-        reused whatever its status (completed work is shared across matrices); its link to this
+        Each dict has hash, name, config, toggles, seed, position (and the fingerprint its hash
+        holds). A run whose hash exists is reused whatever its status (completed work is shared
+        across matrices), its config refreshed to the plan's: what lies outside the identity
+        (where its data or workdir is, its timeout) is what the matrix says now; its link to this
         experiment is created or updated, and links to runs no longer planned are removed, but
         for runs whose hash is in `keep` (a later round of seeds-until-decided). Idempotent.
         Returns the run ids in `planned` order.
@@ -113,6 +115,7 @@ class Store(Database):
                     )
                     session.add(run)
                     session.flush()
+                run.config, run.fingerprint = plain(item["config"]), run.fingerprint or item.get("fingerprint")
                 link = session.get(ExperimentRun, (experiment_id, run.id))
                 if link is None:
                     link = ExperimentRun(experiment_id=experiment_id, run_id=run.id)
