@@ -427,3 +427,28 @@ def test_a_directory_input_leaves_out_ablates_own_outputs(tmp_path):
     assert config.fingerprint() == before
     (tmp_path / "data.csv").write_text("x\n1\n")
     assert config.fingerprint() != before
+
+
+# --- issue 26: bounded text (case 7) -------------------------------------------------------------
+
+def test_a_huge_error_is_stored_cut_to_its_cap_with_a_marker(tmp_path):
+    """An entry point raising a 5 MB message was stored whole; its log keeps it whole."""
+    from ablate.storage.schema import MAX_ERROR_CHARS
+    from ablate.storage.store import Store
+
+    with Store(f"sqlite:///{tmp_path / 'r.db'}") as store:
+        exp = store.upsert_experiment("m", "d" * 100_000, None, None, None)
+        (run_id,) = store.add_runs(exp, [{"hash": "ab" * 8, "name": "r", "config": {}, "toggles": [], "position": 0}])
+        claimed = store.claim([run_id], host="h", pid=1, code_version="x")
+        store.fail(run_id, claimed.attempt, "ValueError: " + "x" * 5_000_000, "Traceback\n" + "y" * 10_000)
+        run = store.run(run_id)
+    assert len(run.error) == MAX_ERROR_CHARS and run.error.endswith("5,000,012 characters in all]")
+    assert len(run.traceback) == 4_000
+
+
+def test_a_run_name_past_its_cap_is_a_matrix_error():
+    """A 20,000-character run name was stored whole and slowed every reading command."""
+    text = "name: m\ndesign: list\ntoggles: [{lr: [0.1]}]\nruns: [{name: " + "n" * 20_000 + ", toggles: []}]\n"
+    with pytest.raises(MatrixError, match=r"runs\[0\]\.name: .*at most 200 characters") as raised:
+        parse_matrix(text)
+    assert len(str(raised.value)) < 300

@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 from contextlib import closing
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from ablate.results.report import build_report
 from ablate.storage import merge as merge_module
 from ablate.storage.database import COPY_PREFIX
 from ablate.storage.migrations import latest_version
+from ablate.storage.schema import MAX_DESCRIPTION_CHARS, MAX_ERROR_CHARS, MAX_NAME_CHARS
 from ablate.storage.schema import Run
 from ablate.storage.store import Store
 from ablate.training.config import TrainConfig
@@ -327,3 +329,22 @@ def test_a_tampered_run_and_a_foreign_experiment_refuse_the_merge_one_line_each(
     assert len(lines) == 2, result.output
     assert "'baseline'" in lines[0] and "edited after" in lines[0] and "experiment 'exp'" in lines[1]
     assert "nothing written" in result.output
+
+
+def test_merged_text_is_cut_to_the_caps_and_reading_stays_fast(source, tmp_path):
+    """Case 7, merged: a 50 MB description made `report` take 540 s and 1.1 GB."""
+    with closing(sqlite3.connect(source)) as conn:
+        conn.execute("UPDATE runs SET error = ?, name = ? WHERE id = 7", ("e" * 1_000_000, "n" * 20_000))
+        conn.execute("UPDATE experiments SET description = ?", ("d" * 5_000_000,))
+        conn.commit()
+    target = tmp_path / "results.db"
+    with Store(f"sqlite:///{target}") as store:
+        merge(store, source)
+    (error, name), = rows(target, "SELECT length(error), length(name) FROM runs WHERE status = 'failed'")
+    assert (error, name) == (MAX_ERROR_CHARS, MAX_NAME_CHARS)
+    assert {d for d, in rows(target, "SELECT length(description) FROM experiments")} == {MAX_DESCRIPTION_CHARS}
+    assert rows(target, "SELECT description FROM experiments")[0][0].endswith("5,000,000 characters in all]")
+    started = time.monotonic()
+    for command in (["report", "-e", "fixture-failures"], ["runs"]):
+        assert CliRunner().invoke(app, [*command, "--db", str(target)]).exit_code == 0
+    assert time.monotonic() - started < 10

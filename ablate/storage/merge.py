@@ -30,7 +30,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from .database import StoreError, _sqlite_path, resolve_url, temporary_copy
-from .schema import STATUSES, Eval, Experiment, ExperimentRun, Run, StepMetric
+from .schema import (MAX_DESCRIPTION_CHARS, MAX_ERROR_CHARS, MAX_MATRIX_CHARS, MAX_NAME_CHARS, MAX_TRACEBACK_CHARS,
+                     STATUSES, Eval, Experiment, ExperimentRun, Run, StepMetric, bounded)
 from .store import Store
 
 RUN_FIELDS = ("status", "started_at", "finished_at", "heartbeat_at", "host", "device", "pid",
@@ -207,6 +208,8 @@ def _run_problem(session: Session, run: Run, checks: Checks) -> str | None:
         return f"status {_shown(run.status)}: expected one of {', '.join(STATUSES)}"
     if not isinstance(run.name, str) or not isinstance(run.toggles, list):
         return "name and toggles: expected text and a JSON list"
+    if not all(isinstance(text, (str, type(None))) for text in (run.error, run.traceback)):
+        return "error and traceback: expected text"
     here = session.scalars(select(Run).where(Run.hash == run.hash)).first()
     if here is not None and here.config == run.config:
         return None  # the config this database itself holds under that identity
@@ -214,8 +217,10 @@ def _run_problem(session: Session, run: Run, checks: Checks) -> str | None:
 
 
 def _experiment_problem(session: Session, exp: Experiment, name: str, checks: Checks) -> str | None:
-    if not isinstance(name, str) or not name.strip():
-        return "name: expected text"
+    if not isinstance(name, str) or not name.strip() or not isinstance(exp.description, (str, type(None))):
+        return "name and description: expected text"
+    if len(exp.yaml_text or "") > MAX_MATRIX_CHARS:
+        return f"its matrix text has {len(exp.yaml_text):,} characters, over the {MAX_MATRIX_CHARS:,} a matrix may have"
     here = session.scalars(select(Experiment).where(Experiment.name == name)).first()
     if here is not None and not checks.same_matrix(here.yaml_text, exp.yaml_text):
         return (f"another matrix (its base, data, factors or trainer differ) than {_shown(name)} here; "
@@ -240,8 +245,9 @@ def _write_checked(session: Session, incoming: _Incoming, runs: dict[int, _Sourc
             continue
         here = session.scalars(select(Experiment).where(Experiment.name == names[exp.id])).first()
         if here is None:
-            here = Experiment(name=names[exp.id], **{c: getattr(exp, c) for c in (
-                "description", "yaml_text", "reference", "design", "created_at", "updated_at")})
+            here = Experiment(name=names[exp.id], description=bounded(exp.description, MAX_DESCRIPTION_CHARS),
+                              **{c: getattr(exp, c) for c in ("yaml_text", "reference", "design", "created_at",
+                                                              "updated_at")})
             session.add(here)
             session.flush()
             report.experiments_added.append(here.name)
@@ -250,8 +256,8 @@ def _write_checked(session: Session, incoming: _Incoming, runs: dict[int, _Sourc
         run_id, exp_id = run_ids.get(link.run_id), exp_ids.get(link.experiment_id)
         if run_id is None or exp_id is None or session.get(ExperimentRun, (exp_id, run_id)):
             continue
-        session.add(ExperimentRun(experiment_id=exp_id, run_id=run_id,
-                                  name=link.name, toggles=link.toggles, position=link.position))
+        session.add(ExperimentRun(experiment_id=exp_id, run_id=run_id, name=bounded(link.name, MAX_NAME_CHARS),
+                                  toggles=link.toggles, position=link.position))
 
 
 def _merge_run(session: Session, source: _SourceRun, report: MergeReport) -> int:
@@ -259,9 +265,9 @@ def _merge_run(session: Session, source: _SourceRun, report: MergeReport) -> int
     theirs = source.run
     here = session.scalars(select(Run).where(Run.hash == theirs.hash)).first()
     if here is None:
-        here = Run(hash=theirs.hash, fingerprint=theirs.fingerprint, name=theirs.name, config=theirs.config,
-                   toggles=theirs.toggles, seed=theirs.seed, created_at=theirs.created_at,
-                   attempt=theirs.attempt, **{c: getattr(theirs, c) for c in RUN_FIELDS})
+        here = Run(hash=theirs.hash, fingerprint=theirs.fingerprint, name=bounded(theirs.name, MAX_NAME_CHARS),
+                   config=theirs.config, toggles=theirs.toggles, seed=theirs.seed, created_at=theirs.created_at,
+                   attempt=theirs.attempt, **_outcome(theirs))
         if here.status == "running":  # nobody trains it into this database
             here.status, here.error = "interrupted", "was running in the merged database"
         session.add(here)
@@ -285,11 +291,17 @@ def _merge_run(session: Session, source: _SourceRun, report: MergeReport) -> int
                                 f"there was not merged (merge again once it has ended)")
         return here.id
     here.attempt += 1  # a new attempt holds the other database's results
-    for column in RUN_FIELDS:
-        setattr(here, column, getattr(theirs, column))
+    for column, value in _outcome(theirs).items():
+        setattr(here, column, value)
     report.runs_completed += 1
     _copy_attempt(session, here.id, here.attempt, source, report)
     return here.id
+
+
+def _outcome(run: Run) -> dict:
+    """A run's RUN_FIELDS, its free text within the caps of text written here."""
+    return {**{c: getattr(run, c) for c in RUN_FIELDS}, "error": bounded(run.error, MAX_ERROR_CHARS),
+            "traceback": run.traceback[-MAX_TRACEBACK_CHARS:] if run.traceback else run.traceback}
 
 
 def _copy_attempt(session: Session, run_id: int, attempt: int, source: _SourceRun,

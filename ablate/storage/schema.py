@@ -38,6 +38,24 @@ RESULT_COLUMNS = (  # a completed attempt's results with their own column; the o
 )
 
 
+# Caps on free text, in characters: a longer value is cut to the cap, its end a marker saying how
+# much was cut (a run's whole error and traceback stay in its log file). Every reading command
+# then stays fast whatever a trainer raised or another database held.
+MAX_ERROR_CHARS = 2_000  # runs.error: one line
+MAX_TRACEBACK_CHARS = 4_000  # runs.traceback: its last characters, where the error is
+MAX_NAME_CHARS = 200  # run names (a matrix's own names are shorter: matrix.NAME_PATTERN)
+MAX_DESCRIPTION_CHARS = 20_000  # experiments.description
+MAX_MATRIX_CHARS = 1_000_000  # experiments.yaml_text: as a matrix file may be (execution.safe_yaml)
+
+
+def bounded(text: str | None, cap: int) -> str | None:
+    """`text` cut to at most `cap` characters, a marker at its end when it was cut."""
+    if text is None or len(text) <= cap:
+        return text
+    marker = f" [cut: {len(text):,} characters in all]"
+    return text[:cap - len(marker)] + marker
+
+
 def plain(value: Any) -> Any:
     """A value as a JSON column holds it: numpy / torch scalars as Python numbers, tuples and
     arrays as lists, dict keys as strings, recursively."""

@@ -29,11 +29,10 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from .database import Database, StoreError, resolve_url
-from .schema import (EVAL_COLUMNS, RESULT_COLUMNS, STATUSES, STEP_COLUMNS, Eval, Experiment, ExperimentRun, Run,
-                     StepMetric, plain)
+from .schema import (EVAL_COLUMNS, MAX_DESCRIPTION_CHARS, MAX_ERROR_CHARS, MAX_TRACEBACK_CHARS, RESULT_COLUMNS,
+                     STATUSES, STEP_COLUMNS, Eval, Experiment, ExperimentRun, Run, StepMetric, bounded, plain)
 
 CLAIMABLE = ("queued", "interrupted")
-TRACEBACK_LIMIT = 4000
 
 
 @dataclass(frozen=True)
@@ -81,7 +80,7 @@ class Store(Database):
             if exp is None:
                 exp = Experiment(name=name, created_at=now)
                 session.add(exp)
-            exp.description, exp.yaml_text, exp.design = description, yaml_text, design
+            exp.description, exp.yaml_text, exp.design = bounded(description, MAX_DESCRIPTION_CHARS), yaml_text, design
             exp.reference = None if reference is None else float(reference)
             exp.updated_at = now
             session.flush()
@@ -300,8 +299,9 @@ class Store(Database):
             run = self._owned(session, run_id, attempt)
             if run is None:
                 return False
-            run.status, run.finished_at, run.error = status, _now(), " ".join(error.split())  # one line
-            run.traceback = traceback[-TRACEBACK_LIMIT:] if traceback else None
+            run.status, run.finished_at = status, _now()
+            run.error = bounded(" ".join(error.split()), MAX_ERROR_CHARS)  # one line
+            run.traceback = traceback[-MAX_TRACEBACK_CHARS:] if traceback else None
             return True
 
         return self._write(_fail)
