@@ -412,8 +412,10 @@ def results_md(
 ) -> None:
     """Regenerate RESULTS.md's tables from the results database (prose outside the markers stays)."""
     from .results import document
+    from .results.frames import output_path
 
     with user_errors():
+        out = output_path(out, (".md",))
         if check:
             same = out.exists() and document.committed_block(out) == document.generated(db)
             err.print(f"{out}: {'up to date' if same else 'differs from the database'}")

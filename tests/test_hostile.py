@@ -217,6 +217,8 @@ def one_line_error(args: list[str], cwd: Path) -> str:
     ("export-nodir", "directory 'nodir' does not exist"),
     ("plot-nodir", "directory 'nodir' does not exist"),
     ("plot-txt", "expected a .png or .svg or .pdf file name"),
+    ("db-5000", "a name longer than a file system allows"),  # issue 26, case 10
+    ("results-md-db", "cannot write 't.db': expected a .md file name"),
 ])
 def test_bad_databases_and_options_are_one_error_line(tmp_path, case, message):
     import sqlite3
@@ -231,12 +233,12 @@ def test_bad_databases_and_options_are_one_error_line(tmp_path, case, message):
             conn.execute("update meta set value = 'one' where key = 'schema_version'")
         conn.close()
     before = db.read_bytes()
-    url = "postgresql+pg8000://nobody@localhost/x" if case == "no-driver" else str(db)
+    url = {"no-driver": "postgresql+pg8000://nobody@localhost/x", "db-5000": "a" * 5000}.get(case, str(db))
     args = {"jobs-1": ["run", str(matrix), "--jobs-per-device", "-1"],
             "jobs0": ["run", str(matrix), "--jobs-per-device", "0"],
             "export-nodir": ["export", "--to", "nodir/x.csv"],
             "plot-nodir": ["plot", "--out", "nodir/p.png"], "plot-txt": ["plot", "--out", "p.txt"],
-            }.get(case, ["run", str(matrix), "--trainer", TRAINER])
+            "results-md-db": ["results-md", "--out", "t.db"]}.get(case, ["run", str(matrix), "--trainer", TRAINER])
     assert message in one_line_error([*args, "--db", url], tmp_path)
     assert db.read_bytes() == before  # nothing written before the problem was found
 
@@ -452,3 +454,38 @@ def test_a_run_name_past_its_cap_is_a_matrix_error():
     with pytest.raises(MatrixError, match=r"runs\[0\]\.name: .*at most 200 characters") as raised:
         parse_matrix(text)
     assert len(str(raised.value)) < 300
+
+
+@pytest.mark.parametrize("value", ["sqlite://", "sqlite:///:memory:", " "])
+def test_ablate_db_in_memory_or_blank_is_refused_before_any_run_starts(tmp_path, monkeypatch, value):
+    """Case 11: 12 runs failed 'job exited with code 3' with empty logs, or a file ' ' appeared."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["run", str(bracket_matrix(tmp_path)), "--trainer", TRAINER],
+                                env={"ABLATE_DB": value})
+    assert result.exit_code == 2 and result.output.startswith("error: $ABLATE_DB: "), result.output
+    assert not (tmp_path / " ").exists() and not (tmp_path / "ablate-logs").exists()
+
+
+# --- issue 26: names are never paths, formulas or look-alikes (case 13) ---------------------------
+
+def test_csv_cells_that_start_like_a_formula_are_text():
+    import pandas as pd
+
+    from ablate.results.render import render_frame
+
+    frame = pd.DataFrame({"name": ["=cmd|' /C calc'!A0", "@SUM(1)", "+1", "-ema", "lr=0.1"], "x": [-1.5, 2, 3, 4, 5]})
+    lines = render_frame(frame, "csv").splitlines()
+    assert [line.split(",")[0] for line in lines[1:]] == ["'=cmd|' /C calc'!A0", "'@SUM(1)", "'+1", "'-ema", "lr=0.1"]
+    assert lines[1].endswith(",-1.5")  # numbers stay numbers
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("cafe\u0301", "duplicate run name 'café'"),  # NFC: the same name as 'café'
+    ("safe\u202etxt.exe", "may not hold control or bidirectional characters (U+202E)"),
+    ("a\u2066b", "(U+2066)"),
+])
+def test_names_are_nfc_and_bidi_controls_are_refused_at_load(name, expected):
+    text = ("name: m\ndesign: list\ntoggles: [{lr: [0.1]}]\n"
+            f"runs: [{{name: café, toggles: []}}, {{name: \"{name}\", toggles: [lr=0.1]}}]\n")
+    with pytest.raises(MatrixError, match=re.escape(expected)):
+        parse_matrix(text)

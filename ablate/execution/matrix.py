@@ -21,11 +21,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from ..storage.schema import MAX_NAME_CHARS
+from ..storage.schema import MAX_NAME_CHARS, plain_name
 from ..training.catalog import CATALOG, PRESETS, preset
 from ..training.config import FIELDS, MAINRUN_VAL_LOSS, MIN_EFFECT, ConfigError, TrainConfig, suggest
 from ..training.datasource import BUILTIN_PREFIX, local_format
@@ -101,7 +101,7 @@ class InlineToggle(_Strict):
 
 
 class Run(_Strict):
-    name: str = Field(min_length=1, max_length=MAX_NAME_CHARS)
+    name: Annotated[str, AfterValidator(plain_name)] = Field(min_length=1, max_length=MAX_NAME_CHARS)
     toggles: list[str] = []
 
 

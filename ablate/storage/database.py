@@ -31,7 +31,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, Operationa
 from sqlalchemy.orm import Session, sessionmaker
 
 from .migrations import FIRST_VERSION, MigrationError, added_after, latest_version, stored_version, upgrade
-from .schema import Base, Meta
+from .schema import Base, Meta, bounded
 
 _SQLITE_PRAGMAS = (
     "PRAGMA busy_timeout=30000",  # first, so switching to WAL waits for other connections
@@ -41,6 +41,7 @@ _SQLITE_PRAGMAS = (
 )
 _READ_ONLY_PRAGMAS = ("PRAGMA busy_timeout=30000",)  # a reader changes nothing, not even the journal mode
 _WRITE_TRIES = 5
+NAME_MAX, PATH_MAX = 255, 4096  # bytes of a file name and a path on Linux and macOS
 COPY_PREFIX = "ablate-copy-"  # temporary copies of a database: ablate-copy-<pid>-<random>
 
 
@@ -51,16 +52,34 @@ class StoreError(RuntimeError):
 def default_url(fallback: str | None = None) -> str:
     """$ABLATE_DB (a URL or a path, as --db), else `fallback` (a matrix's `db:`), else results.db
     in the current directory."""
-    chosen = os.environ.get("ABLATE_DB") or fallback
-    return resolve_url(chosen) if chosen else "sqlite:///results.db"
+    if os.environ.get("ABLATE_DB"):
+        try:
+            return resolve_url(os.environ["ABLATE_DB"])
+        except StoreError as e:
+            raise StoreError(f"$ABLATE_DB: {e}") from None
+    return resolve_url(fallback) if fallback else "sqlite:///results.db"
 
 
 def resolve_url(db: str | Path | None) -> str:
-    """A URL as given, a bare path as a SQLite URL, None as $ABLATE_DB or ./results.db."""
+    """A URL as given, a bare path as a SQLite URL, None as $ABLATE_DB or ./results.db. Blank
+    text and an in-memory database are refused: the jobs are other processes, each would see
+    an empty database of its own, and nothing would be kept."""
     if db is None or str(db) == "":
         return default_url()
     text = str(db)
-    return text if "://" in text else f"sqlite:///{Path(text).expanduser().absolute()}"
+    if not text.strip():
+        raise StoreError(f"{text!r} names no results database; expected a .db path or a URL")
+    url = text if "://" in text else f"sqlite:///{Path(text).expanduser().absolute()}"
+    try:
+        parsed = make_url(url)
+    except ArgumentError as e:
+        raise StoreError(f"{bounded(text, 200)!r} is not a database URL: {e}") from None
+    if parsed.get_backend_name() == "sqlite" and (parsed.database in (None, "", ":memory:")
+                                                   or "mode=memory" in url):
+        raise StoreError(f"{text!r} is an in-memory database: the runs' jobs could not share it and "
+                         f"nothing would be kept; expected a .db path or a server URL")
+    _sqlite_path(url)  # a path the filesystem can hold
+    return url
 
 
 def _is_locked(exc: OperationalError) -> bool:
@@ -74,7 +93,11 @@ def _sqlite_path(url: str) -> Path | None:
     db = parsed.database
     if parsed.get_backend_name() != "sqlite" or not db or db == ":memory:" or db.startswith("file:"):
         return None
-    return Path(db).absolute()
+    path = Path(db).absolute()
+    if any(len(os.fsencode(part)) > NAME_MAX for part in path.parts) or len(os.fsencode(str(path))) > PATH_MAX:
+        raise StoreError(f"{bounded(str(path), 200)}: a name longer than a file system allows "
+                         f"({NAME_MAX} bytes a name, {PATH_MAX} a path)")
+    return path
 
 
 def is_missing(db: str | Path | None) -> bool:

@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from .database import StoreError, _sqlite_path, resolve_url, temporary_copy
 from .schema import (MAX_DESCRIPTION_CHARS, MAX_ERROR_CHARS, MAX_MATRIX_CHARS, MAX_NAME_CHARS, MAX_TRACEBACK_CHARS,
-                     STATUSES, Eval, Experiment, ExperimentRun, Run, StepMetric, bounded)
+                     STATUSES, Eval, Experiment, ExperimentRun, Run, StepMetric, bounded, plain_name)
 from .store import Store
 
 RUN_FIELDS = ("status", "started_at", "finished_at", "heartbeat_at", "host", "device", "pid",
@@ -189,9 +189,11 @@ def _merge(session: Session, incoming: _Incoming, report: MergeReport, checks: C
     run_ids = {source.run.id for source in incoming.runs}
     exp_ids = {exp.id for exp in incoming.experiments}
     for link in incoming.links:
+        where = f"link of experiment id {link.experiment_id} to run id {link.run_id}"
         if link.run_id not in run_ids or link.experiment_id not in exp_ids:
-            refused.append(f"link of experiment id {link.experiment_id} to run id {link.run_id}: "
-                           f"no such {'run' if link.run_id not in run_ids else 'experiment'} there")
+            refused.append(f"{where}: no such {'run' if link.run_id not in run_ids else 'experiment'} there")
+        elif problem := _name_problem(link.name):
+            refused.append(f"{where}: {problem}")
     if refused and not checks.skip_invalid:
         raise MergeRefused(report.source, refused)
     report.skipped = refused
@@ -206,8 +208,10 @@ def _run_problem(session: Session, run: Run, checks: Checks) -> str | None:
         return f"config: expected a JSON object, got {type(run.config).__name__}"
     if run.status not in STATUSES:
         return f"status {_shown(run.status)}: expected one of {', '.join(STATUSES)}"
-    if not isinstance(run.name, str) or not isinstance(run.toggles, list):
-        return "name and toggles: expected text and a JSON list"
+    if not isinstance(run.toggles, list):
+        return "toggles: expected a JSON list"
+    if problem := _name_problem(run.name):
+        return problem
     if not all(isinstance(text, (str, type(None))) for text in (run.error, run.traceback)):
         return "error and traceback: expected text"
     here = session.scalars(select(Run).where(Run.hash == run.hash)).first()
@@ -217,15 +221,32 @@ def _run_problem(session: Session, run: Run, checks: Checks) -> str | None:
 
 
 def _experiment_problem(session: Session, exp: Experiment, name: str, checks: Checks) -> str | None:
-    if not isinstance(name, str) or not name.strip() or not isinstance(exp.description, (str, type(None))):
-        return "name and description: expected text"
+    if problem := _name_problem(name):
+        return problem
+    if not isinstance(exp.description, (str, type(None))):
+        return "description: expected text"
     if len(exp.yaml_text or "") > MAX_MATRIX_CHARS:
         return f"its matrix text has {len(exp.yaml_text):,} characters, over the {MAX_MATRIX_CHARS:,} a matrix may have"
-    here = session.scalars(select(Experiment).where(Experiment.name == name)).first()
+    here = session.scalars(select(Experiment).where(Experiment.name == _name(name))).first()
     if here is not None and not checks.same_matrix(here.yaml_text, exp.yaml_text):
         return (f"another matrix (its base, data, factors or trainer differ) than {_shown(name)} here; "
                 f"not mixed in: merge it under another name with --rename-from {exp.name}:NEW")
     return None
+
+
+def _name_problem(name: object) -> str | None:
+    if not isinstance(name, str) or not name.strip():
+        return "name: expected text"
+    try:
+        plain_name(name)
+    except ValueError as e:
+        return f"name {_shown(name)}: {e}"
+    return None
+
+
+def _name(name: str) -> str:
+    """A checked name as it is kept here: NFC, within its cap."""
+    return bounded(plain_name(name), MAX_NAME_CHARS)
 
 
 def _shown(value: object) -> str:
@@ -243,9 +264,9 @@ def _write_checked(session: Session, incoming: _Incoming, runs: dict[int, _Sourc
     for exp in incoming.experiments:
         if exp.id not in names:
             continue
-        here = session.scalars(select(Experiment).where(Experiment.name == names[exp.id])).first()
+        here = session.scalars(select(Experiment).where(Experiment.name == _name(names[exp.id]))).first()
         if here is None:
-            here = Experiment(name=names[exp.id], description=bounded(exp.description, MAX_DESCRIPTION_CHARS),
+            here = Experiment(name=_name(names[exp.id]), description=bounded(exp.description, MAX_DESCRIPTION_CHARS),
                               **{c: getattr(exp, c) for c in ("yaml_text", "reference", "design", "created_at",
                                                               "updated_at")})
             session.add(here)
@@ -256,7 +277,7 @@ def _write_checked(session: Session, incoming: _Incoming, runs: dict[int, _Sourc
         run_id, exp_id = run_ids.get(link.run_id), exp_ids.get(link.experiment_id)
         if run_id is None or exp_id is None or session.get(ExperimentRun, (exp_id, run_id)):
             continue
-        session.add(ExperimentRun(experiment_id=exp_id, run_id=run_id, name=bounded(link.name, MAX_NAME_CHARS),
+        session.add(ExperimentRun(experiment_id=exp_id, run_id=run_id, name=_name(link.name),
                                   toggles=link.toggles, position=link.position))
 
 
@@ -265,7 +286,7 @@ def _merge_run(session: Session, source: _SourceRun, report: MergeReport) -> int
     theirs = source.run
     here = session.scalars(select(Run).where(Run.hash == theirs.hash)).first()
     if here is None:
-        here = Run(hash=theirs.hash, fingerprint=theirs.fingerprint, name=bounded(theirs.name, MAX_NAME_CHARS),
+        here = Run(hash=theirs.hash, fingerprint=theirs.fingerprint, name=_name(theirs.name),
                    config=theirs.config, toggles=theirs.toggles, seed=theirs.seed, created_at=theirs.created_at,
                    attempt=theirs.attempt, **_outcome(theirs))
         if here.status == "running":  # nobody trains it into this database

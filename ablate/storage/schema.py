@@ -8,6 +8,7 @@ together with the migration that adds it to existing databases.
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime, timezone
 from typing import Any
 
@@ -54,6 +55,18 @@ def bounded(text: str | None, cap: int) -> str | None:
         return text
     marker = f" [cut: {len(text):,} characters in all]"
     return text[:cap - len(marker)] + marker
+
+
+BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"  # reorder text as it is shown
+
+
+def plain_name(name: str) -> str:
+    """A name as it is kept: one line of text without bidirectional controls (which make one
+    name look like another), NFC-normalised (so look-alikes are one name); else ValueError."""
+    bad = sorted({f"U+{ord(c):04X}" for c in name if c in BIDI_CONTROLS or unicodedata.category(c) == "Cc"})
+    if bad:
+        raise ValueError(f"a name may not hold control or bidirectional characters ({', '.join(bad)})")
+    return unicodedata.normalize("NFC", name)
 
 
 def plain(value: Any) -> Any:
