@@ -348,3 +348,22 @@ def test_merged_text_is_cut_to_the_caps_and_reading_stays_fast(source, tmp_path)
     for command in (["report", "-e", "fixture-failures"], ["runs"]):
         assert CliRunner().invoke(app, [*command, "--db", str(target)]).exit_code == 0
     assert time.monotonic() - started < 10
+
+
+def test_a_run_whose_data_is_elsewhere_is_checked_by_its_stored_fingerprint(source, tmp_path):
+    """A GPU machine's data path is not here: the fingerprint stored beside the run (schema 3)
+    is what its identity is recomputed with; without one it cannot be checked, and is refused."""
+    config = {"data": "/elsewhere/titles.csv", "seed": 9}
+    identity = TrainConfig.from_dict(config).identity_hash("sha256:" + "ab" * 32)
+    Store(f"sqlite:///{source}").close()  # upgraded to the schema that stores fingerprints
+    with closing(sqlite3.connect(source)) as conn:
+        conn.execute("UPDATE runs SET config = ?, hash = ?, fingerprint = ? WHERE id = 1",
+                     (json.dumps(config), identity, "sha256:" + "ab" * 32))
+        conn.commit()
+    target = tmp_path / "results.db"
+    assert merged(source, target).exit_code == 0
+    with closing(sqlite3.connect(source)) as conn:
+        conn.execute("UPDATE runs SET fingerprint = NULL")
+        conn.commit()
+    result = merged(source, tmp_path / "fresh.db")
+    assert result.exit_code == 2 and "cannot be checked" in refused_lines(result.output)[0], result.output

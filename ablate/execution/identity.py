@@ -39,9 +39,10 @@ def run_problem(config: dict, run_hash: str, stored_fingerprint: str | None) -> 
         else:
             cfg = TrainConfig.from_dict(config)
             actual = cfg.identity_hash(stored_fingerprint or fingerprint(cfg.data))
-    except (DataError, FileNotFoundError) as e:
-        return (f"its identity cannot be checked: {e} here, and no fingerprint of it is stored "
-                f"(a database written before ablate stored them)")
+    except (DataError, FileNotFoundError):
+        where = config.get("data") if not is_custom(config) else config["trainer"].get("workdir")
+        return (f"its identity cannot be checked: no fingerprint of its data or inputs is stored (a "
+                f"database written before ablate stored them) and they are not here ({where!r})")
     except (ConfigError, TypeError, ValueError, AttributeError, KeyError) as e:
         return f"config is not a run's config: {e}"
     if actual != run_hash:
