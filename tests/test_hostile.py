@@ -217,8 +217,6 @@ def one_line_error(args: list[str], cwd: Path) -> str:
     ("export-nodir", "directory 'nodir' does not exist"),
     ("plot-nodir", "directory 'nodir' does not exist"),
     ("plot-txt", "expected a .png or .svg or .pdf file name"),
-    ("db-5000", "a name longer than a file system allows"),  # issue 26, case 10
-    ("results-md-db", "cannot write 't.db': expected a .md file name"),
 ])
 def test_bad_databases_and_options_are_one_error_line(tmp_path, case, message):
     import sqlite3
@@ -233,12 +231,12 @@ def test_bad_databases_and_options_are_one_error_line(tmp_path, case, message):
             conn.execute("update meta set value = 'one' where key = 'schema_version'")
         conn.close()
     before = db.read_bytes()
-    url = {"no-driver": "postgresql+pg8000://nobody@localhost/x", "db-5000": "a" * 5000}.get(case, str(db))
+    url = "postgresql+pg8000://nobody@localhost/x" if case == "no-driver" else str(db)
     args = {"jobs-1": ["run", str(matrix), "--jobs-per-device", "-1"],
             "jobs0": ["run", str(matrix), "--jobs-per-device", "0"],
             "export-nodir": ["export", "--to", "nodir/x.csv"],
             "plot-nodir": ["plot", "--out", "nodir/p.png"], "plot-txt": ["plot", "--out", "p.txt"],
-            "results-md-db": ["results-md", "--out", "t.db"]}.get(case, ["run", str(matrix), "--trainer", TRAINER])
+            }.get(case, ["run", str(matrix), "--trainer", TRAINER])
     assert message in one_line_error([*args, "--db", url], tmp_path)
     assert db.read_bytes() == before  # nothing written before the problem was found
 
@@ -454,6 +452,18 @@ def test_a_run_name_past_its_cap_is_a_matrix_error():
     with pytest.raises(MatrixError, match=r"runs\[0\]\.name: .*at most 200 characters") as raised:
         parse_matrix(text)
     assert len(str(raised.value)) < 300
+
+
+@pytest.mark.parametrize("args, message", [  # issue 26, case 10: these were tracebacks
+    (["report", "--db", "a" * 5000], "a name longer than a file system allows"),
+    (["db", "merge", "a" * 5000 + ".db", "--db", "r.db"], "a name longer than a file system allows"),
+    (["results-md", "--out", "t.db"], "cannot write 't.db': expected a .md file name"),
+])
+def test_a_long_db_name_or_a_results_md_out_of_another_kind_is_one_error_line(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and result.output.startswith("error: ") and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and len(result.output) < 400
 
 
 @pytest.mark.parametrize("value", ["sqlite://", "sqlite:///:memory:", " "])
