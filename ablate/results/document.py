@@ -8,8 +8,10 @@ from the data, and "what holds" is each claim set against the measured verdicts.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import re
 from pathlib import Path
 
 from sqlalchemy import select
@@ -36,7 +38,7 @@ def generated(db: str | Path | None = None, since: Path | None = None) -> str:
     reports = [build_report(db, name) for name in experiments]
     found = bases(db, experiments)
     whole = {name: build_report(db, name, family="experiment") for name in experiments}
-    parts = [START, f"Regenerate with `{COMMAND}`.", "## The verdicts, experiment by experiment", _VERDICTS_INTRO,
+    parts = [f"Regenerate with `{COMMAND}`.", "## The verdicts, experiment by experiment", _VERDICTS_INTRO,
              "\n".join(verdict_line(r, found[r.experiment]) for r in reports),
              "## How the verdicts were read", _LEVELS_INTRO, family_table(reports, whole)]
     if since is not None:
@@ -55,8 +57,8 @@ def generated(db: str | Path | None = None, since: Path | None = None) -> str:
     for preset in presets:  # the report's claims are about Mainrun's model, not your own trainer's
         parts += [f"### On the base `{preset}`",
                   _claims_table([r for r in reports if found[r.experiment].preset == preset])]
-    parts.append(END)
-    return "\n\n".join(parts) + "\n"
+    body = "\n\n".join(parts).replace("<!--", "&lt;!--")  # no name can forge a marker
+    return f"{START}\n\n{body}\n\n{END}\n"
 
 
 _LEVELS_INTRO = (
@@ -92,8 +94,13 @@ _SCALE_INTRO = (
 
 
 def effects_plot_name(experiment: str) -> str:
-    """The effects plot's file beside the document (experiment names are safe file names)."""
-    return f"results-effects-{experiment}.png"
+    """The effects plot's file beside the document. A name is never a path: one that is not a
+    plain file name (a merged experiment's may be anything) becomes a slug, with a hash of the
+    name that keeps two such names apart."""
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", experiment):  # a matrix's name always is
+        return f"results-effects-{experiment}.png"
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", experiment).strip("-")[:40]
+    return f"results-effects-{slug}-{hashlib.sha256(experiment.encode()).hexdigest()[:8]}.png"
 
 
 def _has_estimates(report: Report) -> bool:
@@ -212,7 +219,7 @@ def write(path: Path, db: str | Path | None = None, since: Path | None = None) -
         report = build_report(db, name)
         if _has_estimates(report):
             plot_effects(report, path.parent / effects_plot_name(name))
-    old = path.read_text() if path.exists() else ""
+    old = _text(path) if path.exists() else ""
     if START in old and END in old:
         head, rest = old.split(START, 1)
         new = head + block.rstrip("\n") + rest.split(END, 1)[1]
@@ -224,5 +231,15 @@ def write(path: Path, db: str | Path | None = None, since: Path | None = None) -
 
 
 def committed_block(path: Path) -> str:
-    text = path.read_text()
+    """The generated block as the document holds it ("" if it holds none)."""
+    text = _text(path)
+    if START not in text:
+        return ""
     return START + text.split(START, 1)[1].split(END, 1)[0] + END + "\n"
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text()
+    except (UnicodeDecodeError, IsADirectoryError) as e:
+        raise ResultsError(f"{path}: not a Markdown document this command can rewrite ({e.__class__.__name__})") from None

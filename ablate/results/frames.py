@@ -205,12 +205,21 @@ def output_path(path: str | Path, suffixes: tuple[str, ...]) -> Path:
     return path
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as the start of a formula
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """CSV-bound text that a spreadsheet shows as text: a cell that starts like a formula
+    (`=cmd|...`, a name from someone else's database) gets a leading apostrophe."""
+    return frame.map(lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) else v)
+
+
 def export(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write a loader's frame to .csv or .parquet (lists and dicts become JSON text in parquet)."""
     path = output_path(path, (".csv", ".parquet"))
     try:
         if path.suffix.lower() == ".csv":
-            frame.to_csv(path, index=False)
+            spreadsheet_safe(frame).to_csv(path, index=False)
         else:
             frame.map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v).to_parquet(path, index=False)
     except ImportError as e:

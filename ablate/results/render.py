@@ -23,6 +23,7 @@ from ..training.config import format_value
 from ..execution.custom import ParamsConfig
 from ..execution.designs import short_name
 from .detail import RunDetail, missing
+from .frames import spreadsheet_safe
 from .report import Report
 
 FORMATS = ("table", "markdown", "csv", "json")
@@ -191,8 +192,9 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 def render(report: Report, format: str = "table", width: int = 100, color: bool = False) -> str:
     """The report as a terminal table (rich), markdown, csv (ranking then effects) or json."""
     if format == "csv":
-        return pd.concat([report.ranking.assign(table="ranking"), report.effects.assign(table="effects")],
-                         ignore_index=True).pipe(lambda d: d[["table", *d.columns[:-1]]]).to_csv(index=False)
+        both = pd.concat([report.ranking.assign(table="ranking"), report.effects.assign(table="effects")],
+                         ignore_index=True)
+        return spreadsheet_safe(both[["table", *both.columns[:-1]]]).to_csv(index=False)
     if format == "json":
         head = {k: getattr(report, k) for k in ("experiment", "design", "metric", "reference", "seeds",
                                                   "lines", "effects_title", "notes", "min_effect", "after_data",
@@ -236,7 +238,7 @@ def render_frame(frame: pd.DataFrame, format: str = "table", title: str | None =
                  width: int = 100, color: bool = False) -> str:
     """Any results table (runs, evals) in one of FORMATS."""
     if format == "csv":
-        return frame.to_csv(index=False)
+        return spreadsheet_safe(frame).to_csv(index=False)
     if format == "json":
         return json.dumps(_records(frame), indent=2)
     shown = frame.map(_cell)
@@ -278,7 +280,7 @@ def _cell(value: Any) -> str:
 def render_run(detail: RunDetail, format: str = "table", width: int = 100, color: bool = False) -> str:
     """A run's header, config diff and evaluations; csv is the evaluations alone."""
     if format == "csv":
-        return detail.evals.to_csv(index=False)
+        return spreadsheet_safe(detail.evals).to_csv(index=False)
     if format == "json":
         return json.dumps({"run": detail.run, "config_diff": _records(detail.config_diff),
                            "evals": _records(detail.evals)}, indent=2, default=str)
