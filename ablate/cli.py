@@ -153,6 +153,8 @@ def run(
     checkpoint_dir: Annotated[str, typer.Option(help="where checkpoints go, one folder per run hash")] = "ablate-checkpoints",
     decide: Annotated[bool, typer.Option("--until-decided", help="add seeds, round by round, to the comparisons still inconclusive (the listed seeds are the first round)")] = False,
     max_seeds: Annotated[Optional[int], typer.Option(help="--until-decided: the most seeds a comparison gets (default: the matrix's seeds.max, else 12)")] = None,
+    fail_fast: Annotated[int, typer.Option(help="start no more runs when the first N to end all failed with one error")] = 2,
+    keep_going: Annotated[bool, typer.Option("--keep-going", help="start every run, however the first ones failed")] = False,
 ) -> None:
     """Run a matrix: every configuration once (or seeds until decided), results committed as they
     happen. Exit status: 0 every run completed, 1 some failed or were interrupted, 2 bad input,
@@ -194,7 +196,8 @@ def run(
                 return runner.run(store, ids, pool, trainer=trainer, rerun=rerun,
                                   options={"compile": compile, "resume": resume},
                                   checkpoint_root=Path(checkpoint_dir) if checkpoints or resume else None,
-                                  on_event=progress)
+                                  run_root=Path(log_dir).resolve() / matrix.name / "runs",
+                                  fail_fast=0 if keep_going else fail_fast, on_event=progress)
 
         def on_round(n: int, names: set[str]) -> None:
             out.print(f"{matrix.name}: after {n} seeds, " + (
@@ -209,6 +212,10 @@ def run(
         out.print(f"{matrix.name}: trained {len(outcome.trained)} run(s) now; "
                   f"{runner.summary(store, run_ids)}. See `{runner.report_command(matrix_path, db)}`.")
         failed = runner.any_failed(store, run_ids)
+        if outcome.stopped_by:
+            out.print(f"{matrix.name}: the first {fail_fast} runs failed alike, so no more were started: "
+                      f"{outcome.stopped_by}\n  Fix it and run `ablate run {matrix_path} --rerun failed` (completed "
+                      f"runs are kept), or add --keep-going to start every run anyway.")
     if outcome.interrupted or failed:
         raise typer.Exit(130 if outcome.interrupted else 1)
 

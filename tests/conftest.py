@@ -88,12 +88,13 @@ def smoke_db(hn_csv, tmp_path_factory) -> SmokeRun:
 # ------------------------------------------------ the example of your own trainer, run once
 
 EXAMPLE = REPO / "examples" / "tiny-mlp"
+EXISTING = REPO / "examples" / "existing-script"
 
 
 @dataclass(frozen=True)
 class ExampleRun:
-    """`ablate run matrix.yaml` in a copy of examples/tiny-mlp (a command trainer), once per
-    session: the copy, its database (the matrix's `db:`, beside it) and what the command said."""
+    """`ablate run matrix.yaml` in a copy of an example (a command trainer), once per session:
+    the copy, its database (the matrix's `db:`, beside it) and what the command said."""
 
     cwd: Path
     db: Path
@@ -101,16 +102,27 @@ class ExampleRun:
     returncode: int
 
 
-@pytest.fixture(scope="session")
-def example_run(tmp_path_factory) -> ExampleRun:
-    cwd = tmp_path_factory.mktemp("example") / "tiny-mlp"
-    shutil.copytree(EXAMPLE, cwd, ignore=shutil.ignore_patterns("*.db", "__pycache__"))
+def _run_example(tmp_path_factory, example: Path, db_name: str) -> ExampleRun:
+    cwd = tmp_path_factory.mktemp("example") / example.name
+    shutil.copytree(example, cwd, ignore=shutil.ignore_patterns("*.db", "__pycache__"))
     env = {k: v for k, v in os.environ.items() if k != "ABLATE_DB"}  # the matrix's db: applies
     proc = subprocess.run([sys.executable, "-m", "ablate", "run", "matrix.yaml", "--log-dir", "logs"],
                           cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         pytest.fail(f"the example failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return ExampleRun(cwd, cwd / "tiny-mlp.db", proc.stdout, proc.returncode)
+    return ExampleRun(cwd, cwd / db_name, proc.stdout, proc.returncode)
+
+
+@pytest.fixture(scope="session")
+def example_run(tmp_path_factory) -> ExampleRun:
+    """examples/tiny-mlp, a script written for ablate (JSON lines)."""
+    return _run_example(tmp_path_factory, EXAMPLE, "tiny-mlp.db")
+
+
+@pytest.fixture(scope="session")
+def existing_run(tmp_path_factory) -> ExampleRun:
+    """examples/existing-script, a script that knows nothing of ablate (issue 27)."""
+    return _run_example(tmp_path_factory, EXISTING, "existing-script.db")
 
 
 # ------------------------------------------------------------ PostgreSQL variants of DB tests

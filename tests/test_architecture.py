@@ -20,8 +20,10 @@ LAYERS = {"training": 0, "storage": 0, "execution": 1, "results": 2}
 MAX_LINES = 500
 # What the rest of the package may use of `training`: the config and its catalog, never the
 # model or the loop (the CLI's `ablate train` calls the trainer itself).
-TRAINING_API = {"ablate.training.config", "ablate.training.catalog", "ablate.training.datasource"}
+TRAINING_API = {"ablate.training.config", "ablate.training.catalog", "ablate.training.datasource",
+                "ablate.training.params", "ablate.training.output"}  # your own trainer's config and output
 TORCH_MODULES = {"ablate.training.data", "ablate.training.model", "ablate.training.train",
+                 "ablate.training.command",  # seeds torch, where installed, for your entry point
                  "ablate.execution.executors"}  # the local executor counts GPUs
 
 

@@ -339,7 +339,7 @@ def test_a_runs_error_is_one_line(tmp_path):
 
 def own_trainer(tmp_path: Path, script: str, **how) -> dict:
     """A stored config of your own trainer running `script` (python) in tmp_path."""
-    from ablate.execution.custom import ParamsConfig
+    from ablate.training.params import ParamsConfig
 
     (tmp_path / "t.py").write_text(textwrap.dedent(script))
     return ParamsConfig("command", f"{sys.executable} t.py", (("lr", 0.1),), workdir=str(tmp_path), **how).to_dict()
@@ -347,7 +347,7 @@ def own_trainer(tmp_path: Path, script: str, **how) -> dict:
 
 def test_a_flooding_trainer_times_out_on_time_with_its_evaluations_capped(tmp_path):
     """Case 4 and the acceptance test: 200,000 lines, then sleeping, with a 5 s timeout."""
-    from ablate.execution.command_trainer import TrainerError, train
+    from ablate.training.command import TrainerError, train
 
     config = own_trainer(tmp_path, """
         import sys, time
@@ -362,7 +362,7 @@ def test_a_flooding_trainer_times_out_on_time_with_its_evaluations_capped(tmp_pa
 
 
 def test_past_max_evals_only_the_last_evaluation_is_stored(tmp_path):
-    from ablate.execution.command_trainer import train
+    from ablate.training.command import train
 
     config = own_trainer(tmp_path, """
         for i in range(50):
@@ -375,7 +375,7 @@ def test_past_max_evals_only_the_last_evaluation_is_stored(tmp_path):
 
 def test_a_run_ends_with_its_trainer_not_with_a_child_holding_its_stdout(tmp_path):
     """Case 12: the run waited 40 s for a forked child; now the child is stopped with it."""
-    from ablate.execution.command_trainer import train
+    from ablate.training.command import train
 
     config = own_trainer(tmp_path, """
         import os, time
@@ -404,7 +404,7 @@ def test_a_rerun_takes_timeout_and_workdir_from_the_matrix_as_it_is_now(tmp_path
     (tmp_path / "t.py").write_text("")
     path = tmp_path / "m.yaml"
     text = ("name: m\ndesign: one-at-a-time\ntrainer: {command: 'python t.py {lr}', timeout: 2}\n"
-            "params: {lr: 0.1}\ntoggles: [{lr: [0.2]}]\n")
+            "params: {lr: 0.1}\nmin_effect: 0.01\ntoggles: [{lr: [0.2]}]\n")
     with Store(f"sqlite:///{tmp_path / 'r.db'}") as store:
         for timeout in (2, 30):
             path.write_text(text.replace("timeout: 2", f"timeout: {timeout}"))
@@ -415,7 +415,7 @@ def test_a_rerun_takes_timeout_and_workdir_from_the_matrix_as_it_is_now(tmp_path
 
 def test_a_directory_input_leaves_out_ablates_own_outputs(tmp_path):
     """Case 6: `inputs: ["."]` changed with the database and the logs the matrix itself wrote."""
-    from ablate.execution.custom import ParamsConfig
+    from ablate.training.params import ParamsConfig
 
     (tmp_path / "t.py").write_text("print(1)")
     config = ParamsConfig("command", "python t.py", (), workdir=str(tmp_path), inputs=(".",))

@@ -25,9 +25,9 @@ from typer.testing import CliRunner
 import ablate
 from ablate.cli import app
 from ablate.execution.attempt import check_data_unchanged
-from ablate.execution.command_trainer import Evaluations, TrainerError
-from ablate.execution.command_trainer import train as command_train
-from ablate.execution.custom import ParamsConfig
+from ablate.training.command import Evaluations, TrainerError
+from ablate.training.command import train as command_train
+from ablate.training.params import ParamsConfig
 from ablate.execution.matrix import MatrixError, load_matrix, parse_matrix
 from ablate.execution.runner import plan, register
 from ablate.results.render import render
@@ -43,6 +43,7 @@ name: own
 design: one-at-a-time
 trainer: {command: "python train.py --lr {lr} --seed {seed}"}
 params: {lr: 0.05, hidden: 16, act: tanh}
+min_effect: 0.002
 """
 
 FAULTY = textwrap.dedent('''
@@ -93,6 +94,7 @@ def _faulty(tmp_path: Path, modes: list[str], extra: str = "") -> Path:
         design: one-at-a-time
         trainer: {{command: "python faulty.py {{mode}}", timeout: 2}}
         params: {{mode: ok}}
+        min_effect: 0.01
         db: faulty.db
         toggles: [{{mode: {modes}}}]
         {extra}
@@ -286,7 +288,7 @@ def test_ctrl_c_interrupts_the_run_stops_its_trainer_and_a_rerun_trains_only_wha
 def test_a_metric_to_maximize_ranks_highest_first_and_its_verdicts_follow(tmp_path):
     """accuracy (an `extra` metric) with goal: maximize — the better configuration is the one
     whose accuracy is higher, its Δ positive, its interval the right way round."""
-    text = OWN + "metric: {name: accuracy, goal: maximize}\nmin_effect: 0.01\nseeds: [0, 1, 2]\n" \
+    text = OWN.replace("min_effect: 0.002", "min_effect: 0.01") + "metric: {name: accuracy, goal: maximize}\nseeds: [0, 1, 2]\n" \
                  "toggles: [{name: wide, patch: {hidden: 64}}, {name: slow, patch: {lr: 0.01}}]\n"
     matrix = parse_matrix(text, tmp_path / "m.yaml")
     store = Store(f"sqlite:///{tmp_path / 'r.db'}")

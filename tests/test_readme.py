@@ -29,7 +29,7 @@ from ablate.execution.matrix import load_matrix, parse_matrix
 from ablate.execution.runner import plan
 from ablate.storage.store import Store
 
-from .conftest import EXAMPLE, REPO
+from .conftest import EXAMPLE, EXISTING, REPO
 
 README = (REPO / "README.md").read_text(encoding="utf-8")
 COMMAND = typer.main.get_command(app)
@@ -37,6 +37,7 @@ DB_SECTION = "The results database"
 READ_SECTION = "Reading the results"
 MATRIX_SECTION = "Running a matrix"
 OWN_SECTION = "Ablating your own training script"
+EXISTING_SECTION = "Ablating an existing script"
 
 
 # ------------------------------------------------------------------------------ README parsing
@@ -105,7 +106,7 @@ def _copy_db(source: Path, target: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def workspace(smoke_db, example_run, tmp_path_factory) -> Path:
+def workspace(smoke_db, example_run, existing_run, tmp_path_factory) -> Path:
     """A fresh clone as the README assumes it, with nothing beside it: the shipped results.db
     (plus one failed run), experiments/, examples/, the smoke matrix's smoke.db and the
     example's tiny-mlp.db."""
@@ -115,6 +116,7 @@ def workspace(smoke_db, example_run, tmp_path_factory) -> Path:
     shutil.copytree(EXAMPLE, root / "examples" / EXAMPLE.name, ignore=shutil.ignore_patterns("*.db", "__pycache__"))
     _copy_db(smoke_db.db, root / "smoke.db")
     _copy_db(example_run.db, root / "tiny-mlp.db")
+    _copy_db(existing_run.db, root / "existing-script.db")
     db = root / "results.db"
     _copy_db(REPO / "results.db", db)
     store = Store(f"sqlite:///{db}")
@@ -180,6 +182,14 @@ def test_own_trainer_yaml_is_the_example_matrix():
         (r.planned.name, r.hash) for r in plan(load_matrix(EXAMPLE / "matrix.yaml"))]
 
 
+def test_existing_script_yaml_is_the_example_matrix():
+    """The README's matrix of an existing script plans the very runs of examples/existing-script."""
+    (text,) = blocks("yaml", EXISTING_SECTION)
+    shown = plan(parse_matrix(text, EXISTING / "readme.yaml"))
+    assert [(r.planned.name, r.hash) for r in shown] == [
+        (r.planned.name, r.hash) for r in plan(load_matrix(EXISTING / "matrix.yaml"))]
+
+
 # ---------------------------------------------------------------------------- ablate commands
 
 
@@ -218,7 +228,8 @@ def test_inline_command_names_real_options(span):
     command.make_context(argv[0], words, parent=click.Context(COMMAND), resilient_parsing=True)
 
 
-TRAINED = {"experiments/smoke.yaml": "smoke.db", "examples/tiny-mlp/matrix.yaml": "tiny-mlp.db"}
+TRAINED = {"experiments/smoke.yaml": "smoke.db", "examples/tiny-mlp/matrix.yaml": "tiny-mlp.db",
+           "examples/existing-script/matrix.yaml": "existing-script.db"}
 
 
 def _runnable(argv: list[str]) -> bool:

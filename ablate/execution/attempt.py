@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, TextIO
 
 from ..training.config import ExecOptions, TrainConfig
 from ..training.datasource import DataError, fingerprint
-from .custom import ParamsConfig, is_custom
+from ..training.params import ParamsConfig, is_custom
 
 if TYPE_CHECKING:
     from ..storage.store import Store

@@ -22,7 +22,7 @@ from ..storage.database import StoreError
 from ..storage.store import Store
 from ..training.config import ConfigError, TrainConfig
 from ..training.datasource import DataError, fingerprint
-from .custom import ParamsConfig, is_custom
+from ..training.params import ParamsConfig, is_custom
 from .safe_yaml import YAMLProblem, read_mapping
 
 DEFINING_KEYS = ("base", "data", "design", "toggles", "runs", "trainer", "params", "inputs", "metric")

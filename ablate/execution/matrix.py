@@ -13,7 +13,8 @@ dropped with a warning rather than rejected: the catalog's `block_size` is a no-
 but a real change on `report-current`, and one matrix file should work on both.
 
 A matrix with `trainer:` runs your own training script: its `params` are the base config (a
-`custom.ParamsConfig`), its toggles patch them, and the catalog, presets and data are Mainrun's.
+`training.params.ParamsConfig`, checked in `own_trainer`), its toggles patch them, and the
+catalog, presets and data are Mainrun's.
 """
 
 from __future__ import annotations
@@ -23,15 +24,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator
 
 from ..storage.schema import MAX_NAME_CHARS, plain_name
 from ..training.catalog import CATALOG, PRESETS, preset
 from ..training.config import FIELDS, MAINRUN_VAL_LOSS, MIN_EFFECT, ConfigError, TrainConfig, suggest
 from ..training.datasource import BUILTIN_PREFIX, local_format
-from .custom import DEFAULT_MAX_EVALS, ParamsConfig, custom_base
+from ..training.params import ParamsConfig
 from .designs import DESIGNS, TWO_LEVEL_DESIGNS, ComposedRow, Factor, ListRun, build_rows, count_rows
-from .problems import config_problems, pydantic_problems
+from .own_trainer import Metric, TrainerSpec, own_base, own_shape_problems, seed_warnings
+from .problems import Strict, config_problems, pydantic_problems
 from .safe_yaml import YAMLProblem, read_mapping
 from .seeds import SeedRange, Seeds
 
@@ -72,11 +74,7 @@ def _one_of(value: str, choices: Any, what: str) -> str:
     return value
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-
-class Base(_Strict):
+class Base(Strict):
     preset: str = "mainrun"
     overrides: dict[str, Any] = {}
 
@@ -86,7 +84,7 @@ class Base(_Strict):
         return _one_of(v, PRESETS, "preset")
 
 
-class InlineToggle(_Strict):
+class InlineToggle(Strict):
     name: str
     patch: dict[str, Any] = Field(min_length=1)
     description: str = ""
@@ -100,12 +98,12 @@ class InlineToggle(_Strict):
         return v
 
 
-class Run(_Strict):
+class Run(Strict):
     name: Annotated[str, AfterValidator(plain_name)] = Field(min_length=1, max_length=MAX_NAME_CHARS)
     toggles: list[str] = []
 
 
-class Execution(_Strict):
+class Execution(Strict):
     devices: str | list[int] = "auto"
     jobs_per_device: int | None = Field(None, ge=1)  # None: executors.DEFAULT_JOBS_PER_DEVICE
     warm_workers: bool = True  # a spare job process per slot imports torch while the slot trains
@@ -120,29 +118,7 @@ class Execution(_Strict):
         raise ValueError(f"expected 'auto', 'cpu' or a list of distinct GPU indices, got {v!r}")
 
 
-class TrainerSpec(_Strict):
-    """`trainer:` your own training script, instead of Mainrun's: a command or an entry point."""
-    command: str | None = Field(None, min_length=1)  # `{param}` and `{seed}` are filled in
-    entry: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")  # module:function
-    timeout: float | None = Field(None, gt=0)  # seconds a run may take; past it, it fails
-    max_evals: int = Field(DEFAULT_MAX_EVALS, ge=1)  # evaluations stored per run; later ones (but the last) are not
-
-    @model_validator(mode="after")
-    def _one_kind(self) -> "TrainerSpec":
-        if (self.command is None) == (self.entry is None):
-            raise ValueError("expected exactly one of command or entry")
-        return self
-
-
-class Metric(_Strict):
-    name: str = Field("val_loss", pattern=r"^[A-Za-z_]\w*$")
-    goal: Literal["minimize", "maximize"] = "minimize"
-
-
-CUSTOM_KEYS, MAINRUN_KEYS = ("params", "inputs", "metric"), ("base", "data", "reference")
-
-
-class MatrixSpec(_Strict):
+class MatrixSpec(Strict):
     name: str
     description: str = ""
     base: Base = Base()
@@ -234,8 +210,8 @@ def parse_matrix(text: str, path: str | Path = "<matrix>") -> Matrix:
             _apply_overrides(base.get("preset", "mainrun"), base.get("overrides", {}), problems)
         raise MatrixError(where, problems) from None
     problems = _shape_problems(spec)
-    build = _build_base if spec.trainer is None else _custom_base
-    base = build(spec, Path(path), problems)  # its problems reported with the shape's
+    base = _build_base(spec, Path(path), problems) if spec.trainer is None else \
+        own_base(spec.trainer, spec.params or {}, spec.inputs, spec.metric, Path(path), problems)
     _raise_if(where, problems)
     assert base is not None
     warnings: list[str] = []
@@ -250,9 +226,7 @@ def parse_matrix(text: str, path: str | Path = "<matrix>") -> Matrix:
     # Seeds are stored as 64-bit integers (and seed torch): a bigger one fails at the first write.
     _raise_if(where, [f"{'seeds' if spec.seeds else 'base.overrides.seed'}: {s} is outside the "
                       f"64-bit range of a seed" for s in seeds if not -2**63 <= s < 2**63])
-    if spec.trainer is not None and "{seed}" not in (spec.trainer.command or "{seed}") and len(seeds) > 1:
-        warnings.append("trainer.command: this command never receives the seed ({seed}): runs of one "
-                        "configuration will differ only if the script seeds itself")
+    warnings += seed_warnings(spec.trainer, seeds)
     count = count_rows(spec.design, factors, runs)
     if count * len(seeds) > spec.max_runs:
         _raise_if(where, [f"max_runs: design {spec.design!r} has {count} runs x {len(seeds)} seeds = "
@@ -278,14 +252,7 @@ def _shape_problems(spec: MatrixSpec) -> list[str]:
         problems.append(f"runs: only used by design 'list' (this design is {spec.design!r})")
     if not spec.toggles and spec.design != "list":
         problems.append("toggles: expected at least one toggle")
-    if spec.trainer is None:
-        problems += [f"{key}: only for your own trainer (add trainer: {{command: ...}} or {{entry: "
-                     f"module:function}})" for key in CUSTOM_KEYS if key in spec.model_fields_set]
-    else:
-        problems += [f"{key}: Mainrun's trainer only; your own trainer's baseline is params"
-                     for key in MAINRUN_KEYS if key in spec.model_fields_set]
-        if not spec.params:
-            problems.append("params: expected a mapping of your trainer's baseline parameters, e.g. {lr: 0.001}")
+    problems += own_shape_problems(spec.trainer, spec.params, spec.model_fields_set)
     seen: dict[str, int] = {}
     for i, run in enumerate(spec.runs or []):
         if run.name in seen:
@@ -310,14 +277,6 @@ def _apply_overrides(preset_name: str, overrides: dict, problems: list[str]) -> 
 def _build_base(spec: MatrixSpec, path: Path, problems: list[str]) -> TrainConfig | None:
     base = _apply_overrides(spec.base.preset, spec.base.overrides, problems)
     return base.replace(data=_resolve_data(spec.data, path)) if base and spec.data is not None else base
-
-
-def _custom_base(spec: MatrixSpec, path: Path, problems: list[str]) -> ParamsConfig | None:
-    """Your own trainer's baseline: its params, run from the matrix's directory."""
-    trainer = spec.trainer
-    kind, text = ("command", trainer.command) if trainer.command is not None else ("entry", trainer.entry)
-    return custom_base(kind, text, spec.params or {}, spec.inputs, path.parent.resolve(), problems,
-                       timeout_s=trainer.timeout, max_evals=trainer.max_evals, metric=(spec.metric or Metric()).name)
 
 
 def _fields(base: TrainConfig | ParamsConfig) -> Any:

@@ -6,10 +6,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from ..training.config import FIELDS, ConfigError, suggest
 from .seeds import untagged
+
+
+class Strict(BaseModel):
+    """A matrix section: unknown keys and wrong types are errors, never coerced or ignored."""
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 def _keypath(prefix: str, loc: tuple) -> str:

@@ -14,7 +14,7 @@ from rich.text import Text
 
 from ..storage.schema import EVAL_COLUMNS
 from ..storage.store import Store
-from .custom import is_custom
+from ..training.params import is_custom
 
 REFRESH_S = 2.0
 NAME_WIDTH = 28  # run names are cut to this, so every bar and completion line starts in one column

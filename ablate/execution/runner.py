@@ -26,7 +26,7 @@ from ..storage.database import StoreError
 from ..storage.store import Store
 from ..training.config import DEFAULT_TRAINER
 from ..training.datasource import check_titles, fingerprint
-from .custom import CUSTOM_TRAINER
+from ..training.params import CUSTOM_TRAINER
 from .executors import Executor
 from .job import Ended, Job
 from .seeds import verdict_plan
@@ -161,6 +161,7 @@ class Outcome:
     trained: list[int]  # run ids this runner started
     already_done: int  # runs completed before this invocation
     interrupted: bool = False
+    stopped_by: str | None = None  # the error the first runs all failed with: the rest was not started
 
 
 Progress = Callable[[str, dict], None]  # (event, details): "start", "end", "tick"
@@ -168,10 +169,12 @@ Progress = Callable[[str, dict], None]  # (event, details): "start", "end", "tic
 
 def run(store: Store, run_ids: list[int], executor: Executor, *, trainer: str = DEFAULT_TRAINER,
         options: dict | None = None, rerun: str | None = None, checkpoint_root: Path | None = None,
-        on_event: Progress | None = None) -> Outcome:
+        run_root: Path | None = None, fail_fast: int = 0, on_event: Progress | None = None) -> Outcome:
     """Train every run of `run_ids` that is not completed, in free executor slots. With a
     `checkpoint_root`, each run checkpoints under root/<hash> (options `resume` decides whether
-    an interrupted run continues from there)."""
+    an interrupted run continues from there); with a `run_root`, each attempt gets its own
+    directory there (your own trainer's {run_dir}). When the first `fail_fast` runs to end all
+    failed with one error, no more are started: the matrix would fail the same way N times."""
     notify = on_event or (lambda event, details: None)
     host, pid = socket.gethostname(), os.getpid()
     for reaped in store.reap_stale(host=host, stale_after_s=STALE_AFTER_S, pid_alive=process_alive):
@@ -182,10 +185,11 @@ def run(store: Store, run_ids: list[int], executor: Executor, *, trainer: str = 
     tried: set[int] = set()  # never retry a run within one invocation (an OOM would loop)
     active: dict[int, Job] = {}
     outcome = Outcome([], already_done)
+    first_errors: list[str | None] = []  # how the first runs of this invocation ended
     with _ctrl_c() as stopped:
         try:
             while not stopped.is_set():
-                while executor.free_slots() > 0 and not stopped.is_set():
+                while executor.free_slots() > 0 and not stopped.is_set() and outcome.stopped_by is None:
                     claimed = store.claim([i for i in run_ids if i not in tried], host=host, pid=pid,
                                           code_version=code_version())
                     if claimed is None:
@@ -193,6 +197,8 @@ def run(store: Store, run_ids: list[int], executor: Executor, *, trainer: str = 
                     job_options = dict(options or {})
                     if checkpoint_root is not None:
                         job_options["checkpoint_dir"] = str(checkpoint_root / claimed.hash)
+                    if run_root is not None:
+                        job_options["run_dir"] = str(run_root / f"run{claimed.id}-attempt{claimed.attempt}")
                     job = Job(claimed.id, claimed.attempt, claimed.name, store.url, trainer, job_options)
                     tried.add(claimed.id)
                     executor.start(job)
@@ -205,7 +211,12 @@ def run(store: Store, run_ids: list[int], executor: Executor, *, trainer: str = 
                 for ended in executor.poll():
                     active.pop(ended.job.run_id, None)
                     _settle(store, ended)
-                    notify("end", {"job": ended.job, "run": store.run(ended.job.run_id)})
+                    done = store.run(ended.job.run_id)
+                    notify("end", {"job": ended.job, "run": done})
+                    if len(first_errors) < fail_fast:
+                        first_errors.append(_error_kind(done.error) if done.status == "failed" else None)
+                        if len(first_errors) == fail_fast and None not in first_errors and len(set(first_errors)) == 1:
+                            outcome.stopped_by = done.error
                 notify("tick", {"active": list(active.values())})
         except StoreError as e:  # the database refuses the runner's own writes: disk full, gone
             raise StoreError(_abandon(store, executor, e)) from None
@@ -248,6 +259,11 @@ def _ctrl_c():
         yield stopped
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def _error_kind(error: str | None) -> str:
+    """An error without its numbers: runs failing alike (a step, a loss, a seed apart) compare equal."""
+    return re.sub(r"\d+(\.\d+)?", "#", error or "")
 
 
 def _settle(store: Store, ended: Ended) -> None:

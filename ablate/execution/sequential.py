@@ -65,12 +65,13 @@ def run_until_decided(store: Store, matrix: Matrix, rows: list[PlanRow], train: 
         outcome = train(ids)
         total.trained += outcome.trained
         total.already_done += outcome.already_done
-        if outcome.interrupted or not _round_complete(store, ids):
-            total.interrupted = outcome.interrupted
+        total.interrupted, total.stopped_by = outcome.interrupted, outcome.stopped_by
+        last = n == len(seeds)  # the report reads the last look; nothing waits for it
+        if outcome.interrupted or outcome.stopped_by or not (_completed(store, ids) if last else _round_complete(store, ids)):
             break
         if len(seeds) > first:  # a look: the verdicts of the first n seeds are read
             store.record_look(matrix.name, n)
-        if n == len(seeds):
+        if last:
             break
         names = undecided(seeds[:n])
         on_round(n, names)
@@ -85,4 +86,8 @@ def _round_complete(store: Store, ids: list[int]) -> bool:
     """Whether every run of the round completed, once those another runner holds have ended."""
     while any(store.run(i).status == "running" for i in ids):
         time.sleep(WAIT_S)
+    return _completed(store, ids)
+
+
+def _completed(store: Store, ids: list[int]) -> bool:
     return all(store.run(i).status == "completed" for i in ids)

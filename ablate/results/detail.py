@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..execution.custom import ParamsConfig, is_custom
+from ..training.params import ParamsConfig, is_custom
 from ..storage.schema import plain
 from ..training.config import TrainConfig
 from .report import baseline_name, eval_column

@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..training.catalog import CATALOG
 from ..training.config import format_value
-from ..execution.custom import ParamsConfig
+from ..training.params import ParamsConfig
 from ..execution.designs import short_name
 from .detail import RunDetail, missing
 from .frames import spreadsheet_safe

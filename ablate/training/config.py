@@ -178,6 +178,7 @@ class ExecOptions:
     resume: bool = False  # continue from checkpoint_dir's checkpoint when there is one
     threads: int | None = None  # torch intra-op threads (CPU)
     step_metrics: bool = True  # report lr / grad norm / loss of every step at each evaluation
+    run_dir: str | None = None  # a fresh directory for this run and attempt (your own trainer's {run_dir})
 
 
 

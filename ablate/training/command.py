@@ -1,19 +1,21 @@
 """Your own training script as an ablate trainer: `train(config, on_eval, options)`, the entry
-point every job calls for a matrix with `trainer:` (`custom.CUSTOM_TRAINER`).
+point every job calls for a matrix with `trainer:` (`params.CUSTOM_TRAINER`).
 
-* `trainer: {command: "python train.py --lr {lr} --seed {seed}"}` runs the command in the
-  matrix's directory, in a process group of its own. Each stdout line that starts with `{` is an
-  evaluation, a JSON object with an integer `step` and numbers (`ablate.report_eval` prints one);
-  other lines, and stderr, go to the run's log. A non-zero exit, a malformed line, a run past
-  `timeout` seconds (wall time from its start, however much it prints) or no evaluation fails
+* `trainer: {command: "{python} train.py {args} --seed={seed} --out_dir={run_dir}"}` runs the
+  command (placeholders: `params`) in the matrix's directory, in a process group of its own,
+  with ABLATE_SEED and ABLATE_RUN_DIR in its environment. Its stdout lines are read by `output`:
+  JSON lines, or the lines `metric.pattern` matches, are evaluations; other lines, and stderr, go
+  to the run's log. A non-zero exit, a malformed line, a run past `timeout` seconds (wall time
+  from its start, however much it prints), no evaluation or a pattern that never matched fails
   the run with one line saying which; Ctrl-C or SIGTERM stops the whole group and the run is
   interrupted. The run ends when the trainer's process ends: a child it forked that still holds
   stdout is stopped with the rest of its group. (A job killed outright cannot stop it: the
   trainer then dies of a broken pipe at its next line of output. No preexec_fn to tie it to the
   job: forking with one is unsafe while the job's heartbeat thread runs.)
 * `trainer: {entry: module:function}` imports the module from the matrix's directory (or the
-  Python path) and calls `function(config, report)` in the job's process: `config` is the
-  parameters and the seed, `report(step, **metrics)` records one evaluation.
+  Python path), seeds `random`, numpy and torch with the run's seed, and calls
+  `function(config, report)` in the job's process: `config` is the parameters and the seed,
+  `report(step, **metrics)` records one evaluation.
 
 Either way the last evaluation must carry the matrix's metric: that is what the report ranks.
 At most `trainer.max_evals` evaluations are stored; later ones are checked but not stored, but
@@ -24,127 +26,75 @@ from __future__ import annotations
 
 import collections
 import importlib
-import json
-import math
-import numbers
 import os
 import queue
+import random
 import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
-from ..training.config import ExecOptions
-from .custom import DEFAULT_MAX_EVALS, ParamsConfig, command_words
+from .config import ExecOptions
+from .output import Evaluations, OutputReader, TrainerError
+from .params import ParamsConfig
 
 STOP_GRACE_S = 5.0  # SIGTERM, then this long before SIGKILL
 POLL_S = 0.1  # how often the deadline and the trainer's process are looked at while it is quiet
 DRAIN_S = 0.5  # after the trainer's process ended: its last lines arrive within this
 
 
-class TrainerError(RuntimeError):
-    """Your trainer did not give a usable run; the message says how."""
-
-
-class Evaluations:
-    """Each evaluation checked (an integer step that increases, finite numbers) and passed on,
-    the first `limit` of them; past it, only the last is, once the run completes (`finish`)."""
-
-    def __init__(self, metric: str, on_eval: Callable[[dict], None], how: str = "command",
-                 limit: int = DEFAULT_MAX_EVALS):
-        self.metric, self.on_eval, self.how, self.limit = metric, on_eval, how, limit
-        self.last: dict[str, Any] | None = None
-        self.count = 0
-
-    def accept(self, metrics: Any, where: str) -> None:
-        if not isinstance(metrics, dict):
-            raise TrainerError(f"{where}: expected a JSON object, got {metrics!r}"[:300])
-        step = metrics.get("step")
-        if not isinstance(step, numbers.Integral) or isinstance(step, bool) or step < 0:
-            raise TrainerError(f"{where}: expected an integer 'step' >= 0, got {step!r}")
-        if self.last is not None and step <= self.last["step"]:
-            raise TrainerError(f"{where}: step {step} after step {self.last['step']}; steps must increase")
-        values: dict[str, Any] = {"step": int(step)}
-        for key, value in metrics.items():
-            if key == "step":
-                continue
-            number = _finite(value)
-            if number is None:
-                raise TrainerError(f"{where}: {key!r} is {repr(value)[:60]}; expected a finite number")
-            values[str(key)] = number
-        self.last, self.count = values, self.count + 1
-        if self.count <= self.limit:
-            self.on_eval(dict(values))
-        elif self.count == self.limit + 1:
-            print(f"ablate: more than {self.limit} evaluations (trainer.max_evals): later ones are not "
-                  f"stored, but for the last", file=sys.stderr, flush=True)
-
-    def finish(self) -> None:
-        """The run completed: its last evaluation, stored if it was past the limit, must carry
-        the metric."""
-        if self.last is None:
-            raise TrainerError("no evaluation reported; " + (
-                f'print JSON lines such as {{"step": 100, "{self.metric}": 2.31}} (or call ablate.report_eval)'
-                if self.how == "command" else f"call report(100, {self.metric}=2.31), the function's second argument"))
-        if self.metric not in self.last:
-            keys = ", ".join(k for k in self.last if k != "step") or "none"
-            raise TrainerError(f"the last evaluation (step {self.last['step']}) has no {self.metric!r}, the "
-                               f"matrix's metric (it has: {keys})")
-        if self.count > self.limit:
-            self.on_eval(dict(self.last))
-
-
-def _finite(value: Any) -> float | None:
-    """A reported value as a float, or None unless it is a finite number (JSON's 1e999 too)."""
-    if not isinstance(value, numbers.Real) or isinstance(value, bool):
-        return None
-    try:
-        number = float(value)
-    except OverflowError:
-        return None
-    return number if math.isfinite(number) else None
-
-
-def train(config: dict, on_eval: Callable[[dict], None], options: ExecOptions, data: Any = None) -> dict:
+def train(config: dict, on_eval: Callable[[dict], None], options: ExecOptions | None, data: Any = None) -> dict:
     """Run your trainer once on `config` (a stored ParamsConfig); returns the run's result."""
     run = ParamsConfig.from_dict(config)
     evals = Evaluations(run.metric, on_eval, run.kind, run.max_evals)
     started = time.monotonic()
-    returned = _command(run, evals) if run.kind == "command" else _entry(run, evals)
+    returned = _command(run, evals, _run_dir(options or ExecOptions())) if run.kind == "command" else _entry(run, evals)
     evals.finish()
     assert evals.last is not None
     return {**returned, "wall_time_s": time.monotonic() - started, "steps": evals.last["step"]}
 
 
-def _command(run: ParamsConfig, evals: Evaluations) -> dict:
-    words = command_words(run.spec, run.values())
+def _run_dir(options: ExecOptions) -> str:
+    """This run's own directory, fresh for each attempt (`{run_dir}`): the job's, else a new one
+    under the system's temporary directory."""
+    if options.run_dir is None:
+        return tempfile.mkdtemp(prefix="ablate-run-")
+    Path(options.run_dir).mkdir(parents=True, exist_ok=True)
+    return options.run_dir
+
+
+def _command(run: ParamsConfig, evals: Evaluations, run_dir: str) -> dict:
+    words = run.command(run_dir)
+    env = {**os.environ, "ABLATE_SEED": str(run.seed), "ABLATE_RUN_DIR": run_dir}
+    print(f"ablate: {shlex.join(words)}  (in {run.workdir}; run_dir {run_dir})", flush=True)
     try:
         child = subprocess.Popen(words, cwd=run.workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 text=True, errors="replace", start_new_session=True)
+                                 text=True, errors="replace", start_new_session=True, env=env)
     except OSError as e:
         raise TrainerError(f"cannot start {words[0]!r} in {run.workdir}: {e.strerror or e}") from None
     deadline = None if run.timeout_s is None else time.monotonic() + run.timeout_s
     lines: queue.Queue[str | None] = queue.Queue()
     errors: collections.deque[str] = collections.deque(maxlen=20)
+    said: collections.deque[str] = collections.deque(maxlen=5)  # stdout's last lines, for a pattern that never matched
+    reader = OutputReader(run.pattern)
     pumps = [threading.Thread(target=_pump, args=(child.stdout, lines.put), daemon=True),
              threading.Thread(target=_pump, args=(child.stderr, lambda t: _echo(t, errors)), daemon=True)]
     for pump in pumps:
         pump.start()
     try:
         for number, line in enumerate(_lines(lines, deadline, child, run), 1):
-            text = line.strip()
-            if not text.startswith("{"):
+            metrics = reader.read(line, number)
+            if metrics is None:
                 print(line, end="", flush=True)
+                said.append(line)
                 continue
-            try:
-                metrics = json.loads(text)
-            except json.JSONDecodeError as e:
-                raise TrainerError(f"stdout line {number} is not valid JSON ({e.msg}): {text[:120]}") from None
             evals.accept(metrics, f"stdout line {number}")
         code = child.wait(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
     except subprocess.TimeoutExpired:
@@ -157,6 +107,8 @@ def _command(run: ParamsConfig, evals: Evaluations) -> dict:
         last = next((e for e in reversed(errors) if e.strip()), "").strip()
         how = f"killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
         raise TrainerError(f"{shlex.join(words[:2])} {how}{': ' + last[:300] if last else ''}")
+    if run.pattern is not None and evals.last is None:
+        raise TrainerError(reader.never_matched(list(said)))
     return {}
 
 
@@ -230,12 +182,29 @@ def _entry(run: ParamsConfig, evals: Evaluations) -> dict:
     try:
         os.chdir(run.workdir)
         function = getattr(importlib.import_module(module), name)
+        seed_everything(run.seed)
         with _deadline(run):
             returned = function(run.values(), report)
     finally:
         os.chdir(before)
         sys.path.remove(run.workdir)
     return returned if isinstance(returned, dict) else {}
+
+
+def seed_everything(seed: int) -> None:
+    """An entry point's random state fixed by the run's seed: Python's, numpy's and torch's (where
+    installed), so its seeds differ as a command's `{seed}` does."""
+    random.seed(seed)
+    try:
+        import numpy
+        numpy.random.seed(seed % 2**32)
+    except ImportError:
+        pass
+    try:
+        import torch
+        torch.manual_seed(seed)
+    except ImportError:
+        pass
 
 
 @contextmanager

@@ -1,6 +1,12 @@
 """A run of your own trainer: a matrix's `params` (the baseline, each value's type fixed by it),
 the seed, the trainer that runs them and the files it reads.
 
+A command's placeholders: `{param}` and `{seed}` each fill one word; `{args}` (a word of its
+own) expands to every parameter as the script's own flags, one argv word per piece of the
+`trainer.args` template (default `--{name}={value}`; true/false parameters as `trainer.flag`,
+e.g. `--{name}`, when given); `{python}` is the interpreter running ablate; `{run_dir}` a fresh
+directory for this run and attempt. A literal brace is `{{` or `}}`.
+
 `ParamsConfig` stands where Mainrun's `TrainConfig` stands in a matrix (designs patch it, the
 runner hashes and stores it), so everything above the trainer works unchanged. Its identity is
 the trainer (command or entry point), the parameters, the seed and a content hash of the
@@ -21,16 +27,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..training.config import ConfigError, suggest
+from .config import ConfigError, suggest
 
 # Stored config keys beside the parameters: a parameter may not take one of these names.
-RESERVED = ("seed", "trainer")
+RESERVED = ("seed", "trainer", "args", "python", "run_dir")
 KINDS = ("command", "entry")
 SKIPPED = ("__pycache__", ".git", "ablate-logs", "ablate-checkpoints")  # never part of an input directory
 OWN_OUTPUTS = re.compile(r".*(\.db|\.db-wal|\.db-shm|\.db-journal|\.db\.bak-v\d+|\.partial|\.log)")  # ablate's files
 DEFAULT_SEED = 0
+DEFAULT_ARGS = "--{name}={value}"  # how {args} spells each parameter
 DEFAULT_MAX_EVALS = 10_000  # a trainer that reports more is chatty or runaway: the rest (but its last) is not stored
-CUSTOM_TRAINER = "ablate.execution.command_trainer:train"  # what a job calls to run your trainer
+CUSTOM_TRAINER = "ablate.training.command:train"  # what a job calls to run your trainer
 
 
 def is_custom(config: dict) -> bool:
@@ -63,6 +70,10 @@ class ParamsConfig:
     timeout_s: float | None = None  # a run longer than this fails
     metric: str = "val_loss"  # what every run must report
     max_evals: int = DEFAULT_MAX_EVALS  # evaluations stored per run
+    pattern: str | None = None  # a regular expression reading evaluations from stdout (else JSON lines)
+    args: str = DEFAULT_ARGS  # how {args} spells each parameter
+    flag: str | None = None  # how {args} spells a true boolean (a false one: not at all); None: as args
+    seed_env: bool = False  # the script reads ABLATE_SEED: a command without {seed} still gets its seed
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -106,7 +117,8 @@ class ParamsConfig:
         """The stored form: the parameters, the seed, and how to run them under `trainer`."""
         return {**self.values(), "trainer": {
             self.kind: self.spec, "workdir": self.workdir, "inputs": list(self.inputs),
-            "timeout_s": self.timeout_s, "metric": self.metric, "max_evals": self.max_evals}}
+            "timeout_s": self.timeout_s, "metric": self.metric, "max_evals": self.max_evals,
+            "pattern": self.pattern, "args": self.args, "flag": self.flag, "seed_env": self.seed_env}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ParamsConfig":
@@ -115,15 +127,20 @@ class ParamsConfig:
         params = tuple((k, v) for k, v in d.items() if k not in RESERVED)
         return cls(kind, how.get(kind, ""), params, d.get("seed", DEFAULT_SEED), how.get("workdir", "."),
                    tuple(how.get("inputs", ())), how.get("timeout_s"), how.get("metric", "val_loss"),
-                   how.get("max_evals", DEFAULT_MAX_EVALS))
+                   how.get("max_evals", DEFAULT_MAX_EVALS), how.get("pattern"), how.get("args", DEFAULT_ARGS),
+                   how.get("flag"), bool(how.get("seed_env", False)))
 
     def by_hand(self) -> list[str]:
         """The words that run this one run by hand, in `workdir`: the command, or the entry point
         called with `ablate.report_eval` as its report."""
         if self.kind == "command":
-            return command_words(self.spec, self.values())
+            return self.command("RUN_DIR")
         module, _, function = self.spec.partition(":")
         return ["python", "-c", f"import ablate, {module}; {module}.{function}({self.values()!r}, ablate.report_eval)"]
+
+    def command(self, run_dir: str) -> list[str]:
+        """The command's words for this run, every placeholder filled in."""
+        return command_words(self.spec, self.values(), self.args, self.flag, run_dir)
 
     def fingerprint(self) -> str:
         """The content of the inputs, as one hash (paths relative to workdir, in order). A
@@ -144,8 +161,10 @@ class ParamsConfig:
 
     def identity_hash(self, fingerprint: str) -> str:
         """Trainer, parameters, seed and the inputs' content: two runs alike in these are one."""
-        d = {"trainer": {self.kind: self.spec}, "params": dict(self.params), "seed": self.seed,
-             "inputs": fingerprint}
+        how = {self.kind: self.spec}
+        if "{args}" in self.spec:  # how the parameters reach the script is part of what it runs
+            how.update(args=self.args, flag=self.flag)
+        d = {"trainer": how, "params": dict(self.params), "seed": self.seed, "inputs": fingerprint}
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -156,10 +175,34 @@ def usable_name(name: str) -> bool:
     return bool(re.fullmatch(r"[A-Za-z_]\w*", name)) and name not in own and not hasattr(ParamsConfig, name)
 
 
-def command_words(template: str, values: dict[str, Any]) -> list[str]:
-    """The command's words with `{param}` and `{seed}` filled in, one word at a time (a value
-    with a space in it stays one argument)."""
-    return [word.format_map(values) for word in shlex.split(template)]
+def command_words(template: str, values: dict[str, Any], args: str = DEFAULT_ARGS, flag: str | None = None,
+                  run_dir: str = "RUN_DIR") -> list[str]:
+    """The command's words with every placeholder filled in, one word at a time (a value with a
+    space in it stays one argument); `{args}`, a word of its own, is every parameter's words."""
+    fill = {**values, "python": sys.executable, "run_dir": run_dir}
+    words: list[str] = []
+    for word in shlex.split(template):
+        if word == "{args}":
+            words += args_words(values, args, flag)
+        elif "{args}" in word:
+            raise ValueError(f"{{args}} must be a word of its own, not part of {word!r}")
+        else:
+            words.append(word.format_map(fill))
+    return words
+
+
+def args_words(values: dict[str, Any], args: str = DEFAULT_ARGS, flag: str | None = None) -> list[str]:
+    """Every parameter (not the seed) as the script's own flags: each piece of the `args`
+    template one word; a true boolean as `flag` and a false one left out, where `flag` is given."""
+    words: list[str] = []
+    for name, value in values.items():
+        if name == "seed":
+            continue
+        if isinstance(value, bool) and flag is not None:
+            words += [piece.format(name=name) for piece in shlex.split(flag)] if value else []
+        else:
+            words += [piece.format(name=name, value=value) for piece in shlex.split(args)]
+    return words
 
 
 def custom_base(kind: str, text: str, params: dict[str, Any], inputs: list[str], workdir: Path,
@@ -183,13 +226,20 @@ def custom_base(kind: str, text: str, params: dict[str, Any], inputs: list[str],
         if Path(name).is_absolute() or ".." in Path(name).parts or not (workdir / name).exists():
             problems.append(f"inputs[{i}]: {name!r}: expected a file or directory under the matrix's "
                             f"directory {str(workdir)!r}")
-    base = ParamsConfig(kind, text, tuple(checked.items()), workdir=str(workdir), inputs=tuple(inputs), **how)
+    base = ParamsConfig(kind, text, tuple(checked.items()), workdir=str(workdir),
+                        inputs=tuple(inputs) or script_inputs(kind, text, workdir), **how)
+    for key, template in (("args", base.args), ("flag", base.flag or "{name}")):
+        try:
+            args_words({"x": 1}, template) if key == "args" else [p.format(name="x") for p in shlex.split(template)]
+        except (KeyError, ValueError, IndexError) as e:
+            problems.append(f"trainer.{key}: {template!r}: expected a template of {{name}}"
+                            f"{' and {value}' if key == 'args' else ''} ({type(e).__name__}: {e})")
     if kind == "command":
         try:
-            command_words(text, base.values())
+            base.command("RUN_DIR")
         except KeyError as e:
             problems.append(f"trainer.command: {{{e.args[0]}}} names no parameter; expected one of "
-                            f"{', '.join('{' + k + '}' for k in base.values())}")
+                            f"{', '.join('{' + k + '}' for k in [*base.values(), 'args', 'python', 'run_dir'])}")
         except (ValueError, IndexError) as e:
             problems.append(f"trainer.command: {e} (write a literal brace as {{{{ or }}}})")
     elif not module_found(text.partition(":")[0], workdir):
@@ -198,12 +248,36 @@ def custom_base(kind: str, text: str, params: dict[str, Any], inputs: list[str],
     return base if len(problems) == before else None
 
 
+def script_inputs(kind: str, text: str, workdir: Path) -> tuple[str, ...]:
+    """What a matrix with no `inputs` hashes into its runs' identity: the script its command runs
+    (its first word ending in .py that is a file under the matrix's directory), or the entry
+    point's module file there; editing it then trains again instead of reusing stale results."""
+    if kind == "command":
+        try:
+            words = shlex.split(text)
+        except ValueError:
+            return ()
+        candidates = [w for w in words if w.endswith(".py") and "{" not in w]
+    else:
+        spec = _find_spec(text.partition(":")[0], workdir)
+        candidates = [spec.origin] if spec is not None and spec.origin else []
+    for word in candidates:
+        path = (workdir / word).resolve()
+        if path.is_file() and path.is_relative_to(workdir.resolve()):
+            return (path.relative_to(workdir.resolve()).as_posix(),)
+    return ()
+
+
 def module_found(module: str, workdir: Path) -> bool:
     """Whether `module` imports from `workdir` or the Python path (without importing it)."""
+    return _find_spec(module, workdir) is not None
+
+
+def _find_spec(module: str, workdir: Path) -> Any:
     sys.path.insert(0, str(workdir))
     try:
-        return importlib.util.find_spec(module) is not None
+        return importlib.util.find_spec(module)
     except (ImportError, ValueError):
-        return False
+        return None
     finally:
         sys.path.remove(str(workdir))
