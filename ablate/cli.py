@@ -409,6 +409,7 @@ def results_md(
     db: DbOption = None,
     out: Annotated[Path, typer.Option(help="the document whose generated section is rewritten")] = Path("RESULTS.md"),
     check: Annotated[bool, typer.Option("--check", help="exit 1 if the document differs from the database")] = False,
+    since: Annotated[Optional[Path], typer.Option(help="an earlier procedure's verdicts (JSON): say what changed")] = None,
 ) -> None:
     """Regenerate RESULTS.md's tables from the results database (prose outside the markers stays)."""
     from .results import document
@@ -417,8 +418,8 @@ def results_md(
     with user_errors():
         out = output_path(out, (".md",))
         if check:
-            same = out.exists() and document.committed_block(out) == document.generated(db)
+            same = out.exists() and document.committed_block(out) == document.generated(db, since)
             err.print(f"{out}: {'up to date' if same else 'differs from the database'}")
             raise typer.Exit(0 if same else 1)
-        changed = document.write(out, db)
+        changed = document.write(out, db, since)
     err.print(f"{out}: {'rewritten' if changed else 'already up to date'}")

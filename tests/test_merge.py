@@ -296,11 +296,13 @@ def test_a_run_whose_config_was_edited_after_hashing_is_refused(source, tmp_path
     ("UPDATE runs SET status = 'bogus' WHERE id = 1", "status 'bogus': expected one of"),
     ("UPDATE runs SET hash = '../../etc' WHERE id = 1", "hash: expected 16 to 64 hexadecimal digits"),
     ("INSERT INTO experiment_runs VALUES (1, 999, 'ghost', '[]', 99)", "to run id 999: no such run"),
+    ("UPDATE experiments SET plan = '{x' WHERE name = 'fixture-list'", "experiments.plan is not valid JSON"),
 ])
 def test_a_malformed_row_is_refused_in_one_line_or_left_out_when_asked(source, tmp_path, sql, expected):
     """Cases 3 and 10: report and show then failed, results-md tracebacked."""
     target = tmp_path / "results.db"
-    Store(f"sqlite:///{target}").close()
+    for db in (target, source):  # the source upgraded: the newest schema's columns can be damaged too
+        Store(f"sqlite:///{db}").close()
     with closing(sqlite3.connect(source)) as conn:
         conn.execute(sql)
         conn.commit()

@@ -150,6 +150,7 @@ class MatrixSpec(_Strict):
     db: str | None = None  # the database commands given this file use by default (relative to the current directory)
     reference: float = MAINRUN_VAL_LOSS
     min_effect: float = Field(MIN_EFFECT, gt=0)  # nats/char: what the verdicts call a change that matters
+    family: Literal["comparison", "experiment"] = "comparison"  # what one interval level covers (README: Verdicts)
     seeds: Seeds | None = None
     design: str
     toggles: list[Any] = []  # checked item by item below: three shapes, each with its own errors
@@ -249,6 +250,9 @@ def parse_matrix(text: str, path: str | Path = "<matrix>") -> Matrix:
     # Seeds are stored as 64-bit integers (and seed torch): a bigger one fails at the first write.
     _raise_if(where, [f"{'seeds' if spec.seeds else 'base.overrides.seed'}: {s} is outside the "
                       f"64-bit range of a seed" for s in seeds if not -2**63 <= s < 2**63])
+    if spec.trainer is not None and "{seed}" not in (spec.trainer.command or "{seed}") and len(seeds) > 1:
+        warnings.append("trainer.command: this command never receives the seed ({seed}): runs of one "
+                        "configuration will differ only if the script seeds itself")
     count = count_rows(spec.design, factors, runs)
     if count * len(seeds) > spec.max_runs:
         _raise_if(where, [f"max_runs: design {spec.design!r} has {count} runs x {len(seeds)} seeds = "

@@ -29,6 +29,7 @@ from ..training.datasource import check_titles, fingerprint
 from .custom import CUSTOM_TRAINER
 from .executors import Executor
 from .job import Ended, Job
+from .seeds import verdict_plan
 from .matrix import Matrix, PlannedRun
 
 STALE_AFTER_S = 180.0  # a heartbeat older than this means the job is gone (jobs beat every 10 s)
@@ -127,7 +128,7 @@ def register(store: Store, matrix: Matrix, rows: list[PlanRow], keep: list[PlanR
     """Create the experiment and its queued runs (idempotent); returns run ids in matrix order.
     Runs of `keep` stay linked to the experiment if they are already."""
     exp_id = store.upsert_experiment(matrix.name, matrix.description or "", matrix.text,
-                                     matrix.reference, matrix.design)
+                                     matrix.reference, matrix.design, verdict_plan(matrix.text).to_dict())
     return store.add_runs(exp_id, [
         {"hash": r.hash, "fingerprint": r.fingerprint, "name": r.planned.name, "config": r.planned.config.to_dict(),
          "toggles": list(r.planned.toggles), "seed": r.planned.seed, "position": r.position}

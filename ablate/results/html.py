@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 
 from . import frames
-from .plot import plot_curves, plot_effects
+from .plot import interval_caption, plot_curves, plot_effects
 from .render import as_command, effects_display, ranking_display, unranked_display
 from .detail import missing, run_detail
 from .report import build_report
@@ -98,7 +98,7 @@ def _experiment_section(db: Any, name: str, metric: str | None, min_effect: floa
                   _table(effects_display(report), "effects")]
         if report.effects["estimate"].notna().any():
             parts.append(_figure(lambda out: plot_effects(report, out),
-                                 f"Effects of {report.experiment}: estimate and 95% interval"))
+                                 f"Effects of {report.experiment}: estimate and interval ({interval_caption(report)})"))
     metric = report.column
     if metric in evals and not evals.dropna(subset=[metric]).empty:
         parts.append(_figure(lambda out: plot_curves(db, name, None, out, report.metric),

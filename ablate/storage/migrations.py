@@ -55,6 +55,9 @@ MIGRATIONS: list[Migration] = [  # MIGRATIONS[i] takes schema FIRST_VERSION + i 
     add_columns("runs", ("requeued_at", "current_step"),
                 "runs.requeued_at, so runners started with --rerun together train each run once, "
                 "and runs.current_step, progress between evaluations"),
+    add_columns("experiments", ("plan", "looks_taken"),
+                "experiments.plan, the verdicts' δ and seed plan as first run (an edited matrix cannot "
+                "change them), and experiments.looks_taken, the looks seeds-until-decided read"),
     add_columns("runs", ("fingerprint",),
                 "runs.fingerprint, so a merge can recompute a run's identity from its config"),
 ]

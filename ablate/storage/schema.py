@@ -121,6 +121,11 @@ class Experiment(Base):
     design: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # What its verdicts rest on (δ, the seed plan, the looks), as it was when it first ran; an
+    # edited matrix changes yaml_text, never this.
+    plan: Mapped[dict | None] = mapped_column(JSON)
+    # The seed counts at which seeds-until-decided read the verdicts, in order.
+    looks_taken: Mapped[list | None] = mapped_column(JSON)
 
 
 class Run(Base):

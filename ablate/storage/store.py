@@ -70,9 +70,11 @@ class Store(Database):
     # --------------------------------------------------------------- experiments
 
     def upsert_experiment(
-        self, name: str, description: str | None, yaml_text: str | None, reference: float | None, design: str | None
+        self, name: str, description: str | None, yaml_text: str | None, reference: float | None, design: str | None,
+        plan: dict | None = None,
     ) -> int:
-        """Create the experiment or refresh its description/yaml/reference/design. Returns its id."""
+        """Create the experiment or refresh its description/yaml/reference/design; its `plan` is
+        kept from the first time one is given. Returns its id."""
 
         def _upsert(session: Session) -> int:
             exp = session.scalars(select(Experiment).where(Experiment.name == name)).first()
@@ -82,11 +84,22 @@ class Store(Database):
                 session.add(exp)
             exp.description, exp.yaml_text, exp.design = bounded(description, MAX_DESCRIPTION_CHARS), yaml_text, design
             exp.reference = None if reference is None else float(reference)
+            if exp.plan is None:
+                exp.plan = plan
             exp.updated_at = now
             session.flush()
             return exp.id
 
         return self._write(_upsert, retry_conflicts=True)
+
+    def record_look(self, experiment: str, seeds: int) -> None:
+        """Seeds-until-decided read the verdicts at `seeds` seeds: kept once, in order."""
+        def _record(session: Session) -> None:
+            exp = session.scalars(select(Experiment).where(Experiment.name == experiment).with_for_update()).first()
+            if exp is not None and seeds not in (exp.looks_taken or []):
+                exp.looks_taken = [*(exp.looks_taken or []), seeds]
+
+        self._write(_record, retry_conflicts=True)
 
     def add_runs(self, experiment_id: int, planned: list[dict], keep: Iterable[str] = ()) -> list[int]:
         """Link the planned runs to the experiment, inserting queued runs for unseen hashes.
