@@ -369,3 +369,15 @@ def test_a_run_whose_data_is_elsewhere_is_checked_by_its_stored_fingerprint(sour
         conn.commit()
     result = merged(source, tmp_path / "fresh.db")
     assert result.exit_code == 2 and "cannot be checked" in refused_lines(result.output)[0], result.output
+
+
+def test_a_backup_copy_left_by_a_killed_upgrade_is_removed_by_the_next_write(tmp_path):
+    """Case 14: a SIGKILLed upgrade left `results.db.bak-v1.partial` (as large as the file)."""
+    target = tmp_path / "results.db"
+    Store(f"sqlite:///{target}").close()  # upgraded since: nobody is writing that copy now
+    left = tmp_path / "results.db.bak-v1.partial"
+    left.write_bytes(b"half a copy")
+    Store(f"sqlite:///{target}", read_only=True, create=False).close()
+    assert left.exists()  # reading changes nothing beside the file either
+    Store(f"sqlite:///{target}").close()
+    assert not left.exists()
