@@ -296,11 +296,13 @@ def test_a_run_whose_config_was_edited_after_hashing_is_refused(source, tmp_path
     ("UPDATE runs SET status = 'bogus' WHERE id = 1", "status 'bogus': expected one of"),
     ("UPDATE runs SET hash = '../../etc' WHERE id = 1", "hash: expected 16 to 64 hexadecimal digits"),
     ("INSERT INTO experiment_runs VALUES (1, 999, 'ghost', '[]', 99)", "to run id 999: no such run"),
+    ("UPDATE experiments SET plan = '{x' WHERE name = 'fixture-list'", "experiments.plan is not valid JSON"),
 ])
 def test_a_malformed_row_is_refused_in_one_line_or_left_out_when_asked(source, tmp_path, sql, expected):
     """Cases 3 and 10: report and show then failed, results-md tracebacked."""
     target = tmp_path / "results.db"
-    Store(f"sqlite:///{target}").close()
+    for db in (target, source):  # the source upgraded: the newest schema's columns can be damaged too
+        Store(f"sqlite:///{db}").close()
     with closing(sqlite3.connect(source)) as conn:
         conn.execute(sql)
         conn.commit()
@@ -367,3 +369,15 @@ def test_a_run_whose_data_is_elsewhere_is_checked_by_its_stored_fingerprint(sour
         conn.commit()
     result = merged(source, tmp_path / "fresh.db")
     assert result.exit_code == 2 and "cannot be checked" in refused_lines(result.output)[0], result.output
+
+
+def test_a_backup_copy_left_by_a_killed_upgrade_is_removed_by_the_next_write(tmp_path):
+    """Case 14: a SIGKILLed upgrade left `results.db.bak-v1.partial` (as large as the file)."""
+    target = tmp_path / "results.db"
+    Store(f"sqlite:///{target}").close()  # upgraded since: nobody is writing that copy now
+    left = tmp_path / "results.db.bak-v1.partial"
+    left.write_bytes(b"half a copy")
+    Store(f"sqlite:///{target}", read_only=True, create=False).close()
+    assert left.exists()  # reading changes nothing beside the file either
+    Store(f"sqlite:///{target}").close()
+    assert not left.exists()

@@ -14,6 +14,7 @@ transaction, read or write. The store above it says *what* each transaction does
 
 from __future__ import annotations
 
+import glob
 import os
 import random
 import shutil
@@ -305,6 +306,14 @@ class Database:
                 raise StoreError(f"{self.where}: {e}") from e
             self.upgraded = (version, latest)
         self._check_columns()
+        if self.file is not None and not self.read_only:
+            self._remove_abandoned_backups()
+
+    def _remove_abandoned_backups(self) -> None:
+        """`.bak-vN.partial` copies a killed upgrade left beside the file. The schema is the
+        newest now, so no upgrade is writing one (they are written before the version moves)."""
+        for partial in self.file.parent.glob(f"{glob.escape(self.file.name)}.bak-v*.partial"):
+            partial.unlink(missing_ok=True)
 
     def _read_an_upgraded_copy(self) -> None:
         """An older file opened to read: read a migrated temporary copy of it (WAL included), so

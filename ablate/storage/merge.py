@@ -42,10 +42,11 @@ EVAL_FIELDS = ("step", "epoch", "val_loss", "val_loss_full", "eval_coverage", "t
                "grad_norm", "tokens_seen", "elapsed_s", "tokens_per_s", "extra", "created_at")
 STEP_FIELDS = ("step", "train_loss", "lr", "grad_norm")
 HASH = re.compile(r"[0-9a-f]{16,64}")
-JSON_COLUMNS = (  # (table, its run id column, its JSON columns)
-    ("runs", "id", ("config", "toggles", "result")),
-    ("evals", "run_id", ("extra",)),
-    ("experiment_runs", "run_id", ("toggles",)),
+JSON_COLUMNS = (  # (table, whose row it is: a run or an experiment, that one's id column, its JSON columns)
+    ("runs", "run", "id", ("config", "toggles", "result")),
+    ("evals", "run", "run_id", ("extra",)),
+    ("experiment_runs", "run", "run_id", ("toggles",)),
+    ("experiments", "experiment", "id", ("plan", "looks_taken")),
 )
 
 
@@ -102,7 +103,7 @@ class _Incoming:
     experiments: list[Experiment]
     links: list[ExperimentRun]
     runs: list[_SourceRun]
-    malformed: dict[int, str]  # source run id -> which of its JSON values does not parse
+    malformed: dict[tuple[str, int], str]  # ("run" or "experiment", its id) -> which JSON value does not parse
 
 
 def merge(target: Store, source: str | Path, checks: Checks) -> MergeReport:
@@ -137,16 +138,17 @@ def _readable_copy(url: str) -> Iterator[str]:
         yield f"sqlite:///{copy}"
 
 
-def _malformed_json(copy: Path) -> dict[int, str]:
-    """The runs whose JSON (config, toggles, result, an evaluation's extra, a link's toggles)
-    does not parse, in the temporary copy; there it is set to null so the rest can be read."""
-    found: dict[int, str] = {}
+def _malformed_json(copy: Path) -> dict[tuple[str, int], str]:
+    """The runs and experiments whose JSON (a run's config, toggles, result, an evaluation's
+    extra, a link's toggles, an experiment's plan) does not parse, in the temporary copy; there
+    it is set to null so the rest can be read."""
+    found: dict[tuple[str, int], str] = {}
     with closing(sqlite3.connect(copy)) as conn:
-        for table, run_key, columns in JSON_COLUMNS:
+        for table, owner, key, columns in JSON_COLUMNS:
             for column in columns:
                 bad = f"{column} IS NOT NULL AND NOT json_valid({column})"
-                for (run_id,) in conn.execute(f"SELECT {run_key} FROM {table} WHERE {bad}"):
-                    found.setdefault(run_id, f"{table}.{column} is not valid JSON")
+                for (owner_id,) in conn.execute(f"SELECT {key} FROM {table} WHERE {bad}"):
+                    found.setdefault((owner, owner_id), f"{table}.{column} is not valid JSON")
                 conn.execute(f"UPDATE {table} SET {column} = 'null' WHERE {bad}")
         conn.commit()
     return found
@@ -173,7 +175,7 @@ def _merge(session: Session, incoming: _Incoming, report: MergeReport, checks: C
     refused: list[str] = []
     runs = {}  # source run id -> the run, checked
     for source in incoming.runs:
-        problem = incoming.malformed.get(source.run.id) or _run_problem(session, source.run, checks)
+        problem = incoming.malformed.get(("run", source.run.id)) or _run_problem(session, source.run, checks)
         if problem:
             refused.append(f"run {_shown(source.run.name)} ({_shown(source.run.hash)}): {problem}")
         else:
@@ -181,7 +183,7 @@ def _merge(session: Session, incoming: _Incoming, report: MergeReport, checks: C
     names = {}  # source experiment id -> its name here
     for exp in incoming.experiments:
         name = checks.renames.get(exp.name, exp.name)
-        problem = _experiment_problem(session, exp, name, checks)
+        problem = incoming.malformed.get(("experiment", exp.id)) or _experiment_problem(session, exp, name, checks)
         if problem:
             refused.append(f"experiment {_shown(exp.name)}: {problem}")
         else:
@@ -225,6 +227,8 @@ def _experiment_problem(session: Session, exp: Experiment, name: str, checks: Ch
         return problem
     if not isinstance(exp.description, (str, type(None))):
         return "description: expected text"
+    if not isinstance(exp.plan, (dict, type(None))) or not isinstance(exp.looks_taken, (list, type(None))):
+        return "plan and looks_taken: expected a JSON object and a JSON list"
     if len(exp.yaml_text or "") > MAX_MATRIX_CHARS:
         return f"its matrix text has {len(exp.yaml_text):,} characters, over the {MAX_MATRIX_CHARS:,} a matrix may have"
     here = session.scalars(select(Experiment).where(Experiment.name == _name(name))).first()
@@ -267,8 +271,8 @@ def _write_checked(session: Session, incoming: _Incoming, runs: dict[int, _Sourc
         here = session.scalars(select(Experiment).where(Experiment.name == _name(names[exp.id]))).first()
         if here is None:
             here = Experiment(name=_name(names[exp.id]), description=bounded(exp.description, MAX_DESCRIPTION_CHARS),
-                              **{c: getattr(exp, c) for c in ("yaml_text", "reference", "design", "created_at",
-                                                              "updated_at")})
+                              **{c: getattr(exp, c) for c in ("yaml_text", "reference", "design", "plan",
+                                                              "looks_taken", "created_at", "updated_at")})
             session.add(here)
             session.flush()
             report.experiments_added.append(here.name)
