@@ -224,6 +224,7 @@ name: exp
 design: one-at-a-time
 trainer: {{command: "python train.py --lr {{lr}}"}}
 params: {{lr: {lr}}}
+min_effect: 0.01
 toggles: [{{lr: [0.5]}}]
 """
 
