@@ -27,6 +27,7 @@ from .report import Report
 from .stats import ALPHA
 
 FORMATS = ("table", "markdown", "csv", "json")
+VERDICT_STYLES = {"better": "green", "worse": "red", "inconclusive": "yellow", "negligible": "dim"}  # as the HTML
 BLOCKS = "▁▂▃▄▅▆▇█"
 
 
@@ -88,8 +89,18 @@ def fit_ranking(frame: pd.DataFrame, width: int, reference_fair: bool) -> pd.Dat
     """The ranking without the columns a `width`-wide terminal cannot show, dropped in order of
     need: the toggles (the names say them), Δref where the reference is unfair, throughput,
     then the rest; never the rank, config, final loss, Δbase or flags."""
-    order = [["toggles"], *([] if reference_fair else [["Δref", "Δref%"]]), ["tok/s"], ["wall"],
-             ["Δref%"], ["best@step"], ["95% CI"], ["Δref"], ["n"]]
+    return _fit(frame, width, [["toggles"], *([] if reference_fair else [["Δref", "Δref%"]]), ["tok/s"],
+                               ["wall"], ["Δref%"], ["best@step"], ["95% CI"], ["Δref"], ["n"]])
+
+
+def fit_effects(frame: pd.DataFrame, width: int) -> pd.DataFrame:
+    """The effects without the columns a `width`-wide terminal cannot show: the unadjusted p, the
+    loss, n, then p Holm; never the effect, its estimate, its interval or its verdict, which is
+    read whole (an "inconclusive (~13 seeds)" cut short says nothing)."""
+    return _fit(frame, width, [["p"], ["loss"], ["n"], ["p Holm"]])
+
+
+def _fit(frame: pd.DataFrame, width: int, order: list[list[str]]) -> pd.DataFrame:
     for columns in order:
         if _natural_width(frame) <= width:
             break
@@ -215,14 +226,16 @@ def render(report: Report, format: str = "table", width: int = 100, color: bool 
     styles = ["bold green" if r.is_best else "cyan" if r.is_baseline else "red" if r.breaks_rule else ""
               for r in ranked.itertuples()]
     parts: list = [(title, "bold"), *report.lines]
-    parts += [_rich_table(fit_ranking(ranking_display(report, True), width, report.reference_fair), styles=styles),
+    if len(effects):  # the answer first, each verdict whole and coloured by what it says
+        parts += [(report.effects_title, "bold"), _rich_table(fit_effects(effects, width), styles=[
+            VERDICT_STYLES.get(v.split(" ")[0], "") for v in report.effects["verdict"]])]
+    parts += [("Ranking", "bold"),
+              _rich_table(fit_ranking(ranking_display(report, True), width, report.reference_fair), styles=styles),
               "B baseline  ★ best rule-abiding  ✗ breaks Mainrun's rules  ≠ not like-for-like (see notes)"
               if report.mainrun else "B baseline  ★ best"
               ] if len(ranked) else ["No completed runs yet."]
     if len(pending):
         parts += [("Not ranked", "bold"), _rich_table(pending)]
-    if len(effects):
-        parts += [(report.effects_title, "bold"), _rich_table(effects)]
     parts += [f"• {note}" for note in report.notes]
     return _capture(parts, width, color)
 
