@@ -330,29 +330,19 @@ def _eval_cells(evals: pd.DataFrame) -> pd.DataFrame:
 
 
 def as_command(detail: RunDetail) -> str:
-    """An `ablate train` command line that reproduces the run: --data (a file relative to the
-    current directory), then --set for every config field, defaults included, so the line
-    survives a change of defaults, and --max-steps when the run was truncated. A run of your own
-    trainer: its command (or entry point) in its directory."""
+    """An `ablate train` command line that reproduces the run: --data as stored (an absolute
+    path, so the line works from any directory), --set for each field that differs from the
+    default (the defaults are Mainrun's baseline), and --max-steps when the run was truncated.
+    A run of your own trainer: its command (or entry point), run in its directory."""
     if isinstance(detail.config, ParamsConfig):
-        return f"cd {shlex.quote(_relative(detail.config.workdir))} && {shlex.join(detail.config.by_hand())}"
-    words = ["ablate", "train", "--data", _relative(detail.config.data)]
-    for name, value in detail.config.to_dict().items():
+        return f"cd {shlex.quote(os.path.abspath(detail.config.workdir))} && {shlex.join(detail.config.by_hand())}"
+    words = ["ablate", "train", "--data", detail.config.data]
+    for name, value in detail.config.diff().items():
         if name != "data":
             words += ["--set", f"{name}={format_value(value)}"]
     if detail.truncated_at is not None:
         words += ["--max-steps", str(detail.truncated_at)]
     return shlex.join(words)
-
-
-def _relative(data: str) -> str:
-    """A data file as a path from the current directory; a hub id or built-in name as it is."""
-    if not Path(data).is_absolute():
-        return data
-    try:
-        return os.path.relpath(data)
-    except ValueError:  # another drive (Windows)
-        return data
 
 
 def sparkline(values: Iterable[float]) -> str:
