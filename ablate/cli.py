@@ -244,6 +244,8 @@ def run(
                 store, matrix, rows, train_round, lambda seeds: undecided(store.url, matrix.name, seeds), on_round)
         out.print(f"{matrix.name}: trained {len(outcome.trained)} run(s) now; "
                   f"{runner.summary(store, run_ids)}. See `{runner.report_command(matrix_path, db)}`.")
+        if outcome.interrupted:
+            out.print(runner.continue_line(matrix_path, db, checkpoints or resume))
         failed = runner.any_failed(store, run_ids)
     if outcome.interrupted or failed:
         raise typer.Exit(130 if outcome.interrupted else 1)

@@ -263,14 +263,20 @@ def test_progress_lines_align_carry_delta_base_and_the_etas_use_measured_pace():
     runs = {1: NS(id=1, seed=7, status="completed", final_val_loss=2.5, wall_time_s=31.0, error=None,
                   attempt=1, current_step=None),
             2: NS(id=2, seed=7, status="completed", final_val_loss=2.4, wall_time_s=29.0, error=None,
-                  attempt=1, current_step=61)}  # the job reported step 61 since its eval at 11
+                  attempt=1, current_step=61),  # the job reported step 61 since its eval at 11
+            3: NS(id=3, seed=7, status="completed", final_val_loss=2.5 + 1e-9, wall_time_s=30.0, error=None,
+                  attempt=1, current_step=None),
+            4: NS(id=4, seed=8, status="completed", final_val_loss=2.5, wall_time_s=30.0, error=None,
+                  attempt=1, current_step=None),
+            5: NS(id=5, seed=8, final_val_loss=2.5)}  # seed 8's baseline: Δbase exactly 0
     evals = [NS(step=1, elapsed_s=10.0, val_loss=3.0, tokens_per_s=None, extra={"max_steps": 111}),
              NS(step=11, elapsed_s=11.0, val_loss=2.9, tokens_per_s=None, extra={"max_steps": 111})]
     store = NS(run=runs.get, evals=lambda run_id, attempt: evals)
     out = io.StringIO()
     console = Console(file=out, width=120, force_terminal=False)
-    progress = LiveProgress(store, total=3, done=0, console=console, baselines={7: 1})
-    jobs = [NS(run_id=1, attempt=1, name="baseline"), NS(run_id=2, attempt=1, name="a_much_longer_name")]
+    progress = LiveProgress(store, total=5, done=0, console=console, baselines={7: 1, 8: 5})
+    jobs = [NS(run_id=1, attempt=1, name="baseline"), NS(run_id=2, attempt=1, name="a_much_longer_name"),
+            NS(run_id=3, attempt=1, name="tiny"), NS(run_id=4, attempt=1, name="tiny")]
     for job in jobs:
         progress("start", {"job": job})
     progress._refresh(jobs[1])
@@ -280,10 +286,12 @@ def test_progress_lines_align_carry_delta_base_and_the_etas_use_measured_pace():
     for job in jobs:
         progress("end", {"job": job, "run": runs[job.run_id]})
     lines = [line for line in out.getvalue().splitlines() if line.startswith("completed")]
-    assert len(lines) == 2 and len({line.index("val_loss") for line in lines}) == 1
+    assert len(lines) == 4 and len({line.index("val_loss") for line in lines}) == 1
     assert "Δbase -0.1000" in lines[1] and "Δbase" not in lines[0]
+    assert "Δbase +1.0e-09" in lines[2] and "Δbase -0.0000" not in out.getvalue()  # tiny: not zero, never -0
+    assert "Δbase +0.0000" in lines[3] and "seed 7 " in lines[2] and "seed 8 " in lines[3]  # one name, two seeds
     overall = progress.progress.tasks[progress.overall].fields["info"]
-    assert overall.startswith("2/3 runs done, about") and overall.endswith("left")
+    assert overall.startswith("4/5 runs done, about") and overall.endswith("left")
 
 
 def test_catalog_has_formats_and_whole_names():
