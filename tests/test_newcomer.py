@@ -294,6 +294,24 @@ def test_progress_lines_align_carry_delta_base_and_the_etas_use_measured_pace():
     assert overall.startswith("4/5 runs done, about") and overall.endswith("left")
 
 
+def test_help_gives_whole_summaries_and_no_python_types():
+    """At 80 columns every command's one-line summary is a whole sentence, and no option shows
+    a Python type such as <bool> or <list[str]>."""
+    import typer
+
+    for group in ([], ["db"]):
+        listing = CliRunner().invoke(app, [*group, "--help"], env={"COLUMNS": "80"}).output
+        commands = typer.main.get_command(app)
+        for name in group:
+            commands = commands.commands[name]
+        summaries = listing.split("Commands:")[1].strip().splitlines()
+        assert len(summaries) == len(commands.commands)
+        assert all(line.rstrip().endswith(".") and not line.rstrip().endswith("...") for line in summaries), listing
+        for name in commands.commands:
+            text = CliRunner().invoke(app, [*group, name, "--help"], env={"COLUMNS": "80"}).output
+            assert "<bool>" not in text and "<list" not in text, text
+
+
 def test_catalog_has_formats_and_whole_names():
     import pandas as pd
 
@@ -305,6 +323,9 @@ def test_catalog_has_formats_and_whole_names():
     assert pd.read_csv(io.StringIO(result.output))["name"].tolist() == list(CATALOG)
     table = CliRunner().invoke(app, ["catalog"], env={"COLUMNS": "60"}).output
     assert all(name in table for name in CATALOG)
+    wide = CliRunner().invoke(app, ["catalog"], env={"COLUMNS": "80"}).output
+    assert "…" not in wide and max(map(len, wide.splitlines())) <= 80  # wrapped, never cut
+    assert "onecycle_final_div_factor=100.0" in wide
 
 
 def test_show_formats_each_evaluation_column_one_way(shipped):

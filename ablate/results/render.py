@@ -365,17 +365,20 @@ def catalog_frame() -> pd.DataFrame:
 
 
 def catalog_table() -> Any:
-    """The catalog as a rich table: a name is typed, so it is never cut."""
+    """The catalog as a rich table that wraps, never cuts: a name (typed, so never split) over
+    its section, a patch one field per line as `--set` takes it, Mainrun's rules."""
+    from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title="Optimizations (seed/optimization-report.md)")
-    table.add_column("name", no_wrap=True, min_width=max(map(len, CATALOG)))
-    for col in ("section", "patch", "Mainrun rules"):
-        table.add_column(col)
+    table = Table(title="Optimizations (seed/optimization-report.md)", box=box.SIMPLE_HEAD, show_lines=True)
+    table.add_column("name, section", min_width=max(map(len, CATALOG)))
+    table.add_column("patch", no_wrap=True)
+    table.add_column("Mainrun rules")
     for o in CATALOG.values():
         rule = Text("allowed") if o.allowed else Text(f"breaks: {o.breaks_rule}", style="red")
         if o.changes_metric:
             rule.append("\nchanges the metric", style="yellow")
-        table.add_row(o.name, o.section, json.dumps(o.patch), rule)
+        patch = "\n".join(f"{k}={format_value(v)}" for k, v in o.patch.items())
+        table.add_row(Text.assemble((o.name, "bold"), "\n", (o.section, "dim")), patch, rule)
     return table
