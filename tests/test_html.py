@@ -17,7 +17,8 @@ from typer.testing import CliRunner
 
 from ablate.cli import app
 from ablate.results.frames import list_experiments
-from ablate.results.plot import effect_rows, plot_effects
+from ablate.results.plot import effect_rows, plot_curves, plot_effects
+from ablate.results.render import effects_display
 from ablate.results.report import build_report
 
 from .conftest import REPO
@@ -172,7 +173,8 @@ def test_the_committed_results_page_fits_1280px_sorts_every_table_and_opens_with
     shutil.copy(COMMITTED, db)
     result = CliRunner().invoke(app, ["report", "--db", str(db), "--format", "html", "--out", str(page)])
     assert result.exit_code == 0, result.output
-    page.write_text(page.read_text().replace("<head>", "<head>" + SORT_PROBE, 1))
+    text = page.read_text()
+    page.write_text(text.replace("<head>", "<head>" + SORT_PROBE, 1))
     dumped = chromium("--window-size=1280,800", "--dump-dom", "--virtual-time-budget=5000", page.as_uri())
     check = json.loads(re.search(r'data-check="([^"]*)"', dumped.stdout).group(1).replace("&quot;", '"'))
     assert check["errors"] == [] and "Uncaught" not in dumped.stderr
@@ -183,6 +185,27 @@ def test_the_committed_results_page_fits_1280px_sorts_every_table_and_opens_with
         result = CliRunner().invoke(app, ["report", "--db", str(db), "-e", name, "--format", "json"])
         effects = json.loads(result.stdout)["effects"]
         assert check["verdicts"][name] == {e["effect"]: e["verdict"] for e in effects}, name
+        printed = [c for c in effects_display(build_report(db, name)).columns if c.endswith("% CI")]
+        for level in printed:  # the effects plot's caption states the level the table prints
+            assert f"Effects of {name}: estimate and {level.removesuffix(' CI')} interval" in text
+
+
+def test_a_configuration_keeps_its_colour_across_an_experiments_plots(tmp_path, monkeypatch):
+    """The absolute and the delta curves draw each configuration in one colour."""
+    import matplotlib.axes
+
+    drawn: list[tuple[str, object]] = []
+    plot = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda self, *a, **k: drawn.append(
+        (str(k.get("label", "")).split(" (")[0], k.get("color"))) or plot(self, *a, **k))
+    plot_curves(COMMITTED, "report-cpu", None, tmp_path / "a.png")
+    absolute = dict(drawn)
+    drawn.clear()
+    plot_curves(COMMITTED, "report-cpu", None, tmp_path / "d.png", delta=True)
+    delta = dict(drawn)
+    shared = (absolute.keys() & delta.keys()) - {""}
+    assert len(shared) == 5 and all(absolute[n] == delta[n] for n in shared)
+    assert len(set(map(str, absolute.values()))) == len(absolute)  # and no two alike
 
 
 def test_the_effects_plot_draws_the_reports_effects(tmp_path):

@@ -12,6 +12,7 @@ from typing import Any
 from ..storage.store import open_store
 from ..training.config import suggest
 from . import frames
+from .render import interval_level
 from .report import build_report
 
 TOP = 5  # configurations plotted besides the baseline when none are named
@@ -46,6 +47,7 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
         raise frames.ResultsError(f"no evaluations for {', '.join(unknown)} in {exp['experiment']!r}"
                                   f"{suggest(unknown[0], evals['name'].unique())}; "
                                   f"known: {', '.join(dict.fromkeys(evals['name']))}")
+    colours = colours_of([*report.ranking["name"], *evals["name"]])
     if delta:
         evals = minus_baseline(evals, metric)
         names = [n for n in names if n != "baseline"]
@@ -53,10 +55,11 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
     for name in names:
         curve = seed_band(evals[evals["name"] == name], metric)
         seeds = evals.loc[evals["name"] == name, "run_id"].nunique()
-        line, = ax.plot(curve.index, curve["mean"], label=name + (f" (mean of {seeds} seeds)" if seeds > 1 else ""),
-                        linewidth=2.2 if name == "baseline" else 1.4, linestyle="--" if name == "baseline" else "-")
+        ax.plot(curve.index, curve["mean"], label=name + (f" (mean of {seeds} seeds)" if seeds > 1 else ""),
+                color=colours[name], linewidth=2.2 if name == "baseline" else 1.4,
+                linestyle="--" if name == "baseline" else "-")
         if seeds > 1:
-            ax.fill_between(curve.index, curve["min"], curve["max"], color=line.get_color(), alpha=0.15,
+            ax.fill_between(curve.index, curve["min"], curve["max"], color=colours[name], alpha=0.15,
                             label=f"{name}: min–max over its seeds")
     reference = frames.reference_of(exp)
     low, high = ax.get_ylim()
@@ -79,7 +82,7 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
            ylabel=f"{what} (nats per character)" if report.mainrun else what,
            title=f"{exp['experiment']}: {what} by step")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the curves, never on them
     try:
         fig.savefig(path, dpi=120, bbox_inches="tight")
     except OSError as e:
@@ -87,6 +90,17 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
     finally:
         plt.close(fig)
     return path
+
+
+def colours_of(names: Any) -> dict[str, Any]:
+    """One colour per configuration of an experiment, the same in every plot of it (its absolute
+    and its delta curves): by its place in `names` (the ranking: the best get tab10's distinct
+    colours), the baseline dark."""
+    import matplotlib
+
+    others = [n for n in dict.fromkeys(names) if n != "baseline"]
+    palette = [*matplotlib.colormaps["tab10"].colors, *matplotlib.colormaps["tab20b"].colors]
+    return {"baseline": "#333333", **{n: palette[i % len(palette)] for i, n in enumerate(others)}}
 
 
 def minus_baseline(evals: Any, metric: str) -> Any:
@@ -155,8 +169,9 @@ def effect_rows(report: Any) -> Any:
 
 
 def plot_effects(report: Any, out: str | Path = "effects.png") -> Path:
-    """Each effect's estimate with its 95% interval, one row each (PNG or SVG by the suffix of
-    `out`); coloured by verdict, with the report's ±min_effect band shaded."""
+    """Each effect's estimate with its interval (at the level the effects table prints), one row
+    each (PNG or SVG by the suffix of `out`); coloured by verdict, with the report's ±min_effect
+    band shaded."""
     path = frames.output_path(out, (".png", ".svg"))
     import matplotlib
 
@@ -185,7 +200,7 @@ def plot_effects(report: Any, out: str | Path = "effects.png") -> Path:
     for verdict in seen:
         ax.plot([], [], "o-", color=VERDICT_COLOURS.get(verdict, OTHER_COLOUR), label=verdict)
     ax.set(xlabel=f"{report.effects_title}" + " (nats per character)" * report.mainrun,
-           title=f"{report.experiment}: effects with 95% intervals")
+           title=f"{report.experiment}: effects with {interval_level(report)} intervals")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
     with matplotlib.rc_context({"svg.fonttype": "none"}):  # SVG labels stay text

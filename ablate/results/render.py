@@ -134,9 +134,15 @@ def _verdict(row: Any) -> str:
     return row.verdict + (f" (~{needed:.0f} seeds)" if row.verdict == "inconclusive" and not missing(needed) else "")
 
 
+def interval_level(report: Report) -> str:
+    """The level of the effects' intervals (the ones the verdicts read), as every output states
+    it: the effects table's header, the effects plot and its caption."""
+    return f"{100 - 200 * ALPHA / report.looks:.3g}%"
+
+
 def effects_display(report: Report) -> pd.DataFrame:
     e = report.effects
-    level = f"{100 - 200 * ALPHA / report.looks:.3g}% CI"  # the interval the verdicts read
+    level = f"{interval_level(report)} CI"
     return pd.DataFrame({
         "effect": e["effect"], "n": e["n"].astype(str),
         "loss": e["loss"].map(_fmt),
