@@ -168,7 +168,8 @@ window.addEventListener("load", function () {
 def test_the_committed_results_page_fits_1280px_sorts_every_table_and_opens_with_the_verdicts(tmp_path):
     """At a laptop's 1,280×800 window nothing is wider than the page; a header click sorts each
     table by its own column (the first column, ascending: numbers, then text); the contents at
-    the top give every experiment's verdicts exactly as `report --format json` does."""
+    the top give every experiment's verdicts exactly as `report --format json` does; hovering an
+    effect's point shows its numbers."""
     db, page = tmp_path / "results.db", tmp_path / "report.html"
     shutil.copy(COMMITTED, db)
     result = CliRunner().invoke(app, ["report", "--db", str(db), "--format", "html", "--out", str(page)])
@@ -181,10 +182,13 @@ def test_the_committed_results_page_fits_1280px_sorts_every_table_and_opens_with
     assert check["width"] <= 1280 and check["top"] < 800
     key = lambda text: (0, float(text), "") if re.fullmatch(r"[+-]?[\d.]+", text) else (1, 0, text)  # noqa: E731
     assert len(check["firsts"]) > 20 and all(col == sorted(col, key=key) for col in check["firsts"])
+    hovers = re.findall(r'<g id="effect\d+"><title>([^<]*)</title>', text)  # the effects plots' points
     for name in list_experiments(db)["experiment"]:
         result = CliRunner().invoke(app, ["report", "--db", str(db), "-e", name, "--format", "json"])
         effects = json.loads(result.stdout)["effects"]
         assert check["verdicts"][name] == {e["effect"]: e["verdict"] for e in effects}, name
+        for e in effects:
+            assert e["estimate"] is None or any(h.startswith(f"{e['effect']}: ") for h in hovers), e["effect"]
         printed = [c for c in effects_display(build_report(db, name)).columns if c.endswith("% CI")]
         for level in printed:  # the effects plot's caption states the level the table prints
             assert f"Effects of {name}: estimate and {level.removesuffix(' CI')} interval" in text

@@ -36,7 +36,7 @@ th { background: #f3f5f8; } table.sortable th { cursor: pointer; user-select: no
 tr.best td { background: #e9f7ec; } tr.baseline td { background: #eaf2fb; }
 tr.breaks td { color: #a1261b; }
 .lines p { margin: .2rem 0; color: #3c4654; } figure { margin: 1rem 0; }
-img { max-width: 100%; border: 1px solid #e3e7ec; }
+img, figure svg { max-width: 100%; height: auto; border: 1px solid #e3e7ec; }
 details { margin: .3rem 0; } summary { cursor: pointer; }
 code, pre { background: #f3f5f8; padding: .15rem .3rem; border-radius: 3px; white-space: pre-wrap;
             overflow-wrap: anywhere; }
@@ -149,8 +149,9 @@ def _experiment_section(db: Any, report: Report) -> str:
             parts.append(f"<details><summary>{(~with_data).sum()} effect(s) without data yet</summary>"
                          f"{_table(shown[~with_data], 'effects')}</details>")
         if with_data.any():
-            parts.append(_figure(lambda out: plot_effects(report, out),
-                                 f"Effects of {report.experiment}: estimate and {interval_level(report)} interval"))
+            parts.append(_figure(lambda out: plot_effects(report, out), f"Effects of {report.experiment}: "
+                                 f"estimate and {interval_level(report)} interval (hover a point for its numbers)",
+                                 svg=True))
     metric = report.column
     if metric in evals and not evals.dropna(subset=[metric]).empty:
         parts.append(_figure(lambda out: plot_curves(db, name, None, out, report.metric),
@@ -166,8 +167,12 @@ def _experiment_section(db: Any, report: Report) -> str:
 
 
 def _ranking(report: Report, classes: list[str]) -> list[str]:
-    """The ranking table; in leave-one-out the stack is said once above it, not on every row."""
+    """The ranking table without a toggles column that only repeats what the names say; in
+    leave-one-out the stack is said once above it, not on every row."""
     frame = ranking_display(report, short=False)
+    ranked = report.ranking[report.ranking["rank"].notna()]
+    if "toggles" in frame and all(t in ("", n) for t, n in zip(ranked["toggles"], ranked["name"])):
+        return [_table(frame.drop(columns="toggles"), "ranking", classes)]
     if report.design != "leave-one-out" or "toggles" not in frame:
         return [_table(frame, "ranking", classes)]
     stack = report.ranking["toggles"].map(lambda t: len(str(t).split("+"))).idxmax()
@@ -221,13 +226,18 @@ def _table(frame: pd.DataFrame, kind: str, row_classes: list[str] | None = None)
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
-def _figure(draw, caption: str) -> str:
-    """A plot drawn to a temporary PNG, embedded as a data URI."""
+def _figure(draw, caption: str, svg: bool = False) -> str:
+    """A plot drawn to a temporary file and embedded: a PNG as a data URI, or an SVG inline, so
+    that hovering its points shows their values."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = draw(Path(tmp) / "plot.png")
-        data = base64.b64encode(Path(path).read_bytes()).decode()
-    return (f"<figure><img alt=\"{_e(caption)}\" src=\"data:image/png;base64,{data}\">"
-            f"<figcaption>{_e(caption)}</figcaption></figure>")
+        path = Path(draw(Path(tmp) / ("plot.svg" if svg else "plot.png")))
+        if svg:
+            text = path.read_text(encoding="utf-8")
+            picture = f"<div role=\"img\" aria-label=\"{_e(caption)}\">{text[text.index('<svg'):]}</div>"
+        else:
+            data = base64.b64encode(path.read_bytes()).decode()
+            picture = f"<img alt=\"{_e(caption)}\" src=\"data:image/png;base64,{data}\">"
+    return f"<figure>{picture}<figcaption>{_e(caption)}</figcaption></figure>"
 
 
 def _numeric(value: Any) -> bool:

@@ -192,7 +192,7 @@ def plot_effects(report: Any, out: str | Path = "effects.png") -> Path:
         colour = VERDICT_COLOURS.get(r.verdict, OTHER_COLOUR)
         if r.ci_lo == r.ci_lo:  # an interval exists (n > 1)
             ax.plot([r.ci_lo, r.ci_hi], [i, i], color=colour, linewidth=2)
-        ax.plot(r.estimate, i, "o", color=colour, markersize=5)
+        ax.plot(r.estimate, i, "o", color=colour, markersize=5, gid=f"effect{i}")
     ax.set_yticks(list(y), [f"{r.effect}  {r.marks}".strip() for r in rows.itertuples()], fontsize="small")
     for label, r in zip(ax.get_yticklabels(), rows.itertuples()):
         label.set_color(VERDICT_COLOURS.get(r.verdict, OTHER_COLOUR))
@@ -206,4 +206,18 @@ def plot_effects(report: Any, out: str | Path = "effects.png") -> Path:
     with matplotlib.rc_context({"svg.fonttype": "none"}):  # SVG labels stay text
         fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
+    if path.suffix == ".svg":  # hovering a point shows its numbers
+        interval = lambda r: f" [{r.ci_lo:+.4g}, {r.ci_hi:+.4g}]" * (r.ci_lo == r.ci_lo)  # noqa: E731
+        _hover(path, {f"effect{i}": f"{r.effect}: {r.estimate:+.4g}{interval(r)}, n={r.n}, {r.verdict}"
+                      for i, r in zip(y, rows.itertuples())})
     return path
+
+
+def _hover(path: Path, titles: dict[str, str]) -> None:
+    """Give the SVG groups of these ids a <title>: the tooltip a browser shows on hover."""
+    import html
+
+    text = path.read_text(encoding="utf-8")
+    for gid, title in titles.items():
+        text = text.replace(f'<g id="{gid}">', f'<g id="{gid}"><title>{html.escape(title)}</title>', 1)
+    path.write_text(text, encoding="utf-8")
