@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from ablate.cli import app
 from ablate.results.frames import list_experiments
 from ablate.results.plot import effect_rows, plot_curves, plot_effects
-from ablate.results.render import effects_display
+from ablate.results.render import effects_display, render
 from ablate.results.report import build_report
 
 from .conftest import REPO
@@ -184,12 +184,12 @@ def test_the_committed_results_page_fits_1280px_sorts_every_table_and_opens_with
     assert len(check["firsts"]) > 20 and all(col == sorted(col, key=key) for col in check["firsts"])
     hovers = re.findall(r'<g id="effect\d+"><title>([^<]*)</title>', text)  # the effects plots' points
     for name in list_experiments(db)["experiment"]:
-        result = CliRunner().invoke(app, ["report", "--db", str(db), "-e", name, "--format", "json"])
-        effects = json.loads(result.stdout)["effects"]
+        report = build_report(db, name)
+        effects = json.loads(render(report, "json"))["effects"]  # what `report --format json` prints
         assert check["verdicts"][name] == {e["effect"]: e["verdict"] for e in effects}, name
         for e in effects:
             assert e["estimate"] is None or any(h.startswith(f"{e['effect']}: ") for h in hovers), e["effect"]
-        printed = [c for c in effects_display(build_report(db, name)).columns if c.endswith("% CI")]
+        printed = [c for c in effects_display(report).columns if c.endswith("% CI")]
         for level in printed:  # the effects plot's caption states the level the table prints
             assert f"Effects of {name}: estimate and {level.removesuffix(' CI')} interval" in text
 
