@@ -167,18 +167,21 @@ def _experiment_section(db: Any, report: Report) -> str:
 
 
 def _ranking(report: Report, classes: list[str]) -> list[str]:
-    """The ranking table without a toggles column that only repeats what the names say; in
-    leave-one-out the stack is said once above it, not on every row."""
+    """The ranking table without the columns that say nothing: Δref where the lines above call
+    it unfair, toggles that only repeat the names; in leave-one-out the stack is said once above
+    it, not on every row."""
     frame = ranking_display(report, short=False)
+    if not report.reference_fair:
+        frame = frame.drop(columns=["Δref", "Δref%"], errors="ignore")
     ranked = report.ranking[report.ranking["rank"].notna()]
-    if "toggles" in frame and all(t in ("", n) for t, n in zip(ranked["toggles"], ranked["name"])):
-        return [_table(frame.drop(columns="toggles"), "ranking", classes)]
-    if report.design != "leave-one-out" or "toggles" not in frame:
-        return [_table(frame, "ranking", classes)]
-    stack = report.ranking["toggles"].map(lambda t: len(str(t).split("+"))).idxmax()
-    return [f"<p>The stack ({_e(report.ranking.at[stack, 'name'])}): {_e(report.ranking.at[stack, 'toggles'])}; "
-            "each other row removes the item its name says.</p>",
-            _table(frame.drop(columns="toggles"), "ranking", classes)]
+    stack = ""
+    if report.design == "leave-one-out" and "toggles" in frame:
+        full = report.ranking["toggles"].map(lambda t: len(str(t).split("+"))).idxmax()
+        stack = (f"<p>The stack ({_e(report.ranking.at[full, 'name'])}): {_e(report.ranking.at[full, 'toggles'])}; "
+                 "each other row removes the item its name says.</p>")
+    if stack or "toggles" in frame and all(t in ("", n) for t, n in zip(ranked["toggles"], ranked["name"])):
+        frame = frame.drop(columns="toggles")
+    return [stack, _table(frame, "ranking", classes)]
 
 
 def _provenance(runs: pd.DataFrame) -> str:
