@@ -12,7 +12,6 @@ import json
 import math
 import os
 import shlex
-from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
