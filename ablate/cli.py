@@ -4,33 +4,21 @@ from __future__ import annotations
 
 import json
 import sys
-from contextlib import closing, contextmanager
+from contextlib import closing
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.text import Text
 
+from .cli_db import db_app
+from .terminal import DbOption, console, err, fail, say, user_errors
 from .training import catalog
 from .training.config import ConfigError, ExecOptions, suggest
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Ablation matrices for small language models: which changes help?")
-
-
-def console(**options) -> Console:
-    """A console that prints text as it is: names, values, paths and messages come from users,
-    and `[/x]` in one is text, never markup (styles are given as Text spans instead)."""
-    return Console(markup=False, highlight=False, emoji=False, **options)
-
-
-err = console(stderr=True, soft_wrap=True)  # piped output: whole lines, never wrapped at 80
-
-
-def say(label: str, style: str, message: str) -> None:
-    """`label: message` on stderr, the label styled and the message as plain text."""
-    err.print(Text.assemble((f"{label}:", style), " ", message))
+app.add_typer(db_app, name="db")
 
 
 def _print_version(value: bool) -> None:
@@ -45,28 +33,6 @@ def _print_version(value: bool) -> None:
 def main(version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
                                                help="print ablate's version and exit")] = False) -> None:
     """Ablation matrices for small language models: which changes help?"""
-
-
-def fail(message: str, code: int = 2) -> None:
-    say("error", "bold red", message)
-    raise typer.Exit(code)
-
-
-@contextmanager
-def _user_errors():
-    """What a user can get wrong (a database that cannot be opened, an unknown experiment or
-    run, a bad matrix, config or option): one line, exit 2."""
-    from .execution.executors import ExecutorError
-    from .execution.matrix import MatrixError
-    from .execution.runner import RunnerError
-    from .results.frames import ResultsError
-    from .storage.database import StoreError
-    from .training.datasource import DataError
-
-    try:
-        yield
-    except (StoreError, ResultsError, MatrixError, ConfigError, ExecutorError, RunnerError, DataError) as e:
-        fail(str(e))
 
 
 @app.command()
@@ -115,7 +81,7 @@ def _planned(matrix_path: str, data: str | None):
     from .execution import runner
     from .execution.matrix import load_matrix
 
-    with _user_errors():
+    with user_errors():
         matrix = load_matrix(matrix_path)
         for warning in matrix.warnings:
             say("warning", "yellow", warning)
@@ -129,8 +95,6 @@ def _matrix_db(db: str | None, matrix) -> str:
     return db or default_url(matrix.spec.db)
 
 
-DbOption = Annotated[Optional[str], typer.Option(
-    "--db", help="results database: SQLAlchemy URL or .db path (default: $ABLATE_DB, else the matrix's db:, else ./results.db)")]
 DataOption = Annotated[Optional[str], typer.Option(help="local data file in place of the matrix's data")]
 
 
@@ -148,7 +112,7 @@ def plan(matrix_path: Annotated[str, typer.Argument(metavar="MATRIX.yaml")],
     url = _matrix_db(db, matrix)
     known, estimate = {}, None
     if not is_missing(url):  # planning reads the database, never creates it
-        with _user_errors(), open_store(url) as store:
+        with user_errors(), open_store(url) as store:
             known = store.runs_by_hash(r.hash for r in rows)
             estimate = runner.estimate_seconds(store, rows, matrix)
     table = Table(title=f"{matrix.name}: {matrix.design}, {len(rows)} runs")
@@ -199,22 +163,22 @@ def run(
     from .results.looks import undecided
     from .storage.store import open_store
 
-    with _user_errors():
+    with user_errors():
         runner.check_rerun(rerun, resume)
         choice = ExecutorChoice(executor, address=address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run,
                                 jobs_per_device=jobs_per_device, warm_workers=warm_workers)
     if max_seeds is not None and not decide:
         fail("--max-seeds is for --until-decided")
     matrix, rows = _planned(matrix_path, data)
-    with _user_errors():
+    with user_errors():
         trainer = runner.entry_point(matrix, trainer)
     if decide:
-        with _user_errors():
+        with user_errors():
             matrix = sequential.until_decided(matrix, max_seeds)
         rows = runner.plan(matrix, data)
     first = [r for r in rows if r.planned.seed in matrix.seeds[:matrix.first_seeds]]
     out = console(soft_wrap=True)
-    with _user_errors(), open_store(_matrix_db(db, matrix), create=True) as store:
+    with user_errors(), open_store(_matrix_db(db, matrix), create=True) as store:
         total, done = len(first), runner.count_completed(store, first)
         if done == total and rerun != "all" and matrix.first_seeds == len(matrix.seeds):
             runner.register(store, matrix, rows)
@@ -249,46 +213,6 @@ def run(
         failed = runner.any_failed(store, run_ids)
     if outcome.interrupted or failed:
         raise typer.Exit(130 if outcome.interrupted else 1)
-
-
-db_app = typer.Typer(no_args_is_help=True, help="The results database itself.")
-app.add_typer(db_app, name="db")
-
-
-@db_app.command("upgrade")
-def db_upgrade(db: DbOption = None) -> None:
-    """Migrate an older ablate's database to this one's schema. Every command does it on open;
-    this one only upgrades. A SQLite file is first copied to FILE.bak-vN."""
-    from .storage.store import open_store
-
-    with _user_errors(), open_store(db) as store:
-        if store.upgraded is None:
-            err.print(f"{store.where}: already at schema {store.version}")
-            return
-        old, new = store.upgraded
-        kept = f"; the file as it was: {store.backup}" if store.backup else ""
-        err.print(f"{store.where}: schema {old} → {new}{kept}")
-
-
-@db_app.command("merge")
-def db_merge(
-    other: Annotated[str, typer.Argument(metavar="OTHER.db", help="the database to copy from "
-                                         "(a .db path or SQLAlchemy URL); never written")],
-    db: DbOption = None,
-) -> None:
-    """Merge another results database into this one. Its experiments, runs and evaluations are
-    copied, matching runs by identity, in one transaction. A run completed in both is kept once;
-    differing results for one identity are listed and this database's are kept (exit 1)."""
-    from .storage.merge import merge
-    from .storage.store import open_store
-
-    with _user_errors(), open_store(db, create=True) as store:
-        report = merge(store, other)
-    err.print(report.summary())
-    for conflict in report.conflicts:
-        err.print(f"conflict: {conflict}")
-    if report.conflicts:
-        raise typer.Exit(1)
 
 
 @app.command("catalog")
@@ -371,7 +295,7 @@ def report_cmd(
 
         from .results.frames import output_path
 
-        with _user_errors():
+        with user_errors():
             path = output_path(out or Path("report.html"), (".html", ".htm"))
             if matrix and not experiment:  # the matrix names the experiment (and maybe the db)
                 db, name = _experiment(db, None, matrix)
@@ -382,7 +306,7 @@ def report_cmd(
         return
     if experiment and len(experiment) > 1:
         fail(f"--format {fmt} shows one experiment; several need --format html")
-    with _user_errors():
+    with user_errors():
         report = build_report(*_experiment(db, experiment[0] if experiment else None, matrix), metric,
                               min_effect)
     if out:
@@ -406,7 +330,7 @@ def runs_cmd(
 
     _check(status, STATUSES, "--status")
     _check(fmt, FORMATS, "--format")
-    with _user_errors():
+    with user_errors():
         runs = with_own_finals(select_runs(load_runs(db, experiment), status, toggle), db)
     shown = runs if fmt in ("csv", "json") else runs_display(runs)
     _emit(lambda width, color: render_frame(shown, fmt, f"{len(runs)} run(s)", width, color))
@@ -426,7 +350,7 @@ def show_cmd(
     from .storage.store import open_store
 
     _check(fmt, FORMATS, "--format")
-    with _user_errors(), open_store(db, read_only=True) as store:
+    with user_errors(), open_store(db, read_only=True) as store:
         runs = load_runs(store, experiment)
         rows = [r for _, r in find_runs(runs, run, seed).iterrows()] if as_command else [find_run(runs, run, seed)]
         details = [run_detail(runs, load_evals(store, row["experiment"], runs=[int(row["run_id"])]), row)
@@ -457,7 +381,7 @@ def plot_cmd(
 
     _check(metric, tuple(METRICS), "--metric")
     names = [n.strip() for n in runs.split(",") if n.strip()] if runs else None
-    with _user_errors():
+    with user_errors():
         if effects:
             path = plot_effects(build_report(*_experiment(db, experiment, matrix)), out)
         else:
@@ -476,7 +400,7 @@ def export_cmd(
     from .results.frames import export, load_evals, load_runs
 
     _check(what, ("runs", "evals"), "--what")
-    with _user_errors():
+    with user_errors():
         frame = (load_runs if what == "runs" else load_evals)(db, experiment)
         export(frame, to)
     err.print(f"wrote {len(frame)} {what} to {to}")
@@ -487,14 +411,17 @@ def results_md(
     db: DbOption = None,
     out: Annotated[Path, typer.Option(help="the document whose generated section is rewritten")] = Path("RESULTS.md"),
     check: Annotated[bool, typer.Option("--check", help="exit 1 if the document differs from the database")] = False,
+    since: Annotated[Optional[Path], typer.Option(help="an earlier procedure's verdicts (JSON): say what changed")] = None,
 ) -> None:
     """Regenerate RESULTS.md's tables from the results database. Prose outside the markers stays."""
     from .results import document
+    from .results.frames import output_path
 
-    with _user_errors():
+    with user_errors():
+        out = output_path(out, (".md",))
         if check:
-            same = out.exists() and document.committed_block(out) == document.generated(db)
+            same = out.exists() and document.committed_block(out) == document.generated(db, since)
             err.print(f"{out}: {'up to date' if same else 'differs from the database'}")
             raise typer.Exit(0 if same else 1)
-        changed = document.write(out, db)
+        changed = document.write(out, db, since)
     err.print(f"{out}: {'rewritten' if changed else 'already up to date'}")

@@ -8,6 +8,7 @@ import re
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -332,3 +333,169 @@ def test_a_runs_error_is_one_line(tmp_path):
         run_id = register(store, load_matrix(matrix), plan(load_matrix(matrix)))[0]
         store.fail(run_id, 0, "UnpicklingError: Weights only load failed.\n\nIn PyTorch 2.6 ...\n  more")
         assert store.run(run_id).error == "UnpicklingError: Weights only load failed. In PyTorch 2.6 ... more"
+
+
+# --- issue 26: trainer limits that hold (cases 4, 5, 6, 12) --------------------------------------
+
+def own_trainer(tmp_path: Path, script: str, **how) -> dict:
+    """A stored config of your own trainer running `script` (python) in tmp_path."""
+    from ablate.execution.custom import ParamsConfig
+
+    (tmp_path / "t.py").write_text(textwrap.dedent(script))
+    return ParamsConfig("command", f"{sys.executable} t.py", (("lr", 0.1),), workdir=str(tmp_path), **how).to_dict()
+
+
+def test_a_flooding_trainer_times_out_on_time_with_its_evaluations_capped(tmp_path):
+    """Case 4 and the acceptance test: 200,000 lines, then sleeping, with a 5 s timeout."""
+    from ablate.execution.command_trainer import TrainerError, train
+
+    config = own_trainer(tmp_path, """
+        import sys, time
+        sys.stdout.writelines('{"step": %d, "val_loss": 1.0}\\n' % i for i in range(200_000))
+        sys.stdout.flush()
+        time.sleep(60)
+    """, timeout_s=5, max_evals=100)
+    seen, started = [], time.monotonic()
+    with pytest.raises(TrainerError, match="timed out after 5 s"):
+        train(config, seen.append, None)
+    assert time.monotonic() - started < 30 and len(seen) == 100
+
+
+def test_past_max_evals_only_the_last_evaluation_is_stored(tmp_path):
+    from ablate.execution.command_trainer import train
+
+    config = own_trainer(tmp_path, """
+        for i in range(50):
+            print('{"step": %d, "val_loss": %d}' % (i, 50 - i))
+    """, max_evals=10)
+    seen = []
+    assert train(config, seen.append, None)["steps"] == 49
+    assert [e["step"] for e in seen] == [*range(10), 49] and seen[-1]["val_loss"] == 1
+
+
+def test_a_run_ends_with_its_trainer_not_with_a_child_holding_its_stdout(tmp_path):
+    """Case 12: the run waited 40 s for a forked child; now the child is stopped with it."""
+    from ablate.execution.command_trainer import train
+
+    config = own_trainer(tmp_path, """
+        import os, time
+        print('{"step": 1, "val_loss": 1.0}', flush=True)
+        if os.fork() == 0:
+            open("child.pid", "w").write(str(os.getpid()))
+            time.sleep(40)
+    """)
+    started = time.monotonic()
+    train(config, [].append, None)
+    assert time.monotonic() - started < 10
+    stat = Path(f"/proc/{int((tmp_path / 'child.pid').read_text())}/stat")
+    for _ in range(50):  # SIGKILL lands within moments; an unreaped child is a zombie (Z)
+        if not stat.exists() or stat.read_text().split(") ")[1].startswith("Z"):
+            break
+        time.sleep(0.1)
+    else:
+        raise AssertionError("the forked child outlived its run")
+
+
+def test_a_rerun_takes_timeout_and_workdir_from_the_matrix_as_it_is_now(tmp_path):
+    """Case 5: the stored timeout (not identity) overrode the edited matrix."""
+    from ablate.execution.runner import plan, register
+    from ablate.storage.store import Store
+
+    (tmp_path / "t.py").write_text("")
+    path = tmp_path / "m.yaml"
+    text = ("name: m\ndesign: one-at-a-time\ntrainer: {command: 'python t.py {lr}', timeout: 2}\n"
+            "params: {lr: 0.1}\ntoggles: [{lr: [0.2]}]\n")
+    with Store(f"sqlite:///{tmp_path / 'r.db'}") as store:
+        for timeout in (2, 30):
+            path.write_text(text.replace("timeout: 2", f"timeout: {timeout}"))
+            matrix = load_matrix(path)
+            baseline, _ = register(store, matrix, plan(matrix))
+        assert store.run(baseline).config["trainer"]["timeout_s"] == 30
+
+
+def test_a_directory_input_leaves_out_ablates_own_outputs(tmp_path):
+    """Case 6: `inputs: ["."]` changed with the database and the logs the matrix itself wrote."""
+    from ablate.execution.custom import ParamsConfig
+
+    (tmp_path / "t.py").write_text("print(1)")
+    config = ParamsConfig("command", "python t.py", (), workdir=str(tmp_path), inputs=(".",))
+    before = config.fingerprint()
+    for own in ("results.db", "results.db-wal", "results.db.bak-v2", "ablate-logs/m/r.log",
+                "ablate-checkpoints/abc/x.pt"):
+        (tmp_path / own).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / own).write_text("changes as the matrix runs")
+    assert config.fingerprint() == before
+    (tmp_path / "data.csv").write_text("x\n1\n")
+    assert config.fingerprint() != before
+
+
+# --- issue 26: bounded text (case 7) -------------------------------------------------------------
+
+def test_a_huge_error_is_stored_cut_to_its_cap_with_a_marker(tmp_path):
+    """An entry point raising a 5 MB message was stored whole; its log keeps it whole."""
+    from ablate.storage.schema import MAX_ERROR_CHARS
+    from ablate.storage.store import Store
+
+    with Store(f"sqlite:///{tmp_path / 'r.db'}") as store:
+        exp = store.upsert_experiment("m", "d" * 100_000, None, None, None)
+        (run_id,) = store.add_runs(exp, [{"hash": "ab" * 8, "name": "r", "config": {}, "toggles": [], "position": 0}])
+        claimed = store.claim([run_id], host="h", pid=1, code_version="x")
+        store.fail(run_id, claimed.attempt, "ValueError: " + "x" * 5_000_000, "Traceback\n" + "y" * 10_000)
+        run = store.run(run_id)
+    assert len(run.error) == MAX_ERROR_CHARS and run.error.endswith("5,000,012 characters in all]")
+    assert len(run.traceback) == 4_000
+
+
+def test_a_run_name_past_its_cap_is_a_matrix_error():
+    """A 20,000-character run name was stored whole and slowed every reading command."""
+    text = "name: m\ndesign: list\ntoggles: [{lr: [0.1]}]\nruns: [{name: " + "n" * 20_000 + ", toggles: []}]\n"
+    with pytest.raises(MatrixError, match=r"runs\[0\]\.name: .*at most 200 characters") as raised:
+        parse_matrix(text)
+    assert len(str(raised.value)) < 300
+
+
+@pytest.mark.parametrize("args, message", [  # issue 26, case 10: these were tracebacks
+    (["report", "--db", "a" * 5000], "a name longer than a file system allows"),
+    (["db", "merge", "a" * 5000 + ".db", "--db", "r.db"], "a name longer than a file system allows"),
+    (["results-md", "--out", "t.db"], "cannot write 't.db': expected a .md file name"),
+])
+def test_a_long_db_name_or_a_results_md_out_of_another_kind_is_one_error_line(tmp_path, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and result.output.startswith("error: ") and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1 and len(result.output) < 400
+
+
+@pytest.mark.parametrize("value", ["sqlite://", "sqlite:///:memory:", " "])
+def test_ablate_db_in_memory_or_blank_is_refused_before_any_run_starts(tmp_path, monkeypatch, value):
+    """Case 11: 12 runs failed 'job exited with code 3' with empty logs, or a file ' ' appeared."""
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["run", str(bracket_matrix(tmp_path)), "--trainer", TRAINER],
+                                env={"ABLATE_DB": value})
+    assert result.exit_code == 2 and result.output.startswith("error: $ABLATE_DB: "), result.output
+    assert not (tmp_path / " ").exists() and not (tmp_path / "ablate-logs").exists()
+
+
+# --- issue 26: names are never paths, formulas or look-alikes (case 13) ---------------------------
+
+def test_csv_cells_that_start_like_a_formula_are_text():
+    import pandas as pd
+
+    from ablate.results.render import render_frame
+
+    frame = pd.DataFrame({"name": ["=cmd|' /C calc'!A0", "@SUM(1)", "+1", "-ema", "lr=0.1"], "x": [-1.5, 2, 3, 4, 5]})
+    lines = render_frame(frame, "csv").splitlines()
+    assert [line.split(",")[0] for line in lines[1:]] == ["'=cmd|' /C calc'!A0", "'@SUM(1)", "'+1", "'-ema", "lr=0.1"]
+    assert lines[1].endswith(",-1.5")  # numbers stay numbers
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("cafe\u0301", "duplicate run name 'café'"),  # NFC: the same name as 'café'
+    ("safe\u202etxt.exe", "may not hold control or bidirectional characters (U+202E)"),
+    ("a\u2066b", "(U+2066)"),
+])
+def test_names_are_nfc_and_bidi_controls_are_refused_at_load(name, expected):
+    text = ("name: m\ndesign: list\ntoggles: [{lr: [0.1]}]\n"
+            f"runs: [{{name: café, toggles: []}}, {{name: \"{name}\", toggles: [lr=0.1]}}]\n")
+    with pytest.raises(MatrixError, match=re.escape(expected)):
+        parse_matrix(text)

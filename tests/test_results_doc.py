@@ -10,7 +10,9 @@ import subprocess
 import sys
 
 import pytest
+from typer.testing import CliRunner
 
+from ablate.cli import app
 from ablate.results import document
 from ablate.results.frames import load_evals, load_runs
 from ablate.training.config import TrainConfig
@@ -29,7 +31,8 @@ def committed_db(tmp_path):
 
 
 def test_results_md_tables_equal_what_the_committed_database_gives(committed_db):
-    assert document.committed_block(REPO / "RESULTS.md") == document.generated(committed_db)
+    since = REPO / document.COMMAND.split("--since ", 1)[1]  # the verdicts before issue 25, a snapshot
+    assert document.committed_block(REPO / "RESULTS.md") == document.generated(committed_db, since)
 
 
 def test_every_completed_run_is_complete_and_every_failure_has_its_reason(committed_db):
@@ -103,3 +106,25 @@ def test_readme_queries_run_on_the_committed_results(committed_db, monkeypatch, 
     for code in blocks("python", DB_SECTION):
         exec(compile(ours(code), "README.md", "exec"), {})
     assert "onecycle_fix" in capsys.readouterr().out
+
+
+def test_names_never_become_paths_or_markers(tmp_path):
+    """Issue 26, cases 8 and 9: a merged experiment named `../../../../elsewhere/x` had its plot
+    written four folders up, and a run name holding the end marker grew RESULTS.md at every
+    regeneration. Now the plot is a slug beside the document, and the document is stable."""
+    db, out = tmp_path / "r.db", tmp_path / "deep" / "RESULTS.md"
+    out.parent.mkdir()
+    shutil.copy(REPO / "tests" / "fixtures" / "results-v1.db", db)
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE experiments SET name = '../../../../elsewhere/x' WHERE name = 'fixture'")
+        conn.execute(f"UPDATE experiment_runs SET name = '{document.END} x' WHERE run_id = 1")
+    conn.close()
+    runner = CliRunner()
+    assert runner.invoke(app, ["results-md", "--db", str(db), "--out", str(out)]).exit_code == 0
+    first = out.read_text()
+    assert runner.invoke(app, ["results-md", "--db", str(db), "--out", str(out)]).exit_code == 0
+    assert out.read_text() == first and first.count(document.END) == 1
+    assert runner.invoke(app, ["results-md", "--db", str(db), "--out", str(out), "--check"]).exit_code == 0
+    plots = sorted(p.name for p in tmp_path.rglob("*.png"))
+    assert plots == sorted(p.name for p in out.parent.glob("*.png")) and len(plots) == 2
+    assert document.effects_plot_name("../../../../elsewhere/x") in plots

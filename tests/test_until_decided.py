@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 
 from ablate.cli import app
 from ablate.execution.matrix import MatrixError, load_matrix, parse_matrix
-from ablate.execution.seeds import verdict_settings
+from ablate.execution.seeds import verdict_plan
 from ablate.execution.sequential import until_decided
 
 from .conftest import REPO
@@ -105,7 +105,8 @@ def test_interrupted_and_run_again_ends_as_an_uninterrupted_run(tmp_path):
 def test_seed_range_and_min_effect_in_the_matrix_file(tmp_path):
     matrix = parse_matrix(MATRIX, tmp_path / "ud.yaml")
     assert matrix.seeds == [1337 + i for i in range(6)] and matrix.first_seeds == 3
-    assert verdict_settings(MATRIX) == (0.03, 4) and verdict_settings("name: x") == (0.005, 1)
+    assert (verdict_plan(MATRIX).min_effect, verdict_plan(MATRIX).looks) == (0.03, 4)
+    assert (verdict_plan("name: x").min_effect, verdict_plan("name: x").looks) == (0.005, 1)
     (tmp_path / "ud.yaml").write_text(MATRIX)
     out = CliRunner().invoke(app, ["plan", str(tmp_path / "ud.yaml"), "--db", str(tmp_path / "p.db")])
     assert out.exit_code == 0 and "the first round is seeds [1337, 1338, 1339]" in " ".join(out.stdout.split())
@@ -120,7 +121,7 @@ def test_until_decided_option_turns_listed_seeds_into_the_first_round(tmp_path):
     listed.write_text(MATRIX.replace("seeds: {min: 3, max: 6}", "seeds: [1337, 1338]"))
     matrix = until_decided(load_matrix(listed), 5)
     assert matrix.seeds == [1337 + i for i in range(5)] and matrix.first_seeds == 2
-    assert verdict_settings(matrix.text) == (0.03, 4)  # the stored text spends α over 4 looks
+    assert (verdict_plan(matrix.text).min_effect, verdict_plan(matrix.text).looks) == (0.03, 4)  # α over 4 looks
     listed.write_text(MATRIX.replace("seeds: {min: 3, max: 6}", "seeds: [1, 5]"))
     with pytest.raises(MatrixError, match="one by one"):
         until_decided(load_matrix(listed), 5)

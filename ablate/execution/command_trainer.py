@@ -5,8 +5,10 @@ point every job calls for a matrix with `trainer:` (`custom.CUSTOM_TRAINER`).
   matrix's directory, in a process group of its own. Each stdout line that starts with `{` is an
   evaluation, a JSON object with an integer `step` and numbers (`ablate.report_eval` prints one);
   other lines, and stderr, go to the run's log. A non-zero exit, a malformed line, a run past
-  `timeout` seconds or no evaluation fails the run with one line saying which; Ctrl-C or SIGTERM
-  stops the whole group and the run is interrupted. (A job killed outright cannot stop it: the
+  `timeout` seconds (wall time from its start, however much it prints) or no evaluation fails
+  the run with one line saying which; Ctrl-C or SIGTERM stops the whole group and the run is
+  interrupted. The run ends when the trainer's process ends: a child it forked that still holds
+  stdout is stopped with the rest of its group. (A job killed outright cannot stop it: the
   trainer then dies of a broken pipe at its next line of output. No preexec_fn to tie it to the
   job: forking with one is unsafe while the job's heartbeat thread runs.)
 * `trainer: {entry: module:function}` imports the module from the matrix's directory (or the
@@ -14,6 +16,8 @@ point every job calls for a matrix with `trainer:` (`custom.CUSTOM_TRAINER`).
   parameters and the seed, `report(step, **metrics)` records one evaluation.
 
 Either way the last evaluation must carry the matrix's metric: that is what the report ranks.
+At most `trainer.max_evals` evaluations are stored; later ones are checked but not stored, but
+for the last of a run that completes.
 """
 
 from __future__ import annotations
@@ -36,9 +40,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from ..training.config import ExecOptions
-from .custom import ParamsConfig, command_words
+from .custom import DEFAULT_MAX_EVALS, ParamsConfig, command_words
 
 STOP_GRACE_S = 5.0  # SIGTERM, then this long before SIGKILL
+POLL_S = 0.1  # how often the deadline and the trainer's process are looked at while it is quiet
+DRAIN_S = 0.5  # after the trainer's process ended: its last lines arrive within this
 
 
 class TrainerError(RuntimeError):
@@ -46,11 +52,14 @@ class TrainerError(RuntimeError):
 
 
 class Evaluations:
-    """Each evaluation checked (an integer step that increases, finite numbers) and passed on."""
+    """Each evaluation checked (an integer step that increases, finite numbers) and passed on,
+    the first `limit` of them; past it, only the last is, once the run completes (`finish`)."""
 
-    def __init__(self, metric: str, on_eval: Callable[[dict], None], how: str = "command"):
-        self.metric, self.on_eval, self.how = metric, on_eval, how
+    def __init__(self, metric: str, on_eval: Callable[[dict], None], how: str = "command",
+                 limit: int = DEFAULT_MAX_EVALS):
+        self.metric, self.on_eval, self.how, self.limit = metric, on_eval, how, limit
         self.last: dict[str, Any] | None = None
+        self.count = 0
 
     def accept(self, metrics: Any, where: str) -> None:
         if not isinstance(metrics, dict):
@@ -68,10 +77,16 @@ class Evaluations:
             if number is None:
                 raise TrainerError(f"{where}: {key!r} is {repr(value)[:60]}; expected a finite number")
             values[str(key)] = number
-        self.last = values
-        self.on_eval(dict(values))
+        self.last, self.count = values, self.count + 1
+        if self.count <= self.limit:
+            self.on_eval(dict(values))
+        elif self.count == self.limit + 1:
+            print(f"ablate: more than {self.limit} evaluations (trainer.max_evals): later ones are not "
+                  f"stored, but for the last", file=sys.stderr, flush=True)
 
-    def check_done(self) -> None:
+    def finish(self) -> None:
+        """The run completed: its last evaluation, stored if it was past the limit, must carry
+        the metric."""
         if self.last is None:
             raise TrainerError("no evaluation reported; " + (
                 f'print JSON lines such as {{"step": 100, "{self.metric}": 2.31}} (or call ablate.report_eval)'
@@ -80,6 +95,8 @@ class Evaluations:
             keys = ", ".join(k for k in self.last if k != "step") or "none"
             raise TrainerError(f"the last evaluation (step {self.last['step']}) has no {self.metric!r}, the "
                                f"matrix's metric (it has: {keys})")
+        if self.count > self.limit:
+            self.on_eval(dict(self.last))
 
 
 def _finite(value: Any) -> float | None:
@@ -96,10 +113,10 @@ def _finite(value: Any) -> float | None:
 def train(config: dict, on_eval: Callable[[dict], None], options: ExecOptions, data: Any = None) -> dict:
     """Run your trainer once on `config` (a stored ParamsConfig); returns the run's result."""
     run = ParamsConfig.from_dict(config)
-    evals = Evaluations(run.metric, on_eval, run.kind)
+    evals = Evaluations(run.metric, on_eval, run.kind, run.max_evals)
     started = time.monotonic()
     returned = _command(run, evals) if run.kind == "command" else _entry(run, evals)
-    evals.check_done()
+    evals.finish()
     assert evals.last is not None
     return {**returned, "wall_time_s": time.monotonic() - started, "steps": evals.last["step"]}
 
@@ -119,7 +136,7 @@ def _command(run: ParamsConfig, evals: Evaluations) -> dict:
     for pump in pumps:
         pump.start()
     try:
-        for number, line in enumerate(iter(lambda: _next(lines, deadline, run), None), 1):
+        for number, line in enumerate(_lines(lines, deadline, child, run), 1):
             text = line.strip()
             if not text.startswith("{"):
                 print(line, end="", flush=True)
@@ -157,11 +174,23 @@ def _echo(line: str | None, errors: collections.deque) -> None:
         sys.stderr.flush()
 
 
-def _next(lines: queue.Queue, deadline: float | None, run: ParamsConfig) -> str | None:
-    try:
-        return lines.get(timeout=None if deadline is None else max(0.0, deadline - time.monotonic()))
-    except queue.Empty:
-        raise _timed_out(run) from None
+def _lines(lines: queue.Queue, deadline: float | None, child: subprocess.Popen, run: ParamsConfig) -> Iterator[str]:
+    """The trainer's stdout, line by line, until it closes or the trainer's process has ended
+    (a child it forked may hold stdout open: that is not the trainer's output). Past the
+    deadline it times out, however fast the lines come."""
+    while True:
+        if deadline is not None and time.monotonic() > deadline:
+            raise _timed_out(run)
+        ended = child.poll() is not None
+        try:
+            line = lines.get(timeout=DRAIN_S if ended else POLL_S)
+        except queue.Empty:
+            if ended:
+                return
+            continue
+        if line is None:
+            return
+        yield line
 
 
 def _timed_out(run: ParamsConfig) -> TrainerError:
@@ -169,7 +198,8 @@ def _timed_out(run: ParamsConfig) -> TrainerError:
 
 
 def _stop(child: subprocess.Popen) -> None:
-    """The trainer's whole process group stopped: SIGTERM, then SIGKILL after a grace period."""
+    """The trainer's whole process group stopped: SIGTERM, then SIGKILL after a grace period;
+    what it left running in its group once it has ended (a forked child), SIGKILL."""
     if child.poll() is None:
         for sig, wait in ((signal.SIGTERM, STOP_GRACE_S), (signal.SIGKILL, None)):
             try:
@@ -181,6 +211,10 @@ def _stop(child: subprocess.Popen) -> None:
             except subprocess.TimeoutExpired:
                 continue
     child.wait()
+    try:
+        os.killpg(child.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):  # nothing left in its group
+        pass
 
 
 def _entry(run: ParamsConfig, evals: Evaluations) -> dict:

@@ -26,8 +26,10 @@ from ..training.config import ConfigError, suggest
 # Stored config keys beside the parameters: a parameter may not take one of these names.
 RESERVED = ("seed", "trainer")
 KINDS = ("command", "entry")
-SKIPPED = ("__pycache__", ".git")  # never part of an input directory's content
+SKIPPED = ("__pycache__", ".git", "ablate-logs", "ablate-checkpoints")  # never part of an input directory
+OWN_OUTPUTS = re.compile(r".*(\.db|\.db-wal|\.db-shm|\.db-journal|\.db\.bak-v\d+|\.partial|\.log)")  # ablate's files
 DEFAULT_SEED = 0
+DEFAULT_MAX_EVALS = 10_000  # a trainer that reports more is chatty or runaway: the rest (but its last) is not stored
 CUSTOM_TRAINER = "ablate.execution.command_trainer:train"  # what a job calls to run your trainer
 
 
@@ -60,6 +62,7 @@ class ParamsConfig:
     inputs: tuple[str, ...] = ()  # files and directories under workdir whose content is identity
     timeout_s: float | None = None  # a run longer than this fails
     metric: str = "val_loss"  # what every run must report
+    max_evals: int = DEFAULT_MAX_EVALS  # evaluations stored per run
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -97,14 +100,13 @@ class ParamsConfig:
                 errors.append(str(e))
         if errors:
             raise ConfigError("; ".join(errors))
-        return ParamsConfig(self.kind, self.spec, tuple(params.items()), seed, self.workdir, self.inputs,
-                            self.timeout_s, self.metric)
+        return dataclasses.replace(self, params=tuple(params.items()), seed=seed)
 
     def to_dict(self) -> dict[str, Any]:
         """The stored form: the parameters, the seed, and how to run them under `trainer`."""
         return {**self.values(), "trainer": {
             self.kind: self.spec, "workdir": self.workdir, "inputs": list(self.inputs),
-            "timeout_s": self.timeout_s, "metric": self.metric}}
+            "timeout_s": self.timeout_s, "metric": self.metric, "max_evals": self.max_evals}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ParamsConfig":
@@ -112,7 +114,8 @@ class ParamsConfig:
         kind = next((k for k in KINDS if k in how), "")
         params = tuple((k, v) for k, v in d.items() if k not in RESERVED)
         return cls(kind, how.get(kind, ""), params, d.get("seed", DEFAULT_SEED), how.get("workdir", "."),
-                   tuple(how.get("inputs", ())), how.get("timeout_s"), how.get("metric", "val_loss"))
+                   tuple(how.get("inputs", ())), how.get("timeout_s"), how.get("metric", "val_loss"),
+                   how.get("max_evals", DEFAULT_MAX_EVALS))
 
     def by_hand(self) -> list[str]:
         """The words that run this one run by hand, in `workdir`: the command, or the entry point
@@ -123,14 +126,17 @@ class ParamsConfig:
         return ["python", "-c", f"import ablate, {module}; {module}.{function}({self.values()!r}, ablate.report_eval)"]
 
     def fingerprint(self) -> str:
-        """The content of the inputs, as one hash (paths relative to workdir, in order)."""
+        """The content of the inputs, as one hash (paths relative to workdir, in order). A
+        directory's files, but for ablate's own outputs (databases, logs, run directories):
+        they change as the matrix runs, and `inputs: ["."]` must not change with them."""
         digest = hashlib.sha256()
         for name in self.inputs:
             path = Path(self.workdir) / name
             if not path.exists():
                 raise FileNotFoundError(f"input {name!r} does not exist (in {self.workdir})")
             files = [path] if path.is_file() else sorted(
-                p for p in path.rglob("*") if p.is_file() and not set(p.relative_to(path).parts) & set(SKIPPED))
+                p for p in path.rglob("*") if p.is_file() and not set(p.relative_to(path).parts) & set(SKIPPED)
+                and not OWN_OUTPUTS.fullmatch(p.name))
             for file in files:
                 digest.update(file.relative_to(self.workdir).as_posix().encode() + b"\0")
                 digest.update(hashlib.sha256(file.read_bytes()).digest())

@@ -21,14 +21,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from ..storage.schema import MAX_NAME_CHARS, plain_name
 from ..training.catalog import CATALOG, PRESETS, preset
 from ..training.config import FIELDS, MAINRUN_VAL_LOSS, MIN_EFFECT, ConfigError, TrainConfig, suggest
 from ..training.datasource import BUILTIN_PREFIX, local_format
-from .custom import ParamsConfig, custom_base
+from .custom import DEFAULT_MAX_EVALS, ParamsConfig, custom_base
 from .designs import DESIGNS, TWO_LEVEL_DESIGNS, ComposedRow, Factor, ListRun, build_rows, count_rows
 from .problems import config_problems, pydantic_problems
 from .safe_yaml import YAMLProblem, read_mapping
@@ -100,7 +101,7 @@ class InlineToggle(_Strict):
 
 
 class Run(_Strict):
-    name: str = Field(min_length=1)
+    name: Annotated[str, AfterValidator(plain_name)] = Field(min_length=1, max_length=MAX_NAME_CHARS)
     toggles: list[str] = []
 
 
@@ -124,6 +125,7 @@ class TrainerSpec(_Strict):
     command: str | None = Field(None, min_length=1)  # `{param}` and `{seed}` are filled in
     entry: str | None = Field(None, pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")  # module:function
     timeout: float | None = Field(None, gt=0)  # seconds a run may take; past it, it fails
+    max_evals: int = Field(DEFAULT_MAX_EVALS, ge=1)  # evaluations stored per run; later ones (but the last) are not
 
     @model_validator(mode="after")
     def _one_kind(self) -> "TrainerSpec":
@@ -148,6 +150,7 @@ class MatrixSpec(_Strict):
     db: str | None = None  # the database commands given this file use by default (relative to the current directory)
     reference: float = MAINRUN_VAL_LOSS
     min_effect: float = Field(MIN_EFFECT, gt=0)  # nats/char: what the verdicts call a change that matters
+    family: Literal["comparison", "experiment"] = "comparison"  # what one interval level covers (README: Verdicts)
     seeds: Seeds | None = None
     design: str
     toggles: list[Any] = []  # checked item by item below: three shapes, each with its own errors
@@ -247,6 +250,9 @@ def parse_matrix(text: str, path: str | Path = "<matrix>") -> Matrix:
     # Seeds are stored as 64-bit integers (and seed torch): a bigger one fails at the first write.
     _raise_if(where, [f"{'seeds' if spec.seeds else 'base.overrides.seed'}: {s} is outside the "
                       f"64-bit range of a seed" for s in seeds if not -2**63 <= s < 2**63])
+    if spec.trainer is not None and "{seed}" not in (spec.trainer.command or "{seed}") and len(seeds) > 1:
+        warnings.append("trainer.command: this command never receives the seed ({seed}): runs of one "
+                        "configuration will differ only if the script seeds itself")
     count = count_rows(spec.design, factors, runs)
     if count * len(seeds) > spec.max_runs:
         _raise_if(where, [f"max_runs: design {spec.design!r} has {count} runs x {len(seeds)} seeds = "
@@ -311,7 +317,7 @@ def _custom_base(spec: MatrixSpec, path: Path, problems: list[str]) -> ParamsCon
     trainer = spec.trainer
     kind, text = ("command", trainer.command) if trainer.command is not None else ("entry", trainer.entry)
     return custom_base(kind, text, spec.params or {}, spec.inputs, path.parent.resolve(), problems,
-                       timeout_s=trainer.timeout, metric=(spec.metric or Metric()).name)
+                       timeout_s=trainer.timeout, max_evals=trainer.max_evals, metric=(spec.metric or Metric()).name)
 
 
 def _fields(base: TrainConfig | ParamsConfig) -> Any:

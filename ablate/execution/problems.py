@@ -23,7 +23,7 @@ def pydantic_problems(err: ValidationError, model: type[BaseModel], prefix: str 
     """One `<key path>: expected ...` line per pydantic error, with did-you-mean for unknown keys."""
     problems = []
     for e in err.errors():
-        loc, kind, given = untagged(e["loc"]), e["type"], e.get("input")
+        loc, kind, given = untagged(e["loc"]), e["type"], _Shown(e.get("input"))
         where = _keypath(prefix, loc) or "(top level)"
         if kind == "extra_forbidden":
             valid = _fields_at(model, loc[:-1])
@@ -39,6 +39,17 @@ def pydantic_problems(err: ValidationError, model: type[BaseModel], prefix: str 
         else:
             problems.append(f"{where}: {e['msg']} (got {given!r})")
     return problems
+
+
+class _Shown:
+    """A given value in a problem line: its repr, cut to a line's worth."""
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def __repr__(self) -> str:
+        text = repr(self.value)
+        return text if len(text) <= 100 else f"{text[:80]}... ({len(text):,} characters)"
 
 
 def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:

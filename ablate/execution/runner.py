@@ -29,6 +29,7 @@ from ..training.datasource import check_titles, fingerprint
 from .custom import CUSTOM_TRAINER
 from .executors import Executor
 from .job import Ended, Job
+from .seeds import verdict_plan
 from .matrix import Matrix, PlannedRun
 
 STALE_AFTER_S = 180.0  # a heartbeat older than this means the job is gone (jobs beat every 10 s)
@@ -88,6 +89,7 @@ class PlanRow:
     position: int
     planned: PlannedRun
     hash: str
+    fingerprint: str  # of its data or inputs, part of `hash`
 
 
 def plan(matrix: Matrix, data_override: str | None = None) -> list[PlanRow]:
@@ -99,7 +101,7 @@ def plan(matrix: Matrix, data_override: str | None = None) -> list[PlanRow]:
             raise RunnerError("--data is for Mainrun's trainer; your own trainer reads what its "
                               "params and inputs say")
         inputs = matrix.base.fingerprint()
-        return [PlanRow(i, p, p.config.identity_hash(inputs)) for i, p in enumerate(matrix.expand())]
+        return [PlanRow(i, p, p.config.identity_hash(inputs), inputs) for i, p in enumerate(matrix.expand())]
     fingerprints: dict[str, str] = {}
     batch: dict[str, int] = {}  # the most tokens one batch of a run on that data needs
     rows = []
@@ -107,7 +109,8 @@ def plan(matrix: Matrix, data_override: str | None = None) -> list[PlanRow]:
         if p.config.data not in fingerprints:
             fingerprints[p.config.data] = fingerprint(p.config.data)
         batch[p.config.data] = max(batch.get(p.config.data, 0), p.config.batch_size * p.config.block_size + 1)
-        rows.append(PlanRow(i, p, p.config.identity_hash(fingerprints[p.config.data])))
+        data = fingerprints[p.config.data]
+        rows.append(PlanRow(i, p, p.config.identity_hash(data), data))
     for source, tokens in batch.items():
         check_titles(source, tokens)
     return rows
@@ -125,9 +128,9 @@ def register(store: Store, matrix: Matrix, rows: list[PlanRow], keep: list[PlanR
     """Create the experiment and its queued runs (idempotent); returns run ids in matrix order.
     Runs of `keep` stay linked to the experiment if they are already."""
     exp_id = store.upsert_experiment(matrix.name, matrix.description or "", matrix.text,
-                                     matrix.reference, matrix.design)
+                                     matrix.reference, matrix.design, verdict_plan(matrix.text).to_dict())
     return store.add_runs(exp_id, [
-        {"hash": r.hash, "name": r.planned.name, "config": r.planned.config.to_dict(),
+        {"hash": r.hash, "fingerprint": r.fingerprint, "name": r.planned.name, "config": r.planned.config.to_dict(),
          "toggles": list(r.planned.toggles), "seed": r.planned.seed, "position": r.position}
         for r in rows], keep=[r.hash for r in keep])
 

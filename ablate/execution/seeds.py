@@ -1,9 +1,11 @@
 """A matrix's seeds as a range, `seeds: {min: 3, max: 12}`, and what the verdicts read of a
-stored matrix: its smallest effect of interest, how many looks its seed range allows, and the
-metric (and its direction) of a matrix of your own trainer."""
+stored matrix: its plan (smallest effect of interest, how many looks its seed range allows) and
+the metric (and its direction) of a matrix of your own trainer."""
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Annotated, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
@@ -36,20 +38,59 @@ class SeedRange(BaseModel):
         return [first + i for i in range(self.max)]
 
 
-def verdict_settings(yaml_text: str | None) -> tuple[float, int]:
-    """(min_effect, looks) of a stored matrix text: its `min_effect` (else the default) and the
-    looks its `seeds: {min, max}` allows (else 1). A text that cannot be read has the defaults."""
+FAMILIES = ("comparison", "experiment")  # what one interval level covers
+
+
+@dataclass(frozen=True)
+class VerdictPlan:
+    """What a verdict's validity rests on, fixed before the data: δ, the seed plan and the looks
+    it allows. Stored with the experiment when it first runs (`experiments.plan`), so editing
+    the matrix afterwards cannot change a verdict silently."""
+
+    min_effect: float = MIN_EFFECT
+    looks: int = 1  # seed counts at which a verdict may be read
+    first: int = 2  # seeds in the first round (a seed range's min)
+    budget: int | None = None  # the most seeds a configuration may get (a seed range's max)
+    seeds: str = "as listed"  # the plan in words: "{min: 3, max: 12}" or "3 listed"
+    family: str = "comparison"  # each comparison's own 95 %, or simultaneous over the experiment's
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: object) -> "VerdictPlan | None":
+        """The stored plan; None when there is none or it is not one (a damaged row)."""
+        if not isinstance(d, dict):
+            return None
+        try:
+            plan = cls(**{f.name: d[f.name] for f in dataclasses.fields(cls) if f.name in d})
+        except TypeError:
+            return None
+        ok = isinstance(plan.min_effect, (int, float)) and plan.min_effect > 0 and isinstance(plan.looks, int) \
+            and plan.looks >= 1 and isinstance(plan.first, int) and plan.family in FAMILIES
+        return plan if ok else None
+
+
+def verdict_plan(yaml_text: str | None) -> VerdictPlan:
+    """The plan a matrix text states: its `min_effect` (else the default) and the looks its
+    `seeds: {min, max}` allows (else one). A text that cannot be read has the defaults."""
     try:
         raw = read_mapping(yaml_text if isinstance(yaml_text, str) else "")  # pandas: nan
     except YAMLProblem:
-        return MIN_EFFECT, 1
+        return VerdictPlan()
     min_effect, seeds = raw.get("min_effect"), raw.get("seeds")
-    try:
-        looks = SeedRange.model_validate(seeds).looks if isinstance(seeds, dict) else 1
-    except ValueError:
-        looks = 1
     usable = isinstance(min_effect, (int, float)) and not isinstance(min_effect, bool) and min_effect > 0
-    return (float(min_effect) if usable else MIN_EFFECT), looks
+    delta = float(min_effect) if usable else MIN_EFFECT
+    family = raw.get("family") if raw.get("family") in FAMILIES else "comparison"
+    try:
+        seed_range = SeedRange.model_validate(seeds) if isinstance(seeds, dict) else None
+    except ValueError:
+        seed_range = None
+    if seed_range is not None:
+        return VerdictPlan(delta, seed_range.looks, seed_range.min, seed_range.max,
+                           f"{{min: {seed_range.min}, max: {seed_range.max}}}", family)
+    count = len(seeds) if isinstance(seeds, list) and seeds else 1
+    return VerdictPlan(delta, 1, count, count, f"{count} listed", family)
 
 
 def own_metric(yaml_text: str | None) -> tuple[str, str] | None:

@@ -65,8 +65,12 @@ def run_until_decided(store: Store, matrix: Matrix, rows: list[PlanRow], train: 
         outcome = train(ids)
         total.trained += outcome.trained
         total.already_done += outcome.already_done
-        if outcome.interrupted or n == len(seeds) or not _round_complete(store, ids):
+        if outcome.interrupted or not _round_complete(store, ids):
             total.interrupted = outcome.interrupted
+            break
+        if len(seeds) > first:  # a look: the verdicts of the first n seeds are read
+            store.record_look(matrix.name, n)
+        if n == len(seeds):
             break
         names = undecided(seeds[:n])
         on_round(n, names)

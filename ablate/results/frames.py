@@ -35,7 +35,8 @@ def _rows(store: Store, statement: Any) -> list:
 
 
 def list_experiments(db: str | Path | Store | None = None) -> pd.DataFrame:
-    """One row per experiment: name, design, reference, yaml_text, run counts, timestamps."""
+    """One row per experiment: name, design, reference, yaml_text, its verdict plan and the looks
+    taken, run counts, timestamps."""
     completed = func.sum(case((Run.status == "completed", 1), else_=0))
     statement = (
         select(Experiment, func.count(Run.id), completed)
@@ -49,9 +50,10 @@ def list_experiments(db: str | Path | Store | None = None) -> pd.DataFrame:
     return pd.DataFrame(
         [{"experiment": e.name, "design": e.design, "reference": e.reference, "runs": n,
           "completed": int(done or 0), "description": e.description, "yaml_text": e.yaml_text,
+          "plan": e.plan, "looks_taken": e.looks_taken,
           "created_at": e.created_at, "updated_at": e.updated_at} for e, n, done in rows],
         columns=["experiment", "design", "reference", "runs", "completed", "description",
-                 "yaml_text", "created_at", "updated_at"],
+                 "yaml_text", "plan", "looks_taken", "created_at", "updated_at"],
     )
 
 
@@ -203,12 +205,21 @@ def output_path(path: str | Path, suffixes: tuple[str, ...]) -> Path:
     return path
 
 
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as the start of a formula
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """CSV-bound text that a spreadsheet shows as text: a cell that starts like a formula
+    (`=cmd|...`, a name from someone else's database) gets a leading apostrophe."""
+    return frame.map(lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) else v)
+
+
 def export(frame: pd.DataFrame, path: str | Path) -> Path:
     """Write a loader's frame to .csv or .parquet (lists and dicts become JSON text in parquet)."""
     path = output_path(path, (".csv", ".parquet"))
     try:
         if path.suffix.lower() == ".csv":
-            frame.to_csv(path, index=False)
+            spreadsheet_safe(frame).to_csv(path, index=False)
         else:
             frame.map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v).to_parquet(path, index=False)
     except ImportError as e:

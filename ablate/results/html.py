@@ -19,8 +19,8 @@ from typing import Any
 import pandas as pd
 
 from . import frames
-from .plot import plot_curves, plot_effects
-from .render import as_command, effects_display, interval_level, ranking_display, unranked_display
+from .plot import interval_caption, plot_curves, plot_effects
+from .render import as_command, effects_display, ranking_display, unranked_display
 from .detail import missing, run_detail
 from .report import Report, build_report
 
@@ -150,7 +150,7 @@ def _experiment_section(db: Any, report: Report) -> str:
                          f"{_table(shown[~with_data], 'effects')}</details>")
         if with_data.any():
             parts.append(_figure(lambda out: plot_effects(report, out), f"Effects of {report.experiment}: "
-                                 f"estimate and {interval_level(report)} interval (hover a point for its numbers)",
+                                 f"estimate and interval ({interval_caption(report)}); hover a point for its numbers",
                                  svg=True))
     metric = report.column
     if metric in evals and not evals.dropna(subset=[metric]).empty:

@@ -10,12 +10,13 @@ import pandas as pd
 
 from ..execution.designs import short_name
 from ..training.catalog import CATALOG
+from ..execution.seeds import VerdictPlan
 from . import frames
-from .stats import ALPHA
+from .stats import POWER, SEEDS_IDENTICAL, Level
 
 
-def report_notes(ranking: pd.DataFrame, effects: pd.DataFrame, alias: str, seeds: list, min_effect: float,
-           looks: int, unit: str = " nats/char") -> list[str]:
+def report_notes(ranking: pd.DataFrame, effects: pd.DataFrame, alias: str, seeds: list, plan: VerdictPlan,
+                 level: Level, looks_taken: list[int], identical: set[str], unit: str = " nats/char") -> list[str]:
     """The caveats under the tables, each said once: configurations that share one (the same
     broken rule, mismatch or metric-changing toggle) are named together in one note."""
     broken: dict[str, list[str]] = {}
@@ -37,19 +38,38 @@ def report_notes(ranking: pd.DataFrame, effects: pd.DataFrame, alias: str, seeds
     notes += [f"{_names(names, 'is', 'are')} not like-for-like: {why}." for why, names in unlike.items()]
     notes += [f"{_names(names, 'looks', 'look')} like a win, but {t} changes the metric: "
               f"{CATALOG[t].changes_metric}." for t, names in wins.items()]
+    if identical:
+        notes.append(f"{_names(sorted(map(short_name, identical)), 'gave', 'gave')} the same value on every "
+                     f"seed, to the last bit: the seed does not reach the trainer (or changes nothing), so the "
+                     f"noise is unknown and comparisons with them get no verdict ({SEEDS_IDENTICAL}).")
     if alias:
         notes.append(alias)
-    family = int(effects["p"].notna().sum())
     if len(seeds) > 1:
-        spent = f" ({ALPHA} spent over {looks} looks: seeds until decided)" if looks > 1 else ""
-        notes.append(f"Verdicts, smallest effect of interest ±{min_effect:g}{unit}: better/worse = the "
-                     f"{100 - 200 * ALPHA / looks:.3g}% interval wholly beyond ∓{min_effect:g}, negligible = "
-                     f"inside ±{min_effect:g} (TOST), else inconclusive; one-sided t tests at {ALPHA / looks:.3g}"
-                     f"{spent}, p Holm-adjusted across {family} effects; differences paired by seed.")
+        notes.append(verdict_rule(plan, level, looks_taken, unit))
     else:
         notes.append("One seed per configuration: noise is unknown, so no interval — small differences "
                      "may be noise.")
     return notes
+
+
+def verdict_rule(plan: VerdictPlan, level: Level, looks_taken: list[int], unit: str = " nats/char") -> str:
+    """How every verdict was read, in one sentence: the interval's level and the rule against ±δ."""
+    d = f"{plan.min_effect:g}"
+    looks = ""
+    if level.looks > 1:
+        taken = f"; looks taken at {_counts(looks_taken)} seeds" if looks_taken else ""
+        looks = f" (seeds until decided, {plan.seeds}: a verdict may be read at any of {level.looks} seed counts{taken})"
+    return (f"Intervals: {level.describe()}{looks}, paired by seed. Verdicts read off them against the smallest "
+            f"effect of interest ±{d}{unit}: better/worse = wholly beyond ∓{d}, negligible = wholly inside "
+            f"±{d}, else inconclusive (~seeds: the count that decides with {POWER:.0%} probability if the "
+            f"effect and its sd are as measured).")
+
+
+def _counts(values: list[int]) -> str:
+    """3, 4, …, 12 for a run of consecutive counts; else listed."""
+    if len(values) > 3 and values == list(range(values[0], values[-1] + 1)):
+        return f"{values[0]}, {values[1]}, …, {values[-1]}"
+    return ", ".join(map(str, values))
 
 
 def _names(names: list[str], one: str, several: str) -> str:

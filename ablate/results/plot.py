@@ -12,7 +12,6 @@ from typing import Any
 from ..storage.store import open_store
 from ..training.config import suggest
 from . import frames
-from .render import interval_level
 from .report import build_report
 
 TOP = 5  # configurations plotted besides the baseline when none are named
@@ -168,10 +167,16 @@ def effect_rows(report: Any) -> Any:
     return effects.assign(marks=marks).reset_index(drop=True)
 
 
+def interval_caption(report: Any) -> str:
+    """The intervals a plot draws, in the report's own words (and δ if chosen after the data)."""
+    level = getattr(report, "level", None)
+    text = level.describe() if level is not None else "no interval"
+    return text + (", δ chosen after the data" if any("after the data" in a for a in getattr(report, "after_data", [])) else "")
+
+
 def plot_effects(report: Any, out: str | Path = "effects.png") -> Path:
-    """Each effect's estimate with its interval (at the level the effects table prints), one row
-    each (PNG or SVG by the suffix of `out`); coloured by verdict, with the report's ±min_effect
-    band shaded."""
+    """Each effect's estimate with its interval at the report's level, one row each (PNG or SVG by the suffix of
+    `out`); coloured by verdict, with the report's ±min_effect band shaded."""
     path = frames.output_path(out, (".png", ".svg"))
     import matplotlib
 
@@ -200,7 +205,7 @@ def plot_effects(report: Any, out: str | Path = "effects.png") -> Path:
     for verdict in seen:
         ax.plot([], [], "o-", color=VERDICT_COLOURS.get(verdict, OTHER_COLOUR), label=verdict)
     ax.set(xlabel=f"{report.effects_title}" + " (nats per character)" * report.mainrun,
-           title=f"{report.experiment}: effects with {interval_level(report)} intervals")
+           title=f"{report.experiment}: effects with intervals ({interval_caption(report)})")
     ax.grid(axis="x", alpha=0.3)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
     with matplotlib.rc_context({"svg.fonttype": "none"}):  # SVG labels stay text

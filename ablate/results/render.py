@@ -22,8 +22,8 @@ from ..training.config import format_value
 from ..execution.custom import ParamsConfig
 from ..execution.designs import short_name
 from .detail import RunDetail, missing
+from .frames import spreadsheet_safe
 from .report import Report
-from .stats import ALPHA
 
 FORMATS = ("table", "markdown", "csv", "json")
 VERDICT_STYLES = {"better": "green", "worse": "red", "inconclusive": "yellow", "negligible": "dim"}  # as the HTML
@@ -73,10 +73,11 @@ def ranking_display(report: Report, short: bool) -> pd.DataFrame:
         if show_toggles or not short:
             row["toggles"] = r.toggles
         row.update({
-            "n": str(r.n), "final": _fmt(r.final) + (f"±{r.final_sd:.4f}" if r.n > 1 else ""),
+            "n": str(r.n) if r.paired in (r.n, 0) or r.is_baseline else f"{r.n} ({r.paired:.0f} paired)", "final": _fmt(r.final) + (f"±{r.final_sd:.4f}" if r.n > 1 else ""),
             "best@step": f"{r.best:.4f}@{r.best_step:.0f}" if not math.isnan(r.best) else "",
             "Δref": _fmt(r.d_ref, signed=True), "Δref%": _fmt(r.d_ref_pct, ".1f", signed=True) + "%" * (not math.isnan(r.d_ref_pct)),
-            "Δbase": _fmt(r.d_base, signed=True), "Δbase 95% CI": _interval(r.d_base_lo, r.d_base_hi),
+            "Δbase": _fmt(r.d_base, signed=True) if not r.is_baseline else "0",
+            "Δbase interval": _interval(r.d_base_lo, r.d_base_hi) if not r.is_baseline else "",
             "wall": _duration(r.wall_time_s),
             "tok/s": _si(r.tokens_per_s), "flags": _flags(r, short),
         })
@@ -89,14 +90,14 @@ def fit_ranking(frame: pd.DataFrame, width: int, reference_fair: bool) -> pd.Dat
     need: the toggles (the names say them), Δref where the reference is unfair, throughput,
     then the rest; never the rank, config, final loss, Δbase or flags."""
     return _fit(frame, width, [["toggles"], *([] if reference_fair else [["Δref", "Δref%"]]), ["tok/s"],
-                               ["wall"], ["Δref%"], ["best@step"], ["95% CI"], ["Δref"], ["n"]])
+                               ["wall"], ["Δref%"], ["best@step"], ["Δref"], ["n"]])
 
 
 def fit_effects(frame: pd.DataFrame, width: int) -> pd.DataFrame:
-    """The effects without the columns a `width`-wide terminal cannot show: the unadjusted p, the
-    loss, n, then p Holm; never the effect, its estimate, its interval or its verdict, which is
-    read whole (an "inconclusive (~13 seeds)" cut short says nothing)."""
-    return _fit(frame, width, [["p"], ["loss"], ["n"], ["p Holm"]])
+    """The effects without the columns a `width`-wide terminal cannot show: the loss, then n;
+    never the effect, its estimate, its interval or its verdict, which is read whole (an
+    "inconclusive (~13 seeds)" cut short says nothing)."""
+    return _fit(frame, width, [["loss"], ["n"]])
 
 
 def _fit(frame: pd.DataFrame, width: int, order: list[list[str]]) -> pd.DataFrame:
@@ -127,30 +128,27 @@ def _interval(lo: float, hi: float) -> str:
     return "" if missing(lo) or math.isnan(lo) else f"{_fmt(lo, signed=True)}…{_fmt(hi, signed=True)}"
 
 
-def _verdict(row: Any) -> str:
-    """The verdict, with the seeds an inconclusive comparison would need at its mean and sd."""
-    needed = row.seeds_needed
-    return row.verdict + (f" (~{needed:.0f} seeds)" if row.verdict == "inconclusive" and not missing(needed) else "")
-
-
-def interval_level(report: Report) -> str:
-    """The level of the effects' intervals (the ones the verdicts read), as every output states
-    it: the effects table's header, the effects plot and its caption."""
-    return f"{100 - 200 * ALPHA / report.looks:.3g}%"
+def verdict_text(verdict: str, needed: Any, budget: int | None = None) -> str:
+    """The verdict, with the seeds an inconclusive comparison would need (80 % to decide) and
+    whether that is past the plan's budget."""
+    if verdict != "inconclusive" or missing(needed):
+        return verdict
+    return f"{verdict} (~{needed:.0f} seeds{f', over the {budget}' if budget and needed > budget else ''})"
 
 
 def effects_display(report: Report) -> pd.DataFrame:
+    """The effects: each estimate (± its paired sd), its interval at the report's one level and
+    the verdict read off that interval."""
     e = report.effects
-    level = f"{interval_level(report)} CI"
     return pd.DataFrame({
         "effect": e["effect"], "n": e["n"].astype(str),
         "loss": e["loss"].map(_fmt),
         "estimate": [_fmt(r.estimate, signed=True) + (f"±{_fmt(r.sd)}" if not math.isnan(r.sd) else "")
                      for r in e.itertuples()],
-        level: [_interval(r.ci_lo, r.ci_hi) for r in e.itertuples()],
-        "p": e["p"].map(lambda v: _fmt(v, ".3g")), "p Holm": e["p_holm"].map(lambda v: _fmt(v, ".3g")),
-        "verdict": [_verdict(r) for r in e.itertuples()],
+        "interval": [_interval(r.ci_lo, r.ci_hi) for r in e.itertuples()],
+        "verdict": [verdict_text(r.verdict, r.seeds_needed, report.budget) for r in e.itertuples()],
     }).pipe(_drop_empty)
+
 
 
 def _rich_table(frame: pd.DataFrame, styles: list[str] | None = None,
@@ -194,7 +192,7 @@ def _capture(renderables: list, width: int, color: bool) -> str:
     return console.file.getvalue()
 
 
-COUNTS = ("rank", "n", "seeds", "best_step")  # integers in JSON (a median step may not be one)
+COUNTS = ("rank", "n", "seeds", "paired", "best_step")  # integers in JSON (a median step may not be one)
 
 
 def _records(frame: pd.DataFrame) -> list[dict]:
@@ -204,11 +202,14 @@ def _records(frame: pd.DataFrame) -> list[dict]:
 def render(report: Report, format: str = "table", width: int = 100, color: bool = False) -> str:
     """The report as a terminal table (rich), markdown, csv (ranking then effects) or json."""
     if format == "csv":
-        return pd.concat([report.ranking.assign(table="ranking"), report.effects.assign(table="effects")],
-                         ignore_index=True).pipe(lambda d: d[["table", *d.columns[:-1]]]).to_csv(index=False)
+        both = pd.concat([report.ranking.assign(table="ranking"), report.effects.assign(table="effects")],
+                         ignore_index=True)
+        return spreadsheet_safe(both[["table", *both.columns[:-1]]]).to_csv(index=False)
     if format == "json":
         head = {k: getattr(report, k) for k in ("experiment", "design", "metric", "reference", "seeds",
-                                                  "lines", "effects_title", "notes")}
+                                                  "lines", "effects_title", "notes", "min_effect", "after_data",
+                                                  "looks_taken")}
+        head["interval"] = report.level.describe()
         ranking = report.ranking.astype({c: "Int64" for c in COUNTS if c in report.ranking
                                          and (report.ranking[c].dropna() % 1 == 0).all()})
         return json.dumps({**head, "ranking": _records(ranking), "effects": _records(report.effects)},
@@ -249,7 +250,7 @@ def render_frame(frame: pd.DataFrame, format: str = "table", title: str | None =
                  width: int = 100, color: bool = False) -> str:
     """Any results table (runs, evals) in one of FORMATS."""
     if format == "csv":
-        return frame.to_csv(index=False)
+        return spreadsheet_safe(frame).to_csv(index=False)
     if format == "json":
         return json.dumps(_records(frame), indent=2)
     shown = frame.map(_cell)
@@ -291,7 +292,7 @@ def _cell(value: Any) -> str:
 def render_run(detail: RunDetail, format: str = "table", width: int = 100, color: bool = False) -> str:
     """A run's header, config diff and evaluations; csv is the evaluations alone."""
     if format == "csv":
-        return detail.evals.to_csv(index=False)
+        return spreadsheet_safe(detail.evals).to_csv(index=False)
     if format == "json":
         return json.dumps({"run": detail.run, "config_diff": _records(detail.config_diff),
                            "evals": _records(detail.evals)}, indent=2, default=str)

@@ -14,34 +14,34 @@ Definitions, all on the ranking metric `y` (the last evaluation's val_loss, or v
   factors A, B with x = +1 (on) / -1 (off) is mean(y | x_A*x_B = +1) - mean(y | x_A*x_B = -1),
   i.e. half the difference between A's effect with B on and with B off. With several seeds
   both are computed within each seed and the per-seed values give the interval;
-* each effect gets a verdict against the smallest effect of interest min_effect (δ): better,
-  worse, negligible (TOST) or inconclusive, from one-sided t tests at α/looks, Holm-adjusted
-  across all effects of the report (`stats.decide`); its interval is the one the verdict reads
-  against ±δ (95% with one look). One seed: noise unknown.
+* each effect gets one interval, simultaneous over the report's comparisons and its seed plan's
+  looks (`stats.Level`), and its verdict is read off it against the smallest effect of interest
+  min_effect (δ): better, worse, negligible or inconclusive (`stats.decide`). One seed, or seeds
+  that gave identical values (the seed never reached the trainer): no verdict;
+* the ranking orders configurations by that same paired difference to the baseline (Δbase, on
+  the seeds each shares with it), so it cannot contradict the verdicts.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..execution.designs import LEAVE_OUT, aliasing_note, short_name
-from ..execution.seeds import own_metric, verdict_settings
-from ..storage.schema import EVAL_COLUMNS, plain
+from ..execution.seeds import VerdictPlan, own_metric
+from ..storage.schema import EVAL_COLUMNS
 from ..storage.store import open_store
 from ..training.catalog import CATALOG
-from ..training.config import HUB_DATASET, TrainConfig
 from . import frames
+from .lines import (COVERAGE_TOLERANCE, baseline_name, fairness, interval_line, looks_taken, metric_line,
+                    settled_plan, split_line)
 from .notes import report_notes
-from .stats import Estimate, decide, difference, summarize
+from .stats import SEEDS_IDENTICAL, Estimate, Level, decide, difference, summarize
 
-COVERAGE_TOLERANCE = 0.01  # eval coverages further apart than 1 percentage point differ
-MAINRUN_DATA_FILE = "hacker_news.csv"  # the offline copy of Mainrun's hub dataset
 METRICS = {"mainrun": "val_loss", "full": "val_loss_full"}
 
 
@@ -62,6 +62,10 @@ class Report:
     notes: list[str] = field(default_factory=list)
     min_effect: float = math.nan  # δ of the verdicts, nats per character
     looks: int = 1  # seed counts at which a verdict may be read (seeds: {min, max})
+    level: Level = field(default_factory=Level)  # the one level of every interval shown
+    after_data: list[str] = field(default_factory=list)  # settings chosen after the data, said so
+    looks_taken: list[int] = field(default_factory=list)  # seed counts the verdicts were read at
+    budget: int | None = None  # the most seeds the plan gives a configuration
     reference_fair: bool = False  # Mainrun's data at full scale: Δref means something
     goal: str = "minimize"  # your own trainer's metric may be one to maximize
     mainrun: bool = True  # Mainrun's trainer: its reference, eval coverage and rules apply
@@ -89,17 +93,17 @@ class _Factor:
 
 
 def build_report(db: Any = None, experiment: str | None = None, metric: str | None = None,
-                 min_effect: float | None = None) -> Report:
+                 min_effect: float | None = None, family: str | None = None) -> Report:
     """Load the experiment (the only one when None) and compute its report: three queries."""
     with open_store(db, read_only=True) as store:
         exp = frames.pick_experiment(store, experiment)
         runs = frames.load_runs(store, exp["experiment"])
         evals = frames.load_evals(store, exp["experiment"])
-    return make_report(exp, runs, evals, metric, min_effect)
+    return make_report(exp, runs, evals, metric, min_effect, family)
 
 
 def make_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame,
-                metric: str | None = None, min_effect: float | None = None) -> Report:
+                metric: str | None = None, min_effect: float | None = None, family: str | None = None) -> Report:
     """One experiment's report from its list_experiments() row, runs and evals (δ: the matrix's)."""
     own = own_metric(exp.get("yaml_text"))
     if own is not None and metric not in (None, own[0]):
@@ -109,10 +113,9 @@ def make_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame,
         raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
     if min_effect is not None and not min_effect > 0:
         raise ValueError(f"min_effect {min_effect!r}: expected a positive number (nats per character)")
-    stored_effect, looks = verdict_settings(exp.get("yaml_text"))
-    min_effect = min_effect or stored_effect
+    plan, after_data = settled_plan(exp, min_effect, family)
     if own is not None:
-        return _own_report(exp, runs, evals, own, min_effect, looks)
+        return _own_report(exp, runs, evals, own, plan, after_data)
     design, reference, factors, alias = _design(exp, runs)
     coverage = _coverage(runs, evals)
     done = coverage[(runs["status"] == "completed").to_numpy()] if len(runs) else coverage
@@ -120,29 +123,32 @@ def make_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame,
     mixed = spread > COVERAGE_TOLERANCE
     chosen = metric or ("full" if mixed else "mainrun")
     per_run = _per_run(runs, evals, chosen, coverage)
-    ranking = _ranking(per_run, factors, reference, chosen)
-    effects, title = _effects(design, per_run, factors, min_effect, looks)
+    effects, title, level = _effects(design, per_run, factors, plan)
+    ranking = _ranking(per_run, factors, reference, chosen, level)
     if design != "cumulative":  # a cumulative design's steps read in their order
         effects = effects.sort_values("estimate", kind="stable", na_position="last", ignore_index=True)
     incomparable = ranking.loc[ranking["error"].fillna("").str.startswith("not like-for-like"), "name"]
     effects.loc[effects["effect"].isin(set(incomparable)), "verdict"] = "not like-for-like"
     seeds = sorted(per_run["seed"].dropna().unique().tolist())
-    fairness, reference_fair = _fairness(per_run, reference)
-    lines = [fairness, _metric_line(chosen, mixed, done), _split_line(per_run)]
+    fair_line, reference_fair = fairness(per_run, reference)
+    lines = [fair_line, metric_line(chosen, mixed, done), split_line(per_run), interval_line(seeds, level, plan),
+             *after_data]
     return Report(exp["experiment"], design, chosen, reference, seeds, [line for line in lines if line],
-                  ranking, effects, title, report_notes(ranking, effects, alias, seeds, min_effect, looks),
-                  min_effect=min_effect, looks=looks, reference_fair=reference_fair)
+                  ranking, effects, title, report_notes(ranking, effects, alias, seeds, plan, level,
+                                                        looks_taken(exp), identical_seeds(per_run)),
+                  min_effect=plan.min_effect, looks=level.looks, level=level, after_data=after_data,
+                  looks_taken=looks_taken(exp), budget=plan.budget, reference_fair=reference_fair)
 
 
 def _own_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame, own: tuple[str, str],
-                min_effect: float, looks: int) -> Report:
+                plan: VerdictPlan, after_data: list[str]) -> Report:
     """The report of your own trainer's experiment: ranked by its metric in its direction, with
     none of Mainrun's reference, eval coverage or rules."""
     (name, goal), nothing = own, pd.Series(np.nan, index=runs.index, dtype=float)
     design, _, factors, alias = _design(exp, runs)
     per_run = _per_run(runs, evals, name, nothing, goal)
-    ranking = _ranking(per_run, factors, math.nan, name, goal)
-    effects, title = _effects(design, per_run, factors, min_effect, looks, goal)
+    effects, title, level = _effects(design, per_run, factors, plan, goal)
+    ranking = _ranking(per_run, factors, math.nan, name, level, goal)
     if design != "cumulative":
         effects = effects.sort_values("estimate", ascending=goal == "minimize", kind="stable",
                                       na_position="last", ignore_index=True)
@@ -152,9 +158,11 @@ def _own_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame, own: tu
     if goal == "maximize":
         title = title.replace("negative = better", "positive = better").replace("positive = X helps", "negative = X helps")
     return Report(exp["experiment"], design, name, None, seeds, [f"Metric: {name}, its last evaluation's value; "
-                  f"{better} is better."], ranking, effects, title,
-                  report_notes(ranking, effects, alias, seeds, min_effect, looks, unit=f" in {name}"),
-                  min_effect=min_effect, looks=looks, goal=goal, mainrun=False)
+                  f"{better} is better.", *filter(None, [interval_line(seeds, level, plan)]), *after_data], ranking, effects, title,
+                  report_notes(ranking, effects, alias, seeds, plan, level, looks_taken(exp),
+                               identical_seeds(per_run), unit=f" in {name}"),
+                  min_effect=plan.min_effect, looks=level.looks, level=level, after_data=after_data,
+                  looks_taken=looks_taken(exp), budget=plan.budget, goal=goal, mainrun=False)
 
 
 def _design(exp: pd.Series, runs: pd.DataFrame) -> tuple[str, float, list[_Factor], str]:
@@ -234,15 +242,6 @@ def _per_run(runs: pd.DataFrame, evals: pd.DataFrame, metric: str, coverage: pd.
     return frame
 
 
-def baseline_name(per_run: pd.DataFrame) -> str | None:
-    """The in-matrix baseline: the run named 'baseline', else the configuration with no toggles."""
-    names = per_run["name"].tolist()
-    if "baseline" in names:
-        return "baseline"
-    plain = per_run.loc[per_run["toggles"] == "", "name"]
-    return plain.iloc[0] if len(plain) else None
-
-
 def _values(per_run: pd.DataFrame, name: str | None) -> dict:
     """{seed: y} of a configuration's completed runs."""
     rows = per_run[(per_run["name"] == name) & (per_run["status"] == "completed") & per_run["y"].notna()]
@@ -287,7 +286,9 @@ _INCURABLE = ("does not round-trip", "validation text differs")
 
 
 def _ranking(per_run: pd.DataFrame, factors: list[_Factor], reference: float, metric: str,
-             goal: str = "minimize") -> pd.DataFrame:
+             level: Level, goal: str = "minimize") -> pd.DataFrame:
+    """Configurations ordered by Δbase: the mean paired difference to the baseline on the seeds
+    each shares with it (the verdicts' own comparison); its interval at the report's level."""
     base_name = baseline_name(per_run)
     done = per_run[(per_run["status"] == "completed") & per_run["y"].notna()]
     slim = done[["run_id", "name", "seed", "coverage", "sha", "roundtrip"]]
@@ -295,10 +296,14 @@ def _ranking(per_run: pd.DataFrame, factors: list[_Factor], reference: float, me
     controls = {r["seed"]: r for r in reversed(base_runs)}  # same seed, else the first baseline run
     base_values = _values(per_run, base_name)
     allowed = {label: f.allowed for f in factors for label in f.labels}
+    identical = identical_seeds(per_run)
     rows = []
     for name, group in done.groupby("name", sort=False):
         est = summarize(group["y"])
         vs_base = difference(dict(zip(group["seed"], group["y"])), base_values)
+        if name == base_name:
+            vs_base = Estimate(0.0, len(group), paired=True)
+        half = math.nan if vs_base is None or {name, base_name} & identical else level.half_width(vs_base.sd, vs_base.n)
         mismatch: dict[str, bool] = {}  # reason -> whether it biases `metric`
         gaps = []
         runs = [run for _, run in slim.loc[group.index].iterrows()]
@@ -313,11 +318,12 @@ def _ranking(per_run: pd.DataFrame, factors: list[_Factor], reference: float, me
         breaking = [t for t in frames.split_toggles(group["toggles"].iloc[0]) if not allowed.get(t, True)]
         rows.append({
             "name": name, "toggles": group["toggles"].iloc[0], "n": est.n, "seeds": len(group),
-            "final": est.mean, "final_sd": est.sd, "ci_lo": est.lo, "ci_hi": est.hi,
+            "paired": vs_base.n if vs_base else 0, "final": est.mean, "final_sd": est.sd,
             "best": group["best"].mean(), "best_step": group["best_at"].median(),
             "d_ref": est.mean - reference, "d_ref_pct": (est.mean - reference) / reference * 100,
-            **{k: getattr(vs_base, a) if vs_base and name != base_name else math.nan
-               for k, a in (("d_base", "mean"), ("d_base_lo", "lo"), ("d_base_hi", "hi"))},
+            "d_base": vs_base.mean if vs_base else math.nan,
+            "d_base_lo": vs_base.mean - half if vs_base else math.nan,
+            "d_base_hi": vs_base.mean + half if vs_base else math.nan,
             "wall_time_s": group["wall_time_s"].mean(), "tokens_per_s": group["tokens_per_s"].mean(),
             "status": "completed", "error": None, "seed": None,
             "is_baseline": name == base_name, "breaks_rule": "+".join(breaking),
@@ -327,7 +333,11 @@ def _ranking(per_run: pd.DataFrame, factors: list[_Factor], reference: float, me
     # A number that no metric can make comparable (a lossy tokenizer, another validation text)
     # is not ranked at all but listed with its reason; a coverage gap only bars "best".
     comparable = ~every["not_like_for_like"].str.contains("|".join(_INCURABLE), regex=True)
-    ranked = every[comparable].sort_values("final", ascending=goal == "minimize", kind="stable").reset_index(drop=True)
+    sign = 1 if goal == "minimize" else -1  # rows without a shared seed last, by their own mean
+    order = every[comparable].assign(_unpaired=every["d_base"].isna(), _d=sign * every["d_base"],
+                                     _y=sign * every["final"])
+    ranked = order.sort_values(["_unpaired", "_d", "_y"], kind="stable").drop(
+        columns=["_unpaired", "_d", "_y"]).reset_index(drop=True)
     ranked.insert(0, "rank", np.arange(1, len(ranked) + 1, dtype=float))
     eligible = ranked[(ranked["breaks_rule"] == "") & ranked["fair"]]
     ranked["is_best"] = ranked.index == (eligible.index[0] if len(eligible) else -1)
@@ -344,7 +354,7 @@ def _ranking(per_run: pd.DataFrame, factors: list[_Factor], reference: float, me
 
 
 _RANKING_COLUMNS = [
-    "rank", "name", "toggles", "n", "seeds", "final", "final_sd", "ci_lo", "ci_hi", "best", "best_step",
+    "rank", "name", "toggles", "n", "seeds", "paired", "final", "final_sd", "best", "best_step",
     "d_ref", "d_ref_pct", "d_base", "d_base_lo", "d_base_hi", "wall_time_s", "tokens_per_s", "status", "error", "seed",
     "is_baseline", "breaks_rule", "not_like_for_like", "fair", "is_best",
 ]
@@ -363,8 +373,10 @@ _TITLES = {
 }
 
 
-def _effects(design: str, per_run: pd.DataFrame, factors: list[_Factor], min_effect: float,
-             looks: int, goal: str = "minimize") -> tuple[pd.DataFrame, str]:
+def _effects(design: str, per_run: pd.DataFrame, factors: list[_Factor], plan: VerdictPlan,
+             goal: str = "minimize") -> tuple[pd.DataFrame, str, Level]:
+    """The design's comparisons, each with its interval at the level simultaneous over all of
+    them (and the plan's looks) and the verdict read off it."""
     done = per_run[(per_run["status"] == "completed") & per_run["y"].notna()]
     names = list(dict.fromkeys(per_run.sort_values("position", kind="stable")["name"]))
     base = baseline_name(per_run)
@@ -378,20 +390,35 @@ def _effects(design: str, per_run: pd.DataFrame, factors: list[_Factor], min_eff
                 for prev, cur in zip(names, names[1:])]
     else:
         rows = [_compare(per_run, n, "vs baseline", n, base) for n in names if base and n != base]
+    level = Level(len(rows) if plan.family == "experiment" else 1, plan.looks, plan.first)
+    min_effect = plan.min_effect
     sign = 1 if goal == "minimize" else -1  # the verdicts call lower better: a maximized metric, negated
     verdicts = [v if sign == 1 else replace(v, lo=-v.hi, hi=-v.lo) for v in decide(
-        [(sign * est.mean, est.sd if est.paired else math.nan, est.n) if est else (math.nan,) * 3
-         for _, _, est, _, _ in rows], min_effect, looks=looks)]
+        [(sign * est.mean, est.sd, est.n) if est else (math.nan, math.nan, 0)
+         for _, _, est, _, _ in rows], min_effect, level)]
+    identical = identical_seeds(per_run)
     effects = pd.DataFrame([
-        {"effect": label, "kind": kind, "n": est.n if est else 0, "paired": bool(est and est.paired),
-         "loss": loss, "estimate": est.mean if est else math.nan, "sd": est.sd if est else math.nan,
-         "ci_lo": v.lo, "ci_hi": v.hi, "p": v.p, "p_holm": v.p_adjusted,
-         "verdict": "no data" if not est or math.isnan(est.mean) else v.label if est.paired or est.n < 2 else "unpaired",
+        {"effect": label, "kind": kind, "n": est.n if est else 0, "loss": loss,
+         "estimate": est.mean if est else math.nan, "sd": est.sd if est else math.nan,
+         "ci_lo": v.lo, "ci_hi": v.hi, "p": v.p,
+         "verdict": "no data" if not est or math.isnan(est.mean) else
+         SEEDS_IDENTICAL if identical & set(configs) else v.label,
          "seeds_needed": v.seeds_needed, "configs": configs}
         for (label, kind, est, loss, configs), v in zip(rows, verdicts)
-    ], columns=["effect", "kind", "n", "paired", "loss", "estimate", "sd", "ci_lo", "ci_hi", "p", "p_holm",
+    ], columns=["effect", "kind", "n", "loss", "estimate", "sd", "ci_lo", "ci_hi", "p",
                 "verdict", "seeds_needed", "configs"])
-    return effects, _TITLES.get(design, _TITLES["list"])
+    undecidable = effects["verdict"].isin(["no data", SEEDS_IDENTICAL])
+    effects.loc[undecidable, ["ci_lo", "ci_hi", "p"]] = math.nan
+    effects.loc[undecidable, "seeds_needed"] = None
+    return effects, _TITLES.get(design, _TITLES["list"]), level
+
+
+def identical_seeds(per_run: pd.DataFrame) -> set[str]:
+    """Configurations whose completed seeds (two or more) all gave the same value to the last
+    bit: the seed never reached the trainer, so their spread says nothing about noise."""
+    done = per_run[(per_run["status"] == "completed") & per_run["y"].notna()]
+    counts = done.groupby("name").agg(seeds=("seed", "nunique"), values=("y", "nunique"))
+    return set(counts.index[(counts["seeds"] >= 2) & (counts["values"] == 1)])
 
 
 def _compare(per_run: pd.DataFrame, label: str, kind: str, treated: str, control: str | None) -> tuple:
@@ -436,53 +463,3 @@ def _per_seed_contrast(done: pd.DataFrame, plus: pd.Series, minus: pd.Series) ->
             contrasts.append(a.mean() - b.mean())
     return summarize(contrasts, paired=True) if contrasts else None
 
-
-# -------------------------------------------------------------------------------- lines
-
-
-def _fairness(per_run: pd.DataFrame, reference: float) -> tuple[str, bool]:
-    """Which comparison is fair, in a line, and whether the reference is: only for Mainrun's
-    data at full scale."""
-    base = per_run[(per_run["name"] == baseline_name(per_run)) & (per_run["status"] == "completed")]
-    if base.empty:
-        return (f"Fair comparison: none certain — no completed in-matrix baseline; the reference "
-                f"{reference:g} is fair only on Mainrun's data at full scale."), False
-    config = {k[4:]: v for k, v in base.iloc[0].items() if k.startswith("cfg.")}
-    default = TrainConfig().to_dict()
-    scale = [f"{k}={v}" for k, v in config.items() if k not in ("data", "seed") and default.get(k) != plain(v)]
-    data = str(config.get("data", HUB_DATASET))
-    if data != HUB_DATASET and Path(data).name != MAINRUN_DATA_FILE:
-        scale.insert(0, f"data={Path(data).name}")
-    if bool(base["truncated"].fillna(False).any()):
-        scale.append("truncated")
-    if not scale:
-        return (f"Fair comparisons: the in-matrix baseline and the reference {reference:g} "
-                f"(Mainrun's data at full scale)."), True
-    shown = ", ".join(scale[:4]) + (", …" if len(scale) > 4 else "")
-    return (f"Fair comparison: the in-matrix baseline, not the reference {reference:g} "
-            f"(data/scale differ from Mainrun's: {shown})."), False
-
-
-def _metric_line(metric: str, mixed: bool, coverage: pd.Series) -> str:
-    low, high = (f"{coverage.min():.0%}", f"{coverage.max():.0%}") if coverage.notna().any() else ("unknown",) * 2
-    span = low if low == high else f"{low}–{high}"
-    if metric == "full":
-        why = (f"eval coverage ranges {span} across runs, so Mainrun's val_loss scores different "
-               f"targets for different runs" if mixed else "chosen with --metric full")
-        return f"Metric: val_loss_full (every validation target scored): {why}."
-    if mixed:
-        return (f"Metric: val_loss (Mainrun's official metric) — but eval coverage ranges {span}; "
-                f"runs score different targets, use --metric full to compare like-for-like.")
-    same = f"eval coverage {span} for every run" if coverage.notna().any() else "eval coverage not recorded"
-    return f"Metric: val_loss (Mainrun's official metric); {same}."
-
-
-def _split_line(per_run: pd.DataFrame) -> str:
-    """Whether the seeds shared one validation text: what a per-configuration interval means."""
-    base = per_run[(per_run["name"] == baseline_name(per_run)) & (per_run["status"] == "completed")]
-    texts = base["sha"].dropna().nunique()
-    if base["seed"].nunique() < 2 or not texts:
-        return ""
-    return ("Split: fixed — every seed validated on one text; seeds vary initialisation, dropout and batch "
-            "order." if texts == 1 else f"Split: each seed drew its own validation text ({texts} texts), so "
-            f"a configuration's spread over seeds is mostly split variance; compare paired Δbase.")

@@ -1,28 +1,28 @@
-"""Statistics for the report: Student t intervals and tests, Welch's test and Holm's correction.
+"""Statistics for the report: Student t intervals, and verdicts read off them.
 
 Pure functions over numbers (numpy, no pandas, no scipy): the report decides what is compared
-with what, this module only says how sure a difference is. Intervals are 95% Student t;
-p-values are two-sided.
+with what, this module only says how sure a difference is. p-values are one-sided.
 
-Verdicts against a smallest effect of interest δ (min_effect), for a comparison's effect
-(treated − baseline, paired by seed):
-  better        the effect is below −δ: one-sided t test of H0 μ ≥ −δ rejected
-  worse         the effect is above +δ: H0 μ ≤ +δ rejected
-  negligible    the effect lies inside ±δ: both H0 μ ≤ −δ and H0 μ ≥ +δ rejected (TOST)
-  inconclusive  none of these: more seeds needed (and about how many)
-and "noise unknown" with a single seed. Each test is one-sided at level α/looks (α = 0.025, so
-with one look "better" means the 95% interval lies wholly below −δ, "negligible" that it lies
-inside ±δ). Holm's step-down adjusts each comparison's deciding p over the family. When seeds
-are added until decided, every possible look (each seed count from min to max) spends an equal
-share of α (Bonferroni over looks), so a false verdict stays at or below α however many looks
-are taken.
+One interval per comparison, and the verdict is where it lies against a smallest effect of
+interest δ (min_effect), for an effect = treated − baseline, paired by seed:
+  better        the interval lies wholly below −δ
+  worse         wholly above +δ
+  negligible    wholly inside ±δ (two one-sided tests, TOST)
+  inconclusive  none of these: it straddles ±δ; more seeds needed (about how many: `seeds_needed`)
+and "noise unknown" with a single seed. So a verdict is monotone in δ and the printed interval
+says it all. The intervals are simultaneous (Bonferroni): each has two-sided level
+1 − 2α/(m·K), for the m comparisons of an experiment and the K looks its seed plan allows (seeds
+until decided may stop at any seed count from min to max), so with probability ≥ 1 − 2α = 95 %
+every interval of the experiment, at every look, covers its true effect, and then every verdict
+is right. Holm's step-down decides more, but has no informative intervals to show: the number
+printed and the word beside it would tell two stories.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Iterable
 
 import numpy as np
@@ -74,95 +74,131 @@ def t_quantile(q: float, df: float) -> float:
 
 @dataclass(frozen=True)
 class Estimate:
-    """A mean (of values or of differences) with its spread; nan where n cannot tell."""
+    """A mean (of values or of paired differences) with its spread; sd is nan where n < 2."""
 
     mean: float
     n: int
     sd: float = math.nan
-    lo: float = math.nan
-    hi: float = math.nan
-    p: float = math.nan
     paired: bool = False
 
 
-def _interval(mean: float, se: float, df: float, n: int, sd: float, paired: bool) -> Estimate:
-    half = t_quantile(0.975, df) * se
-    p = (0.0 if mean else 1.0) if se == 0 else t_pvalue(mean / se, df)
-    return Estimate(mean, n, sd, mean - half, mean + half, p, paired)
-
-
 def summarize(values: Iterable[float], paired: bool = False) -> Estimate:
-    """Mean, sd and 95% CI (mean ± t_{0.975,n-1}·sd/√n); p tests mean = 0. n = 1: mean only."""
+    """Mean and sd (n − 1) of the values; n = 1: the mean only."""
     v = np.asarray(list(values), dtype=float)
     if len(v) < 2:
         return Estimate(float(v.mean()) if len(v) else math.nan, len(v), paired=paired)
-    sd = float(v.std(ddof=1))
-    return _interval(float(v.mean()), sd / math.sqrt(len(v)), len(v) - 1, len(v), sd, paired)
+    return Estimate(float(v.mean()), len(v), float(v.std(ddof=1)), paired)
 
 
 def difference(treated: dict, control: dict) -> Estimate | None:
-    """treated - control, each {seed: y}: paired by seed when every treated seed has a control."""
-    if not treated or not control:
+    """treated − control, each {seed: y}, paired on the seeds both have (never across seeds: a
+    seed fixes the validation text, the initialisation and the batch order); None without a
+    shared seed."""
+    shared = [s for s in treated if s in control]
+    if not shared:
         return None
-    if set(treated) <= set(control):
-        return summarize((treated[s] - control[s] for s in treated), paired=True)
-    a, b = np.array(list(treated.values())), np.array(list(control.values()))
-    mean = float(a.mean() - b.mean())
-    if len(a) < 2 or len(b) < 2:
-        return Estimate(mean, min(len(a), len(b)))
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = math.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se else 1.0
-    return _interval(mean, se, df, min(len(a), len(b)), math.nan, False)
-
-
-def holm(pvalues: Iterable[float]) -> list[float]:
-    """Holm step-down adjusted p-values; nan entries stay nan and are not counted in the family."""
-    p = list(pvalues)
-    order = sorted((i for i, v in enumerate(p) if not math.isnan(v)), key=p.__getitem__)
-    adjusted, running = [math.nan] * len(p), 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(order) - rank) * p[i]))
-        adjusted[i] = running
-    return adjusted
+    return summarize((treated[s] - control[s] for s in shared), paired=True)
 
 
 # ----------------------------------------------------------------------------- verdicts
 
-ALPHA = 0.025  # one-sided: the verdicts agree with the two-sided 95% interval
-DECIDING = ("better", "worse", "negligible")  # in the order of `verdict_statistics`' last axis
+ALPHA = 0.025  # per side: every interval of an experiment covers its truth with probability ≥ 95 %
+POWER = 0.8  # seeds needed: the seed count that decides with this probability
 MAX_SEEDS_ESTIMATE = 10_000
+SEEDS_IDENTICAL = "seeds identical"  # no verdict: every seed of a configuration gave one value
+
+
+def normal_cdf(x: float) -> float:
+    return 0.5 * (1.0 + math.erf(x / math.sqrt(2.0)))
+
+
+@dataclass(frozen=True)
+class Level:
+    """The simultaneous level of an experiment's intervals: α per side shared by its m
+    comparisons and the K looks its seed plan allows (Bonferroni); `first` is the plan's first
+    round, so a seed count past the plan is K larger (`at`)."""
+
+    comparisons: int = 1
+    looks: int = 1
+    first: int = 2
+    alpha: float = ALPHA
+
+    @property
+    def per_side(self) -> float:
+        return self.alpha / (max(self.comparisons, 1) * self.looks)
+
+    @property
+    def each(self) -> float:
+        """Each interval's own two-sided coverage."""
+        return 1 - 2 * self.per_side
+
+    def at(self, n: int) -> "Level":
+        """The level a look at n seeds has: a seed plan extended to n seeds has more looks."""
+        return self if self.looks == 1 else replace(self, looks=max(self.looks, n - self.first + 1))
+
+    def half_width(self, sd: float, n: int) -> float:
+        return t_quantile(1 - self.per_side, n - 1) * sd / math.sqrt(n) if n >= 2 else math.nan
+
+    def describe(self) -> str:
+        """'95% per comparison, simultaneous over its 10 looks (each 99.5%)': one phrase for every
+        output that shows an interval."""
+        whole = f"{100 * (1 - 2 * self.alpha):.3g}%"
+        looks = f"{self.looks} looks"
+        if self.comparisons > 1:
+            over = f"{self.comparisons} comparisons" + (f" × {looks}" if self.looks > 1 else "")
+            return f"{whole} simultaneous over {over} (each {_percent(self.each)})"
+        if self.looks > 1:
+            return f"{whole} per comparison, simultaneous over its {looks} (each {_percent(self.each)})"
+        return f"{whole} per comparison"
+
+
+def _percent(coverage: float) -> str:
+    """99.964% rather than 100%: enough digits to show how far from 100% it is."""
+    digits = max(2, int(-math.floor(math.log10(1 - coverage))) + 1) if coverage < 1 else 2
+    return f"{100 * coverage:.{digits}g}%"
+
+
+def read_interval(lo: float, hi: float, min_effect: float) -> str:
+    """The verdict an interval gives against ±δ: exactly what the report prints beside it."""
+    if hi < -min_effect:
+        return "better"
+    if lo > min_effect:
+        return "worse"
+    if -min_effect < lo and hi < min_effect:
+        return "negligible"
+    return "inconclusive"
 
 
 @dataclass(frozen=True)
 class Verdict:
     label: str  # better | worse | negligible | inconclusive | noise unknown
-    p: float  # one-sided p of the test the label rests on (or would rest on); nan: none
-    p_adjusted: float  # after Holm over the family; compared with `level`
-    level: float  # α / looks
-    lo: float = math.nan  # the two-sided (1 − 2·level) interval the verdict reads against ±δ
+    lo: float = math.nan  # the simultaneous interval the label is read off
     hi: float = math.nan
-    seeds_needed: int | None = None  # inconclusive: seeds that would decide, same mean and sd
+    p: float = math.nan  # one-sided p of the test the label rests on (or would), × m·K, at most 1
+    seeds_needed: int | None = None  # inconclusive: seeds that decide with probability POWER
 
 
-def verdict_statistics(mean, sd, n, min_effect: float) -> np.ndarray:
-    """t statistics of the three one-sided tests (better, worse, negligible), each oriented so
-    that a large value rejects its null; TOST's is the smaller of its two. Vectorised over
-    arrays of comparisons. Zero spread: ±inf where the mean is off the boundary, 0 on it."""
-    mean, sd, n = (np.asarray(a, dtype=float) for a in np.broadcast_arrays(mean, sd, n))
-    se = sd / np.sqrt(n)
-
-    def t(x):
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.nan_to_num(x / se, nan=0.0, posinf=np.inf, neginf=-np.inf)
-
-    lower, upper = t(mean + min_effect), t(mean - min_effect)  # against −δ and +δ
-    return np.stack([-lower, upper, np.minimum(lower, -upper)], axis=-1)
+def decision_power(mean: float, sd: float, n: int, min_effect: float, per_side: float) -> float:
+    """The probability that n paired seeds decide a comparison whose true effect and sd are
+    `mean` and `sd` (normal approximation of the t tests' power at the critical t of the level)."""
+    if n < 2 or not sd > 0:
+        return 0.0
+    se, crit = sd / math.sqrt(n), t_quantile(1 - per_side, n - 1)
+    if abs(mean) > min_effect:
+        return normal_cdf((abs(mean) - min_effect) / se - crit)
+    return max(0.0, normal_cdf((min_effect - mean) / se - crit) + normal_cdf((min_effect + mean) / se - crit) - 1)
 
 
-def critical_t(df, level: float) -> np.ndarray:
-    """t_{1−level, df}, elementwise (a handful of distinct df: the quantile is cached)."""
-    return np.vectorize(lambda d: t_quantile(1 - level, float(d)), otypes=[float])(df)
+def seeds_needed(mean: float, sd: float, min_effect: float, level: Level, n_now: int) -> int | None:
+    """Paired seeds that decide with probability POWER if the truth were the observed mean and sd,
+    each seed count read at its own level (a longer plan has more looks); None when no count
+    up to MAX_SEEDS_ESTIMATE does (the mean sits on ±δ)."""
+    if abs(abs(mean) - min_effect) == 0 or not math.isfinite(sd):
+        return None
+    for n in range(max(n_now + 1, 2), MAX_SEEDS_ESTIMATE):
+        if decision_power(mean, sd, n, min_effect, level.at(n).per_side) >= POWER:
+            return n
+    return None
 
 
 def one_sided_p(t: float, df: float) -> float:
@@ -173,45 +209,32 @@ def one_sided_p(t: float, df: float) -> float:
     return half if t >= 0 else 1.0 - half
 
 
-def seeds_needed(mean: float, sd: float, min_effect: float, level: float, n_now: int) -> int | None:
-    """Paired seeds at which this comparison would be decided at `level` if its mean and sd
-    stayed as observed; None when the mean sits on ±δ (no number of seeds decides it)."""
-    gap = abs(abs(mean) - min_effect)
-    if gap == 0 or not math.isfinite(sd):
-        return None
-    for n in range(max(n_now + 1, 2), MAX_SEEDS_ESTIMATE):
-        if t_quantile(1 - level, n - 1) * sd / math.sqrt(n) < gap:
-            return n
-    return None
+def _leaning_p(mean: float, sd: float, n: int, min_effect: float) -> float:
+    """The one-sided p of the test the data lean to: better, worse, or TOST's larger p."""
+    se = sd / math.sqrt(n)
+
+    def p(x: float) -> float:  # P(T ≥ x / se); a zero spread decides unless exactly on the boundary
+        t = x / se if se > 0 else (math.copysign(math.inf, x) if x else 0.0)
+        return one_sided_p(t, n - 1)
+    if mean < -min_effect:
+        return p(-(mean + min_effect))
+    if mean > min_effect:
+        return p(mean - min_effect)
+    return max(p(mean + min_effect), p(min_effect - mean))
 
 
-def decide(effects: list[tuple[float, float, int]], min_effect: float, alpha: float = ALPHA,
-           looks: int = 1) -> list[Verdict]:
-    """One verdict per (mean, sd, n) of paired differences, Holm-adjusted over the family.
-
-    At most one of the three alternatives can be true, so each comparison is tested for the
-    one its data lean to (the largest statistic); with a family of one this is exactly
-    `statistic > critical_t(n − 1, α/looks)`."""
-    level = alpha / looks
-    testable = [i for i, (_, sd, n) in enumerate(effects) if n >= 2 and math.isfinite(sd)]
-    found: dict[int, tuple[str, float]] = {}
-    if testable:
-        mean, sd, n = np.array([effects[i] for i in testable], dtype=float).T
-        stats = verdict_statistics(mean, sd, n, min_effect)
-        for i, row, df in zip(testable, stats, n - 1):
-            k = int(np.argmax(row))
-            found[i] = DECIDING[k], one_sided_p(float(row[k]), float(df))
-    adjusted = holm([found[i][1] if i in found else math.nan for i in range(len(effects))])
+def decide(effects: list[tuple[float, float, int]], min_effect: float, level: Level) -> list[Verdict]:
+    """One verdict per (mean, sd, n) of paired differences: the label its interval at `level`
+    gives against ±δ; fewer than two seeds (or no sd): noise unknown."""
     out = []
-    for i, (mean, sd, n) in enumerate(effects):
-        if i not in found:
-            out.append(Verdict("noise unknown", math.nan, math.nan, level))
+    for mean, sd, n in effects:
+        if not n or n < 2 or not math.isfinite(sd):
+            out.append(Verdict("noise unknown"))
             continue
-        half = t_quantile(1 - level, n - 1) * sd / math.sqrt(n)
-        label, p = found[i]
-        if adjusted[i] < level:
-            out.append(Verdict(label, p, adjusted[i], level, mean - half, mean + half))
-        else:
-            out.append(Verdict("inconclusive", p, adjusted[i], level, mean - half, mean + half,
-                               seeds_needed(mean, sd, min_effect, level, n)))
+        half = level.half_width(sd, n)
+        lo, hi = mean - half, mean + half
+        label = read_interval(lo, hi, min_effect)
+        p = min(1.0, _leaning_p(mean, sd, n, min_effect) * level.comparisons * level.looks)
+        needed = seeds_needed(mean, sd, min_effect, level, n) if label == "inconclusive" else None
+        out.append(Verdict(label, lo, hi, p, needed))
     return out

@@ -21,7 +21,7 @@ from .report import Report
 
 SIZE_FIELDS = ("d_model", "n_layer", "n_head")  # what a larger proxy changes, and nothing else
 OWN_TRAINER = "own trainer"
-VERDICT_ORDER = ("better", "worse", "negligible", "inconclusive", "noise unknown", "unpaired")
+VERDICT_ORDER = ("better", "worse", "negligible", "inconclusive", "seeds identical", "noise unknown")
 
 
 @dataclass(frozen=True)
@@ -81,7 +81,8 @@ def verdict_line(report: Report, base: Base) -> str:
             names.append(f"{r.effect} ({_fmt(r.estimate, signed=True)}, n={r.n}{needed})")
         label = {"inconclusive": f"inconclusive after {max(rows['n'])} seeds (the budget)",
                  "noise unknown": "no verdict, one seed each (no spread to test against)",
-                 "unpaired": "no verdict, a seed without its same-seed control"}.get(verdict, verdict)
+                 "seeds identical": "no verdict, every seed gave the same value (the seed does not reach "
+                                    "the trainer)"}.get(verdict, verdict)
         parts.append(f"{label}: " + ", ".join(names))
     untrained = report.ranking[report.ranking["rank"].isna()] if "rank" in report.ranking else report.ranking[:0]
     if len(untrained):
@@ -149,3 +150,88 @@ def scale_table(small: Report, large: Report, found: dict[str, Base], top: int =
 def _cell(row: object) -> str:
     interval = "" if math.isnan(row.ci_lo) else f" [{_fmt(row.ci_lo, signed=True)}…{_fmt(row.ci_hi, signed=True)}]"
     return f"{_fmt(row.estimate, signed=True)}{interval}, {row.verdict} (n={row.n})"
+
+
+# ------------------------------------------------------------------------- the interval levels
+
+
+def family_table(reports: list[Report], whole: dict[str, Report]) -> str:
+    """Each experiment's interval level and what it decides, beside what intervals simultaneous
+    over the whole experiment (`family: experiment`, the reports in `whole`) would decide and
+    the seeds the comparisons they leave undecided would take."""
+    lines = ["| experiment | intervals | decided | with `family: experiment` | its undecided would take |",
+             "|---|---|---|---|---|"]
+    for report in (r for r in reports if len(r.seeds) > 1):
+        strict = whole[report.experiment].effects.set_index("effect")
+        decided = report.effects[report.effects["verdict"].isin(DECIDING)]
+        lost = [r for r in decided.itertuples() if strict.loc[r.effect, "verdict"] not in DECIDING]
+        cost = ", ".join(f"{r.effect} {_needed(strict.loc[r.effect, 'seeds_needed'])}" for r in lost) or "—"
+        lines.append(f"| {report.experiment} | {report.level.describe()} | {len(decided)} of {len(report.effects)} | "
+                     f"{len(decided) - len(lost)} ({whole[report.experiment].level.describe()}) | {cost} |")
+    return "\n".join(lines)
+
+
+DECIDING = ("better", "worse", "negligible")
+
+
+def _needed(value: object) -> str:
+    return "no count decides" if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else f"~{value:.0f} seeds"
+
+
+def changes_since(before: dict, reports: list[Report]) -> str:
+    """What the report says now against a snapshot of what an earlier procedure said (the file
+    `results-md --since` reads): each verdict that changed and why, configurations that crossed
+    the baseline in the ranking, and changed seed estimates."""
+    lines = [f"Against `{before.get('commit', '?')}` ({before.get('procedure', 'an earlier procedure')}):", ""]
+    for report in reports:
+        old = (before.get("experiments") or {}).get(report.experiment)
+        if not isinstance(old, dict):
+            continue
+        changed, said = [], []
+        for r in report.effects.itertuples():
+            was = (old.get("effects") or {}).get(r.effect) or {}
+            if was.get("verdict") not in (None, r.verdict):
+                changed.append(f"{r.effect}: {was['verdict']} → {r.verdict}, {_why(r, report)}")
+            elif r.verdict == "inconclusive" and was.get("seeds_needed") != _int(r.seeds_needed):
+                said.append(f"{r.effect}: still inconclusive; seeds it would take {_needed(was.get('seeds_needed'))} → "
+                            f"{_needed(r.seeds_needed)} (now: {POWER_TEXT})")
+        said += _crossed(old.get("ranking") or [], report)
+        lines.append(f"- **{report.experiment}**: " + "; ".join(changed or ["no verdict changed"]) +
+                     "".join(f"; {x}" for x in said) + ".")
+    return "\n".join(lines)
+
+
+POWER_TEXT = "80 % probability to decide at the procedure's own level"
+
+
+def _int(value: object) -> int | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else int(value)
+
+
+def _why(row: object, report: Report) -> str:
+    if row.verdict in ("seeds identical", "noise unknown", "no data", "not like-for-like"):
+        return row.verdict
+    d = report.min_effect
+    where = ("wholly below −δ" if row.ci_hi < -d else "wholly above +δ" if row.ci_lo > d else
+             "wholly inside ±δ" if -d < row.ci_lo and row.ci_hi < d else "across ±δ")
+    return f"its interval [{_fmt(row.ci_lo, signed=True)}…{_fmt(row.ci_hi, signed=True)}] lies {where} (δ = {d:g})"
+
+
+def _crossed(old_order: list[str], report: Report) -> list[str]:
+    """Configurations on the other side of the baseline than before, with their paired Δbase."""
+    ranked = report.ranking[report.ranking["rank"].notna()].set_index("name")
+    base = next((n for n in ranked.index if ranked.loc[n, "is_baseline"]), None)
+    if base is None or base not in old_order:
+        return []
+    out = []
+    for name in ranked.index:
+        if name == base or name not in old_order:
+            continue
+        above_now = ranked.index.get_loc(name) < ranked.index.get_loc(base)
+        if above_now != (old_order.index(name) < old_order.index(base)):
+            row = ranked.loc[name]
+            out.append(f"{name} now ranks {'above' if above_now else 'below'} the baseline (Δbase "
+                       f"{_fmt(row['d_base'], signed=True)}, paired over {row['paired']:.0f} seeds; it was ranked by "
+                       f"its own mean over {row['n']:.0f} seeds)")
+    return out

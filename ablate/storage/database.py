@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import sqlite3
 import tempfile
 import time
@@ -30,7 +31,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, Operationa
 from sqlalchemy.orm import Session, sessionmaker
 
 from .migrations import FIRST_VERSION, MigrationError, added_after, latest_version, stored_version, upgrade
-from .schema import Base, Meta
+from .schema import Base, Meta, bounded
 
 _SQLITE_PRAGMAS = (
     "PRAGMA busy_timeout=30000",  # first, so switching to WAL waits for other connections
@@ -40,6 +41,8 @@ _SQLITE_PRAGMAS = (
 )
 _READ_ONLY_PRAGMAS = ("PRAGMA busy_timeout=30000",)  # a reader changes nothing, not even the journal mode
 _WRITE_TRIES = 5
+NAME_MAX, PATH_MAX = 255, 4096  # bytes of a file name and a path on Linux and macOS
+COPY_PREFIX = "ablate-copy-"  # temporary copies of a database: ablate-copy-<pid>-<random>
 
 
 class StoreError(RuntimeError):
@@ -49,16 +52,34 @@ class StoreError(RuntimeError):
 def default_url(fallback: str | None = None) -> str:
     """$ABLATE_DB (a URL or a path, as --db), else `fallback` (a matrix's `db:`), else results.db
     in the current directory."""
-    chosen = os.environ.get("ABLATE_DB") or fallback
-    return resolve_url(chosen) if chosen else "sqlite:///results.db"
+    if os.environ.get("ABLATE_DB"):
+        try:
+            return resolve_url(os.environ["ABLATE_DB"])
+        except StoreError as e:
+            raise StoreError(f"$ABLATE_DB: {e}") from None
+    return resolve_url(fallback) if fallback else "sqlite:///results.db"
 
 
 def resolve_url(db: str | Path | None) -> str:
-    """A URL as given, a bare path as a SQLite URL, None as $ABLATE_DB or ./results.db."""
+    """A URL as given, a bare path as a SQLite URL, None as $ABLATE_DB or ./results.db. Blank
+    text and an in-memory database are refused: the jobs are other processes, each would see
+    an empty database of its own, and nothing would be kept."""
     if db is None or str(db) == "":
         return default_url()
     text = str(db)
-    return text if "://" in text else f"sqlite:///{Path(text).expanduser().absolute()}"
+    if not text.strip():
+        raise StoreError(f"{text!r} names no results database; expected a .db path or a URL")
+    url = text if "://" in text else f"sqlite:///{Path(text).expanduser().absolute()}"
+    try:
+        parsed = make_url(url)
+    except ArgumentError as e:
+        raise StoreError(f"{bounded(text, 200)!r} is not a database URL: {e}") from None
+    if parsed.get_backend_name() == "sqlite" and (parsed.database in (None, "", ":memory:")
+                                                   or "mode=memory" in url):
+        raise StoreError(f"{text!r} is an in-memory database: the runs' jobs could not share it and "
+                         f"nothing would be kept; expected a .db path or a server URL")
+    _sqlite_path(url)  # a path the filesystem can hold
+    return url
 
 
 def _is_locked(exc: OperationalError) -> bool:
@@ -72,7 +93,11 @@ def _sqlite_path(url: str) -> Path | None:
     db = parsed.database
     if parsed.get_backend_name() != "sqlite" or not db or db == ":memory:" or db.startswith("file:"):
         return None
-    return Path(db).absolute()
+    path = Path(db).absolute()
+    if any(len(os.fsencode(part)) > NAME_MAX for part in path.parts) or len(os.fsencode(str(path))) > PATH_MAX:
+        raise StoreError(f"{bounded(str(path), 200)}: a name longer than a file system allows "
+                         f"({NAME_MAX} bytes a name, {PATH_MAX} a path)")
+    return path
 
 
 def is_missing(db: str | Path | None) -> bool:
@@ -127,19 +152,60 @@ def _setup_sqlite(engine: Engine, read_only: bool = False) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
 
 
+def temporary_copy(path: Path) -> tuple[tempfile.TemporaryDirectory, Path]:
+    """A consistent copy of a SQLite file (WAL included, through the backup API), never the
+    file itself, in a temporary directory the caller cleans up (it is gone already if copying
+    fails). Copies a killed process left behind are removed first: they can be as large as
+    the database."""
+    _remove_abandoned_copies()
+    folder = tempfile.TemporaryDirectory(prefix=f"{COPY_PREFIX}{os.getpid()}-")
+    copy = Path(folder.name) / path.name
+    try:
+        with closing(sqlite3.connect(_read_only_uri(path), uri=True)) as src, \
+                closing(sqlite3.connect(copy)) as dst:
+            src.backup(dst)
+    except sqlite3.DatabaseError as e:
+        folder.cleanup()
+        raise StoreError(f"cannot read {path} as a results database: {e}") from None
+    except BaseException:
+        folder.cleanup()
+        raise
+    return folder, copy
+
+
+def _remove_abandoned_copies() -> None:
+    """Temporary copies whose process is gone (SIGKILLed mid-merge or mid-read)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{COPY_PREFIX}*"):
+        pid = folder.name[len(COPY_PREFIX):].partition("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 # ------------------------------------------------------------------------------ database
 
 
 class Database:
     """A connection to the results database. Cheap to keep; call close() to release files."""
 
-    def __init__(self, url: str | None = None, *, create: bool = True, read_only: bool = False):
+    def __init__(self, url: str | None = None, *, create: bool = True, read_only: bool = False,
+                 shown_as: str | None = None):
         """Open (and with create=True initialise) the database; migrate an older schema, refuse a
         newer one. create=False is for commands that only read: a missing SQLite file is an
-        error; read_only also opens a SQLite file read-only, so reading changes nothing in it."""
+        error; read_only also opens a SQLite file read-only, so reading changes nothing in it.
+        `shown_as` names it in messages (a temporary copy by the file it copies)."""
         self.url = url or default_url()
         self.file = _sqlite_path(self.url)
-        self.where = str(self.file) if self.file else make_url(self.url).render_as_string(hide_password=True)
+        self.where = shown_as or (str(self.file) if self.file else make_url(self.url).render_as_string(hide_password=True))
         self.version = latest_version()  # once open: older databases are migrated to it
         self.upgraded: tuple[int, int] | None = None  # (from, to) when opening migrated the schema
         self.backup: Path | None = None  # the copy of the file kept before migrating it
@@ -244,11 +310,7 @@ class Database:
         """An older file opened to read: read a migrated temporary copy of it (WAL included), so
         that reading writes nothing and the file stays readable by the ablate that wrote it
         (`ablate db upgrade`, or any command that writes, migrates the file itself)."""
-        self._copy_dir = tempfile.TemporaryDirectory(prefix="ablate-read-")
-        copy = Path(self._copy_dir.name) / self.file.name
-        with closing(sqlite3.connect(_read_only_uri(self.file), uri=True)) as src, \
-                closing(sqlite3.connect(copy)) as dst:
-            src.backup(dst)
+        self._copy_dir, copy = temporary_copy(self.file)
         Database(f"sqlite:///{copy}", create=False).close()
         self._engine.dispose()
         self._read_path = copy
@@ -295,7 +357,7 @@ class Database:
         try:
             with self._reader() as session, session.begin():
                 return fn(session)
-        except OperationalError as exc:  # locked past the busy timeout, the file gone, the disk gone
+        except DBAPIError as exc:  # locked past the busy timeout, the file gone or damaged, the disk gone
             raise StoreError(f"{self.where}: {exc.orig}") from exc
 
     def _write(self, fn: Callable[[Session], Any], *, retry_conflicts: bool = False) -> Any:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -54,6 +55,11 @@ MIGRATIONS: list[Migration] = [  # MIGRATIONS[i] takes schema FIRST_VERSION + i 
     add_columns("runs", ("requeued_at", "current_step"),
                 "runs.requeued_at, so runners started with --rerun together train each run once, "
                 "and runs.current_step, progress between evaluations"),
+    add_columns("experiments", ("plan", "looks_taken"),
+                "experiments.plan, the verdicts' δ and seed plan as first run (an edited matrix cannot "
+                "change them), and experiments.looks_taken, the looks seeds-until-decided read"),
+    add_columns("runs", ("fingerprint",),
+                "runs.fingerprint, so a merge can recompute a run's identity from its config"),
 ]
 
 
@@ -120,10 +126,10 @@ def _copy_sqlite(source: Path, target: Path) -> None:
     migration; written beside the target and renamed, so a copy is never half there."""
     partial = target.with_name(target.name + ".partial")
     partial.unlink(missing_ok=True)
-    src, dst = sqlite3.connect(source), sqlite3.connect(partial)
     try:
-        src.backup(dst)
-    finally:
-        dst.close()
-        src.close()
+        with closing(sqlite3.connect(source)) as src, closing(sqlite3.connect(partial)) as dst:
+            src.backup(dst)
+    except BaseException:  # a failed copy leaves nothing behind
+        partial.unlink(missing_ok=True)
+        raise
     os.replace(partial, target)

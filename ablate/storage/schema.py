@@ -8,6 +8,7 @@ together with the migration that adds it to existing databases.
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime, timezone
 from typing import Any
 
@@ -36,6 +37,36 @@ RESULT_COLUMNS = (  # a completed attempt's results with their own column; the o
     "final_val_loss", "best_val_loss", "best_step", "param_count", "wall_time_s",
     "tokens_per_s", "steps", "max_steps", "truncated", "device",
 )
+
+
+# Caps on free text, in characters: a longer value is cut to the cap, its end a marker saying how
+# much was cut (a run's whole error and traceback stay in its log file). Every reading command
+# then stays fast whatever a trainer raised or another database held.
+MAX_ERROR_CHARS = 2_000  # runs.error: one line
+MAX_TRACEBACK_CHARS = 4_000  # runs.traceback: its last characters, where the error is
+MAX_NAME_CHARS = 200  # run names (a matrix's own names are shorter: matrix.NAME_PATTERN)
+MAX_DESCRIPTION_CHARS = 20_000  # experiments.description
+MAX_MATRIX_CHARS = 1_000_000  # experiments.yaml_text: as a matrix file may be (execution.safe_yaml)
+
+
+def bounded(text: str | None, cap: int) -> str | None:
+    """`text` cut to at most `cap` characters, a marker at its end when it was cut."""
+    if text is None or len(text) <= cap:
+        return text
+    marker = f" [cut: {len(text):,} characters in all]"
+    return text[:cap - len(marker)] + marker
+
+
+BIDI_CONTROLS = "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"  # reorder text as it is shown
+
+
+def plain_name(name: str) -> str:
+    """A name as it is kept: one line of text without bidirectional controls (which make one
+    name look like another), NFC-normalised (so look-alikes are one name); else ValueError."""
+    bad = sorted({f"U+{ord(c):04X}" for c in name if c in BIDI_CONTROLS or unicodedata.category(c) == "Cc"})
+    if bad:
+        raise ValueError(f"a name may not hold control or bidirectional characters ({', '.join(bad)})")
+    return unicodedata.normalize("NFC", name)
 
 
 def plain(value: Any) -> Any:
@@ -90,6 +121,11 @@ class Experiment(Base):
     design: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # What its verdicts rest on (δ, the seed plan, the looks), as it was when it first ran; an
+    # edited matrix changes yaml_text, never this.
+    plan: Mapped[dict | None] = mapped_column(JSON)
+    # The seed counts at which seeds-until-decided read the verdicts, in order.
+    looks_taken: Mapped[list | None] = mapped_column(JSON)
 
 
 class Run(Base):
@@ -128,6 +164,9 @@ class Run(Base):
     requeued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # The last optimizer step the running attempt reported: progress between evaluations.
     current_step: Mapped[int | None] = mapped_column(Integer)
+    # The content hash of its data (or your trainer's inputs) that entered `hash`: with it, a
+    # database that receives this run by a merge can recompute its identity from its config.
+    fingerprint: Mapped[str | None] = mapped_column(Text)
 
 
 class ExperimentRun(Base):

@@ -29,11 +29,10 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from .database import Database, StoreError, resolve_url
-from .schema import (EVAL_COLUMNS, RESULT_COLUMNS, STATUSES, STEP_COLUMNS, Eval, Experiment, ExperimentRun, Run,
-                     StepMetric, plain)
+from .schema import (EVAL_COLUMNS, MAX_DESCRIPTION_CHARS, MAX_ERROR_CHARS, MAX_TRACEBACK_CHARS, RESULT_COLUMNS,
+                     STATUSES, STEP_COLUMNS, Eval, Experiment, ExperimentRun, Run, StepMetric, bounded, plain)
 
 CLAIMABLE = ("queued", "interrupted")
-TRACEBACK_LIMIT = 4000
 
 
 @dataclass(frozen=True)
@@ -71,9 +70,11 @@ class Store(Database):
     # --------------------------------------------------------------- experiments
 
     def upsert_experiment(
-        self, name: str, description: str | None, yaml_text: str | None, reference: float | None, design: str | None
+        self, name: str, description: str | None, yaml_text: str | None, reference: float | None, design: str | None,
+        plan: dict | None = None,
     ) -> int:
-        """Create the experiment or refresh its description/yaml/reference/design. Returns its id."""
+        """Create the experiment or refresh its description/yaml/reference/design; its `plan` is
+        kept from the first time one is given. Returns its id."""
 
         def _upsert(session: Session) -> int:
             exp = session.scalars(select(Experiment).where(Experiment.name == name)).first()
@@ -81,19 +82,32 @@ class Store(Database):
             if exp is None:
                 exp = Experiment(name=name, created_at=now)
                 session.add(exp)
-            exp.description, exp.yaml_text, exp.design = description, yaml_text, design
+            exp.description, exp.yaml_text, exp.design = bounded(description, MAX_DESCRIPTION_CHARS), yaml_text, design
             exp.reference = None if reference is None else float(reference)
+            if exp.plan is None:
+                exp.plan = plan
             exp.updated_at = now
             session.flush()
             return exp.id
 
         return self._write(_upsert, retry_conflicts=True)
 
+    def record_look(self, experiment: str, seeds: int) -> None:
+        """Seeds-until-decided read the verdicts at `seeds` seeds: kept once, in order."""
+        def _record(session: Session) -> None:
+            exp = session.scalars(select(Experiment).where(Experiment.name == experiment).with_for_update()).first()
+            if exp is not None and seeds not in (exp.looks_taken or []):
+                exp.looks_taken = [*(exp.looks_taken or []), seeds]
+
+        self._write(_record, retry_conflicts=True)
+
     def add_runs(self, experiment_id: int, planned: list[dict], keep: Iterable[str] = ()) -> list[int]:
         """Link the planned runs to the experiment, inserting queued runs for unseen hashes.
 
-        Each dict has hash, name, config, toggles, seed, position. A run whose hash exists is
-        reused whatever its status (completed work is shared across matrices); its link to this
+        Each dict has hash, name, config, toggles, seed, position (and the fingerprint its hash
+        holds). A run whose hash exists is reused whatever its status (completed work is shared
+        across matrices), its config refreshed to the plan's: what lies outside the identity
+        (where its data or workdir is, its timeout) is what the matrix says now; its link to this
         experiment is created or updated, and links to runs no longer planned are removed, but
         for runs whose hash is in `keep` (a later round of seeds-until-decided). Idempotent.
         Returns the run ids in `planned` order.
@@ -113,6 +127,7 @@ class Store(Database):
                     )
                     session.add(run)
                     session.flush()
+                run.config, run.fingerprint = plain(item["config"]), run.fingerprint or item.get("fingerprint")
                 link = session.get(ExperimentRun, (experiment_id, run.id))
                 if link is None:
                     link = ExperimentRun(experiment_id=experiment_id, run_id=run.id)
@@ -297,8 +312,9 @@ class Store(Database):
             run = self._owned(session, run_id, attempt)
             if run is None:
                 return False
-            run.status, run.finished_at, run.error = status, _now(), " ".join(error.split())  # one line
-            run.traceback = traceback[-TRACEBACK_LIMIT:] if traceback else None
+            run.status, run.finished_at = status, _now()
+            run.error = bounded(" ".join(error.split()), MAX_ERROR_CHARS)  # one line
+            run.traceback = traceback[-MAX_TRACEBACK_CHARS:] if traceback else None
             return True
 
         return self._write(_fail)
