@@ -16,7 +16,7 @@ from .terminal import DbOption, console, err, fail, say, user_errors
 from .training import catalog
 from .training.config import ConfigError, ExecOptions, suggest
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Ablation matrices for small language models: which changes help?")
 app.add_typer(db_app, name="db")
 
@@ -37,8 +37,8 @@ def main(version: Annotated[bool, typer.Option("--version", callback=_print_vers
 
 @app.command()
 def train(
-    set_: Annotated[list[str], typer.Option("--set", help="FIELD=VALUE config override")] = [],
-    toggle: Annotated[list[str], typer.Option(help="catalog optimization to apply")] = [],
+    set_: Annotated[list[str], typer.Option("--set", metavar="FIELD=VALUE", help="config override (repeatable)")] = [],
+    toggle: Annotated[list[str], typer.Option(metavar="NAME", help="catalog optimization to apply (repeatable)")] = [],
     preset: Annotated[str, typer.Option(help="base preset: " + ", ".join(catalog.PRESETS))] = "mainrun",
     data: Annotated[Optional[str], typer.Option(help="local csv/parquet/jsonl with a 'title' column")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="stop after N optimizer steps (run marked truncated)")] = None,
@@ -101,7 +101,7 @@ DataOption = Annotated[Optional[str], typer.Option(help="local data file in plac
 @app.command()
 def plan(matrix_path: Annotated[str, typer.Argument(metavar="MATRIX.yaml")],
          data: DataOption = None, db: DbOption = None) -> None:
-    """Expand a matrix without running it: runs, identities, what is already done."""
+    """Expand a matrix without running it: its runs and what is done. It lists each run's identity."""
     from rich.table import Table
 
     from .execution import runner
@@ -156,9 +156,9 @@ def run(
     fail_fast: Annotated[int, typer.Option(help="start no more runs when the first N to end all failed with one error")] = 2,
     keep_going: Annotated[bool, typer.Option("--keep-going", help="start every run, however the first ones failed")] = False,
 ) -> None:
-    """Run a matrix: every configuration once (or seeds until decided), results committed as they
-    happen. Exit status: 0 every run completed, 1 some failed or were interrupted, 2 bad input,
-    130 Ctrl-C."""
+    """Run a matrix: each configuration once, or seeds until decided. Results are committed as
+    they happen. Exit status: 0 every run completed, 1 some failed or were interrupted, 2 bad
+    input, 130 Ctrl-C."""
     from .execution import runner, sequential
     from .execution.executors import ExecutorChoice, make_executor
     from .execution.progress import LiveProgress
@@ -211,6 +211,8 @@ def run(
                 store, matrix, rows, train_round, lambda seeds: undecided(store.url, matrix.name, seeds), on_round)
         out.print(f"{matrix.name}: trained {len(outcome.trained)} run(s) now; "
                   f"{runner.summary(store, run_ids)}. See `{runner.report_command(matrix_path, db)}`.")
+        if outcome.interrupted:
+            out.print(runner.continue_line(matrix_path, db, checkpoints or resume))
         failed = runner.any_failed(store, run_ids)
         if outcome.stopped_by:
             out.print(f"{matrix.name}: the first {fail_fast} runs failed alike, so no more were started: "
@@ -281,14 +283,14 @@ def _experiment(db: Optional[str], experiment: Optional[str], matrix_path: Optio
 def report_cmd(
     matrix: Annotated[Optional[Path], typer.Argument(help="matrix YAML; its name selects the experiment")] = None,
     experiment: Annotated[Optional[list[str]], typer.Option(
-        "--experiment", "-e", help="experiment name (default: the only one in the database; "
+        "--experiment", "-e", metavar="NAME", help="experiment name (default: the only one in the database; "
         "html: repeat it, default every experiment)")] = None,
     db: DbOption = None, metric: MetricOption = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | markdown | csv | json | html")] = "table",
     min_effect: MinEffectOption = None,
     out: Annotated[Optional[Path], typer.Option(help="write the report to this file (html: report.html)")] = None,
 ) -> None:
-    """Rank an experiment's configurations and give each comparison its verdict."""
+    """An experiment's verdicts and its ranked configurations."""
     from .results.render import FORMATS, render
     from .results.report import METRICS, build_report
 
@@ -328,7 +330,7 @@ def runs_cmd(
     toggle: Annotated[Optional[str], typer.Option(help="only runs with this toggle on")] = None,
     db: DbOption = None, fmt: FormatOption = "table",
 ) -> None:
-    """List runs with their status and results (csv/json: every column)."""
+    """List runs with their status and results. In csv or json, every column."""
     from .results.frames import load_runs, select_runs, with_own_finals
     from .results.render import FORMATS, render_frame, runs_display
     from .storage.schema import STATUSES
@@ -348,7 +350,7 @@ def show_cmd(
     seed: Annotated[Optional[int], typer.Option(help="the run of this seed, when the name has several")] = None,
     as_command: Annotated[bool, typer.Option("--as-command", help="print the `ablate train` line that reproduces the run (one per seed when the name has several)")] = False,
 ) -> None:
-    """One run: config vs its baseline, status or error, evaluations and a sparkline."""
+    """One run: config vs its baseline, evaluations and a sparkline. Its status or error too."""
     from .results.frames import find_run, find_runs, load_evals, load_runs
     from .results.render import FORMATS, as_command as command_for, render_run
     from .results.detail import run_detail
@@ -379,8 +381,8 @@ def plot_cmd(
                                         "baseline's (separates overlapping curves)")] = False,
     db: DbOption = None,
 ) -> None:
-    """Plot validation loss against step (by default the metric `ablate report` ranks by), or
-    (--effects) the effect of each toggle."""
+    """Plot validation loss by step, or (--effects) each effect. The loss is the metric `ablate
+    report` ranks by, unless --metric says otherwise."""
     from .results.plot import plot_curves, plot_effects
     from .results.report import METRICS, build_report
 
@@ -401,7 +403,7 @@ def export_cmd(
     what: Annotated[str, typer.Option(help="runs | evals")] = "runs",
     db: DbOption = None,
 ) -> None:
-    """Write runs (one row per run, config as cfg.* columns) or evaluations to a file."""
+    """Write runs or evaluations to a file. Runs: one row per run, config as cfg.* columns."""
     from .results.frames import export, load_evals, load_runs
 
     _check(what, ("runs", "evals"), "--what")
@@ -418,7 +420,7 @@ def results_md(
     check: Annotated[bool, typer.Option("--check", help="exit 1 if the document differs from the database")] = False,
     since: Annotated[Optional[Path], typer.Option(help="an earlier procedure's verdicts (JSON): say what changed")] = None,
 ) -> None:
-    """Regenerate RESULTS.md's tables from the results database (prose outside the markers stays)."""
+    """Regenerate RESULTS.md's tables from the results database. Prose outside the markers stays."""
     from .results import document
     from .results.frames import output_path
 

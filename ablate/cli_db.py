@@ -13,8 +13,8 @@ db_app = typer.Typer(no_args_is_help=True, help="The results database itself.")
 
 @db_app.command("upgrade")
 def db_upgrade(db: DbOption = None) -> None:
-    """Migrate a database written by an older ablate to this one's schema (every command does
-    it on open; this one only upgrades). A SQLite file is first copied to FILE.bak-vN."""
+    """Migrate an older ablate's database to this one's schema. Every command does it on open;
+    this one only upgrades. A SQLite file is first copied to FILE.bak-vN."""
     from .storage.store import open_store
 
     with user_errors(), open_store(db) as store:
@@ -34,8 +34,8 @@ def db_merge(
     rename_from: Annotated[list[str], typer.Option(metavar="NAME:NEW", help="merge their NAME as NEW")] = [],
     skip_invalid: Annotated[bool, typer.Option(help="leave refused items out, merge the rest")] = False,
 ) -> None:
-    """Copy another results database's experiments, runs and evaluations into this one,
-    matching runs by identity, in one transaction. A run completed in both is kept once;
+    """Merge another results database into this one. Its experiments, runs and evaluations are
+    copied, matching runs by identity, in one transaction. A run completed in both is kept once;
     differing results for one identity are listed and this database's are kept (exit 1). A run
     whose config does not give its identity, a malformed row or a same-named experiment of
     another matrix is refused, one line each, and the whole merge with it (exit 2)."""

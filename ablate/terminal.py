@@ -50,4 +50,4 @@ def user_errors():
 
 
 DbOption = Annotated[Optional[str], typer.Option(
-    "--db", help="results database: SQLAlchemy URL or .db path (default: $ABLATE_DB or sqlite:///results.db)")]
+    "--db", help="results database: SQLAlchemy URL or .db path (default: $ABLATE_DB, else the matrix's db:, else ./results.db)")]

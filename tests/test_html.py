@@ -4,6 +4,7 @@ from the network; and the effects plot draws exactly the report's effects."""
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import re
@@ -17,7 +18,8 @@ from typer.testing import CliRunner
 
 from ablate.cli import app
 from ablate.results.frames import list_experiments
-from ablate.results.plot import effect_rows, plot_effects
+from ablate.results.plot import effect_rows, interval_caption, plot_curves, plot_effects
+from ablate.results.render import render
 from ablate.results.report import build_report
 
 from .conftest import REPO
@@ -116,7 +118,9 @@ def test_the_page_in_chromium_holds_every_run_and_effect_and_loads_every_image(p
         report = build_report(FIXTURE, name)
         ranked = report.ranking[report.ranking["rank"].notna()]
         assert [r[1] for r in tables.rows.get((name, "ranking"), [])] == list(ranked["name"]), name
-        assert [r[0] for r in tables.rows.get((name, "effects"), [])] == list(report.effects["effect"])
+        with_data = report.effects["estimate"].notna()  # those without come last, folded
+        assert [r[0] for r in tables.rows.get((name, "effects"), [])] == [
+            *report.effects["effect"][with_data], *report.effects["effect"][~with_data]]
         unranked = report.ranking[report.ranking["rank"].isna()]
         assert len(tables.rows.get((name, "pending"), [])) == len(unranked)
 
@@ -138,6 +142,74 @@ var th = document.querySelector("table.ranking th:nth-child(2)"); th.click(); th
         if kind == "ranking":
             names = [r[1] for r in rows]
             assert names == sorted(names, reverse=True), (section, names)
+
+
+SORT_PROBE = """<script>
+window.__errors = [];
+window.addEventListener("error", function (e) { window.__errors.push(String(e.message)); });
+window.addEventListener("load", function () {
+  var firsts = Array.prototype.map.call(document.querySelectorAll("table.sortable"), function (table) {
+    table.querySelector("thead th").click();
+    return Array.prototype.map.call(table.tBodies[0].rows, function (r) { return r.cells[0].textContent.trim(); });
+  });
+  var verdicts = {};
+  document.querySelectorAll("nav.toc > ul > li").forEach(function (li) {
+    var name = li.querySelector("a").textContent, found = verdicts[name] = {};
+    li.querySelectorAll("li[data-verdict]").forEach(function (group) {
+      group.querySelectorAll(".effect").forEach(function (e) { found[e.textContent] = group.dataset.verdict; });
+    });
+  });
+  document.body.setAttribute("data-check", JSON.stringify({errors: window.__errors, firsts: firsts,
+    width: document.documentElement.scrollWidth, top: document.querySelector("nav.toc").offsetTop,
+    verdicts: verdicts}));
+});
+</script>"""
+
+
+def test_the_committed_results_page_fits_1280px_sorts_every_table_and_opens_with_the_verdicts(tmp_path):
+    """At a laptop's 1,280×800 window nothing is wider than the page; a header click sorts each
+    table by its own column (the first column, ascending: numbers, then text); the contents at
+    the top give every experiment's verdicts exactly as `report --format json` does; hovering an
+    effect's point shows its numbers."""
+    db, page = tmp_path / "results.db", tmp_path / "report.html"
+    shutil.copy(COMMITTED, db)
+    result = CliRunner().invoke(app, ["report", "--db", str(db), "--format", "html", "--out", str(page)])
+    assert result.exit_code == 0, result.output
+    text = page.read_text()
+    page.write_text(text.replace("<head>", "<head>" + SORT_PROBE, 1))
+    dumped = chromium("--window-size=1280,800", "--dump-dom", "--virtual-time-budget=5000", page.as_uri())
+    check = json.loads(re.search(r'data-check="([^"]*)"', dumped.stdout).group(1).replace("&quot;", '"'))
+    assert check["errors"] == [] and "Uncaught" not in dumped.stderr
+    assert check["width"] <= 1280 and check["top"] < 800
+    key = lambda text: (0, float(text), "") if re.fullmatch(r"[+-]?[\d.]+", text) else (1, 0, text)  # noqa: E731
+    assert len(check["firsts"]) > 20 and all(col == sorted(col, key=key) for col in check["firsts"])
+    hovers = re.findall(r'<g id="effect\d+"><title>([^<]*)</title>', text)  # the effects plots' points
+    for name in list_experiments(db)["experiment"]:
+        report = build_report(db, name)
+        effects = json.loads(render(report, "json"))["effects"]  # what `report --format json` prints
+        assert check["verdicts"][name] == {e["effect"]: e["verdict"] for e in effects}, name
+        for e in effects:
+            assert e["estimate"] is None or any(h.startswith(f"{e['effect']}: ") for h in hovers), e["effect"]
+        if any(e["estimate"] is not None for e in effects):  # the caption states the level drawn
+            assert f"Effects of {name}: estimate and interval ({html.escape(interval_caption(report))})" in text
+
+
+def test_a_configuration_keeps_its_colour_across_an_experiments_plots(tmp_path, monkeypatch):
+    """The absolute and the delta curves draw each configuration in one colour."""
+    import matplotlib.axes
+
+    drawn: list[tuple[str, object]] = []
+    plot = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(matplotlib.axes.Axes, "plot", lambda self, *a, **k: drawn.append(
+        (str(k.get("label", "")).split(" (")[0], k.get("color"))) or plot(self, *a, **k))
+    plot_curves(COMMITTED, "report-cpu", None, tmp_path / "a.png")
+    absolute = dict(drawn)
+    drawn.clear()
+    plot_curves(COMMITTED, "report-cpu", None, tmp_path / "d.png", delta=True)
+    delta = dict(drawn)
+    shared = (absolute.keys() & delta.keys()) - {""}
+    assert len(shared) == 5 and all(absolute[n] == delta[n] for n in shared)
+    assert len(set(map(str, absolute.values()))) == len(absolute)  # and no two alike
 
 
 def test_the_effects_plot_draws_the_reports_effects(tmp_path):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import gzip
 import io
+import json
 import os
 import shlex
 import shutil
@@ -115,7 +116,15 @@ def test_show_picks_a_seed(shipped):
     assert "seed 1338" in result.output.splitlines()[0]
 
 
-def test_as_command_prints_every_field_and_a_relative_path_for_each_seed(shipped):
+def test_show_diffs_only_the_fields_that_differ(shipped):
+    """A field both runs leave unset (split_seed, tf32 in runs that predate them) is no row."""
+    shown = json.loads(ablate("show", "all-minus-ema", "-e", "report-cpu-stack", "--seed", "1337", "-f", "json").stdout)
+    diff = shown["config_diff"]
+    assert diff and all(row["value"] != row["baseline"] for row in diff)
+    assert {"split_seed", "tf32"}.isdisjoint(row["field"] for row in diff)
+
+
+def test_as_command_prints_the_fields_that_differ_and_an_absolute_path_for_each_seed(shipped):
     result = ablate("show", "onecycle_fix", "-e", "report-cpu", "--as-command")
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
@@ -125,14 +134,14 @@ def test_as_command_prints_every_field_and_a_relative_path_for_each_seed(shipped
     for line, (_, row) in zip(lines, stored.iterrows()):
         words = shlex.split(line)
         data = words[words.index("--data") + 1]
-        assert not Path(data).is_absolute()
+        assert Path(data).is_absolute()
         sets = [words[i + 1] for i, w in enumerate(words) if w == "--set"]
-        assert {s.split("=")[0] for s in sets} == set(TrainConfig.__dataclass_fields__) - {"data"}
         config = build_config("mainrun", [], sets, data)
         expected = TrainConfig(**{k[4:]: v for k, v in row.items()  # fields a run predates: defaults
                                   if k.startswith("cfg.") and not (isinstance(v, float) and v != v)})
-        assert config.replace(data=expected.data) == expected
-        assert (shipped / data).resolve() == Path(expected.data).resolve()
+        assert config == expected
+        assert {s.split("=")[0] for s in sets} == set(expected.diff()) - {"data"}
+        assert len(line) < 400
 
 
 # --------------------------------------------------------------- 5. did you mean, --version
@@ -254,14 +263,20 @@ def test_progress_lines_align_carry_delta_base_and_the_etas_use_measured_pace():
     runs = {1: NS(id=1, seed=7, status="completed", final_val_loss=2.5, wall_time_s=31.0, error=None,
                   attempt=1, current_step=None),
             2: NS(id=2, seed=7, status="completed", final_val_loss=2.4, wall_time_s=29.0, error=None,
-                  attempt=1, current_step=61)}  # the job reported step 61 since its eval at 11
+                  attempt=1, current_step=61),  # the job reported step 61 since its eval at 11
+            3: NS(id=3, seed=7, status="completed", final_val_loss=2.5 + 1e-9, wall_time_s=30.0, error=None,
+                  attempt=1, current_step=None),
+            4: NS(id=4, seed=8, status="completed", final_val_loss=2.5, wall_time_s=30.0, error=None,
+                  attempt=1, current_step=None),
+            5: NS(id=5, seed=8, final_val_loss=2.5)}  # seed 8's baseline: Δbase exactly 0
     evals = [NS(step=1, elapsed_s=10.0, val_loss=3.0, tokens_per_s=None, extra={"max_steps": 111}),
              NS(step=11, elapsed_s=11.0, val_loss=2.9, tokens_per_s=None, extra={"max_steps": 111})]
     store = NS(run=runs.get, evals=lambda run_id, attempt: evals)
     out = io.StringIO()
     console = Console(file=out, width=120, force_terminal=False)
-    progress = LiveProgress(store, total=3, done=0, console=console, baselines={7: 1})
-    jobs = [NS(run_id=1, attempt=1, name="baseline"), NS(run_id=2, attempt=1, name="a_much_longer_name")]
+    progress = LiveProgress(store, total=5, done=0, console=console, baselines={7: 1, 8: 5})
+    jobs = [NS(run_id=1, attempt=1, name="baseline"), NS(run_id=2, attempt=1, name="a_much_longer_name"),
+            NS(run_id=3, attempt=1, name="tiny"), NS(run_id=4, attempt=1, name="tiny")]
     for job in jobs:
         progress("start", {"job": job})
     progress._refresh(jobs[1])
@@ -271,10 +286,30 @@ def test_progress_lines_align_carry_delta_base_and_the_etas_use_measured_pace():
     for job in jobs:
         progress("end", {"job": job, "run": runs[job.run_id]})
     lines = [line for line in out.getvalue().splitlines() if line.startswith("completed")]
-    assert len(lines) == 2 and len({line.index("val_loss") for line in lines}) == 1
+    assert len(lines) == 4 and len({line.index("val_loss") for line in lines}) == 1
     assert "Δbase -0.1000" in lines[1] and "Δbase" not in lines[0]
+    assert "Δbase +1.0e-09" in lines[2] and "Δbase -0.0000" not in out.getvalue()  # tiny: not zero, never -0
+    assert "Δbase +0.0000" in lines[3] and "seed 7 " in lines[2] and "seed 8 " in lines[3]  # one name, two seeds
     overall = progress.progress.tasks[progress.overall].fields["info"]
-    assert overall.startswith("2/3 runs done, about") and overall.endswith("left")
+    assert overall.startswith("4/5 runs done, about") and overall.endswith("left")
+
+
+def test_help_gives_whole_summaries_and_no_python_types():
+    """At 80 columns every command's one-line summary is a whole sentence, and no option shows
+    a Python type such as <bool> or <list[str]>."""
+    import typer
+
+    for group in ([], ["db"]):
+        listing = CliRunner().invoke(app, [*group, "--help"], env={"COLUMNS": "80"}).output
+        commands = typer.main.get_command(app)
+        for name in group:
+            commands = commands.commands[name]
+        summaries = listing.split("Commands:")[1].strip().splitlines()
+        assert len(summaries) == len(commands.commands)
+        assert all(line.rstrip().endswith(".") and not line.rstrip().endswith("...") for line in summaries), listing
+        for name in commands.commands:
+            text = CliRunner().invoke(app, [*group, name, "--help"], env={"COLUMNS": "80"}).output
+            assert "<bool>" not in text and "<list" not in text, text
 
 
 def test_catalog_has_formats_and_whole_names():
@@ -288,6 +323,9 @@ def test_catalog_has_formats_and_whole_names():
     assert pd.read_csv(io.StringIO(result.output))["name"].tolist() == list(CATALOG)
     table = CliRunner().invoke(app, ["catalog"], env={"COLUMNS": "60"}).output
     assert all(name in table for name in CATALOG)
+    wide = CliRunner().invoke(app, ["catalog"], env={"COLUMNS": "80"}).output
+    assert "…" not in wide and max(map(len, wide.splitlines())) <= 80  # wrapped, never cut
+    assert "onecycle_final_div_factor=100.0" in wide
 
 
 def test_show_formats_each_evaluation_column_one_way(shipped):

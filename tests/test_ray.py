@@ -61,6 +61,19 @@ def test_without_ray_the_command_says_how_to_install_it(tmp_path):
     assert len(lines) == 1 and "pip install 'ablate[ray]'" in lines[0], result.stderr
 
 
+def test_a_cluster_that_wants_its_token_is_named_as_the_cause(monkeypatch, tmp_path):
+    """Recent Ray turns token authentication on by default, and a driver without the cluster's
+    token is refused: the one error line says what to set."""
+    from ablate.execution.ray_executor import RayExecutor, RayUnavailable
+
+    def refuse(**_):
+        raise ray.exceptions.AuthenticationError("InvalidAuthToken: the cluster refused the request")
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", refuse)
+    with pytest.raises(RayUnavailable, match=r"HEAD:6379.*token authentication: run with RAY_AUTH_MODE=token"):
+        RayExecutor(log_dir=tmp_path, address="HEAD:6379")
+
+
 def test_ray_executor_runs_the_smoke_matrix_like_the_local_executor(tmp_path, hn_csv, smoke_db):
     """experiments/smoke.yaml through Ray (one CPU, one thread per run: as the local executor
     runs it with two jobs on the two cores) against the session's local smoke run."""

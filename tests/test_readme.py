@@ -155,6 +155,24 @@ def test_sql_example(sql, workspace):
     assert rows, f"no rows from:\n{statement}"
 
 
+def test_the_best_per_toggle_sql_ranks_as_the_report_does(tmp_path):
+    """The README's "best per toggle" SQL on the shipped results.db is the report's ranking: the
+    same configurations in the same order, each with the report's paired Δbase (the mean over
+    the seeds it shares with the baseline of the same-seed difference in the final
+    val_loss_full) and that number of seeds."""
+    (sql,) = [code for code in blocks("sql", DB_SECTION) if "AS d_base" in code]
+    db = tmp_path / "results.db"
+    _copy_db(REPO / "results.db", db)
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute(sql).fetchall()
+    result = CliRunner().invoke(app, ["report", "--db", str(db), "-e", "report-cpu", "--format", "json"])
+    ranked = sorted((r for r in json.loads(result.stdout)["ranking"] if r["rank"] is not None),
+                    key=lambda r: r["rank"])
+    assert [name for name, *_ in rows] == [r["name"] for r in ranked]
+    assert [d for *_, d in rows] == pytest.approx([r["d_base"] for r in ranked], abs=5e-6)
+    assert [n for _, n, _ in rows] == [r["n"] for r in ranked]
+
+
 @pytest.mark.parametrize("code", blocks("python", DB_SECTION), ids=lambda c: c.splitlines()[0][:40])
 def test_python_example(code, in_workspace, capsys):
     namespace: dict = {"__name__": "__readme__"}

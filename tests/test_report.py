@@ -23,11 +23,12 @@ from ablate.execution.matrix import parse_matrix
 from ablate.results import report as rp
 from ablate.results import frames
 from ablate.results.plot import plot_curves, seed_band
-from ablate.results.render import render, sparkline
+from ablate.results.render import effects_display, render, sparkline
 from ablate.storage.schema import Eval, Run
 from ablate.storage.store import Store
 from ablate.training.config import TrainConfig
 
+from .conftest import REPO
 from .test_stats import T975
 
 # Every matrix has its own seeds: runs with equal configs are shared across matrices.
@@ -322,6 +323,23 @@ def test_render_formats_parse(db):
     table = render(report, "table", width=100)
     assert max(map(len, table.splitlines())) <= 100
     assert "1.7933±0.0153" in table and "Not ranked" in table and "CUDA out of memory" in table
+
+
+def test_at_100_columns_every_verdict_is_whole_and_comes_before_the_ranking(tmp_path):
+    """On the committed results, `ablate report` in a 100-column terminal: each effect's line
+    ends with its whole verdict ("inconclusive (~13 seeds)", never "inconclusive (~1"); other
+    columns make room."""
+    db = tmp_path / "results.db"
+    db.write_bytes((REPO / "results.db").read_bytes())
+    for name in frames.list_experiments(db)["experiment"]:
+        out = CliRunner().invoke(app, ["report", "--db", str(db), "-e", name], env={"COLUMNS": "100"}).output
+        lines = out.splitlines()
+        assert max(map(len, lines)) <= 100
+        shown = effects_display(rp.build_report(db, name))
+        for effect, verdict in zip(shown["effect"], shown["verdict"]):
+            row = next(line for line in lines if line.startswith(effect[:8]) and verdict in line)
+            assert row.rstrip().endswith(verdict), (name, row)
+            assert "Ranking" not in lines or lines.index(row) < lines.index("Ranking")
 
 
 def test_report_is_fast_on_hundreds_of_runs(tmp_path):

@@ -242,6 +242,7 @@ def test_ctrl_c_stops_jobs_and_marks_them_interrupted(tmp_path, needs_data):
     runner.send_signal(signal.SIGINT)
     out, _ = runner.communicate(timeout=60)
     assert runner.returncode == 130, out
+    assert "Interrupted: run again to continue (`ablate run" in " ".join(out.split())
     assert query(db, "select status, error from runs where id=?", run_id)[0][0] == "interrupted"
     assert not _alive(job_pid)
     assert query(db, "select count(*) from runs where status='running'") == [(0,)]

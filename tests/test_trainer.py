@@ -29,7 +29,7 @@ def test_mainrun_parity_through_the_cli(hn_csv):
            "--set", "n_head=4", "--max-steps", "44", "--json"]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     rows = [json.loads(line) for line in out.splitlines()]  # nothing but JSON on stdout
-    assert {r["step"]: r["val_loss"] for r in rows}.keys() == MAINRUN_PARITY.keys()
+    assert [r["step"] for r in rows] == list(MAINRUN_PARITY)
     for r in rows:
         assert r["val_loss"] == pytest.approx(MAINRUN_PARITY[r["step"]], rel=1e-6)
 
@@ -43,7 +43,7 @@ def test_parity_with_independent_reference_on_other_settings(hn_csv):
     got = {}
     result = train(TrainConfig(data=hn_csv, **settings), lambda m: got.update({m["step"]: m["val_loss"]}),
                    ExecOptions(max_steps=40))
-    assert got.keys() == expected.keys() and len(got) >= 3
+    assert got.keys() == {*expected, 40} and len(expected) >= 3  # and one where it stops
     for step, value in expected.items():
         assert got[step] == pytest.approx(value, rel=1e-6)
     assert result["param_count"] == n_params
@@ -65,15 +65,19 @@ def test_same_seed_gives_same_initial_weights_as_reference():
 
 
 def test_truncated_run_keeps_schedule_and_eval_points(hn_csv):
+    """A truncated run evaluates where the full one does, and at the step where it stops, so its
+    final loss is the trained model's."""
     cfg = TrainConfig(**TINY)
     full_steps, trunc_steps = [], []
     full = train(cfg, lambda m: full_steps.append((m["step"], m["lr"], m["val_loss"])))
+    stop = full["max_steps"] // 2 + 1
     trunc = train(cfg, lambda m: trunc_steps.append((m["step"], m["lr"], m["val_loss"])),
-                  ExecOptions(max_steps=full["max_steps"] // 2 + 1))
+                  ExecOptions(max_steps=stop))
     assert trunc["truncated"] and not full["truncated"]
     assert full["compile"] is False  # execution options that are not in the identity are recorded
     assert trunc["max_steps"] == full["max_steps"]
-    assert trunc_steps == full_steps[:len(trunc_steps)]
+    assert trunc_steps[:-1] == [s for s in full_steps if s[0] < stop]
+    assert trunc_steps[-1][0] == trunc["steps"] == stop and trunc["final_val_loss"] == trunc_steps[-1][2]
 
 
 def test_second_run_skips_tokenization(hn_csv, tmp_path):

@@ -32,7 +32,7 @@ class LiveProgress:
         self.progress = Progress(
             TextColumn("{task.description}", markup=False), BarColumn(bar_width=24),
             TextColumn("{task.fields[info]}", markup=False), TimeElapsedColumn(), console=console)
-        self.overall = self.progress.add_task(f"{'matrix':<{NAME_WIDTH}}", total=total,
+        self.overall = self.progress.add_task(f"{'matrix':<{NAME_WIDTH + 11}}", total=total,
                                               completed=done, info=f"{done}/{total} runs done")
         self.tasks: dict[int, TaskID] = {}
         self.started: dict[int, float] = {}
@@ -51,8 +51,7 @@ class LiveProgress:
         if event == "start":
             job = details["job"]
             self.started[job.run_id] = time.monotonic()
-            self.tasks[job.run_id] = self.progress.add_task(
-                f"{job.name[:NAME_WIDTH]:<{NAME_WIDTH}}", total=None, info="preparing data…")
+            self.tasks[job.run_id] = self.progress.add_task(self._label(job), total=None, info="starting…")
             self.slots = max(self.slots, len(self.tasks))
         elif event == "end":
             job, run = details["job"], details["run"]
@@ -68,7 +67,7 @@ class LiveProgress:
             why = f"  {run.error}" if run.error else ""
             wall = f"{run.wall_time_s:.0f}s" if run.wall_time_s is not None else ""
             self.console.print(Text.assemble(
-                (f"{run.status:<11}", colour), f" {job.name[:NAME_WIDTH]:<{NAME_WIDTH}} {metric} {loss:>7}  "
+                (f"{run.status:<11}", colour), f" {self._label(job)} {metric} {loss:>7}  "
                 f"{self._delta_base(run):<15}{wall:>5}{why}"))
         elif event == "reaped":
             self.console.print(Text(f"run {details['run_id']} had no live process: marked "
@@ -77,6 +76,13 @@ class LiveProgress:
             self.last = time.monotonic()
             for job in details["active"]:
                 self._refresh(job)
+
+    def _label(self, job) -> str:
+        """A run as its lines start: its seed (runs of one name differ by it), then its name cut
+        to NAME_WIDTH, in fixed columns."""
+        run = self.store.run(job.run_id)
+        seed = "" if run is None or run.seed is None else run.seed
+        return f"seed {seed!s:<5} {job.name[:NAME_WIDTH]:<{NAME_WIDTH}}"
 
     def _matrix_info(self) -> str:
         """Runs done, and the time the rest will take at the measured pace of this session's runs."""
@@ -105,7 +111,8 @@ class LiveProgress:
         base = self.store.run(base_id) if base_id is not None and base_id != run.id else None
         if base is None or base.final_val_loss is None or run.final_val_loss is None:
             return ""
-        return f"Δbase {run.final_val_loss - base.final_val_loss:+.4f}"
+        delta = run.final_val_loss - base.final_val_loss + 0.0  # never -0.0
+        return f"Δbase {delta:+.4f}" if delta == 0 or abs(delta) >= 5e-5 else f"Δbase {delta:+.1e}"
 
     def _refresh(self, job) -> None:
         evals = self.store.evals(job.run_id, job.attempt)

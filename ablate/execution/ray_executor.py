@@ -36,6 +36,7 @@ import importlib
 import json
 import math
 import os
+import re
 import socket
 import time
 from dataclasses import dataclass, replace
@@ -141,6 +142,17 @@ class _Active:
     worker: dict | None = None
 
 
+def unreachable(address: str | None, error: Exception) -> str:
+    """Why Ray could not be reached, naming token authentication (on by default in recent Ray)
+    when that is what refused the connection."""
+    message = f"cannot start or reach Ray at {address or 'a new local instance'}: {error}"
+    if re.search(r"auth|token", str(error), re.IGNORECASE):
+        message += ("; the cluster uses Ray's token authentication: run with RAY_AUTH_MODE=token and "
+                    "the cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token (`ray get-auth-token` "
+                    "on the head node prints it)")
+    return message
+
+
 class RayExecutor:
     """Runs jobs as Ray tasks; see the module docstring for how results travel."""
 
@@ -154,10 +166,11 @@ class RayExecutor:
                 kwargs["log_to_driver"] = False  # worker output stays in Ray's logs
             if address is None:
                 kwargs["include_dashboard"] = False
+            refused = getattr(ray.exceptions, "AuthenticationError", RuntimeError)  # Ray >= 2.52
             try:
                 ray.init(address=address, **kwargs)
-            except (ConnectionError, RuntimeError, ValueError) as e:
-                raise RayUnavailable(f"cannot start or reach Ray at {address or 'a new local instance'}: {e}") from e
+            except (ConnectionError, RuntimeError, ValueError, refused) as e:
+                raise RayUnavailable(unreachable(address, e)) from e
             self._started_ray = True
         totals = ray.cluster_resources()
         if gpus_per_run is None:

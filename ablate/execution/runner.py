@@ -317,6 +317,15 @@ def estimate_seconds(store: Store, rows: list[PlanRow], matrix: Matrix) -> float
     return sum(similar) / len(similar) * len(todo) if similar else None
 
 
+def continue_line(matrix_path: str, db: str | None, checkpoints: bool) -> str:
+    """After Ctrl-C, how to go on: the same run again trains only what is left (from each
+    interrupted run's last checkpoint, where there are checkpoints)."""
+    import shlex
+
+    words = ["ablate", "run", matrix_path, *(["--db", db] if db else []), *(["--resume"] if checkpoints else [])]
+    return f"Interrupted: run again to continue (`{shlex.join(words)}`); completed runs are kept."
+
+
 def report_command(matrix_path: str, db: str | None) -> str:
     """The command that reads what `ablate run` just wrote: its matrix, and its --db if given."""
     import shlex

@@ -51,8 +51,8 @@ def run_detail(runs: pd.DataFrame, evals: pd.DataFrame, row: pd.Series) -> RunDe
         against, label = {k[4:]: v for k, v in base.iloc[0].items() if k.startswith("cfg.")}, "baseline"
     else:
         against, label = (stored if own else TrainConfig().to_dict()), "default"
-    diff = pd.DataFrame([{"field": k, "value": plain(v), label: plain(against.get(k))}
-                         for k, v in config.items() if plain(v) != plain(against.get(k))],
+    diff = pd.DataFrame([{"field": k, "value": _value(v), label: _value(against.get(k))}
+                         for k, v in config.items() if _value(v) != _value(against.get(k))],
                         columns=["field", "value", label])
     mine = evals[evals["run_id"] == row["run_id"]].drop(columns=["experiment", "run_id", "name", "seed"])
     info = {k: plain(row.get(k)) for k in ("run_id", "experiment", "name", "hash", "seed", "status", "error",
@@ -65,6 +65,12 @@ def run_detail(runs: pd.DataFrame, evals: pd.DataFrame, row: pd.Series) -> RunDe
     return RunDetail(info, (ParamsConfig if own else TrainConfig).from_dict(stored),
                      int(row["steps"]) if truncated else None, diff, mine.reset_index(drop=True),
                      mine[column].astype(float).tolist() if column in mine else [])
+
+
+def _value(value: Any) -> Any:
+    """A config value as compared and shown: unset (None, or a frame's nan for a field the run
+    predates) is None, so two unset values are no difference."""
+    return None if missing(value) else plain(value)
 
 
 def missing(value: Any) -> bool:

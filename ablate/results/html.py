@@ -1,8 +1,10 @@
 """The report as one self-contained HTML page: what the terminal report says, plus the plots and,
 per configuration, its config diff against the baseline and the command that reproduces it.
 
-Self-contained means no network: the CSS is inline, the plots are embedded as data URIs, and the
-few lines of script (click a column header to sort) are inline too; the page reads the same
+The page opens with the decision: a contents list that gives each experiment's verdicts, finished
+experiments first. It fits a laptop's width: a table wider than the page scrolls inside its own
+box. Self-contained means no network: the CSS is inline, the plots are embedded as data URIs, and
+the few lines of script (click a column header to sort) are inline too; the page reads the same
 without them. Every piece of text from the database is escaped.
 """
 
@@ -20,7 +22,7 @@ from . import frames
 from .plot import interval_caption, plot_curves, plot_effects
 from .render import as_command, effects_display, ranking_display, unranked_display
 from .detail import missing, run_detail
-from .report import build_report
+from .report import Report, build_report
 
 STYLE = """
 body { font: 15px/1.45 system-ui, sans-serif; margin: 2rem auto; max-width: 76rem; color: #1d232b;
@@ -29,35 +31,41 @@ h1 { font-size: 1.6rem; } h2 { border-bottom: 2px solid #d7dde4; padding-bottom:
 table { border-collapse: collapse; margin: .6rem 0 1.2rem; font-variant-numeric: tabular-nums; }
 th, td { padding: .25rem .6rem; border-bottom: 1px solid #e3e7ec; text-align: right;
          white-space: nowrap; }
-th { background: #f3f5f8; cursor: pointer; user-select: none; }
-td:first-child, th:first-child, td.text { text-align: left; }
+th { background: #f3f5f8; } table.sortable th { cursor: pointer; user-select: none; }
+.text { text-align: left; } .scroll { overflow-x: auto; max-width: 100%; }
 tr.best td { background: #e9f7ec; } tr.baseline td { background: #eaf2fb; }
 tr.breaks td { color: #a1261b; }
 .lines p { margin: .2rem 0; color: #3c4654; } figure { margin: 1rem 0; }
-img { max-width: 100%; border: 1px solid #e3e7ec; }
+img, figure svg { max-width: 100%; height: auto; border: 1px solid #e3e7ec; }
 details { margin: .3rem 0; } summary { cursor: pointer; }
-code, pre { background: #f3f5f8; padding: .15rem .3rem; border-radius: 3px; white-space: pre-wrap; }
+code, pre { background: #f3f5f8; padding: .15rem .3rem; border-radius: 3px; white-space: pre-wrap;
+            overflow-wrap: anywhere; }
+.v-better { color: #1a7f37; } .v-worse { color: #b42318; } .v-inconclusive { color: #9a6700; }
+.v-negligible { color: #57606a; } tr[class^="v-"] td:last-child { font-weight: 600; }
+.toc li { margin: .3rem 0; } .toc ul ul { margin: .1rem 0; padding-left: 1.2rem; }
 .notes li { margin: .2rem 0; }
 """
 
 SORT_SCRIPT = """
-document.querySelectorAll("table.sortable th").forEach(function (th, column) {
-  th.addEventListener("click", function () {
-    var body = th.closest("table").tBodies[0];
-    var rows = Array.prototype.slice.call(body.rows);
-    var down = th.dataset.order !== "asc";
-    th.dataset.order = down ? "asc" : "desc";
-    function key(row) {
-      var text = row.cells[column].textContent.trim();  // "1.2345±0.01", "-3.2%", "222k"
-      var number = Number(text.split(/[±@…–]/)[0].replace(/[%k]$/, ""));
-      return text === "" || isNaN(number) ? text : number;
-    }
-    rows.sort(function (a, b) {
-      var x = key(a), y = key(b);
-      var c = (typeof x === typeof y) ? (x < y ? -1 : x > y ? 1 : 0) : (typeof x === "number" ? -1 : 1);
-      return down ? c : -c;
+document.querySelectorAll("table.sortable").forEach(function (table) {
+  table.querySelectorAll("thead th").forEach(function (th, column) {  // the column within its table
+    th.addEventListener("click", function () {
+      var body = table.tBodies[0];
+      var rows = Array.prototype.slice.call(body.rows);
+      var down = th.dataset.order !== "asc";
+      th.dataset.order = down ? "asc" : "desc";
+      function key(row) {
+        var text = row.cells[column].textContent.trim();  // "1.2345±0.01", "-3.2%", "222k"
+        var number = Number(text.split(/[±@…–]/)[0].replace(/[%kMG]$/, ""));
+        return text === "" || isNaN(number) ? text : number;
+      }
+      rows.sort(function (a, b) {
+        var x = key(a), y = key(b);
+        var c = (typeof x === typeof y) ? (x < y ? -1 : x > y ? 1 : 0) : (typeof x === "number" ? -1 : 1);
+        return down ? c : -c;
+      });
+      rows.forEach(function (row) { body.appendChild(row); });
     });
-    rows.forEach(function (row) { body.appendChild(row); });
   });
 });
 """
@@ -65,19 +73,54 @@ document.querySelectorAll("table.sortable th").forEach(function (th, column) {
 
 def render_html(db: Any, experiments: list[str] | None = None, metric: str | None = None,
                 min_effect: float | None = None) -> str:
-    """One page for the named experiments (default: every experiment in the database)."""
-    names = experiments or frames.list_experiments(db)["experiment"].tolist()
+    """One page for the named experiments (default: every experiment in the database), finished
+    ones first, each listed with its verdicts at the top."""
+    listed = frames.list_experiments(db).set_index("experiment")
+    names = experiments or listed.index.tolist()
     if not names:
         raise frames.ResultsError("the database holds no experiment yet")
-    sections = [_experiment_section(db, name, metric, min_effect) for name in names]
+    names = sorted(names, key=lambda n: n in listed.index and listed.at[n, "completed"] < listed.at[n, "runs"])
+    reports = {name: build_report(db, name, metric, min_effect) for name in names}
+    sections = [_experiment_section(db, report) for report in reports.values()]
     title = "ablate report: " + ", ".join(names)
     return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+            f"<meta name=\"viewport\" content=\"width=device-width\">"
             f"<title>{_e(title)}</title><style>{STYLE}</style></head><body>"
-            f"<h1>{_e(title)}</h1>{''.join(sections)}<script>{SORT_SCRIPT}</script></body></html>\n")
+            f"<h1>{_e(title)}</h1>{_contents(reports, listed)}{''.join(sections)}"
+            f"<script>{SORT_SCRIPT}</script></body></html>\n")
 
 
-def _experiment_section(db: Any, name: str, metric: str | None, min_effect: float | None) -> str:
-    report = build_report(db, name, metric, min_effect)
+def _contents(reports: dict[str, Report], listed: pd.DataFrame) -> str:
+    """The table of contents, which is also the decision: each experiment's verdicts."""
+    items = []
+    for name, report in reports.items():
+        done = (f", {listed.at[name, 'completed']} of {listed.at[name, 'runs']} runs completed"
+                if name in listed.index else "")
+        items.append(f"<li><a href=\"#{_e(name)}\">{_e(name)}</a> — {_e(report.design)}{_e(done)}"
+                     f"{'. ' + _e(report.effects_title) if len(report.effects) else ''}{_verdicts(report)}</li>")
+    return f"<nav class=\"toc\"><h2>Contents and verdicts</h2><ul>{''.join(items)}</ul></nav>"
+
+
+def _verdicts(report: Report) -> str:
+    """The effects grouped by the verdict the statistics gave them, in the report's order, each
+    with what its verdict says beyond the word (an inconclusive one: the seeds it would take)."""
+    groups: dict[str, list[str]] = {}
+    shown = effects_display(report)["verdict"] if len(report.effects) else []  # "inconclusive (~13 seeds)"
+    for effect, verdict, text in zip(report.effects["effect"], report.effects["verdict"], shown):
+        groups.setdefault(verdict, []).append(f"<span class=\"effect\">{_e(effect)}</span>"
+                                              + _e(text.removeprefix(verdict)))
+    return "<ul>" + "".join(
+        f"<li class=\"{_verdict_class(verdict)}\" data-verdict=\"{_e(verdict)}\"><b>{_e(verdict)}</b>: "
+        + ", ".join(effects) + "</li>" for verdict, effects in groups.items()) + "</ul>" if groups else ""
+
+
+def _verdict_class(verdict: str) -> str:
+    """The colour of a verdict: its first word ("better", "inconclusive", ...)."""
+    return "v-" + "".join(c for c in verdict.split(" ")[0] if c.isalnum())
+
+
+def _experiment_section(db: Any, report: Report) -> str:
+    name = report.experiment
     runs, evals = frames.load_runs(db, name), frames.load_evals(db, name)
     parts = [f"<section id=\"{_e(name)}\"><h2>{_e(report.experiment)}</h2>",
              f"<p>{_e(report.design)}, {len(report.seeds)} seed(s), ranked by "
@@ -87,18 +130,28 @@ def _experiment_section(db: Any, name: str, metric: str | None, min_effect: floa
     if len(ranked):
         classes = ["best" if r.is_best else "baseline" if r.is_baseline else
                    "breaks" if r.breaks_rule else "" for r in ranked.itertuples()]
-        parts += ["<h3>Ranking</h3>", _table(ranking_display(report, short=False), "ranking", classes)]
+        parts += ["<h3>Ranking</h3>", *_ranking(report, classes)]
     else:
         parts.append("<p>No completed runs yet.</p>")
     pending = unranked_display(report)
     if len(pending):
-        parts += ["<h3>Not ranked</h3>", _table(pending, "pending")]
+        counts = pending["status"].value_counts()
+        parts.append(f"<details><summary>Not ranked: {len(pending)} run(s) ("
+                     + _e(", ".join(f"{n} {status}" for status, n in counts.items()))
+                     + f")</summary>{_table(pending, 'pending')}</details>")
     if len(report.effects):
+        shown, with_data = effects_display(report), report.effects["estimate"].notna().to_numpy()
+        classes = [_verdict_class(v) for v in report.effects["verdict"]]
         parts += [f"<h3>{_e(report.effects_title)}</h3>",
-                  _table(effects_display(report), "effects")]
-        if report.effects["estimate"].notna().any():
-            parts.append(_figure(lambda out: plot_effects(report, out),
-                                 f"Effects of {report.experiment}: estimate and interval ({interval_caption(report)})"))
+                  _table(shown[with_data], "effects", [c for c, d in zip(classes, with_data) if d])
+                  if with_data.any() else ""]
+        if not with_data.all():
+            parts.append(f"<details><summary>{(~with_data).sum()} effect(s) without data yet</summary>"
+                         f"{_table(shown[~with_data], 'effects')}</details>")
+        if with_data.any():
+            parts.append(_figure(lambda out: plot_effects(report, out), f"Effects of {report.experiment}: "
+                                 f"estimate and interval ({interval_caption(report)}); hover a point for its numbers",
+                                 svg=True))
     metric = report.column
     if metric in evals and not evals.dropna(subset=[metric]).empty:
         parts.append(_figure(lambda out: plot_curves(db, name, None, out, report.metric),
@@ -113,6 +166,24 @@ def _experiment_section(db: Any, name: str, metric: str | None, min_effect: floa
     return "".join(parts)
 
 
+def _ranking(report: Report, classes: list[str]) -> list[str]:
+    """The ranking table without the columns that say nothing: Δref where the lines above call
+    it unfair, toggles that only repeat the names; in leave-one-out the stack is said once above
+    it, not on every row."""
+    frame = ranking_display(report, short=False)
+    if not report.reference_fair:
+        frame = frame.drop(columns=["Δref", "Δref%"], errors="ignore")
+    ranked = report.ranking[report.ranking["rank"].notna()]
+    stack = ""
+    if report.design == "leave-one-out" and "toggles" in frame:
+        full = report.ranking["toggles"].map(lambda t: len(str(t).split("+"))).idxmax()
+        stack = (f"<p>The stack ({_e(report.ranking.at[full, 'name'])}): {_e(report.ranking.at[full, 'toggles'])}; "
+                 "each other row removes the item its name says.</p>")
+    if stack or "toggles" in frame and all(t in ("", n) for t, n in zip(ranked["toggles"], ranked["name"])):
+        frame = frame.drop(columns="toggles")
+    return [stack, _table(frame, "ranking", classes)]
+
+
 def _provenance(runs: pd.DataFrame) -> str:
     """Which data, code, devices and seeds produced the experiment's completed runs."""
     done = runs[runs["status"] == "completed"]
@@ -125,9 +196,9 @@ def _provenance(runs: pd.DataFrame) -> str:
             "device": listed(done["device"]), "seeds": listed(runs["seed"].map(
                 lambda s: "" if missing(s) else f"{s:.0f}")),
             "runs": f"{len(done)} completed of {len(runs)}"}
-    return ("<table class=\"provenance\">" + "".join(
-        f"<tr><th>{_e(k)}</th><td class=\"text\">{_e(v)}</td></tr>" for k, v in rows.items())
-        + "</table>")
+    return ("<div class=\"scroll\"><table class=\"provenance\">" + "".join(
+        f"<tr><th class=\"text\">{_e(k)}</th><td class=\"text\">{_e(v)}</td></tr>" for k, v in rows.items())
+        + "</table></div>")
 
 
 def _configurations(runs: pd.DataFrame, evals: pd.DataFrame, ranked: pd.DataFrame) -> str:
@@ -147,32 +218,39 @@ def _configurations(runs: pd.DataFrame, evals: pd.DataFrame, ranked: pd.DataFram
 
 
 def _table(frame: pd.DataFrame, kind: str, row_classes: list[str] | None = None) -> str:
-    head = "".join(f"<th>{_e(c)}</th>" for c in frame.columns)
+    """A sortable table in its own scrolling box; a column of text (header too) is left-aligned."""
+    text = [" class=\"text\"" if not all(map(_numeric, frame[c])) else "" for c in frame.columns]
+    head = "".join(f"<th{a}>{_e(c)}</th>" for a, c in zip(text, frame.columns))
     rows = []
     for i, row in enumerate(frame.itertuples(index=False)):
         css = f" class=\"{row_classes[i]}\"" if row_classes and row_classes[i] else ""
-        rows.append(f"<tr{css}>" + "".join(f"<td{_align(v)}>{_e(v)}</td>" for v in row) + "</tr>")
-    return (f"<table class=\"sortable {kind}\"><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table>")
+        rows.append(f"<tr{css}>" + "".join(f"<td{a}>{_e(v)}</td>" for a, v in zip(text, row)) + "</tr>")
+    return (f"<div class=\"scroll\"><table class=\"sortable {kind}\"><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(rows)}</tbody></table></div>")
 
 
-def _figure(draw, caption: str) -> str:
-    """A plot drawn to a temporary PNG, embedded as a data URI."""
+def _figure(draw, caption: str, svg: bool = False) -> str:
+    """A plot drawn to a temporary file and embedded: a PNG as a data URI, or an SVG inline, so
+    that hovering its points shows their values."""
     with tempfile.TemporaryDirectory() as tmp:
-        path = draw(Path(tmp) / "plot.png")
-        data = base64.b64encode(Path(path).read_bytes()).decode()
-    return (f"<figure><img alt=\"{_e(caption)}\" src=\"data:image/png;base64,{data}\">"
-            f"<figcaption>{_e(caption)}</figcaption></figure>")
+        path = Path(draw(Path(tmp) / ("plot.svg" if svg else "plot.png")))
+        if svg:
+            text = path.read_text(encoding="utf-8")
+            picture = f"<div role=\"img\" aria-label=\"{_e(caption)}\">{text[text.index('<svg'):]}</div>"
+        else:
+            data = base64.b64encode(path.read_bytes()).decode()
+            picture = f"<img alt=\"{_e(caption)}\" src=\"data:image/png;base64,{data}\">"
+    return f"<figure>{picture}<figcaption>{_e(caption)}</figcaption></figure>"
 
 
-def _align(value: Any) -> str:
-    """Numbers right-aligned (the stylesheet's default), text left."""
-    text = str(value).strip().rstrip("%sk").replace("±", "").replace("@", "")
+def _numeric(value: Any) -> bool:
+    """Whether a cell reads as a number ("1.2345±0.01", "-3.2%", "222k", "30s", blank)."""
+    text = str(value).strip().rstrip("%skMGh").replace("±", "").replace("@", "")
     try:
         float(text.split("…")[0].split("–")[0] or "0")
-        return ""
+        return True
     except ValueError:
-        return " class=\"text\""
+        return False
 
 
 def _e(value: Any) -> str:

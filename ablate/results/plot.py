@@ -46,6 +46,7 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
         raise frames.ResultsError(f"no evaluations for {', '.join(unknown)} in {exp['experiment']!r}"
                                   f"{suggest(unknown[0], evals['name'].unique())}; "
                                   f"known: {', '.join(dict.fromkeys(evals['name']))}")
+    colours = colours_of([*report.ranking["name"], *evals["name"]])
     if delta:
         evals = minus_baseline(evals, metric)
         names = [n for n in names if n != "baseline"]
@@ -53,10 +54,11 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
     for name in names:
         curve = seed_band(evals[evals["name"] == name], metric)
         seeds = evals.loc[evals["name"] == name, "run_id"].nunique()
-        line, = ax.plot(curve.index, curve["mean"], label=name + (f" (mean of {seeds} seeds)" if seeds > 1 else ""),
-                        linewidth=2.2 if name == "baseline" else 1.4, linestyle="--" if name == "baseline" else "-")
+        ax.plot(curve.index, curve["mean"], label=name + (f" (mean of {seeds} seeds)" if seeds > 1 else ""),
+                color=colours[name], linewidth=2.2 if name == "baseline" else 1.4,
+                linestyle="--" if name == "baseline" else "-")
         if seeds > 1:
-            ax.fill_between(curve.index, curve["min"], curve["max"], color=line.get_color(), alpha=0.15,
+            ax.fill_between(curve.index, curve["min"], curve["max"], color=colours[name], alpha=0.15,
                             label=f"{name}: min–max over its seeds")
     reference = frames.reference_of(exp)
     low, high = ax.get_ylim()
@@ -79,7 +81,7 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
            ylabel=f"{what} (nats per character)" if report.mainrun else what,
            title=f"{exp['experiment']}: {what} by step")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the curves, never on them
     try:
         fig.savefig(path, dpi=120, bbox_inches="tight")
     except OSError as e:
@@ -87,6 +89,17 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
     finally:
         plt.close(fig)
     return path
+
+
+def colours_of(names: Any) -> dict[str, Any]:
+    """One colour per configuration of an experiment, the same in every plot of it (its absolute
+    and its delta curves): by its place in `names` (the ranking: the best get tab10's distinct
+    colours), the baseline dark."""
+    import matplotlib
+
+    others = [n for n in dict.fromkeys(names) if n != "baseline"]
+    palette = [*matplotlib.colormaps["tab10"].colors, *matplotlib.colormaps["tab20b"].colors]
+    return {"baseline": "#333333", **{n: palette[i % len(palette)] for i, n in enumerate(others)}}
 
 
 def minus_baseline(evals: Any, metric: str) -> Any:
@@ -184,7 +197,7 @@ def plot_effects(report: Any, out: str | Path = "effects.png") -> Path:
         colour = VERDICT_COLOURS.get(r.verdict, OTHER_COLOUR)
         if r.ci_lo == r.ci_lo:  # an interval exists (n > 1)
             ax.plot([r.ci_lo, r.ci_hi], [i, i], color=colour, linewidth=2)
-        ax.plot(r.estimate, i, "o", color=colour, markersize=5)
+        ax.plot(r.estimate, i, "o", color=colour, markersize=5, gid=f"effect{i}")
     ax.set_yticks(list(y), [f"{r.effect}  {r.marks}".strip() for r in rows.itertuples()], fontsize="small")
     for label, r in zip(ax.get_yticklabels(), rows.itertuples()):
         label.set_color(VERDICT_COLOURS.get(r.verdict, OTHER_COLOUR))
@@ -198,4 +211,18 @@ def plot_effects(report: Any, out: str | Path = "effects.png") -> Path:
     with matplotlib.rc_context({"svg.fonttype": "none"}):  # SVG labels stay text
         fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
+    if path.suffix == ".svg":  # hovering a point shows its numbers
+        interval = lambda r: f" [{r.ci_lo:+.4g}, {r.ci_hi:+.4g}]" * (r.ci_lo == r.ci_lo)  # noqa: E731
+        _hover(path, {f"effect{i}": f"{r.effect}: {r.estimate:+.4g}{interval(r)}, n={r.n}, {r.verdict}"
+                      for i, r in zip(y, rows.itertuples())})
     return path
+
+
+def _hover(path: Path, titles: dict[str, str]) -> None:
+    """Give the SVG groups of these ids a <title>: the tooltip a browser shows on hover."""
+    import html
+
+    text = path.read_text(encoding="utf-8")
+    for gid, title in titles.items():
+        text = text.replace(f'<g id="{gid}">', f'<g id="{gid}"><title>{html.escape(title)}</title>', 1)
+    path.write_text(text, encoding="utf-8")

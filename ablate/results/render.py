@@ -12,7 +12,6 @@ import json
 import math
 import os
 import shlex
-from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
@@ -27,6 +26,7 @@ from .frames import spreadsheet_safe
 from .report import Report
 
 FORMATS = ("table", "markdown", "csv", "json")
+VERDICT_STYLES = {"better": "green", "worse": "red", "inconclusive": "yellow", "negligible": "dim"}  # as the HTML
 BLOCKS = "▁▂▃▄▅▆▇█"
 
 
@@ -89,8 +89,18 @@ def fit_ranking(frame: pd.DataFrame, width: int, reference_fair: bool) -> pd.Dat
     """The ranking without the columns a `width`-wide terminal cannot show, dropped in order of
     need: the toggles (the names say them), Δref where the reference is unfair, throughput,
     then the rest; never the rank, config, final loss, Δbase or flags."""
-    order = [["toggles"], *([] if reference_fair else [["Δref", "Δref%"]]), ["tok/s"], ["wall"],
-             ["Δref%"], ["best@step"], ["Δref"], ["n"]]
+    return _fit(frame, width, [["toggles"], *([] if reference_fair else [["Δref", "Δref%"]]), ["tok/s"],
+                               ["wall"], ["Δref%"], ["best@step"], ["Δref"], ["n"]])
+
+
+def fit_effects(frame: pd.DataFrame, width: int) -> pd.DataFrame:
+    """The effects without the columns a `width`-wide terminal cannot show: the loss, then n;
+    never the effect, its estimate, its interval or its verdict, which is read whole (an
+    "inconclusive (~13 seeds)" cut short says nothing)."""
+    return _fit(frame, width, [["loss"], ["n"]])
+
+
+def _fit(frame: pd.DataFrame, width: int, order: list[list[str]]) -> pd.DataFrame:
     for columns in order:
         if _natural_width(frame) <= width:
             break
@@ -222,14 +232,16 @@ def render(report: Report, format: str = "table", width: int = 100, color: bool 
     styles = ["bold green" if r.is_best else "cyan" if r.is_baseline else "red" if r.breaks_rule else ""
               for r in ranked.itertuples()]
     parts: list = [(title, "bold"), *report.lines]
-    parts += [_rich_table(fit_ranking(ranking_display(report, True), width, report.reference_fair), styles=styles),
+    if len(effects):  # the answer first, each verdict whole and coloured by what it says
+        parts += [(report.effects_title, "bold"), _rich_table(fit_effects(effects, width), styles=[
+            VERDICT_STYLES.get(v.split(" ")[0], "") for v in report.effects["verdict"]])]
+    parts += [("Ranking", "bold"),
+              _rich_table(fit_ranking(ranking_display(report, True), width, report.reference_fair), styles=styles),
               "B baseline  ★ best rule-abiding  ✗ breaks Mainrun's rules  ≠ not like-for-like (see notes)"
               if report.mainrun else "B baseline  ★ best"
               ] if len(ranked) else ["No completed runs yet."]
     if len(pending):
         parts += [("Not ranked", "bold"), _rich_table(pending)]
-    if len(effects):
-        parts += [(report.effects_title, "bold"), _rich_table(effects)]
     parts += [f"• {note}" for note in report.notes]
     return _capture(parts, width, color)
 
@@ -324,29 +336,19 @@ def _eval_cells(evals: pd.DataFrame) -> pd.DataFrame:
 
 
 def as_command(detail: RunDetail) -> str:
-    """An `ablate train` command line that reproduces the run: --data (a file relative to the
-    current directory), then --set for every config field, defaults included, so the line
-    survives a change of defaults, and --max-steps when the run was truncated. A run of your own
-    trainer: its command (or entry point) in its directory."""
+    """An `ablate train` command line that reproduces the run: --data as stored (an absolute
+    path, so the line works from any directory), --set for each field that differs from the
+    default (the defaults are Mainrun's baseline), and --max-steps when the run was truncated.
+    A run of your own trainer: its command (or entry point), run in its directory."""
     if isinstance(detail.config, ParamsConfig):
-        return f"cd {shlex.quote(_relative(detail.config.workdir))} && {shlex.join(detail.config.by_hand())}"
-    words = ["ablate", "train", "--data", _relative(detail.config.data)]
-    for name, value in detail.config.to_dict().items():
+        return f"cd {shlex.quote(os.path.abspath(detail.config.workdir))} && {shlex.join(detail.config.by_hand())}"
+    words = ["ablate", "train", "--data", detail.config.data]
+    for name, value in detail.config.diff().items():
         if name != "data":
             words += ["--set", f"{name}={format_value(value)}"]
     if detail.truncated_at is not None:
         words += ["--max-steps", str(detail.truncated_at)]
     return shlex.join(words)
-
-
-def _relative(data: str) -> str:
-    """A data file as a path from the current directory; a hub id or built-in name as it is."""
-    if not Path(data).is_absolute():
-        return data
-    try:
-        return os.path.relpath(data)
-    except ValueError:  # another drive (Windows)
-        return data
 
 
 def sparkline(values: Iterable[float]) -> str:
@@ -369,17 +371,20 @@ def catalog_frame() -> pd.DataFrame:
 
 
 def catalog_table() -> Any:
-    """The catalog as a rich table: a name is typed, so it is never cut."""
+    """The catalog as a rich table that wraps, never cuts: a name (typed, so never split) over
+    its section, a patch one field per line as `--set` takes it, Mainrun's rules."""
+    from rich import box
     from rich.table import Table
     from rich.text import Text
 
-    table = Table(title="Optimizations (seed/optimization-report.md)")
-    table.add_column("name", no_wrap=True, min_width=max(map(len, CATALOG)))
-    for col in ("section", "patch", "Mainrun rules"):
-        table.add_column(col)
+    table = Table(title="Optimizations (seed/optimization-report.md)", box=box.SIMPLE_HEAD, show_lines=True)
+    table.add_column("name, section", min_width=max(map(len, CATALOG)))
+    table.add_column("patch", no_wrap=True)
+    table.add_column("Mainrun rules")
     for o in CATALOG.values():
         rule = Text("allowed") if o.allowed else Text(f"breaks: {o.breaks_rule}", style="red")
         if o.changes_metric:
             rule.append("\nchanges the metric", style="yellow")
-        table.add_row(o.name, o.section, json.dumps(o.patch), rule)
+        patch = "\n".join(f"{k}={format_value(v)}" for k, v in o.patch.items())
+        table.add_row(Text.assemble((o.name, "bold"), "\n", (o.section, "dim")), patch, rule)
     return table

@@ -172,7 +172,7 @@ class ExecOptions:
 
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     compile: bool = False  # torch.compile the model
-    max_steps: int | None = None  # stop after N optimizer steps; schedule and eval points unchanged
+    max_steps: int | None = None  # stop after N optimizer steps; schedule and eval points unchanged, plus one where it stops
     cache_dir: str | None = None  # tokenizer/ids cache (default: ~/.cache/ablate or $ABLATE_CACHE)
     checkpoint_dir: str | None = None  # write a checkpoint at each evaluation when set
     resume: bool = False  # continue from checkpoint_dir's checkpoint when there is one

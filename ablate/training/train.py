@@ -341,7 +341,7 @@ def train(config: TrainConfig | dict, on_eval: EvalCallback | None = None,
             if on_step:
                 on_step(step)
 
-            if sched.is_eval_step(step):
+            if sched.is_eval_step(step) or step == stop_at:  # a truncated run: its last step too
                 losses = step_loss[last_eval_step:step].tolist()  # the one host sync
                 norms = step_norm[last_eval_step:step].tolist()
                 train_time += time.perf_counter() - t_resume
