@@ -227,6 +227,11 @@ def test_the_effects_plot_draws_the_reports_effects(tmp_path):
             assert out.stat().st_size > 5_000
     svg = (tmp_path / "report-cpu.svg").read_text()
     assert all(e in svg for e in effect_rows(build_report(COMMITTED, "report-cpu"))["effect"])
+    # leave-one-out: a row is coloured by what its item does in the stack. Removing EMA lowers the
+    # loss (verdict "better"), so EMA hurts: red, not the green that would read "EMA is good"
+    stack = (tmp_path / "report-cpu-stack.svg").read_text()
+    assert re.search(r"fill: #c0392b\"[^>]*>−ema</text>", stack) and re.search(r"fill: #1a7f37\"[^>]*>−vocab_2x</text>", stack)
+    assert "coloured by what each item does inside the stack" in stack and "within ±3δ" in stack
 
 
 def test_results_md_links_the_effects_plots_it_draws(tmp_path):

@@ -6,6 +6,7 @@ rests on are kept with the experiment.
 from __future__ import annotations
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -144,3 +145,21 @@ def test_settings_stay_with_the_experiment_and_later_ones_are_marked(tmp_path):
     for fmt in ("json", "markdown", "table"):
         text = _ablate("report", "--db", db, "--format", fmt, "--min-effect", "0.2", cwd=tmp_path).stdout
         assert "chosen after the data" in " ".join(text.split()), fmt
+
+
+def test_every_report_opens_with_the_decision_in_plain_words(committed):
+    """Terminal and markdown open with the verdicts as helps / hurts / no effect / undecided, each
+    change under the word its verdict means, before any table."""
+    words = {"better": "helps", "worse": "hurts", "negligible": "no effect", "inconclusive": "undecided"}
+    for name, frames_ in committed.items():
+        report = make_report(*frames_)
+        for fmt in ("table", "markdown"):
+            head = render(report, fmt, width=100).split("Fair comparison")[0].split("Metric:")[0]
+            assert "|" not in head and "─" not in head, (name, fmt)  # no table before the decision
+            flat = " ".join(head.replace("**", "").replace("\n- ", "\n").split())
+            parts = re.split(r"(helps|hurts|no effect \(within ±[^)]*\)|undecided|no verdict): ", flat)
+            groups = {label.split(" (")[0]: text for label, text in zip(parts[1::2], parts[2::2])}
+            for e in report.effects.itertuples():
+                if e.verdict in words:
+                    change = f"removing {e.effect[1:]}" if report.design == "leave-one-out" else e.effect
+                    assert f"{change} (" in groups.get(words[e.verdict], ""), (name, fmt, e.effect)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from . import frames
 from .plot import interval_caption, plot_curves, plot_effects
-from .render import as_command, effects_display, ranking_display, unranked_display
+from .render import PLAIN_WORDS, as_command, effects_display, ranking_display, unranked_display
 from .detail import missing, run_detail
 from .report import Report, build_report
 
@@ -110,7 +110,7 @@ def _verdicts(report: Report) -> str:
         groups.setdefault(verdict, []).append(f"<span class=\"effect\">{_e(effect)}</span>"
                                               + _e(text.removeprefix(verdict)))
     return "<ul>" + "".join(
-        f"<li class=\"{_verdict_class(verdict)}\" data-verdict=\"{_e(verdict)}\"><b>{_e(verdict)}</b>: "
+        f"<li class=\"{_verdict_class(verdict)}\" data-verdict=\"{_e(verdict)}\"><b>{_e(PLAIN_WORDS.get(verdict, verdict))}</b>: "
         + ", ".join(effects) + "</li>" for verdict, effects in groups.items()) + "</ul>" if groups else ""
 
 

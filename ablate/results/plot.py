@@ -175,8 +175,10 @@ def interval_caption(report: Any) -> str:
 
 
 def plot_effects(report: Any, out: str | Path = "effects.png") -> Path:
-    """Each effect's estimate with its interval at the report's level, one row each (PNG or SVG by the suffix of
-    `out`); coloured by verdict, with the report's ±min_effect band shaded."""
+    """Each effect's estimate with its interval at the report's level, one row each (PNG or SVG by
+    the suffix of `out`), coloured by what the verdict means (in leave-one-out, by what the item
+    does inside the stack), with the report's ±min_effect band shaded; where the large effects
+    would squeeze the small ones onto one point, a second panel shows ±3δ."""
     path = frames.output_path(out, (".png", ".svg"))
     import matplotlib
 
@@ -186,36 +188,53 @@ def plot_effects(report: Any, out: str | Path = "effects.png") -> Path:
     rows = effect_rows(report)
     if rows.empty:
         raise frames.ResultsError(f"experiment {report.experiment!r} has no estimated effect yet")
-    fig, ax = plt.subplots(figsize=(8.5, 1.2 + 0.32 * len(rows)))
-    y = range(len(rows))
     min_effect = getattr(report, "min_effect", float("nan"))
-    if min_effect == min_effect:  # not nan
-        ax.axvspan(-min_effect, min_effect, color="#95a5a6", alpha=0.2,
-                   label=f"±{min_effect:g}: smaller effects do not matter")
-    ax.axvline(0, color="#555", linewidth=0.8)
-    for i, r in zip(y, rows.itertuples()):
-        colour = VERDICT_COLOURS.get(r.verdict, OTHER_COLOUR)
-        if r.ci_lo == r.ci_lo:  # an interval exists (n > 1)
-            ax.plot([r.ci_lo, r.ci_hi], [i, i], color=colour, linewidth=2)
-        ax.plot(r.estimate, i, "o", color=colour, markersize=5, gid=f"effect{i}")
-    ax.set_yticks(list(y), [f"{r.effect}  {r.marks}".strip() for r in rows.itertuples()], fontsize="small")
-    for label, r in zip(ax.get_yticklabels(), rows.itertuples()):
-        label.set_color(VERDICT_COLOURS.get(r.verdict, OTHER_COLOUR))
-    seen = dict.fromkeys(rows["verdict"])
-    for verdict in seen:
-        ax.plot([], [], "o-", color=VERDICT_COLOURS.get(verdict, OTHER_COLOUR), label=verdict)
-    ax.set(xlabel=f"{report.effects_title}" + " (nats per character)" * report.mainrun,
-           title=f"{report.experiment}: effects with intervals ({interval_caption(report)})")
-    ax.grid(axis="x", alpha=0.3)
-    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))
+    stack = report.design == "leave-one-out"
+    meaning = [_MEANING_IN_STACK.get(v, v) if stack else v for v in rows["verdict"]]
+    reach = max(abs(x) for x in (*rows["estimate"], *rows["ci_lo"].dropna(), *rows["ci_hi"].dropna()))
+    zoomed = min_effect == min_effect and reach > 6 * min_effect  # not nan, and the band would be a sliver
+    fig, axes = plt.subplots(1, 2 if zoomed else 1, sharey=True, squeeze=False,
+                             figsize=(11 if zoomed else 8.5, 1.2 + 0.32 * len(rows)),
+                             gridspec_kw={"width_ratios": [3, 2] if zoomed else [1]}, layout="constrained")
+    for k, ax in enumerate(axes[0]):
+        if min_effect == min_effect:
+            ax.axvspan(-min_effect, min_effect, color="#95a5a6", alpha=0.2,
+                       label=f"±{min_effect:g}: smaller effects do not matter" if k == 0 else None)
+        ax.axvline(0, color="#555", linewidth=0.8)
+        for i, (r, m) in enumerate(zip(rows.itertuples(), meaning)):
+            colour = VERDICT_COLOURS.get(m, OTHER_COLOUR)
+            if r.ci_lo == r.ci_lo:  # an interval exists (n > 1)
+                ax.plot([r.ci_lo, r.ci_hi], [i, i], color=colour, linewidth=2)
+            ax.plot(r.estimate, i, "o", color=colour, markersize=5, gid=f"effect{i}" if k == 0 else None)
+        ax.grid(axis="x", alpha=0.3)
+    ax = axes[0][0]
+    ax.set_yticks(list(range(len(rows))), [f"{r.effect}  {r.marks}".strip() for r in rows.itertuples()],
+                  fontsize="small")
+    for label, m in zip(ax.get_yticklabels(), meaning):
+        label.set_color(VERDICT_COLOURS.get(m, OTHER_COLOUR))
+    for m in dict.fromkeys(meaning):
+        ax.plot([], [], "o-", color=VERDICT_COLOURS.get(m, OTHER_COLOUR), label=_LEGEND_IN_STACK.get(m, m) if stack else m)
+    fig.suptitle(f"{report.experiment}: effects with intervals ({interval_caption(report)})"
+                 + ("\ncoloured by what each item does inside the stack" if stack else ""))
+    fig.supxlabel(f"{report.effects_title}" + " (nats per character)" * report.mainrun, fontsize="medium")
+    if zoomed:
+        axes[0][1].set(xlim=(-3 * min_effect, 3 * min_effect), xticks=[k * min_effect for k in (-3, -1, 1, 3)],
+                       title=f"the same, within ±3δ (δ = {min_effect:g})")
+    axes[0][-1].legend(*ax.get_legend_handles_labels(), fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))
     with matplotlib.rc_context({"svg.fonttype": "none"}):  # SVG labels stay text
         fig.savefig(path, dpi=120, bbox_inches="tight")
     plt.close(fig)
     if path.suffix == ".svg":  # hovering a point shows its numbers
         interval = lambda r: f" [{r.ci_lo:+.4g}, {r.ci_hi:+.4g}]" * (r.ci_lo == r.ci_lo)  # noqa: E731
         _hover(path, {f"effect{i}": f"{r.effect}: {r.estimate:+.4g}{interval(r)}, n={r.n}, {r.verdict}"
-                      for i, r in zip(y, rows.itertuples())})
+                      for i, r in enumerate(rows.itertuples())})
     return path
+
+
+# leave-one-out: removing an item that helps makes the loss worse, so its row means the opposite
+_MEANING_IN_STACK = {"better": "worse", "worse": "better"}
+_LEGEND_IN_STACK = {"better": "helps in the stack (removing it hurts)",
+                    "worse": "hurts in the stack (removing it helps)", "negligible": "no effect in the stack"}
 
 
 def _hover(path: Path, titles: dict[str, str]) -> None:

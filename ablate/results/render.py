@@ -26,6 +26,7 @@ from .frames import spreadsheet_safe
 from .report import Report
 
 FORMATS = ("table", "markdown", "csv", "json")
+PLAIN_WORDS = {"better": "helps", "worse": "hurts", "negligible": "no effect", "inconclusive": "undecided"}
 VERDICT_STYLES = {"better": "green", "worse": "red", "inconclusive": "yellow", "negligible": "dim"}  # as the HTML
 BLOCKS = "▁▂▃▄▅▆▇█"
 
@@ -199,6 +200,30 @@ def _records(frame: pd.DataFrame) -> list[dict]:
     return json.loads(frame.to_json(orient="records", default_handler=str))
 
 
+def verdict_summary(report: Report) -> list[tuple[str, str]]:
+    """The decision in plain words, one (verdict, line) per group, in the order helps, hurts, no
+    effect, undecided, no verdict: 'helps: onecycle_fix (-0.5182), lr_1e4 (-0.1643)'. A change is
+    what its row measures: in leave-one-out, `−ema` is "removing ema"."""
+    groups: dict[str, list[str]] = {}
+    first: dict[str, str] = {}
+    for r in report.effects.itertuples():
+        if r.verdict == "no data":
+            continue
+        word = PLAIN_WORDS.get(r.verdict, "no verdict")
+        if r.verdict == "inconclusive":
+            detail = verdict_text(r.verdict, r.seeds_needed, report.budget).removeprefix("inconclusive ").strip("()")
+        elif word == "no verdict":
+            detail = r.verdict
+        else:
+            detail = _fmt(r.estimate, signed=True)
+        change = f"removing {r.effect[1:]}" if report.design == "leave-one-out" and r.effect.startswith("−") else r.effect
+        groups.setdefault(word, []).append(f"{change} ({detail})")
+        first.setdefault(word, r.verdict)
+    order = [*PLAIN_WORDS.values(), "no verdict"]
+    label = {"no effect": f"no effect (within ±{report.min_effect:g})"}
+    return [(first[w], f"{label.get(w, w)}: " + ", ".join(groups[w])) for w in order if w in groups]
+
+
 def render(report: Report, format: str = "table", width: int = 100, color: bool = False) -> str:
     """The report as a terminal table (rich), markdown, csv (ranking then effects) or json."""
     if format == "csv":
@@ -218,8 +243,10 @@ def render(report: Report, format: str = "table", width: int = 100, color: bool 
              f"ranked by {report.ranked_by}")
     ranked = report.ranking[report.ranking["rank"].notna()]
     pending, effects = unranked_display(report), effects_display(report)
+    summary = verdict_summary(report)
     if format == "markdown":
-        parts = [f"## {title}", *report.lines,
+        parts = [f"## {title}", "\n".join(f"- **{line.split(':', 1)[0]}**:{line.split(':', 1)[1]}" for _, line in summary),
+                 *report.lines,
                  markdown_table(ranking_display(report, short=False)) if len(ranked) else "No completed runs yet."]
         if len(pending):
             parts += ["**Not ranked**", markdown_table(pending)]
@@ -231,7 +258,7 @@ def render(report: Report, format: str = "table", width: int = 100, color: bool 
         raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
     styles = ["bold green" if r.is_best else "cyan" if r.is_baseline else "red" if r.breaks_rule else ""
               for r in ranked.itertuples()]
-    parts: list = [(title, "bold"), *report.lines]
+    parts: list = [(title, "bold"), *((line, VERDICT_STYLES.get(v, "")) for v, line in summary), *report.lines]
     if len(effects):  # the answer first, each verdict whole and coloured by what it says
         parts += [(report.effects_title, "bold"), _rich_table(fit_effects(effects, width), styles=[
             VERDICT_STYLES.get(v.split(" ")[0], "") for v in report.effects["verdict"]])]
