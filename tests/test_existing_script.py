@@ -148,3 +148,21 @@ toggles: [{name: wide, patch: {width: 128}}]
                      "min_effect: give min_effect in your metric's units", "metric.pattern: missing ),",
                      "trainer.args: '--{nam}={value}'"):
         assert expected in problems, expected
+
+
+def test_an_entry_point_is_called_with_python_numpy_and_torch_seeded_by_the_run(tmp_path, monkeypatch):
+    from ablate.training.command import train
+    from ablate.training.params import ParamsConfig
+
+    (tmp_path / "seeded_entry.py").write_text(
+        "import random, numpy, torch\n"
+        "def main(config, report):\n"
+        "    report(1, val_loss=random.random() + numpy.random.rand() + torch.rand(1).item())\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+
+    def final(seed: int) -> float:
+        seen = []
+        config = ParamsConfig("entry", "seeded_entry:main", (("lr", 0.1),), seed=seed, workdir=str(tmp_path))
+        train(config.to_dict(), seen.append, None)
+        return seen[-1]["val_loss"]
+    assert final(1) == final(1) != final(2)

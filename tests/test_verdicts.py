@@ -112,6 +112,11 @@ def test_min_effect_option_changes_the_verdicts(committed_db):
     narrow = {e["effect"]: e["verdict"] for e in report_json(committed_db, "report-cpu",
                                                                "--min-effect", "0.0005")["effects"]}
     assert narrow["weight_decay_001"] == "worse" and narrow["mixed_precision"] == "negligible"  # 0.005: negligible
+    # the README's example: at 0.004 two items of the stack no longer lie inside ±δ
+    stack = {d: {e["effect"]: e["verdict"] for e in report_json(committed_db, "report-cpu-stack", "--min-effect", d)["effects"]}
+             for d in ("0.004", "0.005")}
+    assert [e for e in stack["0.005"] if stack["0.004"][e] != stack["0.005"][e]] == ["−rmsnorm", "−betas_095"]
+    assert stack["0.004"]["−rmsnorm"] == "inconclusive" and stack["0.005"]["−rmsnorm"] == "negligible"
 
 
 def test_tiny_numbers_never_print_as_zero(committed_db):
