@@ -328,16 +328,19 @@ def runs_cmd(
     experiment: ExperimentOption = None,
     status: Annotated[Optional[str], typer.Option(help="queued | running | completed | failed | interrupted")] = None,
     toggle: Annotated[Optional[str], typer.Option(help="only runs with this toggle on")] = None,
+    every: Annotated[bool, typer.Option("--all", help="every experiment's runs (without it, as report: the one experiment)")] = False,
     db: DbOption = None, fmt: FormatOption = "table",
 ) -> None:
     """List runs with their status and results. In csv or json, every column."""
-    from .results.frames import load_runs, select_runs, with_own_finals
+    from .results.frames import load_runs, pick_experiment, select_runs, with_own_finals
     from .results.render import FORMATS, render_frame, runs_display
     from .storage.schema import STATUSES
 
     _check(status, STATUSES, "--status")
     _check(fmt, FORMATS, "--format")
     with user_errors():
+        if experiment is None and not every:  # one experiment's runs, as report shows them
+            experiment = pick_experiment(db, None)["experiment"]
         runs = with_own_finals(select_runs(load_runs(db, experiment), status, toggle), db)
     shown = runs if fmt in ("csv", "json") else runs_display(runs)
     _emit(lambda width, color: render_frame(shown, fmt, f"{len(runs)} run(s)", width, color))

@@ -186,7 +186,7 @@ def test_a_reading_command_reads_an_older_file_through_an_upgraded_copy(v1):
     """`ablate runs` on a schema-1 file: the rows come from a migrated temporary copy and the
     file stays byte for byte what its ablate wrote (which can still read it), with no .bak."""
     before = v1.read_bytes()
-    result = CliRunner().invoke(app, ["runs", "--db", str(v1), "--format", "csv"])
+    result = CliRunner().invoke(app, ["runs", "--all", "--db", str(v1), "--format", "csv"])
     assert result.exit_code == 0, result.output
     assert len(result.output.strip().splitlines()) == 1 + 9
     assert sorted(p.name for p in v1.parent.iterdir()) == [v1.name]  # no .bak, -wal or -shm

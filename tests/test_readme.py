@@ -109,11 +109,12 @@ def _copy_db(source: Path, target: Path) -> None:
 def workspace(smoke_db, example_run, existing_run, tmp_path_factory) -> Path:
     """A fresh clone as the README assumes it, with nothing beside it: the shipped results.db
     (plus one failed run), experiments/, examples/, the smoke matrix's smoke.db and the
-    example's tiny-mlp.db."""
+    examples' tiny-mlp.db and existing-script.db."""
     root = tmp_path_factory.mktemp("readme") / "main"
     root.mkdir()
     shutil.copytree(REPO / "experiments", root / "experiments")
-    shutil.copytree(EXAMPLE, root / "examples" / EXAMPLE.name, ignore=shutil.ignore_patterns("*.db", "__pycache__"))
+    for example in (EXAMPLE, EXISTING):
+        shutil.copytree(example, root / "examples" / example.name, ignore=shutil.ignore_patterns("*.db", "__pycache__"))
     _copy_db(smoke_db.db, root / "smoke.db")
     _copy_db(example_run.db, root / "tiny-mlp.db")
     _copy_db(existing_run.db, root / "existing-script.db")
