@@ -428,7 +428,9 @@ def test_cli_runs_filters(db):
     assert [(r["name"], r["seed"], r["error"]) for r in failed] == [("swiglu", 3, "CUDA out of memory")]
     sdpa = pd.read_csv(io.StringIO(invoke("runs", "--toggle", "sdpa", "-e", "mixed", "--db", db, "-f", "csv").stdout))
     assert sdpa["name"].tolist() == ["sdpa"]
-    assert invoke("runs", "--db", db, "-f", "markdown").stdout.startswith("**")
+    assert invoke("runs", "--all", "--db", db, "-f", "markdown").stdout.startswith("**")
+    several = invoke("runs", "--db", db)  # as report: several experiments, pick one
+    assert several.exit_code == 2 and "pick one with --experiment (runs: or --all)" in several.output
 
 
 def test_cli_show_and_as_command_round_trip(db):
