@@ -392,6 +392,9 @@ def test_csv_cells_that_start_like_a_formula_are_text():
     lines = render_frame(frame, "csv").splitlines()
     assert [line.split(",")[0] for line in lines[1:]] == ["'=cmd|' /C calc'!A0", "'@SUM(1)", "'+1", "'-ema", "lr=0.1"]
     assert lines[1].endswith(",-1.5")  # numbers stay numbers
+    # markdown: its cells are all text, so a signed number stays as it is and a formula is quoted
+    rows = [r.split(" | ")[0].removeprefix("| ") for r in render_frame(frame, "markdown").splitlines()[2:]]
+    assert rows == ["'=cmd\\|' /C calc'!A0", "'@SUM(1)", "+1", "'-ema", "lr=0.1"]
 
 
 @pytest.mark.parametrize("name, expected", [

@@ -11,6 +11,7 @@ import io
 import json
 import math
 import os
+import re
 import shlex
 from typing import Any, Iterable
 
@@ -170,9 +171,11 @@ def _rich_table(frame: pd.DataFrame, styles: list[str] | None = None,
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
-    """A pipes table for pull requests."""
+    """A pipes table for pull requests: `|` and line breaks escaped, and a text cell that a
+    spreadsheet would read as a formula (`=cmd|...`, `+x`, `@x`; not a signed number) quoted."""
     def cell(v: Any) -> str:
-        return str(v).replace("|", "\\|").replace("\n", " ")
+        text = str(v).replace("|", "\\|").replace("\n", " ")
+        return "'" + text if re.match(r"[=@\t\r]|[+-][^\d.]", text) else text
     lines = ["| " + " | ".join(map(cell, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(map(cell, row)) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines)
