@@ -195,10 +195,21 @@ def seeds_needed(mean: float, sd: float, min_effect: float, level: Level, n_now:
     up to MAX_SEEDS_ESTIMATE does (the mean sits on ±δ)."""
     if abs(abs(mean) - min_effect) == 0 or not math.isfinite(sd):
         return None
-    for n in range(max(n_now + 1, 2), MAX_SEEDS_ESTIMATE):
-        if decision_power(mean, sd, n, min_effect, level.at(n).per_side) >= POWER:
-            return n
-    return None
+
+    def decides(n: int) -> bool:
+        return decision_power(mean, sd, n, min_effect, level.at(n).per_side) >= POWER
+
+    # the power grows with n: double until it decides, then halve the gap (a few quantiles, not
+    # one per seed count: a mean near ±δ would otherwise cost thousands)
+    low, high, last = max(n_now + 1, 2) - 1, max(n_now + 1, 2), MAX_SEEDS_ESTIMATE - 1
+    while not decides(high):
+        if high >= last:
+            return None
+        low, high = high, min(2 * high, last)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if decides(middle) else (middle, high)
+    return high
 
 
 def one_sided_p(t: float, df: float) -> float:
