@@ -86,7 +86,8 @@ def test_a_pattern_that_never_matches_fails_the_run_with_the_pattern_and_the_las
     error = sqlite3.connect(script / "r.db").execute("SELECT error FROM runs WHERE error IS NOT NULL").fetchone()[0]
     assert "metric.pattern 'step (?P<step>" in error and "matched no line" in error
     assert "step 200: train loss" in error  # the output's last lines, so the mismatch shows
-    # and the first two failed alike: the other four were never started
+    # and the first two failed alike: the other four were never started (with 2 jobs, exactly:
+    # the first failure holds the free slot until the second ends; tests/test_fail_fast.py)
     assert "the first 2 runs failed alike, so no more were started" in " ".join(ran.stdout.split())
     statuses = [s for (s,) in sqlite3.connect(script / "r.db").execute("SELECT status FROM runs")]
     assert statuses.count("failed") == 2 and statuses.count("queued") == 4

@@ -174,7 +174,10 @@ def run(store: Store, run_ids: list[int], executor: Executor, *, trainer: str = 
     `checkpoint_root`, each run checkpoints under root/<hash> (options `resume` decides whether
     an interrupted run continues from there); with a `run_root`, each attempt gets its own
     directory there (your own trainer's {run_dir}). When the first `fail_fast` runs to end all
-    failed with one error, no more are started: the matrix would fail the same way N times."""
+    failed with one error, no more are started: the matrix would fail the same way N times.
+    Exact under concurrency: while the runs ended so far all failed alike and fewer than
+    `fail_fast` have ended, no new run starts until the running ones end, so the count that
+    decides never depends on timing; runs already in flight when it stops run to their end."""
     notify = on_event or (lambda event, details: None)
     host, pid = socket.gethostname(), os.getpid()
     for reaped in store.reap_stale(host=host, stale_after_s=STALE_AFTER_S, pid_alive=process_alive):
@@ -189,7 +192,8 @@ def run(store: Store, run_ids: list[int], executor: Executor, *, trainer: str = 
     with _ctrl_c() as stopped:
         try:
             while not stopped.is_set():
-                while executor.free_slots() > 0 and not stopped.is_set() and outcome.stopped_by is None:
+                while (executor.free_slots() > 0 and not stopped.is_set() and outcome.stopped_by is None
+                       and not _deciding(first_errors, fail_fast, active)):
                     claimed = store.claim([i for i in run_ids if i not in tried], host=host, pid=pid,
                                           code_version=code_version())
                     if claimed is None:
@@ -225,6 +229,13 @@ def run(store: Store, run_ids: list[int], executor: Executor, *, trainer: str = 
                    status="interrupted")
     outcome.interrupted = True
     return outcome
+
+
+def _deciding(first_errors: list[str | None], fail_fast: int, active: dict) -> bool:
+    """Fail-fast is deciding: every run ended so far failed alike, fewer than `fail_fast` have
+    ended, and others are still running (their ends decide; with none running, one more starts)."""
+    return (bool(active) and 0 < len(first_errors) < fail_fast
+            and None not in first_errors and len(set(first_errors)) == 1)
 
 
 def _abandon(store: Store, executor: Executor, error: StoreError) -> str:
