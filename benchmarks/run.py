@@ -12,6 +12,8 @@ Sections (all by default; `--only` picks some):
   eval      share of a run's wall time spent in evaluation, and in the extra val_loss_full pass
   omp       OMP_WAIT_POLICY (unset vs PASSIVE), one CPU job alone and two at once (CPU only)
   smoke     wall time of the whole smoke matrix through the CLI
+  report    `ablate report` on the committed results.db as a user runs it (a fresh process),
+            against a process that only imports what report needs, in the same run
 
 Every comparison runs its variants side by side in one process, interleaved (A B A B ...),
 and reports medians: other processes on the machine shift all variants alike. Step times come
@@ -460,6 +462,39 @@ def bench_smoke() -> dict:
             "load_after": load()}
 
 
+def bench_report(rounds: int, experiment: str = "report-cpu") -> dict:
+    """What a user waits for: `ablate report` in a fresh process (start-up, imports, reading,
+    rendering) on a copy of the committed results.db, interleaved with a process that only
+    imports what report needs (pandas, SQLAlchemy, rich: most of the wait), so the ratio says
+    what reading and rendering add, on this machine, now."""
+    before = load()
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "results.db"
+        db.write_bytes((REPO / "results.db").read_bytes())
+        url = f"sqlite:///{db}"
+        variants = {
+            "imports": [sys.executable, "-c", "import ablate.cli, ablate.results.report, "
+                        "ablate.results.render, ablate.storage.store"],
+            "report table": [sys.executable, "-m", "ablate", "report", "-e", experiment, "--db", url],
+            "report json": [sys.executable, "-m", "ablate", "report", "-e", experiment, "--db", url,
+                            "--format", "json"],
+        }
+        times: dict[str, list[float]] = {k: [] for k in variants}
+        for _ in range(rounds):
+            for name, cmd in variants.items():
+                t0 = time.perf_counter()
+                proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
+                                      env={**os.environ, "COLUMNS": "120"})
+                times[name].append(time.perf_counter() - t0)
+                if proc.returncode:
+                    raise RuntimeError(f"{' '.join(cmd[1:])} exited {proc.returncode}: {proc.stderr[-400:]}")
+    medians = {k: med(v) for k, v in times.items()}
+    return {"experiment": experiment, "rounds": rounds, "seconds": times, "median_s": medians,
+            "report_over_imports": medians["report table"] / medians["imports"],
+            "json_over_imports": medians["report json"] / medians["imports"],
+            "load_before": before, "load_after": load()}
+
+
 # --------------------------------------------------------------------------- output
 def print_tables(res: dict) -> None:
     from rich.console import Console
@@ -515,6 +550,11 @@ def print_tables(res: dict) -> None:
     if "smoke" in res:
         s = res["smoke"]
         con.print(f"smoke matrix: {s['wall_s']:.1f} s (rc {s['returncode']})")
+    if "report" in res:
+        r, m = res["report"], res["report"]["median_s"]
+        con.print(f"ablate report -e {r['experiment']} (median of {r['rounds']}): table "
+                  f"{m['report table']:.2f} s, json {m['report json']:.2f} s, its imports alone "
+                  f"{m['imports']:.2f} s; report / imports {r['report_over_imports']:.2f}x")
 
 
 def main(argv=None) -> dict:
@@ -524,7 +564,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--model", choices=list(MODELS),
                     help="the model of parity/switches (default: small with --quick, else mid)")
     ap.add_argument("--json", help="write the results here")
-    ap.add_argument("--only", nargs="*", help="sections: peak parity switches first eval omp smoke")
+    ap.add_argument("--only", nargs="*", help="sections: peak parity switches first eval omp smoke report")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     ap.add_argument("--switches", nargs="*", choices=list(SWITCHES),
@@ -547,7 +587,7 @@ def main(argv=None) -> dict:
 
     device = resolve_device(args.device)
     cpu = device.type == "cpu"
-    sections = set(args.only or ["peak", "parity", "switches", "first", "eval", "omp", "smoke"])
+    sections = set(args.only or ["peak", "parity", "switches", "first", "eval", "omp", "smoke", "report"])
     q = args.quick
     res: dict = {"machine": machine(device), "load_start": load(), "quick": q}
     model = args.model or ("small" if q else "mid")
@@ -594,6 +634,8 @@ def main(argv=None) -> dict:
         res["omp"] = bench_omp(1 if q else 2, 30 if q else 60)
     if "smoke" in sections and not q:
         res["smoke"] = bench_smoke()
+    if "report" in sections:
+        res["report"] = bench_report(3 if q else 5)
     res["load_end"] = load()
     print_tables(res)
     if args.json:

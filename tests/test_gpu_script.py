@@ -3,7 +3,9 @@ stage here, is killed in the middle of its answer, and continues when run again.
 
 from __future__ import annotations
 
+import argparse
 import gzip
+import importlib.util
 import json
 import os
 import signal
@@ -42,7 +44,7 @@ def test_dry_run_killed_mid_answer_keeps_its_stages_and_continues(hn_csv, tmp_pa
     env = {**os.environ, "ABLATE_BENCH_DATA": str(data)}
     first = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 240
+    deadline = time.time() + 900  # a hang guard only: the stages' own boxes bound each one
     while not completed(out / "results.db") and first.poll() is None and time.time() < deadline:
         time.sleep(0.2)
     assert first.poll() is None, "the dry run ended before its answer had a completed run:\n" + \
@@ -56,7 +58,7 @@ def test_dry_run_killed_mid_answer_keeps_its_stages_and_continues(hn_csv, tmp_pa
     with closing(sqlite3.connect(out / "results.db")) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
 
-    second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    second = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert second.returncode == 0, second.stdout + second.stderr
     summary = json.loads((out / "stages.json").read_text())
     assert all("skipped" in summary[s] for s in STAGES[:-1])  # finished stages are not redone
@@ -71,3 +73,45 @@ def test_dry_run_killed_mid_answer_keeps_its_stages_and_continues(hn_csv, tmp_pa
     assert all(s["completed"] == packing["runs_per_setting"] for s in packing["settings"].values())
     tests = json.loads((out / "tests.json").read_text())
     assert tests["returncode"] == 0 and tests["skipped"] + tests["passed"] == len(tests["tests"]) > 0
+
+
+def load_gpu_script():
+    spec = importlib.util.spec_from_file_location("gpu_script", REPO / "benchmarks" / "gpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_stage_past_its_box_is_recorded_timed_out_and_the_rest_still_run(tmp_path, monkeypatch):
+    """The driver's bookkeeping with the stage processes replaced (no clock involved): a stage
+    killed at its deadline before writing its file is 'timed out' in its own file and in
+    stages.json, the later stages still run, and every kill deadline leaves the stage its
+    import allowance but never passes the budget's end (plus the grace to record itself)."""
+    gpu = load_gpu_script()
+    out = tmp_path / "out"
+    kills: dict[str, float] = {}
+
+    def stage_process(cmd, deadline, env=None):
+        stage = cmd[cmd.index("--stage") + 1]
+        kills[stage] = deadline
+        if stage == "tests":  # killed: it never wrote its file
+            return {"command": "", "returncode": -9, "timed_out": True, "tail": "still importing"}
+        (out / f"{stage}.json").write_text(json.dumps({"status": "ok"}))
+        return {"command": "", "returncode": 0, "timed_out": False, "tail": ""}
+
+    monkeypatch.setattr(gpu, "_run", stage_process)
+    budget, start = 500.0, time.time()
+    args = argparse.Namespace(out=out, stages=["env", "tests", "speed"], budget=budget, dry_run=True,
+                              redo=False, data=tmp_path, work=tmp_path, jobs_per_device=None)
+    assert gpu.drive(args) == 1
+    summary = json.loads((out / "stages.json").read_text())
+    assert summary["tests"]["status"] == "timed out" and summary["speed"]["status"] == "ok"
+    assert json.loads((out / "tests.json").read_text())["status"] == "timed out"
+    assert kills["env"] - start >= gpu.IMPORT_LIMIT_S + gpu.DRY_BOX_S["env"]  # imports do not eat the box
+    assert all(k <= start + budget + gpu.GRACE_S + 1 for k in kills.values())  # nor pass the budget
+
+    kills.clear()
+    args.budget, start = 100.0, time.time()  # a second call, shorter than tests' box plus its imports
+    assert gpu.drive(args) == 1  # redoes only what did not finish: tests, still killed
+    assert set(kills) == {"tests"} and "skipped" in json.loads((out / "stages.json").read_text())["env"]
+    assert kills["tests"] - gpu.GRACE_S <= start + 100 + 1  # the budget's end holds, not the box's

@@ -33,10 +33,10 @@ def test_a_flooding_trainer_times_out_on_time_with_its_evaluations_capped(tmp_pa
         sys.stdout.flush()
         time.sleep(60)
     """, timeout_s=5, max_evals=100)
-    seen, started = [], time.monotonic()
-    with pytest.raises(TrainerError, match="timed out after 5 s"):
+    seen = []
+    with pytest.raises(TrainerError, match="timed out after 5 s"):  # not the end of its 60 s sleep
         train(config, seen.append, None)
-    assert time.monotonic() - started < 30 and len(seen) == 100
+    assert len(seen) == 100
 
 
 def test_past_max_evals_only_the_last_evaluation_is_stored(tmp_path):
@@ -57,12 +57,12 @@ def test_a_run_ends_with_its_trainer_not_with_a_child_holding_its_stdout(tmp_pat
         if os.fork() == 0:
             open("child.pid", "w").write(str(os.getpid()))
             time.sleep(40)
+            open("child.done", "w").write("the run waited for me")
     """)
-    started = time.monotonic()
     train(config, [].append, None)
-    assert time.monotonic() - started < 10
+    assert not (tmp_path / "child.done").exists()  # the run ended without waiting for its child
     stat = Path(f"/proc/{int((tmp_path / 'child.pid').read_text())}/stat")
-    for _ in range(50):  # SIGKILL lands within moments; an unreaped child is a zombie (Z)
+    for _ in range(600):  # SIGKILL lands within moments (a hang guard of 60 s); an unreaped child is a zombie (Z)
         if not stat.exists() or stat.read_text().split(") ")[1].startswith("Z"):
             break
         time.sleep(0.1)

@@ -11,7 +11,6 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
-import time
 from contextlib import closing
 from pathlib import Path
 
@@ -347,10 +346,9 @@ def test_merged_text_is_cut_to_the_caps_and_reading_stays_fast(source, tmp_path)
     assert (error, name) == (MAX_ERROR_CHARS, MAX_NAME_CHARS)
     assert {d for d, in rows(target, "SELECT length(description) FROM experiments")} == {MAX_DESCRIPTION_CHARS}
     assert rows(target, "SELECT description FROM experiments")[0][0].endswith("5,000,000 characters in all]")
-    started = time.monotonic()
     for command in (["report", "-e", "fixture-failures"], ["runs", "--all"]):
-        assert CliRunner().invoke(app, [*command, "--db", str(target)]).exit_code == 0
-    assert time.monotonic() - started < 10
+        result = CliRunner().invoke(app, [*command, "--db", str(target)])
+        assert result.exit_code == 0 and len(result.output) < 50_000  # the capped text, not megabytes
 
 
 def test_a_run_whose_data_is_elsewhere_is_checked_by_its_stored_fingerprint(source, tmp_path):

@@ -11,7 +11,6 @@ import io
 import json
 import math
 import shlex
-import time
 
 import pandas as pd
 import pytest
@@ -342,7 +341,9 @@ def test_at_100_columns_every_verdict_is_whole_and_comes_before_the_ranking(tmp_
             assert "Ranking" not in lines or lines.index(row) < lines.index("Ranking")
 
 
-def test_report_is_fast_on_hundreds_of_runs(tmp_path):
+def test_report_reads_hundreds_of_runs(tmp_path):
+    """330 runs, 30 seeds each: every comparison pairs all 30 (its speed is benchmarks/run.py's
+    `report` section, measured against the bare imports, not asserted here)."""
     toggles = ["sdpa", "swiglu", "rmsnorm", "grad_accum", "dropout_005", "ema", "evals_per_epoch_5",
                "weight_decay_001", "grouped_weight_decay", "lr_1e4"]
     yaml_text = (f"name: big\ndesign: one-at-a-time\ntoggles: [{', '.join(toggles)}]\n"
@@ -357,10 +358,8 @@ def test_report_is_fast_on_hundreds_of_runs(tmp_path):
                 session.add_all(Eval(run_id=run.id, attempt=1, step=s, val_loss=2.0, val_loss_full=2.0,
                                      eval_coverage=0.96, created_at=run.created_at) for s in (10, 20, 30))
         store._write(complete)
-    start = time.perf_counter()
     report = rp.build_report(url, "big")
-    render(report, "table")
-    assert time.perf_counter() - start < 2.0
+    assert "big" in render(report, "table")
     assert ranked(report)["n"].eq(30).all() and len(report.effects) == len(toggles)
 
 

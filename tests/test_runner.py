@@ -118,7 +118,7 @@ def test_killed_runner_takes_its_job_down_and_next_run_recovers(tmp_path, needs_
     run_id, job_pid = rows[0]
     runner.kill()
     runner.wait()
-    wait_for(lambda: not _alive(job_pid), timeout=30, what="the orphaned job to exit")
+    wait_for(lambda: not _alive(job_pid), timeout=120, what="the orphaned job to exit")
     again = ablate("run", str(matrix), db=db, cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
     assert query(db, "select status from runs order by id") == [("completed",), ("completed",)]
@@ -240,7 +240,7 @@ def test_ctrl_c_stops_jobs_and_marks_them_interrupted(tmp_path, needs_data):
         db, "select r.id, r.pid from runs r where r.status='running' and r.pid != ? and "
             "(select count(*) from evals e where e.run_id=r.id) >= 1", runner.pid), what="a job")[0]
     runner.send_signal(signal.SIGINT)
-    out, _ = runner.communicate(timeout=60)
+    out, _ = runner.communicate(timeout=180)
     assert runner.returncode == 130, out
     assert "Interrupted: run again to continue (`ablate run" in " ".join(out.split())
     assert query(db, "select status, error from runs where id=?", run_id)[0][0] == "interrupted"

@@ -10,7 +10,6 @@ import re
 import sqlite3
 import subprocess
 import sys
-import time
 
 import pytest
 from typer.testing import CliRunner
@@ -22,8 +21,6 @@ from ablate.training.data import prepare
 
 from .conftest import REPO, SMOKE_MATRIX
 
-RUN_BUDGET_S = 120.0
-REPORT_BUDGET_S = 2.0
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -46,9 +43,10 @@ def flat(text: str) -> str:
     return " ".join(text.split())
 
 
-def test_smoke_run_finishes_in_time(smoke_db):
+def test_smoke_run_completes_every_run(smoke_db):
+    """How long it takes is measured by `benchmarks/run.py --only smoke` (BENCHMARKS.md), never
+    asserted here: a slower or busier machine is not a failure."""
     assert smoke_db.returncode == 0
-    assert smoke_db.wall_s < RUN_BUDGET_S, f"smoke run took {smoke_db.wall_s:.0f}s"
     assert "9 completed" in flat(smoke_db.stdout)
 
 
@@ -102,28 +100,21 @@ def _report_args(smoke_db, *extra: str) -> list[str]:
     return ["report", str(SMOKE_MATRIX), "--db", smoke_db.url, *extra]
 
 
-def test_report_renders_fast_in_process(smoke_db):
-    cli = CliRunner()
-    t0 = time.perf_counter()
-    result = cli.invoke(app, _report_args(smoke_db))
-    elapsed = time.perf_counter() - t0
+def test_report_renders_in_process(smoke_db):
+    result = CliRunner().invoke(app, _report_args(smoke_db))
     assert result.exit_code == 0, result.output
-    assert elapsed < REPORT_BUDGET_S, f"ablate report took {elapsed:.2f}s in-process"
     out = result.stdout
     assert "smoke — one-at-a-time" in out and "baseline" in out and "onecycle_fix" in out
     assert "not the reference 1.754" in flat(out)  # a CPU-sized matrix: only the baseline is fair
 
 
-def test_report_renders_fast_as_a_subprocess(smoke_db):
-    """Includes Python's start-up and the imports (pandas, rich): what a user waits for."""
-    cmd = [sys.executable, "-m", "ablate", *_report_args(smoke_db)]
-    timings = []
-    for _ in range(2):  # the best of two: the first may pay for a cold disk cache
-        t0 = time.perf_counter()
-        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=60)
-        timings.append(time.perf_counter() - t0)
-        assert proc.returncode == 0, proc.stderr
-    assert min(timings) < REPORT_BUDGET_S, f"ablate report took {timings} s as a subprocess"
+def test_report_renders_as_a_subprocess(smoke_db):
+    """As a user runs it. How long that takes is `benchmarks/run.py --only report`'s figure
+    against the bare imports in the same run (BENCHMARKS.md), not an assert."""
+    proc = subprocess.run([sys.executable, "-m", "ablate", *_report_args(smoke_db)], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "smoke — one-at-a-time" in proc.stdout and "onecycle_fix" in proc.stdout
 
 
 def _pipe_cells(line: str) -> list[str]:

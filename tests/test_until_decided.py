@@ -87,7 +87,7 @@ def test_interrupted_and_run_again_ends_as_an_uninterrupted_run(tmp_path):
     else:
         pytest.fail("the second round never started")
     runner.send_signal(signal.SIGINT)
-    assert runner.wait(timeout=60) == 130, runner.stdout.read()
+    assert runner.wait(timeout=180) == 130, runner.stdout.read()
     first_round = query(stopped, "SELECT id, attempt FROM runs WHERE seed < 1340 AND status = 'completed'")
     assert len(first_round) == 15 and {a for _, a in first_round} == {1}
 
