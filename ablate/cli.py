@@ -325,6 +325,7 @@ def report_cmd(
 
 @app.command("runs")
 def runs_cmd(
+    matrix: Annotated[Optional[Path], typer.Argument(help="matrix YAML; its name selects the experiment")] = None,
     experiment: ExperimentOption = None,
     status: Annotated[Optional[str], typer.Option(help="queued | running | completed | failed | interrupted")] = None,
     toggle: Annotated[Optional[str], typer.Option(help="only runs with this toggle on")] = None,
@@ -339,7 +340,9 @@ def runs_cmd(
     _check(status, STATUSES, "--status")
     _check(fmt, FORMATS, "--format")
     with user_errors():
-        if experiment is None and not every:  # one experiment's runs, as report shows them
+        if matrix is not None:  # as report: the matrix names the experiment and its database
+            db, experiment = _experiment(db, experiment, matrix)
+        elif experiment is None and not every:  # one experiment's runs, as report shows them
             experiment = pick_experiment(db, None)["experiment"]
         runs = with_own_finals(select_runs(load_runs(db, experiment), status, toggle), db)
     shown = runs if fmt in ("csv", "json") else runs_display(runs)

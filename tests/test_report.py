@@ -429,7 +429,19 @@ def test_cli_runs_filters(db):
     assert sdpa["name"].tolist() == ["sdpa"]
     assert invoke("runs", "--all", "--db", db, "-f", "markdown").stdout.startswith("**")
     several = invoke("runs", "--db", db)  # as report: several experiments, pick one
-    assert several.exit_code == 2 and "pick one with --experiment (runs: or --all)" in several.output
+    assert several.exit_code == 2 and "several experiments (" in several.output
+    assert "pick one with --experiment NAME or the matrix file" in " ".join(several.output.split())
+
+
+def test_cli_runs_takes_the_matrix_file_as_report_does(db, tmp_path, monkeypatch):
+    """The matrix names the experiment and, through its `db:`, the database (issue 37)."""
+    monkeypatch.delenv("ABLATE_DB", raising=False)  # which would come before the matrix's db:
+    matrix = tmp_path / "oat.yaml"
+    matrix.write_text(OAT + f"db: {db}\n")
+    by_matrix = invoke("runs", str(matrix), "-f", "json")
+    assert by_matrix.exit_code == 0, by_matrix.output
+    by_name = invoke("runs", "-e", "oat", "--db", db, "-f", "json")
+    assert json.loads(by_matrix.stdout) == json.loads(by_name.stdout) and len(json.loads(by_name.stdout)) == 12
 
 
 def test_cli_show_and_as_command_round_trip(db):

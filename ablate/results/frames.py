@@ -69,8 +69,8 @@ def pick_experiment(db: str | Path | Store | None, name: str | None) -> pd.Serie
         return hit.iloc[0]
     if len(experiments) != 1:
         raise ResultsError("no experiments in the database" if experiments.empty else
-                           f"the database holds several experiments; pick one with --experiment (runs: or --all): "
-                           f"{names}")
+                           f"the database holds several experiments ({names}); pick one with --experiment "
+                           f"NAME or the matrix file (`ablate runs` also takes --all)")
     return experiments.iloc[0]
 
 
