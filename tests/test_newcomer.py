@@ -268,7 +268,7 @@ def test_progress_lines_align_carry_delta_base_and_the_etas_use_measured_pace():
                   attempt=1, current_step=None),
             4: NS(id=4, seed=8, status="completed", final_val_loss=2.5, wall_time_s=30.0, error=None,
                   attempt=1, current_step=None),
-            5: NS(id=5, seed=8, final_val_loss=2.5)}  # seed 8's baseline: Δbase exactly 0
+            5: NS(id=5, seed=8, status="completed", final_val_loss=2.5)}  # seed 8's baseline: Δbase exactly 0
     evals = [NS(step=1, elapsed_s=10.0, val_loss=3.0, tokens_per_s=None, extra={"max_steps": 111}),
              NS(step=11, elapsed_s=11.0, val_loss=2.9, tokens_per_s=None, extra={"max_steps": 111})]
     store = NS(run=runs.get, evals=lambda run_id, attempt: evals)
@@ -292,6 +292,31 @@ def test_progress_lines_align_carry_delta_base_and_the_etas_use_measured_pace():
     assert "Δbase +0.0000" in lines[3] and "seed 7 " in lines[2] and "seed 8 " in lines[3]  # one name, two seeds
     overall = progress.progress.tasks[progress.overall].fields["info"]
     assert overall.startswith("4/5 runs done, about") and overall.endswith("left")
+
+
+def test_progress_gives_your_own_metric_its_delta_base():
+    """Issue 37: `completed seed 2 gru valid_loss 7.9400` had no Δbase for a command trainer's
+    metric; now it is the metric's last value minus its seed's baseline's, as for Mainrun's."""
+    from types import SimpleNamespace as NS
+
+    from rich.console import Console
+
+    from ablate.execution.progress import LiveProgress
+
+    config = {"trainer": {"kind": "command", "metric": "valid_loss"}}
+    last = {1: 7.94, 2: 7.5, 3: None}
+    runs = {i: NS(id=i, seed=2, status=status, final_val_loss=None, wall_time_s=15.0, error=None,
+                  attempt=1, current_step=None, config=config)
+            for i, status in ((1, "completed"), (2, "completed"), (3, "failed"))}
+    store = NS(run=runs.get, evals=lambda run_id, attempt: [NS(step=3, extra={"valid_loss": last[run_id]})])
+    out = io.StringIO()
+    progress = LiveProgress(store, total=3, done=0, console=Console(file=out, width=120), baselines={2: 1})
+    for i, name in ((1, "baseline"), (2, "gru"), (3, "lstm")):
+        progress("start", {"job": NS(run_id=i, attempt=1, name=name)})
+        progress("end", {"job": NS(run_id=i, attempt=1, name=name), "run": runs[i]})
+    lines = {line.split()[3]: line for line in out.getvalue().splitlines() if line.startswith(("completed", "failed"))}
+    assert "valid_loss  7.5000  Δbase -0.4400" in lines["gru"]
+    assert "Δbase" not in lines["baseline"] and "Δbase" not in lines["lstm"]
 
 
 def test_help_gives_whole_summaries_and_no_python_types():

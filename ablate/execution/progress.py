@@ -94,24 +94,33 @@ class LiveProgress:
         return info
 
     def _final(self, run) -> tuple[str, str]:
+        """The run's final metric and its value, as printed."""
+        metric, value = self._final_value(run)
+        return metric, f"{value:.4f}" if value is not None else "-"
+
+    def _final_value(self, run) -> tuple[str, float | None]:
         """The run's final metric and its value: Mainrun's val_loss, or your own trainer's metric
         at its last evaluation."""
         config = run.config if run.final_val_loss is None else None  # Mainrun's has its loss
         if not is_custom(config or {}):
-            return "val_loss", f"{run.final_val_loss:.4f}" if run.final_val_loss is not None else "-"
+            return "val_loss", run.final_val_loss
         metric = run.config["trainer"].get("metric", "val_loss")
         evals = self.store.evals(run.id, run.attempt)
         last = evals[-1] if evals else None
         value = getattr(last, metric, None) if metric in EVAL_COLUMNS else (last.extra or {}).get(metric) if last else None
-        return metric, f"{value:.4f}" if value is not None else "-"
+        return metric, None if value is None else float(value)
 
     def _delta_base(self, run) -> str:
-        """The run's final loss minus its seed's baseline's, once both are known."""
+        """The run's final metric minus its seed's baseline's (Mainrun's loss or your own
+        metric), once both are known."""
         base_id = self.baselines.get(run.seed)
         base = self.store.run(base_id) if base_id is not None and base_id != run.id else None
-        if base is None or base.final_val_loss is None or run.final_val_loss is None:
+        if base is None or run.status != "completed" or base.status != "completed":
             return ""
-        delta = run.final_val_loss - base.final_val_loss + 0.0  # never -0.0
+        (metric, value), (base_metric, base_value) = self._final_value(run), self._final_value(base)
+        if value is None or base_value is None or metric != base_metric:
+            return ""
+        delta = value - base_value + 0.0  # never -0.0
         return f"Δbase {delta:+.4f}" if delta == 0 or abs(delta) >= 5e-5 else f"Δbase {delta:+.1e}"
 
     def _refresh(self, job) -> None:
