@@ -66,6 +66,17 @@ def test_a_nanogpt_style_script_is_ablated_as_it_is(script):
     assert evals[0] == 6 * 4  # four `step N:` lines per run, each an evaluation with its own step
     baseline = next(r for r in out["ranking"] if r["name"] == "baseline")
     assert baseline["n"] == 2 and baseline["final_sd"] > 0  # the seed reached the script: seeds differ
+    # show --as-command runs as pasted (issue 37: it printed a literal RUN_DIR) and reproduces the value
+    shown = ablate("show", "decay", "--seed", "1", "--as-command", "--db", str(db), cwd=script)
+    assert shown.returncode == 0 and "RUN_DIR" in shown.stdout, shown.stdout + shown.stderr
+    by_hand = subprocess.run(shown.stdout, shell=True, cwd=script.parent, capture_output=True, text=True, timeout=300)
+    assert by_hand.returncode == 0, by_hand.stdout + by_hand.stderr
+    printed = [line for line in by_hand.stdout.splitlines() if line.startswith("step ")][-1]
+    stored, = sqlite3.connect(db).execute(
+        "SELECT e.val_loss FROM evals e JOIN runs r ON r.id = e.run_id AND r.attempt = e.attempt "
+        "WHERE r.name = 'decay' AND r.seed = 1 ORDER BY e.step DESC LIMIT 1").fetchone()
+    assert float(printed.rsplit("val loss ", 1)[1]) == stored
+    assert not (script / "out").exists() and not (script.parent / "out").exists()  # its checkpoint: a fresh dir
 
 
 def test_without_its_seed_the_script_is_warned_about_and_gets_no_verdict(script):

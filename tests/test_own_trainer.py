@@ -191,7 +191,8 @@ def test_the_example_runs_as_a_command_and_its_report_ranks_it_with_verdicts(exa
     again = _ablate("run", "matrix.yaml", cwd=example_run.cwd)
     assert again.returncode == 0 and "nothing to train" in " ".join(again.stdout.split())
     shown = _ablate("show", "wide", "--seed", "1", "--as-command", "--db", "tiny-mlp.db", cwd=example_run.cwd)
-    assert shown.stdout.startswith(f"cd {example_run.cwd.resolve()} && python train.py --lr 0.05 --hidden 64 "), \
+    assert shown.stdout.startswith(f'cd {example_run.cwd.resolve()} && RUN_DIR="$(mktemp -d)" && ABLATE_SEED=1 '
+                                   f'ABLATE_RUN_DIR="$RUN_DIR" python train.py --lr 0.05 --hidden 64 '), \
         shown.stdout + shown.stderr
     by_hand = subprocess.run(shown.stdout, shell=True, cwd=example_run.cwd, env=_env(), capture_output=True, text=True)
     last = json.loads(by_hand.stdout.splitlines()[-1])

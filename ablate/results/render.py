@@ -371,7 +371,7 @@ def as_command(detail: RunDetail) -> str:
     default (the defaults are Mainrun's baseline), and --max-steps when the run was truncated.
     A run of your own trainer: its command (or entry point), run in its directory."""
     if isinstance(detail.config, ParamsConfig):
-        return f"cd {shlex.quote(os.path.abspath(detail.config.workdir))} && {shlex.join(detail.config.by_hand())}"
+        return f"cd {shlex.quote(os.path.abspath(detail.config.workdir))} && {detail.config.by_hand()}"
     words = ["ablate", "train", "--data", detail.config.data]
     for name, value in detail.config.diff().items():
         if name != "data":

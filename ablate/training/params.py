@@ -130,13 +130,16 @@ class ParamsConfig:
                    how.get("max_evals", DEFAULT_MAX_EVALS), how.get("pattern"), how.get("args", DEFAULT_ARGS),
                    how.get("flag"), bool(how.get("seed_env", False)))
 
-    def by_hand(self) -> list[str]:
-        """The words that run this one run by hand, in `workdir`: the command, or the entry point
-        called with `ablate.report_eval` as its report."""
+    def by_hand(self) -> str:
+        """A POSIX shell line that runs this one run by hand, in `workdir`, as pasted: the command
+        in a fresh run directory with the environment a job gives it (ABLATE_SEED,
+        ABLATE_RUN_DIR), or the entry point called with `ablate.report_eval` as its report."""
         if self.kind == "command":
-            return self.command("RUN_DIR")
+            words = " ".join(_with_run_dir(w) for w in self.command(_RUN_DIR_MARK))
+            return (f'RUN_DIR="$(mktemp -d)" && ABLATE_SEED={shlex.quote(str(self.seed))} '
+                    f'ABLATE_RUN_DIR="$RUN_DIR" {words}')
         module, _, function = self.spec.partition(":")
-        return ["python", "-c", f"import ablate, {module}; {module}.{function}({self.values()!r}, ablate.report_eval)"]
+        return shlex.join(["python", "-c", f"import ablate, {module}; {module}.{function}({self.values()!r}, ablate.report_eval)"])
 
     def command(self, run_dir: str) -> list[str]:
         """The command's words for this run, every placeholder filled in."""
@@ -167,6 +170,14 @@ class ParamsConfig:
         d = {"trainer": how, "params": dict(self.params), "seed": self.seed, "inputs": fingerprint}
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+_RUN_DIR_MARK = "\0run_dir\0"  # no command word can hold a NUL: where {run_dir} went
+
+
+def _with_run_dir(word: str) -> str:
+    """One command word quoted for the shell, {run_dir} in it left to the shell's "$RUN_DIR"."""
+    return '"$RUN_DIR"'.join(shlex.quote(part) if part else "" for part in word.split(_RUN_DIR_MARK)) or "''"
 
 
 def usable_name(name: str) -> bool:
