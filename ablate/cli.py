@@ -128,9 +128,29 @@ def plan(matrix_path: Annotated[str, typer.Argument(metavar="MATRIX.yaml")],
            if estimate is not None else "no similar completed run to estimate from")
     out = console()
     out.print(f"{len(rows)} runs, {done} already completed; {eta}")
+    _print_commands(out, rows)
     if matrix.first_seeds < len(matrix.seeds):
         out.print(f"seeds until decided: the first round is seeds {matrix.seeds[:matrix.first_seeds]}; "
                   f"undecided comparisons get up to {len(matrix.seeds)} (these {len(rows)} runs at most)")
+
+
+def _print_commands(out, rows) -> None:
+    """Your own command trainer's command line for each configuration's first run, as it will
+    run (before anything runs, so a wrong flag shows now, not in a run's log)."""
+    from .training.params import ParamsConfig
+
+    first: dict[str, ParamsConfig] = {}
+    for r in rows:
+        config = r.planned.config
+        if isinstance(config, ParamsConfig) and config.kind == "command":
+            first.setdefault(r.planned.name, config)
+    if not first:
+        return
+    workdir = next(iter(first.values())).workdir
+    out.print(f"the command of each configuration ({len(first)}; {len(rows)} runs) at its first seed, run in "
+              f"{workdir}, each run with its own $RUN_DIR:", markup=False, highlight=False)
+    for name, config in first.items():
+        out.print(f"  {name}: {config.shell_command()}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

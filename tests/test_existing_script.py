@@ -79,6 +79,18 @@ def test_a_nanogpt_style_script_is_ablated_as_it_is(script):
     assert not (script / "out").exists() and not (script.parent / "out").exists()  # its checkpoint: a fresh dir
 
 
+def test_plan_prints_each_configurations_command_before_anything_runs(script):
+    planned = ablate("plan", "matrix.yaml", "--db", str(script / "r.db"), cwd=script)
+    assert planned.returncode == 0, planned.stderr
+    lines = [line.strip() for line in planned.stdout.splitlines()]
+    commands = {line.split(":", 1)[0]: line.split(": ", 1)[1] for line in lines
+                if line.startswith(("baseline:", "high_lr:", "decay:"))}
+    assert set(commands) == {"baseline", "high_lr", "decay"}
+    assert commands["decay"].endswith('train.py --learning_rate=0.05 --batch_size=16 --weight_decay=0.5 '
+                                      '--seed=0 --out_dir="$RUN_DIR"')
+    assert "(3; 6 runs)" in " ".join(planned.stdout.split()) and not (script / "r.db").exists()
+
+
 def test_without_its_seed_the_script_is_warned_about_and_gets_no_verdict(script):
     matrix = script / "matrix.yaml"
     matrix.write_text(matrix.read_text().replace(" --seed={seed}", ""))

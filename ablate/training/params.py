@@ -135,11 +135,14 @@ class ParamsConfig:
         in a fresh run directory with the environment a job gives it (ABLATE_SEED,
         ABLATE_RUN_DIR), or the entry point called with `ablate.report_eval` as its report."""
         if self.kind == "command":
-            words = " ".join(_with_run_dir(w) for w in self.command(_RUN_DIR_MARK))
             return (f'RUN_DIR="$(mktemp -d)" && ABLATE_SEED={shlex.quote(str(self.seed))} '
-                    f'ABLATE_RUN_DIR="$RUN_DIR" {words}')
+                    f'ABLATE_RUN_DIR="$RUN_DIR" {self.shell_command()}')
         module, _, function = self.spec.partition(":")
         return shlex.join(["python", "-c", f"import ablate, {module}; {module}.{function}({self.values()!r}, ablate.report_eval)"])
+
+    def shell_command(self) -> str:
+        """The command as a shell line, its {run_dir} left as "$RUN_DIR" (a command trainer)."""
+        return " ".join(_with_run_dir(w) for w in self.command(_RUN_DIR_MARK))
 
     def command(self, run_dir: str) -> list[str]:
         """The command's words for this run, every placeholder filled in."""
