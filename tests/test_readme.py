@@ -148,10 +148,12 @@ def in_workspace(workspace, monkeypatch) -> Path:
 @pytest.mark.parametrize("sql", blocks("sql", DB_SECTION),
                          ids=lambda s: re.sub(r"\W+", "-", s.split("FROM")[0].strip())[:40])
 def test_sql_example(sql, workspace):
+    """Each on the shipped results.db, or on the database its first line names (`-- on X.db`)."""
     statement = sql.strip()
     assert sqlite3.complete_statement(statement) and statement.count(";") == 1, \
         "one statement per ```sql block, ending in ';'"
-    with sqlite3.connect(workspace / "results.db") as conn:
+    named = re.match(r"-- on (\S+\.db)\n", statement)
+    with sqlite3.connect(workspace / (named.group(1) if named else "results.db")) as conn:
         rows = conn.execute(statement).fetchall()
     assert rows, f"no rows from:\n{statement}"
 
@@ -161,12 +163,23 @@ def test_the_best_per_toggle_sql_ranks_as_the_report_does(tmp_path):
     same configurations in the same order, each with the report's paired Δbase (the mean over
     the seeds it shares with the baseline of the same-seed difference in the final
     val_loss_full) and that number of seeds."""
-    (sql,) = [code for code in blocks("sql", DB_SECTION) if "AS d_base" in code]
+    (sql,) = [code for code in blocks("sql", DB_SECTION) if "AS d_base" in code and "'report-cpu'" in code]
     db = tmp_path / "results.db"
     _copy_db(REPO / "results.db", db)
+    assert_ranks_as_the_report(sql, db, "report-cpu")
+
+
+def test_the_own_metric_sql_ranks_as_the_report_does(workspace):
+    """Issue 37: the README's SQL read Mainrun's columns only, empty for your own metric; its own
+    metric example, on the example's command-trainer database, is the report's ranking too."""
+    (sql,) = [code for code in blocks("sql", DB_SECTION) if code.startswith("-- on tiny-mlp.db")]
+    assert_ranks_as_the_report(sql, workspace / "tiny-mlp.db", "tiny-mlp")
+
+
+def assert_ranks_as_the_report(sql: str, db: Path, experiment: str) -> None:
     with sqlite3.connect(db) as conn:
         rows = conn.execute(sql).fetchall()
-    result = CliRunner().invoke(app, ["report", "--db", str(db), "-e", "report-cpu", "--format", "json"])
+    result = CliRunner().invoke(app, ["report", "--db", str(db), "-e", experiment, "--format", "json"])
     ranked = sorted((r for r in json.loads(result.stdout)["ranking"] if r["rank"] is not None),
                     key=lambda r: r["rank"])
     assert [name for name, *_ in rows] == [r["name"] for r in ranked]
