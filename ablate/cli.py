@@ -99,6 +99,38 @@ DataOption = Annotated[Optional[str], typer.Option(help="local data file in plac
 
 
 @app.command()
+def init(
+    script: Annotated[Path, typer.Argument(metavar="SCRIPT.py", help="your training script")],
+    line: Annotated[Optional[str], typer.Option(help="one line the script prints with its metric, to read it from")] = None,
+    out: Annotated[Optional[Path], typer.Option(help="the matrix to write (default: ablate-SCRIPT.yaml beside the script)")] = None,
+    force: Annotated[bool, typer.Option("--force", help="replace an existing file")] = False,
+) -> None:
+    """Write a starting matrix for your script from its own flags, without training."""
+    from .execution.scaffold import ScaffoldError, read_flags, starting_matrix
+
+    if not script.is_file() or script.suffix != ".py":
+        fail(f"{script}: expected a Python script (.py) that exists")
+    script = script.resolve()
+    path = out or script.with_name(f"ablate-{script.stem}.yaml")
+    if path.suffix not in (".yaml", ".yml"):
+        fail(f"--out {path}: expected a .yaml file")
+    if (path.exists() or path.is_symlink()) and not force:
+        fail(f"{path} exists; pass --force to replace it, or --out another file")
+    try:
+        flags = read_flags(script)
+        text = starting_matrix(script, path.resolve(), flags, line)
+    except ScaffoldError as e:
+        fail(str(e))
+    if path.is_symlink():
+        path.unlink()  # replaced, never written through
+    path.write_text(text)
+    say("wrote", "green", f"{path}: {len(flags.params)} params from its {flags.source}"
+        + (f", seed {flags.seed.spelling}" if flags.seed else ", no seed flag")
+        + (f", run directory {flags.run_dir.spelling}" if flags.run_dir else "")
+        + f". Next: ablate plan {path}")
+
+
+@app.command()
 def plan(matrix_path: Annotated[str, typer.Argument(metavar="MATRIX.yaml")],
          data: DataOption = None, db: DbOption = None) -> None:
     """Expand a matrix without running it: its runs and what is done. It lists each run's identity."""

@@ -265,11 +265,11 @@ TRAINED = {"experiments/smoke.yaml": "smoke.db", "examples/tiny-mlp/matrix.yaml"
 
 
 def _runnable(argv: list[str]) -> bool:
-    """Commands cheap enough to run here: reading results, planning, and the runs of the smoke
+    """Commands cheap enough to run here: reading results, planning, init (a script's --help), and the runs of the smoke
     matrix and of the example (which, on the databases that hold their results, train nothing).
     `train` takes minutes on a loaded 2-core machine; tests/test_trainer.py runs the first
     README one on the same data."""
-    return argv[0] in ("--version", "catalog", "plan", "report", "runs", "show", "plot", "export") or (
+    return argv[0] in ("--version", "catalog", "init", "plan", "report", "runs", "show", "plot", "export") or (
         argv[0] == "run" and bool(TRAINED.keys() & set(argv)))
 
 
