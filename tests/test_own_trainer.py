@@ -175,6 +175,16 @@ def test_bad_input_exits_2_before_the_database_exists(tmp_path):
 # ------------------------------------------------------------------------ the example, end to end
 
 
+def test_the_html_page_names_your_trainer_where_mainrun_has_its_data(example_run):
+    """Issue 37: the page's provenance said 'data —' for a command trainer."""
+    from ablate.results.html import render_html
+
+    page = render_html(f"sqlite:///{example_run.db}", ["tiny-mlp"])
+    assert '<th class="text">trainer</th><td class="text">python train.py --lr {lr} --hidden {hidden}' in page
+    assert '<th class="text">inputs</th><td class="text">train.py, data.csv</td>' in page
+    assert '<th class="text">data</th>' not in page
+
+
 def test_the_example_runs_as_a_command_and_its_report_ranks_it_with_verdicts(example_run):
     assert "12 completed" in example_run.stdout
     report = build_report(f"sqlite:///{example_run.db}", "tiny-mlp")

@@ -190,9 +190,14 @@ def _provenance(runs: pd.DataFrame) -> str:
 
     def listed(values) -> str:
         return ", ".join(sorted({str(v) for v in values if not missing(v)})) or "—"
-    data = [f"{Path(str(d)).name} ({str(f)[:19]})" for d, f in
-            zip(done.get("cfg.data", []), done.get("res.data_fingerprint", [""] * len(done)))]
-    rows = {"data": listed(data), "code version": listed(done["code_version"]),
+    trainers = [t for t in done.get("cfg.trainer", []) if isinstance(t, dict)]
+    if trainers:  # your own trainer: what ran, and the inputs hashed into its identity
+        first = {"trainer": listed(t.get("command") or t.get("entry") for t in trainers),
+                 "inputs": listed(", ".join(t.get("inputs") or []) for t in trainers)}
+    else:
+        first = {"data": listed(f"{Path(str(d)).name} ({str(f)[:19]})" for d, f in
+                                zip(done.get("cfg.data", []), done.get("res.data_fingerprint", [""] * len(done))))}
+    rows = {**first, "code version": listed(done["code_version"]),
             "device": listed(done["device"]), "seeds": listed(runs["seed"].map(
                 lambda s: "" if missing(s) else f"{s:.0f}")),
             "runs": f"{len(done)} completed of {len(runs)}"}
