@@ -12,6 +12,7 @@ import typer
 from rich.text import Text
 
 from .cli_db import db_app
+from .extras import require
 from .terminal import DbOption, console, err, fail, say, user_errors
 from .training import catalog
 from .training.config import ConfigError, ExecOptions, suggest
@@ -51,6 +52,8 @@ def train(
         cfg = catalog.build_config(preset, toggle, set_, data)
     except ConfigError as e:
         fail(str(e))  # before torch is imported: a typo is answered at once
+    with user_errors():
+        require("mainrun", "the built-in trainer (ablate train)")
     from .training.train import train as run_training  # torch import only for commands that train
 
     options = ExecOptions(device=device, compile=compile, max_steps=max_steps)
@@ -226,6 +229,8 @@ def run(
     matrix, rows = _planned(matrix_path, data)
     with user_errors():
         trainer = runner.entry_point(matrix, trainer)
+        if trainer == runner.DEFAULT_TRAINER:  # before the database is touched or a job started
+            require("mainrun", "the built-in trainer (a matrix without trainer:)")
     if decide:
         with user_errors():
             matrix = sequential.until_decided(matrix, max_seeds)

@@ -37,6 +37,7 @@ def user_errors():
     """What a user can get wrong (a database that cannot be opened, an unknown experiment or
     run, a bad matrix, config or option): one line, exit 2."""
     from .execution.executors import ExecutorError
+    from .extras import MissingExtra
     from .execution.matrix import MatrixError
     from .execution.runner import RunnerError
     from .results.frames import ResultsError
@@ -45,7 +46,8 @@ def user_errors():
 
     try:
         yield
-    except (StoreError, ResultsError, MatrixError, ConfigError, ExecutorError, RunnerError, DataError) as e:
+    except (StoreError, ResultsError, MatrixError, ConfigError, ExecutorError, RunnerError, DataError,
+            MissingExtra) as e:
         fail(str(e))
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from ..extras import installed
 from . import job as job_process
 from .job import Ended, Job
 
@@ -112,7 +113,7 @@ def detect_slots(devices: str | list[int], jobs_per_device: int | None) -> list[
     if devices != "cpu":
         if isinstance(devices, list):
             gpus = devices
-        else:
+        elif installed("torch"):  # your own trainer needs no torch: then, CPU slots
             import torch
 
             gpus = list(range(torch.cuda.device_count()))

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ..extras import require
 from ..storage.store import open_store
 from ..training.config import suggest
 from . import frames
@@ -27,6 +28,7 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
     configuration's difference from the same-seed baseline instead, which separates curves
     that lie on top of each other."""
     path = frames.output_path(out, (".png", ".svg", ".pdf"))
+    require("plots", "drawing plots")
     import matplotlib
 
     matplotlib.use("Agg")
@@ -180,6 +182,7 @@ def plot_effects(report: Any, out: str | Path = "effects.png") -> Path:
     does inside the stack), with the report's ±min_effect band shaded; where the large effects
     would squeeze the small ones onto one point, a second panel shows ±3δ."""
     path = frames.output_path(out, (".png", ".svg"))
+    require("plots", "drawing plots")
     import matplotlib
 
     matplotlib.use("Agg")
