@@ -22,7 +22,7 @@ MAX_LINES = 500
 # model or the loop (the CLI's `ablate train` calls the trainer itself).
 TRAINING_API = {"ablate.training.config", "ablate.training.catalog", "ablate.training.datasource",
                 "ablate.training.params", "ablate.training.output"}  # your own trainer's config and output
-TORCH_MODULES = {"ablate.training.data", "ablate.training.model", "ablate.training.train",
+TORCH_MODULES = {"ablate.training.data", "ablate.training.model", "ablate.training.train", "ablate.training.checkpoint",
                  "ablate.training.command",  # seeds torch, where installed, for your entry point
                  "ablate.execution.executors"}  # the local executor counts GPUs
 

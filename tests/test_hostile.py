@@ -315,7 +315,7 @@ def test_a_bad_checkpoint_is_one_line_naming_the_file_and_never_advising_unsafe_
     import torch
 
     from ablate.training.config import TrainConfig
-    from ablate.training.train import restore_checkpoint
+    from ablate.training.checkpoint import restore_checkpoint
 
     monkeypatch.chdir(tmp_path)
     evil, junk, cut = tmp_path / "evil.pt", tmp_path / "junk.pt", tmp_path / "cut.pt"

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from ablate.training.config import ConfigError, ExecOptions, TrainConfig
-from ablate.training.train import CHECKPOINT_FILE, train
+from ablate.training.checkpoint import CHECKPOINT_FILE
+from ablate.training.train import train
 
 from .conftest import TINY
 

@@ -58,6 +58,7 @@ def run_detail(runs: pd.DataFrame, evals: pd.DataFrame, row: pd.Series) -> RunDe
     info = {k: plain(row.get(k)) for k in ("run_id", "experiment", "name", "hash", "seed", "status", "error",
                                               "toggles", "final_val_loss", "best_val_loss", "best_step",
                                               "wall_time_s", "tokens_per_s", "code_version")}
+    info.update({k: plain(row.get(f"res.{k}")) for k in COST_FIELDS})
     info = {k: (None if missing(v) else v) for k, v in info.items()}
     metric = stored["trainer"].get("metric", "val_loss") if own else "val_loss"
     column = eval_column(metric)
@@ -65,6 +66,24 @@ def run_detail(runs: pd.DataFrame, evals: pd.DataFrame, row: pd.Series) -> RunDe
     return RunDetail(info, (ParamsConfig if own else TrainConfig).from_dict(stored),
                      int(row["steps"]) if truncated else None, diff, mine.reset_index(drop=True),
                      mine[column].astype(float).tolist() if column in mine else [])
+
+
+COST_FIELDS = ("warmup_s", "step_time_s", "train_tokens_per_s", "peak_rss_bytes", "peak_rss_of",
+               "peak_cuda_allocated_bytes")  # what a run cost: its result's measurements
+
+
+def cost_line(run: dict) -> str | None:
+    """A run's cost in one line: its speed after the warm-up step and its peak memory."""
+    parts = []
+    if run.get("step_time_s") is not None:
+        parts.append(f"{run['step_time_s'] * 1e3:,.1f} ms/step, {run['train_tokens_per_s']:,.0f} tokens/s "
+                     f"after a {run['warmup_s']:.2f} s first step" if run.get("warmup_s") is not None else
+                     f"{run['step_time_s'] * 1e3:,.1f} ms/step, {run['train_tokens_per_s']:,.0f} tokens/s")
+    if run.get("peak_rss_bytes") is not None:
+        parts.append(f"peak memory {run['peak_rss_bytes'] / 2**20:,.0f} MiB resident ({run['peak_rss_of']})")
+    if run.get("peak_cuda_allocated_bytes") is not None:
+        parts.append(f"{run['peak_cuda_allocated_bytes'] / 2**20:,.0f} MiB CUDA allocated at peak")
+    return "cost: " + "; ".join(parts) if parts else None
 
 
 def _value(value: Any) -> Any:

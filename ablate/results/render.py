@@ -22,7 +22,7 @@ from ..training.catalog import CATALOG
 from ..training.config import format_value
 from ..training.params import ParamsConfig
 from ..execution.designs import short_name
-from .detail import RunDetail, missing
+from .detail import RunDetail, cost_line, missing
 from .frames import spreadsheet_safe
 from .report import Report
 
@@ -333,6 +333,8 @@ def render_run(detail: RunDetail, format: str = "table", width: int = 100, color
     if r["final_val_loss"] is not None:
         header.append(f"final val_loss {r['final_val_loss']:.4f}, best {r['best_val_loss']:.4f} "
                       f"at step {r['best_step']}")
+    if cost := cost_line(r):
+        header.append(cost)
     own = isinstance(detail.config, ParamsConfig)  # your trainer's metrics: whatever it reported
     if detail.values:
         header.append(f"{detail.config.metric if own else 'val_loss'} {sparkline(detail.values)}")

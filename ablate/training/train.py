@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import random
 import time
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from .checkpoint import CHECKPOINT_FILE, restore_checkpoint, save_checkpoint
 from .config import ConfigError, ExecOptions, TrainConfig
 from .data import PreparedData, prepare
 from .model import GPT
@@ -239,6 +239,8 @@ def train(config: TrainConfig | dict, on_eval: EvalCallback | None = None,
     if opts.threads:
         torch.set_num_threads(opts.threads)
     t_start = time.perf_counter()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)  # this run's peak, in a reused process too
 
     torch.manual_seed(cfg.seed)  # MAINRUN.md §1: seeds first
     random.seed(cfg.seed)
@@ -279,6 +281,7 @@ def train(config: TrainConfig | dict, on_eval: EvalCallback | None = None,
                 "aug_gen": aug_gen, "mask_gen": mask_gen}
     evals: list[dict[str, Any]] = []
     stream, ptr, step, train_time, elapsed0 = train_ids, 0, 0, 0.0, 0.0
+    first_step_s = None  # step 1 alone (evaluated right after): warm-up, compilation included
     checkpoint = Path(opts.checkpoint_dir) / CHECKPOINT_FILE if opts.checkpoint_dir else None
     if opts.resume and checkpoint and checkpoint.exists():
         # everything a step depends on comes back, so the run continues exactly
@@ -345,6 +348,8 @@ def train(config: TrainConfig | dict, on_eval: EvalCallback | None = None,
                 losses = step_loss[last_eval_step:step].tolist()  # the one host sync
                 norms = step_norm[last_eval_step:step].tolist()
                 train_time += time.perf_counter() - t_resume
+                if step == 1:
+                    first_step_s = train_time
                 if not all(map(math.isfinite, losses)):
                     bad = next(i for i, v in enumerate(losses) if not math.isfinite(v))
                     raise NonFiniteLoss(f"non-finite training loss {losses[bad]} at step "
@@ -374,7 +379,7 @@ def train(config: TrainConfig | dict, on_eval: EvalCallback | None = None,
 
     final = evals[-1]
     best = min(evals, key=lambda e: e["val_loss"])
-    return {
+    return {**_cost(step, train_time, first_step_s, tokens_per_step, device),
         "final_val_loss": final["val_loss"], "final_val_loss_full": final["val_loss_full"],
         "best_val_loss": best["val_loss"], "best_step": best["step"],
         "param_count": n_params, "steps": step, "max_steps": sched.max_steps,
@@ -384,6 +389,20 @@ def train(config: TrainConfig | dict, on_eval: EvalCallback | None = None,
         "compile": opts.compile,  # an execution option: not in the identity, so recorded here
         "eval_coverage": coverage, "resumed_from_step": resumed_from_step, **data.info,
     }
+
+
+def _cost(steps: int, train_time: float, first_step_s: float | None, tokens_per_step: int,
+          device: torch.device) -> dict[str, Any]:
+    """Speed over the optimizer steps after the first (its warm-up and compilation apart;
+    evaluation and data preparation are never in train_time), and CUDA's peak allocation."""
+    steady = steps - 1 if first_step_s is not None else steps  # a resumed run: no step 1 here
+    steady_s = train_time - (first_step_s or 0.0)
+    cost: dict[str, Any] = {"warmup_s": first_step_s}
+    if steady > 0 and steady_s > 0:
+        cost.update(step_time_s=steady_s / steady, train_tokens_per_s=steady * tokens_per_step / steady_s)
+    if device.type == "cuda":
+        cost["peak_cuda_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
+    return cost
 
 
 def _evaluate(model: GPT, ema: EMA | None, cfg: TrainConfig, data: PreparedData,
@@ -409,72 +428,6 @@ def attention_entropy(model: GPT, val_ids: torch.Tensor, block_size: int, rows: 
     model.attention_entropy(True)
     model(val_ids[:n * block_size].view(n, block_size))
     return model.attention_entropy(False).item()
-
-
-CHECKPOINT_FILE = "checkpoint.pt"
-
-
-def save_checkpoint(path: Path, cfg: TrainConfig, stateful: dict, ema: EMA | None,
-                    position: dict) -> Path:
-    """Everything the next step depends on — weights, optimizer, scheduler, scaler, EMA, every
-    RNG, the data position and the evaluations so far — written atomically (tmp + rename), so
-    a kill while writing leaves the previous checkpoint intact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {name: obj.state_dict() if hasattr(obj, "state_dict") else obj.get_state()
-             for name, obj in stateful.items() if obj is not None}
-    state.update(config=cfg.to_dict(), ema=ema.shadow if ema else None, position=position,
-                 rng_cpu=torch.get_rng_state(), rng_python=random.getstate(),
-                 rng_cuda=torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:  # a full disk must not leave a half-written file behind
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
-
-
-def restore_checkpoint(path: Path, cfg: TrainConfig, stateful: dict, ema: EMA | None,
-                       device: torch.device) -> dict:
-    """Load a checkpoint into freshly built objects (tensors only: weights_only=True, so a
-    checkpoint cannot run code); returns the saved position."""
-    state = _load_tensors(path, device)
-    if state["config"] != cfg.to_dict():
-        raise ConfigError(f"checkpoint {path} belongs to another configuration; "
-                          f"differs in {sorted(k for k, v in cfg.to_dict().items() if state['config'].get(k) != v)}")
-    for name, obj in stateful.items():
-        if obj is None:
-            continue
-        if hasattr(obj, "load_state_dict"):
-            obj.load_state_dict(state[name])
-        else:
-            obj.set_state(state[name].cpu())
-    if ema:
-        with torch.no_grad():
-            torch._foreach_copy_(ema.shadow, state["ema"])
-    torch.set_rng_state(state["rng_cpu"].cpu())
-    random.setstate(_as_tuples(state["rng_python"]))
-    if state["rng_cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["rng_cuda"]])
-    return state["position"]
-
-
-def _load_tensors(path: Path, device: torch.device) -> dict:
-    """torch.load(weights_only=True), its failures as one line that names the file: refused as
-    unsafe (it would construct objects) or unreadable. Never a hint to load it unsafely."""
-    try:
-        return torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises UnpicklingError, RuntimeError, EOFError...
-        unsafe = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line), None)
-        why = (f"refused as unsafe: loading it would construct objects ({unsafe})" if unsafe else
-               f"corrupt or not a checkpoint ({type(e).__name__})")
-        raise RuntimeError(f"checkpoint {path}: {why}; delete it to train this run from the start") from None
-
-
-def _as_tuples(value: Any) -> Any:
-    """random.setstate wants the tuples that pickling turned into lists."""
-    return tuple(_as_tuples(v) for v in value) if isinstance(value, (list, tuple)) else value
 
 
 def _device_name(device: torch.device) -> str:

@@ -1,0 +1,115 @@
+"""What a run cost, measured per run (issue 32, part 1): time per step and throughput after the
+warm-up step for the built-in trainer, the peak resident memory of the process that trained for
+every trainer (a command trainer: its command's), per run even in a process that ran others."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ablate.execution.attempt import run_attempt
+from ablate.training.config import ExecOptions, TrainConfig
+from ablate.training.train import train
+
+from .conftest import TINY
+
+MIB = 2**20
+
+
+class Recorder:
+    """A sink that keeps what the attempt reports."""
+
+    def __init__(self):
+        self.result, self.error = None, None
+
+    def evaluated(self, metrics, step_metrics):
+        pass
+
+    def finished(self, result):
+        self.result = result
+
+    def failed(self, error, traceback, status):
+        self.error = f"{status}: {error}\n{traceback}"
+
+
+def touched(mb: int) -> bytearray:
+    """`mb` MiB really resident: one byte written per page."""
+    block = bytearray(mb * MIB)
+    block[::4096] = b"x" * len(block[::4096])
+    return block
+
+
+def small_trainer(config, on_eval, options):
+    """An entry point that holds 20 MiB, for the attempt's own measurement."""
+    held = touched(20)
+    on_eval({"step": 1, "val_loss": 1.0})
+    return {"final_val_loss": 1.0, "steps": 1, "held": len(held)}
+
+
+def test_the_built_in_trainer_reports_its_speed_after_the_warm_up_step(hn_csv):
+    result = train(TrainConfig(**{**TINY, "data": hn_csv}), options=ExecOptions(max_steps=6, step_metrics=False))
+    tokens_per_step = TINY["batch_size"] * TINY["block_size"]
+    assert result["warmup_s"] > 0 and result["step_time_s"] > 0
+    assert result["train_tokens_per_s"] == pytest.approx(tokens_per_step / result["step_time_s"])
+    assert result["train_time_s"] == pytest.approx(result["warmup_s"] + 5 * result["step_time_s"])
+    assert "peak_cuda_allocated_bytes" not in result  # a CPU run
+
+
+def status_kib(field: str) -> int:
+    return int(re.search(rf"^{field}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE).group(1))
+
+
+def test_an_attempt_measures_its_own_peak_not_what_its_process_held_before():
+    before = touched(300)  # an earlier run in this process peaked 300 MiB higher
+    del before
+    resident, high_water = status_kib("VmRSS") * 1024, status_kib("VmHWM") * 1024
+    assert high_water > resident + 250 * MIB
+    sink = Recorder()
+    status = run_attempt("tests.test_cost:small_trainer", {"lr": 1.0}, ExecOptions(), sink)
+    assert status == "completed", sink.error
+    assert sink.result["peak_rss_of"] == "the run's process"
+    assert resident + 15 * MIB < sink.result["peak_rss_bytes"] < high_water - 200 * MIB  # reset at its start
+
+
+ALLOC = """
+    import argparse, json
+    p = argparse.ArgumentParser()
+    p.add_argument("--mb", type=int)
+    p.add_argument("--seed", type=int)
+    a = p.parse_args()
+    block = bytearray(a.mb * 2**20)
+    block[::4096] = b"x" * len(block[::4096])
+    print(json.dumps({"step": 1, "val_loss": 1.0 + a.seed / 100}))
+"""
+
+
+def test_a_command_trainers_peak_is_its_commands_and_tells_200_from_50_mib(tmp_path):
+    (tmp_path / "alloc.py").write_text(textwrap.dedent(ALLOC))
+    (tmp_path / "m.yaml").write_text(
+        "name: mem\ntrainer: {command: '{python} alloc.py --mb {mb} --seed {seed}'}\nparams: {mb: 50}\n"
+        "metric: {name: val_loss}\nmin_effect: 0.1\nseeds: [1]\ndesign: one-at-a-time\n"
+        "toggles:\n  - name: big\n    patch: {mb: 200}\n")
+    env = {k: v for k, v in os.environ.items() if k != "ABLATE_DB"}
+    ran = subprocess.run([sys.executable, "-m", "ablate", "run", "m.yaml", "--db", "r.db"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    rows = sqlite3.connect(tmp_path / "r.db").execute("SELECT name, result FROM runs").fetchall()
+    peak = {name: json.loads(result)["peak_rss_bytes"] for name, result in rows}
+    assert {json.loads(result)["peak_rss_of"] for _, result in rows} == {"the command's largest process"}
+    assert peak["baseline"] >= 50 * MIB and peak["big"] >= 200 * MIB
+    assert peak["big"] - peak["baseline"] == pytest.approx(150 * MIB, rel=0.2)  # the job's own memory apart
+    shown = subprocess.run([sys.executable, "-m", "ablate", "show", "big", "--db", "r.db"], cwd=tmp_path,
+                           env=env, capture_output=True, text=True, timeout=300)
+    assert f"cost: peak memory {peak['big'] / MIB:,.0f} MiB resident (the command's largest process)" in \
+        " ".join(shown.stdout.split())
+    exported = subprocess.run([sys.executable, "-m", "ablate", "runs", "--db", "r.db", "-f", "json"], cwd=tmp_path,
+                              env=env, capture_output=True, text=True, timeout=300)
+    assert {r["name"]: r["res.peak_rss_bytes"] for r in json.loads(exported.stdout)} == peak
