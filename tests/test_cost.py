@@ -110,6 +110,32 @@ def test_a_command_trainers_peak_is_its_commands_and_tells_200_from_50_mib(tmp_p
                            env=env, capture_output=True, text=True, timeout=300)
     assert f"cost: peak memory {peak['big'] / MIB:,.0f} MiB resident (the command's largest process)" in \
         " ".join(shown.stdout.split())
+    python = ".".join(map(str, sys.version_info[:3]))  # where it ran (issue 37's provenance)
+    assert f"environment: Python {python}, " in " ".join(shown.stdout.split())
     exported = subprocess.run([sys.executable, "-m", "ablate", "runs", "--db", "r.db", "-f", "json"], cwd=tmp_path,
                               env=env, capture_output=True, text=True, timeout=300)
     assert {r["name"]: r["res.peak_rss_bytes"] for r in json.loads(exported.stdout)} == peak
+
+
+def test_the_script_repository_is_recorded_with_its_dirty_state_and_diff(tmp_path):
+    """Issue 37's provenance: your trainer's commit, whether it had uncommitted changes, and a
+    hash of that diff (two different edits, two different hashes)."""
+    from ablate.execution.provenance import environment, script_repo
+
+    assert script_repo(str(tmp_path)) == {}  # not a repository
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    (tmp_path / "train.py").write_text("lr = 0.1\n")
+    subprocess.run([*git, "add", "train.py"], check=True)
+    subprocess.run([*git, "commit", "-qm", "first"], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    assert script_repo(str(tmp_path)) == {"script_commit": head, "script_dirty": False}
+    hashes = set()
+    for edit in ("lr = 0.2\n", "lr = 0.3\n"):
+        (tmp_path / "train.py").write_text(edit)
+        repo = script_repo(str(tmp_path))
+        assert repo["script_commit"] == head and repo["script_dirty"] is True
+        hashes.add(repo["script_diff_sha256"])
+    assert len(hashes) == 2
+    env = environment({"trainer": {"workdir": str(tmp_path)}})
+    assert env["script_commit"] == head and env["python"] == ".".join(map(str, sys.version_info[:3]))

@@ -183,6 +183,8 @@ def test_the_html_page_names_your_trainer_where_mainrun_has_its_data(example_run
     assert '<th class="text">trainer</th><td class="text">python train.py --lr {lr} --hidden {hidden}' in page
     assert '<th class="text">inputs</th><td class="text">train.py, data.csv</td>' in page
     assert '<th class="text">data</th>' not in page
+    python = ".".join(map(str, sys.version_info[:3]))  # the environment the runs came from (issue 37)
+    assert f'<th class="text">environment</th><td class="text">Python {python}, ' in page
 
 
 def test_the_example_runs_as_a_command_and_its_report_ranks_it_with_verdicts(example_run):

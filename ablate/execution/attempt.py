@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol, TextIO
 from ..training.config import ExecOptions, TrainConfig
 from ..training.datasource import DataError, fingerprint
 from ..training.params import ParamsConfig, is_custom
+from .provenance import environment
 from .resources import PeakMemory
 
 if TYPE_CHECKING:
@@ -68,7 +69,8 @@ def run_attempt(trainer: str, config: dict, options: ExecOptions, sink: Sink, *,
             extra["on_step"] = on_step
         memory = PeakMemory()
         command = is_custom(config) and bool(config["trainer"].get("command"))
-        result = {**train(config, on_eval, options, **extra), **memory.read(command)}
+        result = {**train(config, on_eval, options, **extra), **memory.read(command),
+                  "environment": environment(config)}
     except BaseException as e:  # noqa: BLE001 - every failure is recorded
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
         sink.failed(f"{type(e).__name__}: {e}", format_exc(), status)

@@ -69,7 +69,7 @@ def run_detail(runs: pd.DataFrame, evals: pd.DataFrame, row: pd.Series) -> RunDe
 
 
 COST_FIELDS = ("warmup_s", "step_time_s", "train_tokens_per_s", "peak_rss_bytes", "peak_rss_of",
-               "peak_cuda_allocated_bytes")  # what a run cost: its result's measurements
+               "peak_cuda_allocated_bytes", "environment")  # what a run cost and ran on: its result's
 
 
 def cost_line(run: dict) -> str | None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..execution.provenance import describe
 from . import frames
 from .plot import interval_caption, plot_curves, plot_effects
 from .render import PLAIN_WORDS, as_command, effects_display, ranking_display, unranked_display
@@ -185,11 +186,12 @@ def _ranking(report: Report, classes: list[str]) -> list[str]:
 
 
 def _provenance(runs: pd.DataFrame) -> str:
-    """Which data, code, devices and seeds produced the experiment's completed runs."""
+    """Which data (or trainer), code, environment, devices and seeds produced the experiment's
+    completed runs."""
     done = runs[runs["status"] == "completed"]
 
-    def listed(values) -> str:
-        return ", ".join(sorted({str(v) for v in values if not missing(v)})) or "—"
+    def listed(values, sep: str = ", ") -> str:
+        return sep.join(sorted({str(v) for v in values if not missing(v)})) or "—"
     trainers = [t for t in done.get("cfg.trainer", []) if isinstance(t, dict)]
     if trainers:  # your own trainer: what ran, and the inputs hashed into its identity
         first = {"trainer": listed(t.get("command") or t.get("entry") for t in trainers),
@@ -197,7 +199,10 @@ def _provenance(runs: pd.DataFrame) -> str:
     else:
         first = {"data": listed(f"{Path(str(d)).name} ({str(f)[:19]})" for d, f in
                                 zip(done.get("cfg.data", []), done.get("res.data_fingerprint", [""] * len(done))))}
+    environments = [describe(e) for e in done.get("res.environment", []) if isinstance(e, dict)]
     rows = {**first, "code version": listed(done["code_version"]),
+            "environment" if len(set(environments)) < 2 else f"environments ({len(set(environments))})":
+            listed(environments, "; "),
             "device": listed(done["device"]), "seeds": listed(runs["seed"].map(
                 lambda s: "" if missing(s) else f"{s:.0f}")),
             "runs": f"{len(done)} completed of {len(runs)}"}

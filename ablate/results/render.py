@@ -22,6 +22,7 @@ from ..training.catalog import CATALOG
 from ..training.config import format_value
 from ..training.params import ParamsConfig
 from ..execution.designs import short_name
+from ..execution.provenance import describe
 from .detail import RunDetail, cost_line, missing
 from .frames import spreadsheet_safe
 from .report import Report
@@ -335,6 +336,8 @@ def render_run(detail: RunDetail, format: str = "table", width: int = 100, color
                       f"at step {r['best_step']}")
     if cost := cost_line(r):
         header.append(cost)
+    if isinstance(r.get("environment"), dict):
+        header.append(f"environment: {describe(r['environment'])}")
     own = isinstance(detail.config, ParamsConfig)  # your trainer's metrics: whatever it reported
     if detail.values:
         header.append(f"{detail.config.metric if own else 'val_loss'} {sparkline(detail.values)}")
