@@ -12,6 +12,7 @@ import typer
 from rich.text import Text
 
 from .cli_db import db_app
+from .results import outfile
 from .terminal import DbOption, console, err, fail, say, user_errors
 from .training import catalog
 from .training.config import ConfigError, ExecOptions, suggest
@@ -295,6 +296,9 @@ ExperimentOption = Annotated[Optional[str], typer.Option(
 FormatOption = Annotated[str, typer.Option("--format", "-f", help="table | markdown | csv | json")]
 MetricOption = Annotated[Optional[str], typer.Option(
     help="mainrun (val_loss) | full (val_loss_full); default: mainrun unless eval coverages differ")]
+ForceOption = Annotated[bool, typer.Option(
+    "--force", help="replace an existing file of another kind (never a results database, never through a link)")]
+OUT_KINDS = {"table": (".txt",), "markdown": (".md", ".markdown"), "csv": (".csv",), "json": (".json",)}
 MinEffectOption = Annotated[Optional[float], typer.Option(
     "--min-effect", help="smallest effect of interest, nats/char (default: the matrix's min_effect, else 0.005)")]
 
@@ -341,6 +345,7 @@ def report_cmd(
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | markdown | csv | json | html")] = "table",
     min_effect: MinEffectOption = None,
     out: Annotated[Optional[Path], typer.Option(help="write the report to this file (html: report.html)")] = None,
+    force: ForceOption = False,
 ) -> None:
     """An experiment's verdicts and its ranked configurations."""
     from .results.render import FORMATS, render
@@ -352,24 +357,25 @@ def report_cmd(
     if fmt == "html":  # one self-contained page, several experiments at once
         from .results.html import render_html
 
-        from .results.frames import output_path
-
         with user_errors():
-            path = output_path(out or Path("report.html"), (".html", ".htm"))
+            path = outfile.checked(out or Path("report.html"), (".html", ".htm"), force=force)
             if matrix and not experiment:  # the matrix names the experiment (and maybe the db)
                 db, name = _experiment(db, None, matrix)
                 experiment = [name]
             page = render_html(db, experiment, metric, min_effect)
-        path.write_text(page)
+            outfile.write_text(path, page)
         err.print(f"wrote {path}")
         return
     if experiment and len(experiment) > 1:
         fail(f"--format {fmt} shows one experiment; several need --format html")
     with user_errors():
+        if out:  # checked before the report is built: a refused path costs nothing
+            out = outfile.checked(out, OUT_KINDS[fmt], force=force, named=False)
         report = build_report(*_experiment(db, experiment[0] if experiment else None, matrix), metric,
                               min_effect)
+        if out:
+            outfile.write_text(out, render(report, fmt, 100, False))
     if out:
-        out.write_text(render(report, fmt, 100, False))
         err.print(f"wrote {out}")
         return
     _emit(lambda width, color: render(report, fmt, width, color))
@@ -437,7 +443,7 @@ def plot_cmd(
                                           "coloured by verdict, instead of the curves")] = False,
     delta: Annotated[bool, typer.Option("--delta", help="each curve minus the same-seed "
                                         "baseline's (separates overlapping curves)")] = False,
-    db: DbOption = None,
+    db: DbOption = None, force: ForceOption = False,
 ) -> None:
     """Plot validation loss by step, or (--effects) each effect. The loss is the metric `ablate
     report` ranks by, unless --metric says otherwise."""
@@ -448,9 +454,10 @@ def plot_cmd(
     names = [n.strip() for n in runs.split(",") if n.strip()] if runs else None
     with user_errors():
         if effects:
-            path = plot_effects(build_report(*_experiment(db, experiment, matrix)), out)
+            outfile.checked(out, (".png", ".svg"), force=force)  # before the report is built
+            path = plot_effects(build_report(*_experiment(db, experiment, matrix)), out, force)
         else:
-            path = plot_curves(*_experiment(db, experiment, matrix), names, out, metric, delta)
+            path = plot_curves(*_experiment(db, experiment, matrix), names, out, metric, delta, force)
     err.print(f"wrote {path}")
 
 
@@ -459,15 +466,16 @@ def export_cmd(
     to: Annotated[Path, typer.Option("--to", help="FILE.csv or FILE.parquet")],
     experiment: ExperimentOption = None,
     what: Annotated[str, typer.Option(help="runs | evals")] = "runs",
-    db: DbOption = None,
+    db: DbOption = None, force: ForceOption = False,
 ) -> None:
     """Write runs or evaluations to a file. Runs: one row per run, config as cfg.* columns."""
     from .results.frames import export, load_evals, load_runs
 
     _check(what, ("runs", "evals"), "--what")
     with user_errors():
+        outfile.checked(to, (".csv", ".parquet"), force=force)  # before the database is read
         frame = (load_runs if what == "runs" else load_evals)(db, experiment)
-        export(frame, to)
+        export(frame, to, force)
     err.print(f"wrote {len(frame)} {what} to {to}")
 
 
@@ -480,10 +488,9 @@ def results_md(
 ) -> None:
     """Regenerate RESULTS.md's tables from the results database. Prose outside the markers stays."""
     from .results import document
-    from .results.frames import output_path
 
     with user_errors():
-        out = output_path(out, (".md",))
+        out = outfile.checked(out, (".md",))
         if check:
             same = out.exists() and document.committed_block(out) == document.generated(db, since)
             err.print(f"{out}: {'up to date' if same else 'differs from the database'}")

@@ -40,12 +40,14 @@ def user_errors():
     from .execution.matrix import MatrixError
     from .execution.runner import RunnerError
     from .results.frames import ResultsError
+    from .results.outfile import OutputError
     from .storage.database import StoreError
     from .training.datasource import DataError
 
     try:
         yield
-    except (StoreError, ResultsError, MatrixError, ConfigError, ExecutorError, RunnerError, DataError) as e:
+    except (StoreError, ResultsError, MatrixError, ConfigError, ExecutorError, RunnerError, DataError,
+            OutputError) as e:
         fail(str(e))
 
 

@@ -17,6 +17,7 @@ from sqlalchemy import case, func, select
 from ..storage.schema import EVAL_COLUMNS, Eval, Experiment, ExperimentRun, Run
 from ..storage.store import Store, open_store
 from ..training.config import MAINRUN_VAL_LOSS, suggest
+from . import outfile
 
 RUN_COLUMNS = (
     "experiment", "run_id", "hash", "position", "name", "toggles", "seed", "status", "attempt",
@@ -196,16 +197,6 @@ def select_runs(runs: pd.DataFrame, status: str | None = None, toggle: str | Non
     return runs[keep]
 
 
-def output_path(path: str | Path, suffixes: tuple[str, ...]) -> Path:
-    """A file a command is about to write, checked first: a known suffix, an existing directory."""
-    path = Path(path)
-    if path.suffix.lower() not in suffixes:
-        raise ResultsError(f"cannot write {str(path)!r}: expected a {' or '.join(suffixes)} file name")
-    if not path.parent.is_dir():
-        raise ResultsError(f"cannot write {str(path)!r}: directory {str(path.parent)!r} does not exist")
-    return path
-
-
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as the start of a formula
 
 
@@ -215,19 +206,16 @@ def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.map(lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) else v)
 
 
-def export(frame: pd.DataFrame, path: str | Path) -> Path:
+def export(frame: pd.DataFrame, path: str | Path, force: bool = False) -> Path:
     """Write a loader's frame to .csv or .parquet (lists and dicts become JSON text in parquet)."""
-    path = output_path(path, (".csv", ".parquet"))
+    path = outfile.checked(path, (".csv", ".parquet"), force=force)
     try:
         if path.suffix.lower() == ".csv":
-            spreadsheet_safe(frame).to_csv(path, index=False)
-        else:
-            frame.map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v).to_parquet(path, index=False)
+            return outfile.replace(path, lambda tmp: spreadsheet_safe(frame).to_csv(tmp, index=False))
+        plain = frame.map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v)
+        return outfile.replace(path, lambda tmp: plain.to_parquet(tmp, index=False))
     except ImportError as e:
         raise ResultsError(f"writing parquet needs pyarrow or fastparquet ({e}); or export to .csv") from None
-    except OSError as e:
-        raise ResultsError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
-    return path
 
 
 def with_own_finals(runs: pd.DataFrame, db: str | Path | Store | None = None) -> pd.DataFrame:

@@ -76,7 +76,7 @@ def resolve_url(db: str | Path | None) -> str:
     except ArgumentError as e:
         raise StoreError(f"{bounded(text, 200)!r} is not a database URL: {e}") from None
     if parsed.get_backend_name() == "sqlite" and (parsed.database in (None, "", ":memory:")
-                                                   or "mode=memory" in url):
+                                                   or "mode=memory" in url or Path(text).name == ":memory:"):
         raise StoreError(f"{text!r} is an in-memory database: the runs' jobs could not share it and "
                          f"nothing would be kept; expected a .db path or a server URL")
     _sqlite_path(url)  # a path the filesystem can hold
