@@ -206,24 +206,33 @@ def run(
     checkpoint_dir: Annotated[str, typer.Option(help="where checkpoints go, one folder per run hash")] = "ablate-checkpoints",
     decide: Annotated[bool, typer.Option("--until-decided", help="add seeds, round by round, to the comparisons still inconclusive (the listed seeds are the first round)")] = False,
     max_seeds: Annotated[Optional[int], typer.Option(help="--until-decided: the most seeds a comparison gets (default: the matrix's seeds.max, else 12)")] = None,
-    fail_fast: Annotated[int, typer.Option(help="start no more runs when the first N to end all failed with one error")] = 2,
+    fail_fast: Annotated[Optional[int], typer.Option(help="start no more runs when the first N to end all failed with one error (default 2)")] = None,
     keep_going: Annotated[bool, typer.Option("--keep-going", help="start every run, however the first ones failed")] = False,
 ) -> None:
     """Run a matrix: each configuration once, or seeds until decided. Results are committed as
     they happen. Exit status: 0 every run completed, 1 some failed or were interrupted, 2 bad
     input, 130 Ctrl-C."""
-    from .execution import runner, sequential
+    from .execution import runner, sequential, workspace
     from .execution.executors import ExecutorChoice, make_executor
     from .execution.progress import LiveProgress
     from .results.looks import undecided
+    from .storage.database import masked
     from .storage.store import open_store
 
+    shown_db = masked(db) if db else None  # what is printed: never a password
     with user_errors():
         runner.check_rerun(rerun, resume)
         choice = ExecutorChoice(executor, address=address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run,
                                 jobs_per_device=jobs_per_device, warm_workers=warm_workers)
     if max_seeds is not None and not decide:
         fail("--max-seeds is for --until-decided")
+    if fail_fast is not None and keep_going:
+        fail(f"--fail-fast {fail_fast} stops after the first failures, --keep-going never stops: pick one")
+    if fail_fast is not None and fail_fast < 1:
+        fail(f"--fail-fast {fail_fast}: expected a number of runs, at least 1 (or --keep-going)")
+    fail_fast = 2 if fail_fast is None else fail_fast
+    with user_errors():
+        workspace.check_log_dir(log_dir)  # a file there: one line now, not a run left running
     matrix, rows = _planned(matrix_path, data)
     with user_errors():
         trainer = runner.entry_point(matrix, trainer)
@@ -234,10 +243,11 @@ def run(
     first = [r for r in rows if r.planned.seed in matrix.seeds[:matrix.first_seeds]]
     out = console(soft_wrap=True)
     with user_errors(), open_store(_matrix_db(db, matrix), create=True) as store:
+        logs = workspace.prepare(log_dir, matrix.name, workspace.database_label(store))
         total, done = len(first), runner.count_completed(store, first)
         if done == total and rerun != "all" and matrix.first_seeds == len(matrix.seeds):
             runner.register(store, matrix, rows)
-            out.print(f"{matrix.name}: all {total} runs already completed in {store.url}; "
+            out.print(f"{matrix.name}: all {total} runs already completed in {masked(store.url)}; "
                       f"nothing to train (--rerun all trains them again)")
             return
 
@@ -249,7 +259,7 @@ def run(
                 return runner.run(store, ids, pool, trainer=trainer, rerun=rerun,
                                   options={"compile": compile, "resume": resume},
                                   checkpoint_root=Path(checkpoint_dir) if checkpoints or resume else None,
-                                  run_root=Path(log_dir).resolve() / matrix.name / "runs",
+                                  run_root=logs.resolve() / "runs",
                                   fail_fast=0 if keep_going else fail_fast, on_event=progress)
 
         def on_round(n: int, names: set[str]) -> None:
@@ -257,15 +267,15 @@ def run(
                 f"{len(names)} configuration(s) still undecided get seed {matrix.seeds[n]}" if names
                 else "every comparison is decided"))
 
-        with closing(make_executor(choice, matrix.execution, Path(log_dir) / matrix.name)) as pool:
+        with closing(make_executor(choice, matrix.execution, logs)) as pool:
             out.print(f"{matrix.name}: {total} runs ({done} already completed) on {pool.describe()}; "
-                      f"results in {store.url}")
+                      f"results in {masked(store.url)}")
             outcome, run_ids = sequential.run_until_decided(
                 store, matrix, rows, train_round, lambda seeds: undecided(store.url, matrix.name, seeds), on_round)
         out.print(f"{matrix.name}: trained {len(outcome.trained)} run(s) now; "
-                  f"{runner.summary(store, run_ids)}. See `{runner.report_command(matrix_path, db)}`.")
+                  f"{runner.summary(store, run_ids)}. See `{runner.report_command(matrix_path, shown_db)}`.")
         if outcome.interrupted:
-            out.print(runner.continue_line(matrix_path, db, checkpoints or resume))
+            out.print(runner.continue_line(matrix_path, shown_db, checkpoints or resume))
         failed = runner.any_failed(store, run_ids)
         if outcome.stopped_by:
             out.print(f"{matrix.name}: the first {fail_fast} runs failed alike, so no more were started: "

@@ -39,6 +39,7 @@ def user_errors():
     from .execution.executors import ExecutorError
     from .execution.matrix import MatrixError
     from .execution.runner import RunnerError
+    from .execution.workspace import WorkspaceError
     from .results.frames import ResultsError
     from .results.outfile import OutputError
     from .storage.database import StoreError
@@ -47,7 +48,7 @@ def user_errors():
     try:
         yield
     except (StoreError, ResultsError, MatrixError, ConfigError, ExecutorError, RunnerError, DataError,
-            OutputError) as e:
+            OutputError, WorkspaceError) as e:
         fail(str(e))
 
 

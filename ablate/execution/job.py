@@ -1,6 +1,9 @@
-"""One run in its own process: `python -m ablate.execution.job --db URL --run-id N --attempt A`,
-or `python -m ablate.execution.job --serve`: a warm worker that imports the trainer first and
-then takes its one job from stdin (it still runs exactly one run, then exits).
+"""One run in its own process: `python -m ablate.execution.job --run-id N --attempt A` with the
+database's URL in its environment (`ABLATE_JOB_DB`; never in argv, where `ps` shows a password
+to every user), or `python -m ablate.execution.job --serve`: a warm worker that imports the
+trainer first and then takes its one job, URL included, from stdin (it still runs exactly one
+run, then exits). Either way the URL is taken out of the environment before the trainer runs,
+so a trainer's own processes never inherit it.
 
 The job reads its config from the database and runs one attempt (`attempt.run_attempt`), each
 evaluation committed the moment the trainer reports it and a line of it written to the job's
@@ -27,6 +30,7 @@ from ..training.config import DEFAULT_TRAINER, ExecOptions
 from .attempt import Fanout, LogSink, StoreSink, run_attempt
 
 EXIT_FAILED = 3  # the job recorded the failure itself
+DB_VARIABLE = "ABLATE_JOB_DB"  # the results database's URL, handed to a job process
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,9 @@ def serve(trainer: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ablate.execution.job")
-    parser.add_argument("--db")
+    os.environ.pop("ABLATE_DB", None)  # the trainer's processes get no database URL either way
+    parser.add_argument("--db", default=os.environ.pop(DB_VARIABLE, None),
+                        help=f"the results database (default: ${DB_VARIABLE}; a password in argv is visible to all)")
     parser.add_argument("--run-id", type=int)
     parser.add_argument("--attempt", type=int)
     parser.add_argument("--trainer", default=DEFAULT_TRAINER)

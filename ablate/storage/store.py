@@ -19,6 +19,7 @@ their attributes freely, but treat them as read-only snapshots; changing them ch
 
 from __future__ import annotations
 
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -30,7 +31,8 @@ from sqlalchemy.orm import Session
 
 from .database import Database, StoreError, resolve_url
 from .schema import (EVAL_COLUMNS, MAX_DESCRIPTION_CHARS, MAX_ERROR_CHARS, MAX_TRACEBACK_CHARS, RESULT_COLUMNS,
-                     STATUSES, STEP_COLUMNS, Eval, Experiment, ExperimentRun, Run, StepMetric, bounded, plain)
+                     STATUSES, STEP_COLUMNS, Eval, Experiment, ExperimentRun, Meta, Run, StepMetric, bounded,
+                     plain)
 
 CLAIMABLE = ("queued", "interrupted")
 
@@ -344,6 +346,20 @@ class Store(Database):
             return reaped
 
         return self._write(_reap)
+
+    def identity(self) -> str:
+        """A random id this database keeps for good (made on first asking): two databases, even
+        one at a path where another was deleted, never share it, so files named after it (run
+        logs, run directories) never mix their runs."""
+        def _identity(session: Session) -> str:
+            found = session.get(Meta, "database_id")
+            if found is None:
+                found = Meta(key="database_id", value=uuid.uuid4().hex)
+                session.add(found)
+            return found.value
+
+        found = self._read(lambda session: session.get(Meta, "database_id"))
+        return found.value if found is not None else self._write(_identity, retry_conflicts=True)
 
     # ------------------------------------------------------------------------ reads
 

@@ -63,10 +63,19 @@ def train(config: dict, on_eval: Callable[[dict], None], options: ExecOptions | 
 
 def _run_dir(options: ExecOptions) -> str:
     """This run's own directory, fresh for each attempt (`{run_dir}`): the job's, else a new one
-    under the system's temporary directory."""
+    under the system's temporary directory. Always made new: a link placed at its name is
+    removed (its target untouched), and a directory already there is refused, never written into."""
     if options.run_dir is None:
         return tempfile.mkdtemp(prefix="ablate-run-")
-    Path(options.run_dir).mkdir(parents=True, exist_ok=True)
+    path = Path(options.run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink():
+        path.unlink()
+    try:
+        path.mkdir()
+    except FileExistsError:
+        raise TrainerError(f"run directory {str(path)!r} is there already: each attempt gets a new one, "
+                           f"and ablate writes into no other; remove it") from None
     return options.run_dir
 
 

@@ -20,6 +20,7 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
+import math
 import re
 import shlex
 import sys
@@ -34,6 +35,9 @@ RESERVED = ("seed", "trainer", "args", "python", "run_dir")
 KINDS = ("command", "entry")
 SKIPPED = ("__pycache__", ".git", "ablate-logs", "ablate-checkpoints")  # never part of an input directory
 OWN_OUTPUTS = re.compile(r".*(\.db|\.db-wal|\.db-shm|\.db-journal|\.db\.bak-v\d+|\.partial|\.log)")  # ablate's files
+OUTPUT_MARKER = ".ablate-output"  # in every log directory ablate makes, whatever --log-dir names it
+SQLITE_HEADER = b"SQLite format 3\x00"  # a database under any name (`--db r.sqlite`)
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 DEFAULT_SEED = 0
 DEFAULT_ARGS = "--{name}={value}"  # how {args} spells each parameter
 DEFAULT_MAX_EVALS = 10_000  # a trainer that reports more is chatty or runaway: the rest (but its last) is not stored
@@ -50,6 +54,8 @@ def check_value(name: str, value: Any, like: Any = None) -> Any:
     `like` is given (an int where the baseline has a float is widened, as in TrainConfig)."""
     if not isinstance(value, (bool, int, float, str)):
         raise ConfigError(f"{name}: expected a number, text or true/false, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):  # JSON, where configs are kept, has neither
+        raise ConfigError(f"{name}: expected a finite number, got {value!r}")
     if like is None:
         return value
     if isinstance(like, float) and isinstance(value, int) and not isinstance(value, bool):
@@ -157,9 +163,7 @@ class ParamsConfig:
             path = Path(self.workdir) / name
             if not path.exists():
                 raise FileNotFoundError(f"input {name!r} does not exist (in {self.workdir})")
-            files = [path] if path.is_file() else sorted(
-                p for p in path.rglob("*") if p.is_file() and not set(p.relative_to(path).parts) & set(SKIPPED)
-                and not OWN_OUTPUTS.fullmatch(p.name))
+            files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if _an_input(p, path))
             for file in files:
                 digest.update(file.relative_to(self.workdir).as_posix().encode() + b"\0")
                 digest.update(hashlib.sha256(file.read_bytes()).digest())
@@ -181,6 +185,28 @@ _RUN_DIR_MARK = "\0run_dir\0"  # no command word can hold a NUL: where {run_dir}
 def _with_run_dir(word: str) -> str:
     """One command word quoted for the shell, {run_dir} in it left to the shell's "$RUN_DIR"."""
     return '"$RUN_DIR"'.join(shlex.quote(part) if part else "" for part in word.split(_RUN_DIR_MARK)) or "''"
+
+
+def _an_input(file: Path, folder: Path) -> bool:
+    """Whether a file under an input directory is part of the identity: not ablate's own output
+    (a directory named as ablate's, or holding its marker; a database by name or by content,
+    and its side files)."""
+    if not file.is_file() or set(file.relative_to(folder).parts) & set(SKIPPED) or OWN_OUTPUTS.fullmatch(file.name):
+        return False
+    if any((folder / parent / OUTPUT_MARKER).exists() for parent in file.relative_to(folder).parents):
+        return False
+    for side in SQLITE_SIDE_FILES:
+        if file.name.endswith(side) and _is_sqlite(file.with_name(file.name[:-len(side)])):
+            return False
+    return not _is_sqlite(file)
+
+
+def _is_sqlite(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+    except OSError:
+        return False
 
 
 def usable_name(name: str) -> bool:
@@ -233,9 +259,13 @@ def custom_base(kind: str, text: str, params: dict[str, Any], inputs: list[str],
                                   f"of ablate's own (seed, trainer, replace, ...)")
             checked[name] = check_value(name, value)
             if isinstance(value, str) and re.fullmatch(r"[-+]?[\d.]+e[-+]?\d+", value, re.IGNORECASE):
+                if math.isinf(float(value)):
+                    raise ConfigError(f"{name}: {value} is beyond the largest number a float holds (about 1.8e308)")
                 raise ConfigError(f"{name}: YAML reads {value} as text; write {float(value)!r} for a number")
         except ConfigError as e:
             problems.append(f"params.{e}")
+            if usable_name(str(name)):  # still a parameter: the command's {name} is not a second problem
+                checked[name] = ""
     for i, name in enumerate(inputs):
         if Path(name).is_absolute() or ".." in Path(name).parts or not (workdir / name).exists():
             problems.append(f"inputs[{i}]: {name!r}: expected a file or directory under the matrix's "
