@@ -363,3 +363,61 @@ def test_18_a_float_beyond_range_is_told_so_not_advised_to_be_written_as_it_is(t
     assert result.returncode == 2, result.stderr
     line = one_error(result.stderr)
     assert "1.0e400" in line and "beyond the largest number a float holds" in line and "write" not in line, line
+
+
+# ------------------------------------------------------------------ 3, 4: limits a trainer cannot defeat
+
+
+def statuses(db: Path) -> list[tuple]:
+    import sqlite3
+
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT name, status, error FROM runs ORDER BY id").fetchall()
+
+
+def test_3_a_pattern_that_backtracks_without_end_fails_its_run_in_one_line(tmp_path):
+    """Case 3: `(a+)+`-like patterns held the job inside `re` for good, its heartbeat frozen and
+    its timeout never checked. Matching now has a time budget and releases the job."""
+    folder = tmp_path / "w"
+    own_matrix(folder, train="print('val ' + 'a' * 40 + '!', flush=True)\n")
+    (folder / "m.yaml").write_text(
+        "name: own\ntrainer: {command: \"{python} train.py --lr {lr}\", timeout: 600}\nparams: {lr: 0.1}\n"
+        "metric: {name: val_loss, pattern: '^val (?P<val_loss>(a|aa)+)$'}\nmin_effect: 0.01\n"
+        "design: one-at-a-time\ntoggles: [{lr: [0.5]}]\nexecution: {warm_workers: false}\n")
+    result = ablate("run", "m.yaml", "--db", "r.db", "--keep-going", cwd=folder, timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    rows = statuses(folder / "r.db")
+    assert [status for _, status, _ in rows] == ["failed", "failed"], rows
+    for _, _, error in rows:
+        assert "metric.pattern '^val (?P<val_loss>(a|aa)+)$' took over 1 s on stdout line 1" in error, error
+        assert "\n" not in error
+
+
+BUSY = """import time
+
+def main(config, report):
+    report(1, val_loss=1.0 + config["lr"] + config["seed"] / 100)
+    while True:  # a loop that survives anything it can catch
+        try:
+            time.sleep(0.05)
+        except %s:
+            pass
+"""
+
+
+@pytest.mark.parametrize("catches", ["Exception", "BaseException"])
+def test_4_an_entry_point_that_catches_the_stop_is_failed_timed_out(tmp_path, catches):
+    """Case 4: an entry point whose loop caught Exception was stored as completed 43 s into a
+    5 s timeout. Now the stop is not an Exception, and one that catches even a BaseException
+    has its job ended a grace period later; either way the run fails "timed out"."""
+    folder = tmp_path / "w"
+    folder.mkdir()
+    (folder / "busy.py").write_text(BUSY % catches)
+    (folder / "m.yaml").write_text(
+        "name: own\ntrainer: {entry: 'busy:main', timeout: 1}\nparams: {lr: 0.1}\nmin_effect: 0.01\n"
+        "seeds: [0]\ndesign: one-at-a-time\ntoggles: [{lr: [0.5]}]\nexecution: {warm_workers: false}\n")
+    result = ablate("run", "m.yaml", "--db", "r.db", "--keep-going", cwd=folder, timeout=300)
+    assert result.returncode == 1, result.stdout + result.stderr
+    rows = statuses(folder / "r.db")
+    assert [status for _, status, _ in rows] == ["failed", "failed"], rows
+    assert all("timed out after 1 s (trainer.timeout)" in error for _, _, error in rows), rows

@@ -71,7 +71,6 @@ def prepare(log_dir: str | Path, matrix_name: str, label: str) -> Path:
 def open_log(path: Path) -> IO[str]:
     """A job's log, opened for writing without following a link at its name (a link placed
     there beforehand is removed: the log is a new file, its target untouched)."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
     if path.is_symlink():
         path.unlink()
-    return os.fdopen(os.open(path, flags, 0o644), "w")
+    return open(path, "w", opener=lambda name, flags: os.open(name, flags | getattr(os, "O_NOFOLLOW", 0), 0o644))
