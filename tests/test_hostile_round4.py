@@ -421,3 +421,73 @@ def test_4_an_entry_point_that_catches_the_stop_is_failed_timed_out(tmp_path, ca
     rows = statuses(folder / "r.db")
     assert [status for _, status, _ in rows] == ["failed", "failed"], rows
     assert all("timed out after 1 s (trainer.timeout)" in error for _, _, error in rows), rows
+
+
+# ------------------------------------------------------------------ 9, 15: values beyond what is held
+
+READERS = (["report", "-e", "own"], ["report", "-e", "own", "-f", "json"], ["report", "-e", "own", "-f", "markdown"],
+           ["runs"], ["runs", "-f", "csv"], ["show", "baseline", "--seed", "0"], ["show", "2"])
+
+
+def read_everything(db: Path, tmp_path: Path) -> None:
+    """Every reading command on `db` answers without a traceback (exit 0)."""
+    cli = CliRunner()
+    for args in (*READERS, ["plot", "-e", "own", "--out", str(tmp_path / "c.png")],
+                 ["report", "-f", "html", "--out", str(tmp_path / "r.html")]):
+        result = cli.invoke(app, [*args, "--db", str(db)])
+        assert result.exit_code == 0, (args, result.output, result.exception)
+        assert "inf" not in result.output.replace("info", ""), (args, result.output)
+
+
+def test_9_a_step_past_what_readers_hold_is_refused_when_written_and_never_crashes_a_reader(tmp_path):
+    """Case 9: an evaluation at step 2**63 - 1 was stored, then report, show, plot and the HTML page
+    crashed with a pandas traceback for the whole experiment."""
+    import shutil
+    import sqlite3
+
+    folder = tmp_path / "w"
+    own_matrix(folder, train="print('{\"step\": 9223372036854775807, \"val_loss\": 1.0}')\n")
+    result = ablate("run", "m.yaml", "--db", "r.db", "--keep-going", cwd=folder)
+    assert result.returncode == 1, result.stdout + result.stderr
+    rows = statuses(folder / "r.db")
+    assert [status for _, status, _ in rows] == ["failed"] * 4
+    assert all("step 9223372036854775807: expected a step from 0 to 9,007,199,254,740,991" in e for *_, e in rows)
+    with sqlite3.connect(folder / "r.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM evals").fetchone() == (0,)
+    db = tmp_path / "let-in.db"  # a row an older ablate let in
+    shutil.copy(own_done(tmp_path), db)
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE evals SET step = 9223372036854775807 WHERE run_id = 1")
+    read_everything(db, tmp_path)
+
+
+def own_done(tmp_path: Path) -> Path:
+    folder = tmp_path / "done"
+    own_matrix(folder)
+    ran = ablate("run", "m.yaml", "--db", "results.db", cwd=folder)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    return folder / "results.db"
+
+
+@pytest.mark.parametrize("sql, refused", [
+    ("UPDATE runs SET final_val_loss = 'abc' WHERE id = 2", "runs.final_val_loss is 'abc': expected a finite number"),
+    ("UPDATE runs SET started_at = 'not a date' WHERE id = 2", "runs.started_at 'not a date' is not a date"),
+    ("UPDATE evals SET val_loss = 9e999 WHERE run_id = 2", "evals.val_loss is inf: expected a finite number"),
+    ("UPDATE evals SET step = 9223372036854775807 WHERE run_id = 2", "evals.step is 9223372036854775807"),
+])
+def test_15_a_merged_row_with_a_bad_value_is_refused_and_never_crashes_a_reader(done, tmp_path, sql, refused):
+    """Case 15: text in a REAL column, an invalid date or inf metrics gave a raw traceback with
+    exit 1 (which means "conflict") or `inf` in the report."""
+    import shutil
+    import sqlite3
+
+    theirs, mine = tmp_path / "theirs.db", tmp_path / "mine.db"
+    shutil.copy(done / "results.db", theirs)
+    with sqlite3.connect(theirs) as conn:
+        conn.execute(sql)
+    result = CliRunner().invoke(app, ["db", "merge", str(theirs), "--db", str(mine)])
+    assert result.exit_code == 2, (result.output, result.exception)
+    (line,) = [line for line in result.output.splitlines() if line.startswith("refused:")]
+    assert refused in line, line
+    assert "Traceback" not in result.output and not (mine.exists() and statuses(mine))
+    read_everything(theirs, tmp_path)  # reading the damaged database itself never crashes

@@ -30,9 +30,9 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from .database import Database, StoreError, resolve_url
-from .schema import (EVAL_COLUMNS, MAX_DESCRIPTION_CHARS, MAX_ERROR_CHARS, MAX_TRACEBACK_CHARS, RESULT_COLUMNS,
-                     STATUSES, STEP_COLUMNS, Eval, Experiment, ExperimentRun, Meta, Run, StepMetric, bounded,
-                     plain)
+from .schema import (EVAL_COLUMNS, MAX_DESCRIPTION_CHARS, MAX_ERROR_CHARS, MAX_STEP, MAX_TRACEBACK_CHARS,
+                     RESULT_COLUMNS, STATUSES, STEP_COLUMNS, Eval, Experiment, ExperimentRun, Meta, Run, StepMetric,
+                     bounded, plain)
 
 CLAIMABLE = ("queued", "interrupted")
 
@@ -251,6 +251,9 @@ class Store(Database):
         are left alone, so re-recording is harmless. Returns whether the eval row was new.
         """
         step = int(metrics["step"])
+        if not 0 <= step <= MAX_STEP:
+            raise StoreError(f"an evaluation at step {step}: expected a step from 0 to {MAX_STEP:,} "
+                             f"(2**53 - 1, the largest every reader holds exactly)")
         known, extra = _split({k: v for k, v in metrics.items() if k != "step"}, EVAL_COLUMNS)
         step_rows = [dict(m) for m in step_metrics]
 
