@@ -491,3 +491,73 @@ def test_15_a_merged_row_with_a_bad_value_is_refused_and_never_crashes_a_reader(
     assert refused in line, line
     assert "Traceback" not in result.output and not (mine.exists() and statuses(mine))
     read_everything(theirs, tmp_path)  # reading the damaged database itself never crashes
+
+
+# ------------------------------------------------------------------ 8, 11: what a merge verifies
+
+
+def forged(db: Path, sql: str, *params) -> None:
+    """Edit a database as a forger would, every run's hash then recomputed from its config (an
+    unkeyed hash proves nothing): only what the merge itself checks can catch the edit."""
+    import json
+    import sqlite3
+
+    from ablate.training.params import ParamsConfig
+
+    with sqlite3.connect(db) as conn:
+        conn.execute(sql, params)
+        for run_id, config, fingerprint in conn.execute("SELECT id, config, fingerprint FROM runs").fetchall():
+            new = ParamsConfig.from_dict(json.loads(config)).identity_hash(fingerprint)
+            conn.execute("UPDATE runs SET hash = ? WHERE id = ?", (new, run_id))
+
+
+SWAP = ("UPDATE experiment_runs SET name = CASE name WHEN 'baseline' THEN 'lr=0.5' ELSE 'baseline' END, "
+        "toggles = CASE name WHEN 'baseline' THEN '[\"lr=0.5\"]' ELSE '[]' END")
+
+
+@pytest.mark.parametrize("sql, refused", [
+    ("UPDATE experiment_runs SET name = 'lr=0.5', toggles = '[\"lr=0.5\"]' WHERE run_id = 1",
+     "links 'lr=0.5' to a run whose lr is 0.1, where the matrix's 'lr=0.5' has '0.5'"),
+    (SWAP, "links 'baseline' to a run whose lr is 0.5, where the matrix's 'baseline' has 0.1"),
+    ("UPDATE runs SET seed = 7 WHERE id = 1", "runs.seed 7 disagrees with its config's seed 0"),
+    ("UPDATE runs SET config = json_set(config, '$.lr', 0.3) WHERE id = 1",  # the baseline's identity changes
+     "links 'baseline' to a run whose lr is 0.3, where the matrix's 'baseline' has 0.1"),
+])
+def test_8_relinked_reseeded_or_rebased_runs_are_refused_by_merge(done, tmp_path, sql, refused):
+    """Case 8: the baseline relinked under another name, runs.seed changed while the config's
+    seed was kept, or a config edited with its (unkeyed) hash recomputed: all were merged, exit 0."""
+    import shutil
+
+    theirs, mine = tmp_path / "theirs.db", tmp_path / "mine.db"
+    shutil.copy(done / "results.db", theirs)
+    forged(theirs, sql)
+    result = CliRunner().invoke(app, ["db", "merge", str(theirs), "--db", str(mine)])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert any(refused in line for line in result.output.splitlines() if line.startswith("refused:")), result.output
+    assert not (mine.exists() and statuses(mine))
+
+
+def test_11_a_merged_command_template_with_a_giant_width_is_refused_and_never_rendered(done, tmp_path):
+    """Case 11: `{seed:>20000000}` in a merged command template grew the HTML page to 40 MB."""
+    import shutil
+    import sqlite3
+
+    theirs, mine = tmp_path / "theirs.db", tmp_path / "mine.db"
+    shutil.copy(done / "results.db", theirs)
+    giant = "{python} train.py --lr {lr} --seed {seed:>20000000}"
+    forged(theirs, "UPDATE runs SET config = json_set(config, '$.trainer.command', ?)", giant)
+    result = CliRunner().invoke(app, ["db", "merge", str(theirs), "--db", str(mine)])
+    assert result.exit_code == 2, (result.output, result.exception)
+    assert "{seed:>20000000}: a format's width and precision are at most 100" in result.output
+    page = tmp_path / "r.html"  # the forged database read as it is: the command is not rendered
+    shown = CliRunner().invoke(app, ["report", "-f", "html", "--out", str(page), "--db", str(theirs)])
+    assert shown.exit_code == 0, shown.output
+    assert page.stat().st_size < 2_000_000 and "its command cannot be shown" in page.read_text()
+    as_command = CliRunner().invoke(app, ["show", "baseline", "--seed", "0", "--as-command", "--db", str(theirs)])
+    assert as_command.exit_code == 0 and len(as_command.output) < 1000, as_command.output[:300]
+    with sqlite3.connect(theirs) as conn:  # the template itself, at load, is refused as well
+        assert conn.execute("SELECT COUNT(*) FROM runs").fetchone() == (4,)
+    matrix = own_matrix(tmp_path / "w")
+    matrix.write_text(matrix.read_text().replace("--seed {seed}", "--seed {seed:>20000000}"))
+    planned = ablate("plan", str(matrix), "--db", "p.db", cwd=tmp_path)
+    assert planned.returncode == 2 and "at most 100" in one_error(planned.stderr)

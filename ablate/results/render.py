@@ -373,7 +373,11 @@ def as_command(detail: RunDetail) -> str:
     default (the defaults are Mainrun's baseline), and --max-steps when the run was truncated.
     A run of your own trainer: its command (or entry point), run in its directory."""
     if isinstance(detail.config, ParamsConfig):
-        return f"cd {shlex.quote(os.path.abspath(detail.config.workdir))} && {detail.config.by_hand()}"
+        try:
+            line = detail.config.by_hand()
+        except ValueError as e:  # a template a merged database holds that no run could fill in
+            return f"# its command cannot be shown: {e}"
+        return f"cd {shlex.quote(os.path.abspath(detail.config.workdir))} && {line}"
     words = ["ablate", "train", "--data", detail.config.data]
     for name, value in detail.config.diff().items():
         if name != "data":

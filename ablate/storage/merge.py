@@ -90,10 +90,12 @@ class MergeRefused(StoreError):
 class Checks:
     """What a merge verifies beyond the rows' shape, given by the layer that knows what runs and
     matrices are (`execution.identity`): why a config is not the run its hash names (None: it
-    is), whether two stored matrix texts define one experiment."""
+    is), whether two stored matrix texts define one experiment, and why a link's run is not the
+    configuration its experiment's matrix gives that name."""
 
     run: Callable[[dict, str, str | None], str | None]
     same_matrix: Callable[[str | None, str | None], bool]
+    link: Callable[[str | None, str, list, dict], str | None]  # why a run is not what its matrix calls that name
     renames: dict[str, str] = field(default_factory=dict)  # their experiment name -> the name here
     skip_invalid: bool = False  # leave refused items out instead of refusing the merge
 
@@ -201,13 +203,14 @@ def _merge(session: Session, incoming: _Incoming, report: MergeReport, checks: C
             refused.append(f"experiment {_shown(exp.name)}: {problem}")
         else:
             names[exp.id] = name
-    run_ids = {source.run.id for source in incoming.runs}
-    exp_ids = {exp.id for exp in incoming.experiments}
+    configs = {source.run.id: source.run.config for source in incoming.runs}
+    matrices = {exp.id: exp.yaml_text for exp in incoming.experiments}
     for link in incoming.links:
         where = f"link of experiment id {link.experiment_id} to run id {link.run_id}"
-        if link.run_id not in run_ids or link.experiment_id not in exp_ids:
-            refused.append(f"{where}: no such {'run' if link.run_id not in run_ids else 'experiment'} there")
-        elif problem := _name_problem(link.name):
+        if link.run_id not in configs or link.experiment_id not in matrices:
+            refused.append(f"{where}: no such {'run' if link.run_id not in configs else 'experiment'} there")
+        elif problem := _name_problem(link.name) or checks.link(
+                matrices[link.experiment_id], link.name, link.toggles, configs[link.run_id]):
             refused.append(f"{where}: {problem}")
     if refused and not checks.skip_invalid:
         raise MergeRefused(report.source, refused)
@@ -232,6 +235,8 @@ def _run_problem(session: Session, source: _SourceRun, checks: Checks) -> str | 
         return "error and traceback: expected text"
     if problem := _numbers_problem(source):
         return problem
+    if "seed" in run.config and run.config["seed"] != run.seed:
+        return f"runs.seed {_shown(run.seed)} disagrees with its config's seed {_shown(run.config['seed'])}"
     here = session.scalars(select(Run).where(Run.hash == run.hash)).first()
     if here is not None and here.config == run.config:
         return None  # the config this database itself holds under that identity

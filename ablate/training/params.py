@@ -23,6 +23,7 @@ import json
 import math
 import re
 import shlex
+import string
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -227,8 +228,26 @@ def command_words(template: str, values: dict[str, Any], args: str = DEFAULT_ARG
         elif "{args}" in word:
             raise ValueError(f"{{args}} must be a word of its own, not part of {word!r}")
         else:
-            words.append(word.format_map(fill))
+            words.append(_fill(word, fill))
     return words
+
+
+MAX_FORMAT_WIDTH = 100  # `{seed:>20000000}` in a merged template once made a 40 MB page
+
+
+def _fill(word: str, fill: dict[str, Any]) -> str:
+    """One word of the template filled in: each placeholder a bare name (`{seed}`, `{lr:.0e}`),
+    never an attribute or an index, its width and precision at most MAX_FORMAT_WIDTH."""
+    for _, field, spec, conversion in string.Formatter().parse(word):
+        if field is None:
+            continue
+        if not re.fullmatch(r"[A-Za-z_]\w*", field) or conversion is not None:
+            raise ValueError(f"{{{field}}}: a placeholder is a name such as {{seed}} (no attribute, index "
+                             f"or conversion)")
+        if "{" in (spec or "") or any(int(n) > MAX_FORMAT_WIDTH for n in re.findall(r"\d+", spec or "")):
+            raise ValueError(f"{{{field}:{spec[:20]}}}: a format's width and precision are at most "
+                             f"{MAX_FORMAT_WIDTH}")
+    return word.format_map(fill)
 
 
 def args_words(values: dict[str, Any], args: str = DEFAULT_ARGS, flag: str | None = None) -> list[str]:
