@@ -561,3 +561,36 @@ def test_11_a_merged_command_template_with_a_giant_width_is_refused_and_never_re
     matrix.write_text(matrix.read_text().replace("--seed {seed}", "--seed {seed:>20000000}"))
     planned = ablate("plan", str(matrix), "--db", "p.db", cwd=tmp_path)
     assert planned.returncode == 2 and "at most 100" in one_error(planned.stderr)
+
+
+def test_8_require_signed_takes_only_results_signed_with_the_users_key(done, tmp_path):
+    """Case 8: metrics edited to 9.99 in a merged database flipped the report. An unkeyed hash
+    cannot tell; a keyed one (HMAC, the key only where the runs trained) can."""
+    import shutil
+    import sqlite3
+
+    key = "k3y-only-i-know"
+    folder = tmp_path / "w"
+    own_matrix(folder, train=SPY)
+    signed = ablate("run", "m.yaml", "--db", "signed.db", cwd=folder, env={"ABLATE_SIGNING_KEY": key})
+    assert signed.returncode == 0, signed.stdout + signed.stderr
+    assert key not in everything_written(folder / "ablate-logs")  # the trainer never saw the key
+    cli = CliRunner()
+    merge = ["db", "merge", "--require-signed", "--db"]
+    missing = cli.invoke(app, [*merge, str(tmp_path / "a.db"), str(folder / "signed.db")], env={"ABLATE_SIGNING_KEY": ""})
+    assert missing.exit_code == 2 and "$ABLATE_SIGNING_KEY, which is not set" in one_error(missing.output)
+    ok = cli.invoke(app, [*merge, str(tmp_path / "a.db"), str(folder / "signed.db")], env={"ABLATE_SIGNING_KEY": key})
+    assert ok.exit_code == 0 and "4 new run(s)" in ok.output, ok.output
+    edited = tmp_path / "edited.db"
+    shutil.copy(folder / "signed.db", edited)
+    with sqlite3.connect(edited) as conn:
+        conn.execute("UPDATE evals SET val_loss = 9.99 WHERE run_id = 2")
+    for source, why in ((edited, "its signature does not match its results"),
+                        (done / "results.db", "its results are not signed")):
+        result = cli.invoke(app, [*merge, str(tmp_path / "b.db"), str(source)], env={"ABLATE_SIGNING_KEY": key})
+        assert result.exit_code == 2, result.output
+        assert any(why in line for line in result.output.splitlines() if line.startswith("refused:")), result.output
+        assert not statuses(tmp_path / "b.db")
+    other_key = cli.invoke(app, [*merge, str(tmp_path / "c.db"), str(folder / "signed.db")],
+                           env={"ABLATE_SIGNING_KEY": "another"})
+    assert other_key.exit_code == 2 and "signed with another key" in other_key.output

@@ -123,10 +123,12 @@ def _label(value: Any) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def merge(target: Store, source: str | Path, *, renames: list[str] = (), skip_invalid: bool = False) -> MergeReport:
+def merge(target: Store, source: str | Path, *, renames: list[str] = (), skip_invalid: bool = False,
+          signing_key: str | None = None) -> MergeReport:
     """`ablate db merge`: the other database's runs and experiments, each checked as above;
     `renames` are `NAME:NEW`, their experiment NAME merged as NEW."""
     pairs = [r.partition(":")[::2] for r in renames]
     if any(not old or not new for old, new in pairs):
         raise StoreError(f"--rename-from {' '.join(renames)}: expected NAME:NEW")
-    return merge_checked(target, source, Checks(run_problem, same_matrix, link_problem, dict(pairs), skip_invalid))
+    return merge_checked(target, source, Checks(run_problem, same_matrix, link_problem, dict(pairs), skip_invalid,
+                                                signing_key))

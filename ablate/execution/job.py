@@ -25,6 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ..storage.signing import KEY_VARIABLE
 from ..storage.store import Store
 from ..training.config import DEFAULT_TRAINER, ExecOptions
 from .attempt import Fanout, LogSink, StoreSink, run_attempt
@@ -72,8 +73,9 @@ def _interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(f"stopped by signal {signum}")
 
 
-def run_job(db: str, run_id: int, attempt: int, trainer: str, options: dict) -> int:
+def run_job(db: str, run_id: int, attempt: int, trainer: str, options: dict, signing_key: str | None = None) -> int:
     store = Store(db)
+    store.signing_key = signing_key
     run = store.run(run_id)
     if run is None or run.attempt != attempt:
         return EXIT_FAILED
@@ -86,7 +88,7 @@ def run_job(db: str, run_id: int, attempt: int, trainer: str, options: dict) -> 
     return 0 if status == "completed" else EXIT_FAILED
 
 
-def serve(trainer: str) -> int:
+def serve(trainer: str, signing_key: str | None = None) -> int:
     """A warm job: import the trainer (and run its optional `warm_up()`) first, then wait for
     one job on stdin — a JSON line with db, run_id, attempt, options and log — and run it with
     its output in that log. EOF instead of a job: not needed after all, exit quietly. A trainer
@@ -111,12 +113,13 @@ def serve(trainer: str) -> int:
     os.close(log)
     print(f"warm worker pid {os.getpid()}: {trainer} imported {time.monotonic() - ready:.1f} s "
           f"before this run arrived", flush=True)
-    return run_job(spec["db"], spec["run_id"], spec["attempt"], trainer, spec["options"])
+    return run_job(spec["db"], spec["run_id"], spec["attempt"], trainer, spec["options"], signing_key)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ablate.execution.job")
     os.environ.pop("ABLATE_DB", None)  # the trainer's processes get no database URL either way
+    signing_key = os.environ.pop(KEY_VARIABLE, None)  # nor the key that signs results
     parser.add_argument("--db", default=os.environ.pop(DB_VARIABLE, None),
                         help=f"the results database (default: ${DB_VARIABLE}; a password in argv is visible to all)")
     parser.add_argument("--run-id", type=int)
@@ -131,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     _die_with_parent()
     signal.signal(signal.SIGTERM, _interrupt)
     if args.serve:
-        return serve(args.trainer)
-    return run_job(args.db, args.run_id, args.attempt, args.trainer, json.loads(args.options))
+        return serve(args.trainer, signing_key)
+    return run_job(args.db, args.run_id, args.attempt, args.trainer, json.loads(args.options), signing_key)
 
 
 if __name__ == "__main__":

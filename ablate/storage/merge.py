@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session
 from .database import StoreError, _sqlite_path, resolve_url, temporary_copy
 from .schema import (MAX_DESCRIPTION_CHARS, MAX_ERROR_CHARS, MAX_MATRIX_CHARS, MAX_NAME_CHARS, MAX_STEP,
                      MAX_TRACEBACK_CHARS, STATUSES, Eval, Experiment, ExperimentRun, Run, StepMetric, bounded, plain_name)
+from .signing import signature_problem
 from .store import Store
 
 RUN_FIELDS = ("status", "started_at", "finished_at", "heartbeat_at", "host", "device", "pid",
@@ -98,6 +99,7 @@ class Checks:
     link: Callable[[str | None, str, list, dict], str | None]  # why a run is not what its matrix calls that name
     renames: dict[str, str] = field(default_factory=dict)  # their experiment name -> the name here
     skip_invalid: bool = False  # leave refused items out instead of refusing the merge
+    signing_key: str | None = None  # --require-signed: completed runs must carry a signature under it
 
 
 @dataclass
@@ -234,6 +236,9 @@ def _run_problem(session: Session, source: _SourceRun, checks: Checks) -> str | 
     if not all(isinstance(text, (str, type(None))) for text in (run.error, run.traceback)):
         return "error and traceback: expected text"
     if problem := _numbers_problem(source):
+        return problem
+    if checks.signing_key and run.status == "completed" and (
+            problem := signature_problem(checks.signing_key, run, source.evals)):
         return problem
     if "seed" in run.config and run.config["seed"] != run.seed:
         return f"runs.seed {_shown(run.seed)} disagrees with its config's seed {_shown(run.config['seed'])}"

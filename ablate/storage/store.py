@@ -33,6 +33,7 @@ from .database import Database, StoreError, resolve_url
 from .schema import (EVAL_COLUMNS, MAX_DESCRIPTION_CHARS, MAX_ERROR_CHARS, MAX_STEP, MAX_TRACEBACK_CHARS,
                      RESULT_COLUMNS, STATUSES, STEP_COLUMNS, Eval, Experiment, ExperimentRun, Meta, Run, StepMetric,
                      bounded, plain)
+from .signing import SIGNATURE, signature
 
 CLAIMABLE = ("queued", "interrupted")
 
@@ -62,6 +63,8 @@ def _now() -> datetime:
 
 class Store(Database):
     """The results database's transactions: experiments, the run life cycle, and reads."""
+
+    signing_key: str | None = None  # signs each completed run's results (`signing`)
 
     @staticmethod
     def _owned(session: Session, run_id: int, attempt: int) -> Run | None:
@@ -301,6 +304,10 @@ class Store(Database):
                 setattr(run, column, bool(value) if column == "truncated" and value is not None else value)
             run.result = extra
             run.status, run.finished_at, run.error, run.traceback = "completed", _now(), None, None
+            if self.signing_key:
+                evals = session.scalars(select(Eval).where(Eval.run_id == run_id, Eval.attempt == attempt)
+                                        .order_by(Eval.step)).all()
+                run.result = {**(extra or {}), SIGNATURE: signature(self.signing_key, run, list(evals))}
             return True
 
         return self._write(_finish)
