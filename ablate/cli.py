@@ -115,6 +115,8 @@ def init(
     path = out or script.with_name(f"ablate-{script.stem}.yaml")
     if path.suffix not in (".yaml", ".yml"):
         fail(f"--out {path}: expected a .yaml file")
+    if not path.is_symlink() and outfile.is_database(path):
+        fail(f"--out {path}: it is a results database, which no output ever replaces; choose another file name")
     if (path.exists() or path.is_symlink()) and not force:
         fail(f"{path} exists; pass --force to replace it, or --out another file")
     try:
