@@ -13,6 +13,7 @@ from rich.text import Text
 
 from .cli_db import db_app
 from .extras import require
+from .results import outfile
 from .terminal import DbOption, console, err, fail, say, user_errors
 from .training import catalog
 from .training.config import ConfigError, ExecOptions, suggest
@@ -109,28 +110,12 @@ def init(
     force: Annotated[bool, typer.Option("--force", help="replace an existing file")] = False,
 ) -> None:
     """Write a starting matrix for your script from its own flags, without training."""
-    from .execution.scaffold import ScaffoldError, read_flags, starting_matrix
+    from .execution.scaffold import write_starting_matrix
 
-    if not script.is_file() or script.suffix != ".py":
-        fail(f"{script}: expected a Python script (.py) that exists")
-    script = script.resolve()
-    path = out or script.with_name(f"ablate-{script.stem}.yaml")
-    if path.suffix not in (".yaml", ".yml"):
-        fail(f"--out {path}: expected a .yaml file")
-    if (path.exists() or path.is_symlink()) and not force:
-        fail(f"{path} exists; pass --force to replace it, or --out another file")
-    try:
-        flags = read_flags(script)
-        text = starting_matrix(script, path.resolve(), flags, line)
-    except ScaffoldError as e:
-        fail(str(e))
-    if path.is_symlink():
-        path.unlink()  # replaced, never written through
-    path.write_text(text)
-    say("wrote", "green", f"{path}: {len(flags.params)} params from its {flags.source}"
-        + (f", seed {flags.seed.spelling}" if flags.seed else ", no seed flag")
-        + (f", run directory {flags.run_dir.spelling}" if flags.run_dir else "")
-        + f". Next: ablate plan {path}")
+    with user_errors():
+        path = outfile.checked(out or script.with_name(f"ablate-{script.stem}.yaml"), (".yaml", ".yml"), force=True)
+        summary = write_starting_matrix(script, path, line, force)
+    say("wrote", "green", f"{path}: {summary}. Next: ablate plan {path}")
 
 
 @app.command()
@@ -208,24 +193,33 @@ def run(
     checkpoint_dir: Annotated[str, typer.Option(help="where checkpoints go, one folder per run hash")] = "ablate-checkpoints",
     decide: Annotated[bool, typer.Option("--until-decided", help="add seeds, round by round, to the comparisons still inconclusive (the listed seeds are the first round)")] = False,
     max_seeds: Annotated[Optional[int], typer.Option(help="--until-decided: the most seeds a comparison gets (default: the matrix's seeds.max, else 12)")] = None,
-    fail_fast: Annotated[int, typer.Option(help="start no more runs when the first N to end all failed with one error")] = 2,
+    fail_fast: Annotated[Optional[int], typer.Option(help="start no more runs when the first N to end all failed with one error (default 2)")] = None,
     keep_going: Annotated[bool, typer.Option("--keep-going", help="start every run, however the first ones failed")] = False,
 ) -> None:
     """Run a matrix: each configuration once, or seeds until decided. Results are committed as
     they happen. Exit status: 0 every run completed, 1 some failed or were interrupted, 2 bad
     input, 130 Ctrl-C."""
-    from .execution import runner, sequential
+    from .execution import runner, sequential, workspace
     from .execution.executors import ExecutorChoice, make_executor
     from .execution.progress import LiveProgress
     from .results.looks import undecided
+    from .storage.database import masked
     from .storage.store import open_store
 
+    shown_db = masked(db) if db else None  # what is printed: never a password
     with user_errors():
         runner.check_rerun(rerun, resume)
         choice = ExecutorChoice(executor, address=address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run,
                                 jobs_per_device=jobs_per_device, warm_workers=warm_workers)
     if max_seeds is not None and not decide:
         fail("--max-seeds is for --until-decided")
+    if fail_fast is not None and keep_going:
+        fail(f"--fail-fast {fail_fast} stops after the first failures, --keep-going never stops: pick one")
+    if fail_fast is not None and fail_fast < 1:
+        fail(f"--fail-fast {fail_fast}: expected a number of runs, at least 1 (or --keep-going)")
+    fail_fast = 2 if fail_fast is None else fail_fast
+    with user_errors():
+        workspace.check_log_dir(log_dir)  # a file there: one line now, not a run left running
     matrix, rows = _planned(matrix_path, data)
     with user_errors():
         trainer = runner.entry_point(matrix, trainer)
@@ -238,10 +232,11 @@ def run(
     first = [r for r in rows if r.planned.seed in matrix.seeds[:matrix.first_seeds]]
     out = console(soft_wrap=True)
     with user_errors(), open_store(_matrix_db(db, matrix), create=True) as store:
+        logs = workspace.prepare(log_dir, matrix.name, workspace.database_label(store))
         total, done = len(first), runner.count_completed(store, first)
         if done == total and rerun != "all" and matrix.first_seeds == len(matrix.seeds):
             runner.register(store, matrix, rows)
-            out.print(f"{matrix.name}: all {total} runs already completed in {store.url}; "
+            out.print(f"{matrix.name}: all {total} runs already completed in {masked(store.url)}; "
                       f"nothing to train (--rerun all trains them again)")
             return
 
@@ -253,7 +248,7 @@ def run(
                 return runner.run(store, ids, pool, trainer=trainer, rerun=rerun,
                                   options={"compile": compile, "resume": resume},
                                   checkpoint_root=Path(checkpoint_dir) if checkpoints or resume else None,
-                                  run_root=Path(log_dir).resolve() / matrix.name / "runs",
+                                  run_root=logs.resolve() / "runs",
                                   fail_fast=0 if keep_going else fail_fast, on_event=progress)
 
         def on_round(n: int, names: set[str]) -> None:
@@ -261,15 +256,15 @@ def run(
                 f"{len(names)} configuration(s) still undecided get seed {matrix.seeds[n]}" if names
                 else "every comparison is decided"))
 
-        with closing(make_executor(choice, matrix.execution, Path(log_dir) / matrix.name)) as pool:
+        with closing(make_executor(choice, matrix.execution, logs)) as pool:
             out.print(f"{matrix.name}: {total} runs ({done} already completed) on {pool.describe()}; "
-                      f"results in {store.url}")
+                      f"results in {masked(store.url)}")
             outcome, run_ids = sequential.run_until_decided(
                 store, matrix, rows, train_round, lambda seeds: undecided(store.url, matrix.name, seeds), on_round)
         out.print(f"{matrix.name}: trained {len(outcome.trained)} run(s) now; "
-                  f"{runner.summary(store, run_ids)}. See `{runner.report_command(matrix_path, db)}`.")
+                  f"{runner.summary(store, run_ids)}. See `{runner.report_command(matrix_path, shown_db)}`.")
         if outcome.interrupted:
-            out.print(runner.continue_line(matrix_path, db, checkpoints or resume))
+            out.print(runner.continue_line(matrix_path, shown_db, checkpoints or resume))
         failed = runner.any_failed(store, run_ids)
         if outcome.stopped_by:
             out.print(f"{matrix.name}: the first {fail_fast} runs failed alike, so no more were started: "
@@ -300,6 +295,9 @@ ExperimentOption = Annotated[Optional[str], typer.Option(
 FormatOption = Annotated[str, typer.Option("--format", "-f", help="table | markdown | csv | json")]
 MetricOption = Annotated[Optional[str], typer.Option(
     help="mainrun (val_loss) | full (val_loss_full); default: mainrun unless eval coverages differ")]
+ForceOption = Annotated[bool, typer.Option(
+    "--force", help="replace an existing file of another kind (never a results database, never through a link)")]
+OUT_KINDS = {"table": (".txt",), "markdown": (".md", ".markdown"), "csv": (".csv",), "json": (".json",)}
 MinEffectOption = Annotated[Optional[float], typer.Option(
     "--min-effect", help="smallest effect of interest, nats/char (default: the matrix's min_effect, else 0.005)")]
 
@@ -346,6 +344,7 @@ def report_cmd(
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | markdown | csv | json | html")] = "table",
     min_effect: MinEffectOption = None,
     out: Annotated[Optional[Path], typer.Option(help="write the report to this file (html: report.html)")] = None,
+    force: ForceOption = False,
 ) -> None:
     """An experiment's verdicts and its ranked configurations."""
     from .results.render import FORMATS, render
@@ -357,24 +356,25 @@ def report_cmd(
     if fmt == "html":  # one self-contained page, several experiments at once
         from .results.html import render_html
 
-        from .results.frames import output_path
-
         with user_errors():
-            path = output_path(out or Path("report.html"), (".html", ".htm"))
+            path = outfile.checked(out or Path("report.html"), (".html", ".htm"), force=force)
             if matrix and not experiment:  # the matrix names the experiment (and maybe the db)
                 db, name = _experiment(db, None, matrix)
                 experiment = [name]
             page = render_html(db, experiment, metric, min_effect)
-        path.write_text(page)
+            outfile.write_text(path, page)
         err.print(f"wrote {path}")
         return
     if experiment and len(experiment) > 1:
         fail(f"--format {fmt} shows one experiment; several need --format html")
     with user_errors():
+        if out:  # checked before the report is built: a refused path costs nothing
+            out = outfile.checked(out, OUT_KINDS[fmt], force=force, named=False)
         report = build_report(*_experiment(db, experiment[0] if experiment else None, matrix), metric,
                               min_effect)
+        if out:
+            outfile.write_text(out, render(report, fmt, 100, False))
     if out:
-        out.write_text(render(report, fmt, 100, False))
         err.print(f"wrote {out}")
         return
     _emit(lambda width, color: render(report, fmt, width, color))
@@ -442,7 +442,7 @@ def plot_cmd(
                                           "coloured by verdict, instead of the curves")] = False,
     delta: Annotated[bool, typer.Option("--delta", help="each curve minus the same-seed "
                                         "baseline's (separates overlapping curves)")] = False,
-    db: DbOption = None,
+    db: DbOption = None, force: ForceOption = False,
 ) -> None:
     """Plot validation loss by step, or (--effects) each effect. The loss is the metric `ablate
     report` ranks by, unless --metric says otherwise."""
@@ -453,9 +453,10 @@ def plot_cmd(
     names = [n.strip() for n in runs.split(",") if n.strip()] if runs else None
     with user_errors():
         if effects:
-            path = plot_effects(build_report(*_experiment(db, experiment, matrix)), out)
+            outfile.checked(out, (".png", ".svg"), force=force)  # before the report is built
+            path = plot_effects(build_report(*_experiment(db, experiment, matrix)), out, force)
         else:
-            path = plot_curves(*_experiment(db, experiment, matrix), names, out, metric, delta)
+            path = plot_curves(*_experiment(db, experiment, matrix), names, out, metric, delta, force)
     err.print(f"wrote {path}")
 
 
@@ -464,15 +465,16 @@ def export_cmd(
     to: Annotated[Path, typer.Option("--to", help="FILE.csv or FILE.parquet")],
     experiment: ExperimentOption = None,
     what: Annotated[str, typer.Option(help="runs | evals")] = "runs",
-    db: DbOption = None,
+    db: DbOption = None, force: ForceOption = False,
 ) -> None:
     """Write runs or evaluations to a file. Runs: one row per run, config as cfg.* columns."""
     from .results.frames import export, load_evals, load_runs
 
     _check(what, ("runs", "evals"), "--what")
     with user_errors():
+        outfile.checked(to, (".csv", ".parquet"), force=force)  # before the database is read
         frame = (load_runs if what == "runs" else load_evals)(db, experiment)
-        export(frame, to)
+        export(frame, to, force)
     err.print(f"wrote {len(frame)} {what} to {to}")
 
 
@@ -485,10 +487,9 @@ def results_md(
 ) -> None:
     """Regenerate RESULTS.md's tables from the results database. Prose outside the markers stays."""
     from .results import document
-    from .results.frames import output_path
 
     with user_errors():
-        out = output_path(out, (".md",))
+        out = outfile.checked(out, (".md",))
         if check:
             same = out.exists() and document.committed_block(out) == document.generated(db, since)
             err.print(f"{out}: {'up to date' if same else 'differs from the database'}")

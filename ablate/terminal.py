@@ -40,14 +40,17 @@ def user_errors():
     from .extras import MissingExtra
     from .execution.matrix import MatrixError
     from .execution.runner import RunnerError
+    from .execution.scaffold import ScaffoldError
+    from .execution.workspace import WorkspaceError
     from .results.frames import ResultsError
+    from .results.outfile import OutputError
     from .storage.database import StoreError
     from .training.datasource import DataError
 
     try:
         yield
     except (StoreError, ResultsError, MatrixError, ConfigError, ExecutorError, RunnerError, DataError,
-            MissingExtra) as e:
+            MissingExtra, OutputError, ScaffoldError, WorkspaceError) as e:
         fail(str(e))
 
 

@@ -54,7 +54,7 @@ def test_a_nanogpt_style_script_is_ablated_as_it_is(script):
     runs = sqlite3.connect(db).execute("SELECT id, seed, final_val_loss, config FROM runs").fetchall()
     assert len(runs) == 6
     # each run and attempt had its own directory, and the script's checkpoint went there
-    checkpoints = sorted((script / "ablate-logs" / "existing-script" / "runs").glob("run*-attempt1/ckpt.json"))
+    checkpoints = sorted((script / "ablate-logs" / "existing-script").glob("*/runs/run*-attempt1/ckpt.json"))
     assert len(checkpoints) == 6 and len({c.read_text() for c in checkpoints}) == 6
     assert not (script / "out").exists()  # never the script's default out_dir, shared by every run
     out = report(db, script)

@@ -376,7 +376,7 @@ def test_load_four_runners_and_a_report_reader_share_one_database(tmp_path):
     assert bench.query("select count(*), sum(status='completed'), max(attempt) from runs") == [(16, 16, 1)]
     evals = bench.query("select count(*) from evals")[0][0]
     assert evals == 16 * 8
-    logs = [p.name for p in (tmp_path / "logs" / "load").glob("*.log")]
+    logs = [p.name for p in (tmp_path / "logs" / "load").glob("*/*.log")]
     assert len(logs) == 16  # every run started exactly once, by one runner or another
     first, last = bench.query("select min(julianday(created_at)), max(julianday(created_at)) from evals")[0]
     active = (last - first) * 86400

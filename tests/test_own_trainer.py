@@ -262,7 +262,7 @@ def test_a_crashing_hanging_or_malformed_trainer_fails_its_run_and_the_matrix_go
                                     "metric (it has: loss)"),
     }
     assert not _alive(int((tmp_path / "hang.pid").read_text()))  # the hung trainer was stopped
-    log = next((tmp_path / "logs" / "faulty").glob("run1-*.log")).read_text()
+    log = next((tmp_path / "logs" / "faulty").glob("*/run1-*.log")).read_text()
     assert "starting" in log  # a trainer's plain output goes to its log
 
 

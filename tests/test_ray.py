@@ -93,7 +93,7 @@ def test_ray_executor_runs_the_smoke_matrix_like_the_local_executor(tmp_path, hn
         assert [s for s, _ in ray_curves[name]] == [s for s, _ in curve]
         assert [v for _, v in ray_curves[name]] == pytest.approx([v for _, v in curve], rel=1e-6)
     # the driver committed everything; one log per run, with the worker that trained it
-    logs = sorted((tmp_path / "logs" / "smoke").glob("run*-attempt1.log"))
+    logs = sorted((tmp_path / "logs" / "smoke").glob("*/run*-attempt1.log"))
     assert len(logs) == 9 and all("running on host" in p.read_text() for p in logs)
 
 
@@ -101,7 +101,7 @@ def test_killed_ray_worker_run_is_interrupted_then_completed_by_the_next_run(tmp
     matrix = write_matrix(tmp_path, "raykill", "[sdpa]", epochs=3)
     db = tmp_path / "r.db"
     runner, victim = start_and_wait_for_evals(matrix, db, 2)
-    log = tmp_path / "ablate-logs" / "raykill" / f"run{victim}-attempt1.log"
+    log = next((tmp_path / "ablate-logs" / "raykill").glob(f"*/run{victim}-attempt1.log"))
     pid = int(re.search(r"running on host \S+ pid (\d+)", log.read_text()).group(1))
     assert pid != runner.pid
     before = query(db, "select attempt, step, val_loss from evals where run_id=? order by step", victim)
@@ -168,5 +168,5 @@ def test_ray_workers_write_straight_into_postgresql(tmp_path, hn_csv, pg_url):
         assert sorted(store.query(text("select status, attempt from runs"))) == [("completed", 1)]
         per_run = store.query(text("select run_id, count(*), count(distinct step) from evals group by run_id"))
         assert len(per_run) == 1 and all(n == distinct and n >= 3 for _, n, distinct in per_run)
-    log = next((tmp_path / "ablate-logs" / "raypg").glob("run*-attempt1.log")).read_text()
+    log = next((tmp_path / "ablate-logs" / "raypg").glob("*/run*-attempt1.log")).read_text()
     assert "written by the worker" in log and '"step": 1' in log

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Protocol
 from ..extras import installed
 from . import job as job_process
 from .job import Ended, Job
+from .workspace import open_log
 
 if TYPE_CHECKING:
     from .matrix import Execution
@@ -152,18 +153,18 @@ class LocalExecutor:
             options["threads"] = slot.threads
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / job.log_name
-        slot.log = log_path.open("w")
+        slot.log = open_log(log_path)
         spare, slot.spare = slot.spare, None
         if spare is not None and (slot.spare_trainer != job.trainer
                                   or not self._hand_over(spare, job, options, log_path)):
             _discard(spare)
             spare = None
         slot.process = spare or subprocess.Popen(
-            [sys.executable, "-m", job_process.__name__, "--db", job.db_url, "--run-id", str(job.run_id),
+            [sys.executable, "-m", job_process.__name__, "--run-id", str(job.run_id),
              "--attempt", str(job.attempt), "--trainer", job.trainer,
              "--options", json.dumps(options)],
-            stdout=slot.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env=self._env(slot), start_new_session=True)  # Ctrl-C reaches the runner only
+            stdout=slot.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,  # Ctrl-C reaches the runner only
+            env={**self._env(slot), job_process.DB_VARIABLE: job.db_url}, start_new_session=True)
         slot.job = job
         if self.warm_workers:
             slot.spare = subprocess.Popen(

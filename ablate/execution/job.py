@@ -1,6 +1,9 @@
-"""One run in its own process: `python -m ablate.execution.job --db URL --run-id N --attempt A`,
-or `python -m ablate.execution.job --serve`: a warm worker that imports the trainer first and
-then takes its one job from stdin (it still runs exactly one run, then exits).
+"""One run in its own process: `python -m ablate.execution.job --run-id N --attempt A` with the
+database's URL in its environment (`ABLATE_JOB_DB`; never in argv, where `ps` shows a password
+to every user), or `python -m ablate.execution.job --serve`: a warm worker that imports the
+trainer first and then takes its one job, URL included, from stdin (it still runs exactly one
+run, then exits). Either way the URL is taken out of the environment before the trainer runs,
+so a trainer's own processes never inherit it.
 
 The job reads its config from the database and runs one attempt (`attempt.run_attempt`), each
 evaluation committed the moment the trainer reports it and a line of it written to the job's
@@ -22,11 +25,13 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from ..storage.signing import KEY_VARIABLE
 from ..storage.store import Store
 from ..training.config import DEFAULT_TRAINER, ExecOptions
 from .attempt import Fanout, LogSink, StoreSink, run_attempt
 
 EXIT_FAILED = 3  # the job recorded the failure itself
+DB_VARIABLE = "ABLATE_JOB_DB"  # the results database's URL, handed to a job process
 
 
 @dataclass(frozen=True)
@@ -68,8 +73,9 @@ def _interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(f"stopped by signal {signum}")
 
 
-def run_job(db: str, run_id: int, attempt: int, trainer: str, options: dict) -> int:
+def run_job(db: str, run_id: int, attempt: int, trainer: str, options: dict, signing_key: str | None = None) -> int:
     store = Store(db)
+    store.signing_key = signing_key
     run = store.run(run_id)
     if run is None or run.attempt != attempt:
         return EXIT_FAILED
@@ -82,7 +88,7 @@ def run_job(db: str, run_id: int, attempt: int, trainer: str, options: dict) -> 
     return 0 if status == "completed" else EXIT_FAILED
 
 
-def serve(trainer: str) -> int:
+def serve(trainer: str, signing_key: str | None = None) -> int:
     """A warm job: import the trainer (and run its optional `warm_up()`) first, then wait for
     one job on stdin — a JSON line with db, run_id, attempt, options and log — and run it with
     its output in that log. EOF instead of a job: not needed after all, exit quietly. A trainer
@@ -107,12 +113,15 @@ def serve(trainer: str) -> int:
     os.close(log)
     print(f"warm worker pid {os.getpid()}: {trainer} imported {time.monotonic() - ready:.1f} s "
           f"before this run arrived", flush=True)
-    return run_job(spec["db"], spec["run_id"], spec["attempt"], trainer, spec["options"])
+    return run_job(spec["db"], spec["run_id"], spec["attempt"], trainer, spec["options"], signing_key)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ablate.execution.job")
-    parser.add_argument("--db")
+    os.environ.pop("ABLATE_DB", None)  # the trainer's processes get no database URL either way
+    signing_key = os.environ.pop(KEY_VARIABLE, None)  # nor the key that signs results
+    parser.add_argument("--db", default=os.environ.pop(DB_VARIABLE, None),
+                        help=f"the results database (default: ${DB_VARIABLE}; a password in argv is visible to all)")
     parser.add_argument("--run-id", type=int)
     parser.add_argument("--attempt", type=int)
     parser.add_argument("--trainer", default=DEFAULT_TRAINER)
@@ -125,8 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     _die_with_parent()
     signal.signal(signal.SIGTERM, _interrupt)
     if args.serve:
-        return serve(args.trainer)
-    return run_job(args.db, args.run_id, args.attempt, args.trainer, json.loads(args.options))
+        return serve(args.trainer, signing_key)
+    return run_job(args.db, args.run_id, args.attempt, args.trainer, json.loads(args.options), signing_key)
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ problem, from pydantic's errors and from config errors."""
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -84,7 +85,10 @@ def config_problems(where: str, err: ConfigError, keyed: bool, fields: Any = FIE
             line = f"{where}.{key}: {rest}" if keyed else f"{where}: {rest}"
         else:
             line = f"{where}: {part}"
-        if re.search(r"got '[-+]?[\d.]+e[-+]?\d+'", part):
-            line += " (YAML reads 1e-4 as text; write 1.0e-4)"
+        number = re.search(r"got '([-+]?[\d.]+)e([-+]?\d+)'", part)
+        if number and math.isinf(float(f"{number[1]}e{number[2]}")):
+            line += " (beyond the largest number a float holds, about 1.8e308)"
+        elif number and "." not in number[1]:
+            line += f" (YAML reads {number[1]}e{number[2]} as text; write {number[1]}.0e{number[2]})"
         problems.append(line)
     return problems

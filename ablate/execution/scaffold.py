@@ -295,6 +295,23 @@ def starting_matrix(script: Path, matrix: Path, flags: Flags, line: str | None =
     return "\n".join(out) + "\n"
 
 
+def write_starting_matrix(script: Path, path: Path, line: str | None = None, force: bool = False) -> str:
+    """`ablate init`: read the script's flags, write the matrix at `path` (an existing file only
+    with `force`), and say in a few words what was found."""
+    if not script.is_file() or script.suffix != ".py":
+        raise ScaffoldError(f"{script}: expected a Python script (.py) that exists")
+    if path.exists() and not force:
+        raise ScaffoldError(f"{path} exists; pass --force to replace it, or --out another file")
+    flags = read_flags(script.resolve())
+    text = starting_matrix(script.resolve(), path.resolve(), flags, line)
+    temporary = path.with_name(f".{path.name}.partial")
+    temporary.write_text(text)
+    os.replace(temporary, path)  # whole or not at all; a link at `path` is replaced, not followed
+    return (f"{len(flags.params)} params from its {flags.source}"
+            + (f", seed {flags.seed.spelling}" if flags.seed else ", no seed flag")
+            + (f", run directory {flags.run_dir.spelling}" if flags.run_dir else ""))
+
+
 def _example_toggles(params: list[Flag]) -> list[tuple[str, dict]]:
     """Up to MAX_TOGGLES: a non-zero float doubled, then an int doubled, then a boolean flipped."""
     floats = [f for f in params if isinstance(f.default, float) and f.default != 0]

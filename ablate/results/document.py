@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from ..storage.schema import Experiment, ExperimentRun, Run
 from ..storage.store import open_store
+from . import outfile
 from .frames import ResultsError, list_experiments
 from ..training.catalog import CATALOG, Claim
 from .plot import interval_caption, plot_effects
@@ -226,7 +227,7 @@ def write(path: Path, db: str | Path | None = None, since: Path | None = None) -
     else:
         new = f"# Results\n\n{block}" + old
     if new != old:
-        path.write_text(new)
+        outfile.write_text(path, new)
     return new != old
 
 

@@ -8,15 +8,17 @@ an open `Store`, or None for `database.default_url()`; they never create a datab
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
 from sqlalchemy import case, func, select
 
-from ..storage.schema import EVAL_COLUMNS, Eval, Experiment, ExperimentRun, Run
+from ..storage.schema import EVAL_COLUMNS, MAX_STEP, Eval, Experiment, ExperimentRun, Run
 from ..storage.store import Store, open_store
 from ..training.config import MAINRUN_VAL_LOSS, suggest
+from . import outfile
 
 RUN_COLUMNS = (
     "experiment", "run_id", "hash", "position", "name", "toggles", "seed", "status", "attempt",
@@ -24,6 +26,7 @@ RUN_COLUMNS = (
     "max_steps", "truncated", "code_version", "device", "error",
 )
 INT_COLUMNS = ("run_id", "position", "seed", "attempt", "best_step", "steps", "max_steps")  # nullable
+NUMBER_COLUMNS = (*INT_COLUMNS, "final_val_loss", "best_val_loss", "wall_time_s", "tokens_per_s")
 EVAL_VALUES = ("step", *EVAL_COLUMNS)
 
 class ResultsError(LookupError):
@@ -86,7 +89,7 @@ def _check_experiment(store: Store, experiment: str | None) -> None:
 
 
 def _prefixed(prefix: str, values: dict | None) -> dict:
-    return {f"{prefix}{k}": v for k, v in (values or {}).items()}
+    return {f"{prefix}{k}": v for k, v in (values.items() if isinstance(values, dict) else ())}
 
 
 def load_runs(db: str | Path | Store | None = None, experiment: str | None = None) -> pd.DataFrame:
@@ -111,8 +114,9 @@ def load_runs(db: str | Path | Store | None = None, experiment: str | None = Non
     for exp, position, name, toggles, run in rows:
         record = {column: getattr(run, column, None) for column in RUN_COLUMNS}
         record.update(experiment=exp, run_id=run.id, position=position, name=name,
-                      toggles="+".join(toggles or []))
-        records.append({**record, **_prefixed("cfg.", run.config), **_prefixed("res.", run.result)})
+                      toggles="+".join(toggles or []) if isinstance(toggles, list) else "")
+        record.update({column: _number(record[column]) for column in NUMBER_COLUMNS})
+        records.append({**record, **_prefixed("cfg.", run.config), **_numbers(_prefixed("res.", run.result))})
     frame = pd.DataFrame(records) if records else pd.DataFrame(columns=list(RUN_COLUMNS))
     return frame.astype({column: "Int64" for column in INT_COLUMNS})
 
@@ -143,9 +147,27 @@ def load_evals(db: str | Path | Store | None = None, experiment: str | None = No
         _check_experiment(store, experiment)
         rows = _rows(store, statement)
     columns = ["experiment", "name", "seed", "run_id", *EVAL_VALUES]
-    records = [{**dict(zip(columns, row[:-1])), **_prefixed("extra.", row[-1])} for row in rows]
+    records = [{**dict(zip(columns[:4], row[:4])), **{c: _number(v) for c, v in zip(columns[4:], row[4:-1])},
+                **_numbers(_prefixed("extra.", row[-1]))} for row in rows]
     frame = pd.DataFrame(records) if records else pd.DataFrame(columns=columns)
     return frame[["experiment", "run_id", "name", "seed", *frame.columns[4:]]]
+
+
+def _number(value: Any) -> Any:
+    """A stored number as the frames hold it: None for what a write should never have let in and
+    a reading command cannot compute with (text in a number column, inf, a step past 2**53)."""
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, int):
+        return value if abs(value) <= MAX_STEP else None
+    return None
+
+
+def _numbers(values: dict) -> dict:
+    """A JSON column's values with its numbers made safe as `_number` does; text stays text."""
+    return {k: _number(v) if isinstance(v, (int, float)) else v for k, v in values.items()}
 
 
 def split_toggles(joined: Any) -> list[str]:
@@ -196,16 +218,6 @@ def select_runs(runs: pd.DataFrame, status: str | None = None, toggle: str | Non
     return runs[keep]
 
 
-def output_path(path: str | Path, suffixes: tuple[str, ...]) -> Path:
-    """A file a command is about to write, checked first: a known suffix, an existing directory."""
-    path = Path(path)
-    if path.suffix.lower() not in suffixes:
-        raise ResultsError(f"cannot write {str(path)!r}: expected a {' or '.join(suffixes)} file name")
-    if not path.parent.is_dir():
-        raise ResultsError(f"cannot write {str(path)!r}: directory {str(path.parent)!r} does not exist")
-    return path
-
-
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet reads as the start of a formula
 
 
@@ -215,19 +227,16 @@ def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.map(lambda v: "'" + v if isinstance(v, str) and v.startswith(FORMULA_START) else v)
 
 
-def export(frame: pd.DataFrame, path: str | Path) -> Path:
+def export(frame: pd.DataFrame, path: str | Path, force: bool = False) -> Path:
     """Write a loader's frame to .csv or .parquet (lists and dicts become JSON text in parquet)."""
-    path = output_path(path, (".csv", ".parquet"))
+    path = outfile.checked(path, (".csv", ".parquet"), force=force)
     try:
         if path.suffix.lower() == ".csv":
-            spreadsheet_safe(frame).to_csv(path, index=False)
-        else:
-            frame.map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v).to_parquet(path, index=False)
+            return outfile.replace(path, lambda tmp: spreadsheet_safe(frame).to_csv(tmp, index=False))
+        plain = frame.map(lambda v: json.dumps(v) if isinstance(v, (list, dict)) else v)
+        return outfile.replace(path, lambda tmp: plain.to_parquet(tmp, index=False))
     except ImportError as e:
         raise ResultsError(f"writing parquet needs pyarrow or fastparquet ({e}); or export to .csv") from None
-    except OSError as e:
-        raise ResultsError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
-    return path
 
 
 def with_own_finals(runs: pd.DataFrame, db: str | Path | Store | None = None) -> pd.DataFrame:

@@ -12,14 +12,14 @@ from typing import Any
 from ..extras import require
 from ..storage.store import open_store
 from ..training.config import suggest
-from . import frames
+from . import frames, outfile
 from .report import build_report
 
 TOP = 5  # configurations plotted besides the baseline when none are named
 
 
 def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, out: str | Path = "curves.png",
-                metric: str | None = None, delta: bool = False) -> Path:
+                metric: str | None = None, delta: bool = False, force: bool = False) -> Path:
     """Plot a metric (a key of report.METRICS, or your own trainer's; default: the one `ablate
     report` ranks by) against step
     for the named configurations (default: the baseline and the five configurations with the
@@ -27,7 +27,7 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
     reference is drawn only where the report calls comparing with it fair. `delta`: each
     configuration's difference from the same-seed baseline instead, which separates curves
     that lie on top of each other."""
-    path = frames.output_path(out, (".png", ".svg", ".pdf"))
+    path = outfile.checked(out, (".png", ".svg", ".pdf"), force=force)
     require("plots", "drawing plots")
     import matplotlib
 
@@ -85,9 +85,7 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))  # beside the curves, never on them
     try:
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-    except OSError as e:
-        raise frames.ResultsError(f"cannot write {str(path)!r}: {e.strerror or e}") from None
+        outfile.replace(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight"))
     finally:
         plt.close(fig)
     return path
@@ -176,12 +174,12 @@ def interval_caption(report: Any) -> str:
     return text + (", δ chosen after the data" if any("after the data" in a for a in getattr(report, "after_data", [])) else "")
 
 
-def plot_effects(report: Any, out: str | Path = "effects.png") -> Path:
+def plot_effects(report: Any, out: str | Path = "effects.png", force: bool = False) -> Path:
     """Each effect's estimate with its interval at the report's level, one row each (PNG or SVG by
     the suffix of `out`), coloured by what the verdict means (in leave-one-out, by what the item
     does inside the stack), with the report's ±min_effect band shaded; where the large effects
     would squeeze the small ones onto one point, a second panel shows ±3δ."""
-    path = frames.output_path(out, (".png", ".svg"))
+    path = outfile.checked(out, (".png", ".svg"), force=force)
     require("plots", "drawing plots")
     import matplotlib
 
@@ -224,14 +222,19 @@ def plot_effects(report: Any, out: str | Path = "effects.png") -> Path:
         axes[0][1].set(xlim=(-3 * min_effect, 3 * min_effect), xticks=[k * min_effect for k in (-3, -1, 1, 3)],
                        title=f"the same, within ±3δ (δ = {min_effect:g})")
     axes[0][-1].legend(*ax.get_legend_handles_labels(), fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1))
-    with matplotlib.rc_context({"svg.fonttype": "none"}):  # SVG labels stay text
-        fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
-    if path.suffix == ".svg":  # hovering a point shows its numbers
-        interval = lambda r: f" [{r.ci_lo:+.4g}, {r.ci_hi:+.4g}]" * (r.ci_lo == r.ci_lo)  # noqa: E731
-        _hover(path, {f"effect{i}": f"{r.effect}: {r.estimate:+.4g}{interval(r)}, n={r.n}, {r.verdict}"
-                      for i, r in enumerate(rows.itertuples())})
-    return path
+    interval = lambda r: f" [{r.ci_lo:+.4g}, {r.ci_hi:+.4g}]" * (r.ci_lo == r.ci_lo)  # noqa: E731
+
+    def draw(tmp: Path) -> None:
+        with matplotlib.rc_context({"svg.fonttype": "none"}):  # SVG labels stay text
+            fig.savefig(tmp, dpi=120, bbox_inches="tight")
+        if path.suffix == ".svg":  # hovering a point shows its numbers
+            _hover(tmp, {f"effect{i}": f"{r.effect}: {r.estimate:+.4g}{interval(r)}, n={r.n}, {r.verdict}"
+                         for i, r in enumerate(rows.itertuples())})
+
+    try:
+        return outfile.replace(path, draw)
+    finally:
+        plt.close(fig)
 
 
 # leave-one-out: removing an item that helps makes the loss worse, so its row means the opposite

@@ -173,10 +173,12 @@ def _rich_table(frame: pd.DataFrame, styles: list[str] | None = None,
 
 def markdown_table(frame: pd.DataFrame) -> str:
     """A pipes table for pull requests: `|` and line breaks escaped, and a text cell that a
-    spreadsheet would read as a formula (`=cmd|...`, `+x`, `@x`; not a signed number) quoted."""
+    spreadsheet would read as a formula (`=cmd|...`, `+x`, `@x`, `+1+cmd|...`) quoted; a signed
+    number stays as it is (`+0.0378`, `-0.1058 [-0.11…-0.10], better (n=3)`)."""
     def cell(v: Any) -> str:
         text = str(v).replace("|", "\\|").replace("\n", " ")
-        return "'" + text if re.match(r"[=@\t\r]|[+-][^\d.]", text) else text
+        number = re.match(r"[+-](\d[\d.,]*|\.\d+)([eE][+-]?\d+)?%?(\s|$)", text) and not re.search(r"[|!]", str(v))
+        return "'" + text if re.match(r"[=@\t\r]|[+-].", text) and not number else text
     lines = ["| " + " | ".join(map(cell, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(map(cell, row)) + " |" for row in frame.itertuples(index=False)]
     return "\n".join(lines)
@@ -376,7 +378,11 @@ def as_command(detail: RunDetail) -> str:
     default (the defaults are Mainrun's baseline), and --max-steps when the run was truncated.
     A run of your own trainer: its command (or entry point), run in its directory."""
     if isinstance(detail.config, ParamsConfig):
-        return f"cd {shlex.quote(os.path.abspath(detail.config.workdir))} && {detail.config.by_hand()}"
+        try:
+            line = detail.config.by_hand()
+        except ValueError as e:  # a template a merged database holds that no run could fill in
+            return f"# its command cannot be shown: {e}"
+        return f"cd {shlex.quote(os.path.abspath(detail.config.workdir))} && {line}"
     words = ["ablate", "train", "--data", detail.config.data]
     for name, value in detail.config.diff().items():
         if name != "data":

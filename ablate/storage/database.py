@@ -17,6 +17,7 @@ from __future__ import annotations
 import glob
 import os
 import random
+import re
 import shutil
 import sqlite3
 import tempfile
@@ -50,6 +51,35 @@ class StoreError(RuntimeError):
     """A results database that cannot be used as asked, with a message for the user."""
 
 
+_USERINFO_PASSWORD = re.compile(r"(\w[\w+.-]*://[^:/@]*:)[^@]*@")  # scheme://user:PASSWORD@ (as SQLAlchemy parses it)
+_QUERY_PASSWORD = re.compile(r"([?&;][^=&;#]*pass(?:word)?=)[^&;#]*", re.IGNORECASE)  # ?password=, &sslpassword=
+
+
+def masked(text: str) -> str:
+    """A database URL (or any text holding one) as it may be printed, logged or stored: every
+    password in it, in the user-info or in the query, shown as ***."""
+    return _QUERY_PASSWORD.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1***@", str(text)))
+
+
+def secrets_of(url: str) -> list[str]:
+    """The passwords a URL holds (to scrub them from a driver's messages, whatever their form)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return []
+    found = [parsed.password] + [v for k, v in parsed.query.items() if "pass" in k.lower()]
+    flat = [x for v in found if v for x in ([v] if isinstance(v, str) else v)]
+    return [str(x) for x in flat if str(x)]
+
+
+def scrubbed(text: str, url: str) -> str:
+    """`text` (an error message) with the URL's passwords masked, wherever they appear in it."""
+    text = masked(text)
+    for secret in secrets_of(url):
+        text = text.replace(secret, "***").replace(quote(secret, safe=""), "***")
+    return text
+
+
 def default_url(fallback: str | None = None) -> str:
     """$ABLATE_DB (a URL or a path, as --db), else `fallback` (a matrix's `db:`), else results.db
     in the current directory."""
@@ -74,9 +104,9 @@ def resolve_url(db: str | Path | None) -> str:
     try:
         parsed = make_url(url)
     except ArgumentError as e:
-        raise StoreError(f"{bounded(text, 200)!r} is not a database URL: {e}") from None
+        raise StoreError(scrubbed(f"{bounded(text, 200)!r} is not a database URL: {e}", text)) from None
     if parsed.get_backend_name() == "sqlite" and (parsed.database in (None, "", ":memory:")
-                                                   or "mode=memory" in url):
+                                                   or "mode=memory" in url or Path(text).name == ":memory:"):
         raise StoreError(f"{text!r} is an in-memory database: the runs' jobs could not share it and "
                          f"nothing would be kept; expected a .db path or a server URL")
     _sqlite_path(url)  # a path the filesystem can hold
@@ -206,7 +236,7 @@ class Database:
         `shown_as` names it in messages (a temporary copy by the file it copies)."""
         self.url = url or default_url()
         self.file = _sqlite_path(self.url)
-        self.where = shown_as or (str(self.file) if self.file else make_url(self.url).render_as_string(hide_password=True))
+        self.where = shown_as or (str(self.file) if self.file else masked(self.url))
         self.version = latest_version()  # once open: older databases are migrated to it
         self.upgraded: tuple[int, int] | None = None  # (from, to) when opening migrated the schema
         self.backup: Path | None = None  # the copy of the file kept before migrating it
@@ -221,7 +251,7 @@ class Database:
         except DBAPIError as exc:  # not a database, cannot connect, locked for longer than the timeout
             self.close()
             reason = " ".join(str(exc.orig).split())  # one line: drivers add hints on their own lines
-            raise StoreError(f"cannot open results database {self.where}: {reason}") from exc
+            raise StoreError(scrubbed(f"cannot open results database {self.where}: {reason}", self.url)) from None
         except MigrationError as e:
             self.close()
             raise StoreError(f"{self.where}: {e}") from None
@@ -254,7 +284,7 @@ class Database:
                              f"({e}); for PostgreSQL: pip install 'ablate[postgres]' and a "
                              f"postgresql+psycopg:// URL") from None
         except ArgumentError as e:
-            raise StoreError(f"cannot open results database {self.where}: {e}") from None
+            raise StoreError(scrubbed(f"cannot open results database {self.where}: {e}", self.url)) from None
         if self._engine.dialect.name == "sqlite":
             _setup_sqlite(self._engine, self.read_only)
         self._reader = sessionmaker(self._engine, expire_on_commit=False)
@@ -367,7 +397,7 @@ class Database:
             with self._reader() as session, session.begin():
                 return fn(session)
         except DBAPIError as exc:  # locked past the busy timeout, the file gone or damaged, the disk gone
-            raise StoreError(f"{self.where}: {exc.orig}") from exc
+            raise StoreError(scrubbed(f"{self.where}: {exc.orig}", self.url)) from exc
 
     def _write(self, fn: Callable[[Session], Any], *, retry_conflicts: bool = False) -> Any:
         """Run fn in one write transaction and commit it; retry if the database stays locked.
@@ -383,9 +413,10 @@ class Database:
                     return fn(session)
             except OperationalError as exc:
                 if not _is_locked(exc):  # e.g. the disk full: a one-line error, not a traceback
-                    raise StoreError(f"{self.where}: {exc.orig}") from exc
+                    raise StoreError(scrubbed(f"{self.where}: {exc.orig}", self.url)) from exc
                 if tries == _WRITE_TRIES:
-                    raise StoreError(f"{self.where} stayed locked through {tries} tries: {exc.orig}") from exc
+                    raise StoreError(scrubbed(f"{self.where} stayed locked through {tries} tries: {exc.orig}",
+                                              self.url)) from exc
             except IntegrityError:
                 if not retry_conflicts or tries == _WRITE_TRIES:
                     raise

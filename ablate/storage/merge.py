@@ -19,6 +19,7 @@ is read through a temporary copy, which is where an older schema gets migrated.
 
 from __future__ import annotations
 
+import math
 import re
 import sqlite3
 from contextlib import closing, contextmanager
@@ -26,12 +27,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
-from sqlalchemy import select
+from sqlalchemy import Float, Integer, select
 from sqlalchemy.orm import Session
 
 from .database import StoreError, _sqlite_path, resolve_url, temporary_copy
-from .schema import (MAX_DESCRIPTION_CHARS, MAX_ERROR_CHARS, MAX_MATRIX_CHARS, MAX_NAME_CHARS, MAX_TRACEBACK_CHARS,
-                     STATUSES, Eval, Experiment, ExperimentRun, Run, StepMetric, bounded, plain_name)
+from .schema import (MAX_DESCRIPTION_CHARS, MAX_ERROR_CHARS, MAX_MATRIX_CHARS, MAX_NAME_CHARS, MAX_STEP,
+                     MAX_TRACEBACK_CHARS, STATUSES, Eval, Experiment, ExperimentRun, Run, StepMetric, bounded, plain_name)
+from .signing import signature_problem
 from .store import Store
 
 RUN_FIELDS = ("status", "started_at", "finished_at", "heartbeat_at", "host", "device", "pid",
@@ -48,6 +50,12 @@ JSON_COLUMNS = (  # (table, whose row it is: a run or an experiment, that one's 
     ("experiment_runs", "run", "run_id", ("toggles",)),
     ("experiments", "experiment", "id", ("plan", "looks_taken")),
 )
+DATE_COLUMNS = (
+    ("runs", "run", "id", ("created_at", "started_at", "finished_at", "heartbeat_at", "requeued_at")),
+    ("evals", "run", "run_id", ("created_at",)),
+    ("experiments", "experiment", "id", ("created_at", "updated_at")),
+)
+STEP_LIKE = {"step", "best_step", "steps", "max_steps", "current_step"}  # at most MAX_STEP
 
 
 @dataclass
@@ -83,12 +91,15 @@ class MergeRefused(StoreError):
 class Checks:
     """What a merge verifies beyond the rows' shape, given by the layer that knows what runs and
     matrices are (`execution.identity`): why a config is not the run its hash names (None: it
-    is), whether two stored matrix texts define one experiment."""
+    is), whether two stored matrix texts define one experiment, and why a link's run is not the
+    configuration its experiment's matrix gives that name."""
 
     run: Callable[[dict, str, str | None], str | None]
     same_matrix: Callable[[str | None, str | None], bool]
+    link: Callable[[str | None, str, list, dict], str | None]  # why a run is not what its matrix calls that name
     renames: dict[str, str] = field(default_factory=dict)  # their experiment name -> the name here
     skip_invalid: bool = False  # leave refused items out instead of refusing the merge
+    signing_key: str | None = None  # --require-signed: completed runs must carry a signature under it
 
 
 @dataclass
@@ -115,7 +126,7 @@ def merge(target: Store, source: str | Path, checks: Checks) -> MergeReport:
         raise StoreError(f"cannot merge {target.where} into itself")
     shown = str(source) if _sqlite_path(url) else None
     with _readable_copy(url) as copy_url, Store(copy_url, create=False, shown_as=shown) as other:
-        malformed = _malformed_json(other.file) if other.file is not None else {}
+        malformed = _malformed(other.file) if other.file is not None else {}
         incoming = _Incoming(*other._read(_read_all), malformed)
         report = MergeReport(source=other.where)
         target._write(lambda session: _merge(session, incoming, report, checks))
@@ -138,10 +149,10 @@ def _readable_copy(url: str) -> Iterator[str]:
         yield f"sqlite:///{copy}"
 
 
-def _malformed_json(copy: Path) -> dict[tuple[str, int], str]:
+def _malformed(copy: Path) -> dict[tuple[str, int], str]:
     """The runs and experiments whose JSON (a run's config, toggles, result, an evaluation's
-    extra, a link's toggles, an experiment's plan) does not parse, in the temporary copy; there
-    it is set to null so the rest can be read."""
+    extra, a link's toggles, an experiment's plan) does not parse, or whose timestamps are no
+    dates, in the temporary copy; there they are set to null (a date: 1970) so the rest can be read."""
     found: dict[tuple[str, int], str] = {}
     with closing(sqlite3.connect(copy)) as conn:
         for table, owner, key, columns in JSON_COLUMNS:
@@ -150,6 +161,12 @@ def _malformed_json(copy: Path) -> dict[tuple[str, int], str]:
                 for (owner_id,) in conn.execute(f"SELECT {key} FROM {table} WHERE {bad}"):
                     found.setdefault((owner, owner_id), f"{table}.{column} is not valid JSON")
                 conn.execute(f"UPDATE {table} SET {column} = 'null' WHERE {bad}")
+        for table, owner, key, columns in DATE_COLUMNS:
+            for column in columns:
+                bad = f"{column} IS NOT NULL AND julianday({column}) IS NULL"
+                for owner_id, value in conn.execute(f"SELECT {key}, {column} FROM {table} WHERE {bad}"):
+                    found.setdefault((owner, owner_id), f"{table}.{column} {_shown(value)} is not a date")
+                conn.execute(f"UPDATE {table} SET {column} = '1970-01-01 00:00:00' WHERE {bad}")  # refused anyway
         conn.commit()
     return found
 
@@ -175,7 +192,7 @@ def _merge(session: Session, incoming: _Incoming, report: MergeReport, checks: C
     refused: list[str] = []
     runs = {}  # source run id -> the run, checked
     for source in incoming.runs:
-        problem = incoming.malformed.get(("run", source.run.id)) or _run_problem(session, source.run, checks)
+        problem = incoming.malformed.get(("run", source.run.id)) or _run_problem(session, source, checks)
         if problem:
             refused.append(f"run {_shown(source.run.name)} ({_shown(source.run.hash)}): {problem}")
         else:
@@ -188,13 +205,14 @@ def _merge(session: Session, incoming: _Incoming, report: MergeReport, checks: C
             refused.append(f"experiment {_shown(exp.name)}: {problem}")
         else:
             names[exp.id] = name
-    run_ids = {source.run.id for source in incoming.runs}
-    exp_ids = {exp.id for exp in incoming.experiments}
+    configs = {source.run.id: source.run.config for source in incoming.runs}
+    matrices = {exp.id: exp.yaml_text for exp in incoming.experiments}
     for link in incoming.links:
         where = f"link of experiment id {link.experiment_id} to run id {link.run_id}"
-        if link.run_id not in run_ids or link.experiment_id not in exp_ids:
-            refused.append(f"{where}: no such {'run' if link.run_id not in run_ids else 'experiment'} there")
-        elif problem := _name_problem(link.name):
+        if link.run_id not in configs or link.experiment_id not in matrices:
+            refused.append(f"{where}: no such {'run' if link.run_id not in configs else 'experiment'} there")
+        elif problem := _name_problem(link.name) or checks.link(
+                matrices[link.experiment_id], link.name, link.toggles, configs[link.run_id]):
             refused.append(f"{where}: {problem}")
     if refused and not checks.skip_invalid:
         raise MergeRefused(report.source, refused)
@@ -202,8 +220,9 @@ def _merge(session: Session, incoming: _Incoming, report: MergeReport, checks: C
     _write_checked(session, incoming, runs, names, report)
 
 
-def _run_problem(session: Session, run: Run, checks: Checks) -> str | None:
+def _run_problem(session: Session, source: _SourceRun, checks: Checks) -> str | None:
     """Why this row is not a run this database can take (None: it can)."""
+    run = source.run
     if not isinstance(run.hash, str) or not HASH.fullmatch(run.hash):
         return "hash: expected 16 to 64 hexadecimal digits"
     if not isinstance(run.config, dict):
@@ -216,10 +235,35 @@ def _run_problem(session: Session, run: Run, checks: Checks) -> str | None:
         return problem
     if not all(isinstance(text, (str, type(None))) for text in (run.error, run.traceback)):
         return "error and traceback: expected text"
+    if problem := _numbers_problem(source):
+        return problem
+    if checks.signing_key and run.status == "completed" and (
+            problem := signature_problem(checks.signing_key, run, source.evals)):
+        return problem
+    if "seed" in run.config and run.config["seed"] != run.seed:
+        return f"runs.seed {_shown(run.seed)} disagrees with its config's seed {_shown(run.config['seed'])}"
     here = session.scalars(select(Run).where(Run.hash == run.hash)).first()
     if here is not None and here.config == run.config:
         return None  # the config this database itself holds under that identity
     return checks.run(run.config, run.hash, run.fingerprint or (here.fingerprint if here else None))
+
+
+def _numbers_problem(source: _SourceRun) -> str | None:
+    """A number column of the run, its evaluations or step metrics holding what no reader can
+    compute with: text, inf, or an integer past what it holds (a step past MAX_STEP)."""
+    rows = [("runs", source.run), *(("evals", e) for e in source.evals), *(("step_metrics", m) for m in source.steps)]
+    for table, row in rows:
+        for column in row.__table__.columns:
+            if not isinstance(column.type, (Float, Integer)) or column.primary_key:
+                continue
+            value = getattr(row, column.name)
+            limit = MAX_STEP if column.name in STEP_LIKE else 2**63 - 1
+            if value is None or (isinstance(value, float) and math.isfinite(value)) or (
+                    isinstance(value, int) and not isinstance(value, bool) and abs(value) <= limit):
+                continue
+            return f"{table}.{column.name} is {_shown(value)}: expected a finite number" + (
+                f" from 0 to {MAX_STEP:,}" if column.name in STEP_LIKE else "")
+    return None
 
 
 def _experiment_problem(session: Session, exp: Experiment, name: str, checks: Checks) -> str | None:

@@ -47,6 +47,7 @@ MAX_TRACEBACK_CHARS = 4_000  # runs.traceback: its last characters, where the er
 MAX_NAME_CHARS = 200  # run names (a matrix's own names are shorter: matrix.NAME_PATTERN)
 MAX_DESCRIPTION_CHARS = 20_000  # experiments.description
 MAX_MATRIX_CHARS = 1_000_000  # experiments.yaml_text: as a matrix file may be (execution.safe_yaml)
+MAX_STEP = 2**53 - 1  # the largest step every reader holds exactly (a float, JSON, pandas); SQLite's 2**63 - 1 is not
 
 
 def bounded(text: str | None, cap: int) -> str | None:
@@ -99,6 +100,20 @@ class UTCDateTime(TypeDecorator):
         if value is not None and value.tzinfo is None:
             value = value.replace(tzinfo=timezone.utc)
         return value
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        """Reading a value that is no date (a hand-edited or merged row) gives None rather than
+        failing the whole read: one bad timestamp must not hide every run."""
+        parse = super().result_processor(dialect, coltype)
+        if parse is None:
+            return None
+
+        def tolerant(value: Any) -> datetime | None:
+            try:
+                return parse(value)
+            except (ValueError, TypeError, OverflowError):
+                return None
+        return tolerant
 
 
 class Base(DeclarativeBase):

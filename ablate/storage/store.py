@@ -19,6 +19,7 @@ their attributes freely, but treat them as read-only snapshots; changing them ch
 
 from __future__ import annotations
 
+import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -29,8 +30,10 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from .database import Database, StoreError, resolve_url
-from .schema import (EVAL_COLUMNS, MAX_DESCRIPTION_CHARS, MAX_ERROR_CHARS, MAX_TRACEBACK_CHARS, RESULT_COLUMNS,
-                     STATUSES, STEP_COLUMNS, Eval, Experiment, ExperimentRun, Run, StepMetric, bounded, plain)
+from .schema import (EVAL_COLUMNS, MAX_DESCRIPTION_CHARS, MAX_ERROR_CHARS, MAX_STEP, MAX_TRACEBACK_CHARS,
+                     RESULT_COLUMNS, STATUSES, STEP_COLUMNS, Eval, Experiment, ExperimentRun, Meta, Run, StepMetric,
+                     bounded, plain)
+from .signing import SIGNATURE, signature
 
 CLAIMABLE = ("queued", "interrupted")
 
@@ -60,6 +63,8 @@ def _now() -> datetime:
 
 class Store(Database):
     """The results database's transactions: experiments, the run life cycle, and reads."""
+
+    signing_key: str | None = None  # signs each completed run's results (`signing`)
 
     @staticmethod
     def _owned(session: Session, run_id: int, attempt: int) -> Run | None:
@@ -249,6 +254,9 @@ class Store(Database):
         are left alone, so re-recording is harmless. Returns whether the eval row was new.
         """
         step = int(metrics["step"])
+        if not 0 <= step <= MAX_STEP:
+            raise StoreError(f"an evaluation at step {step}: expected a step from 0 to {MAX_STEP:,} "
+                             f"(2**53 - 1, the largest every reader holds exactly)")
         known, extra = _split({k: v for k, v in metrics.items() if k != "step"}, EVAL_COLUMNS)
         step_rows = [dict(m) for m in step_metrics]
 
@@ -296,6 +304,10 @@ class Store(Database):
                 setattr(run, column, bool(value) if column == "truncated" and value is not None else value)
             run.result = extra
             run.status, run.finished_at, run.error, run.traceback = "completed", _now(), None, None
+            if self.signing_key:
+                evals = session.scalars(select(Eval).where(Eval.run_id == run_id, Eval.attempt == attempt)
+                                        .order_by(Eval.step)).all()
+                run.result = {**(extra or {}), SIGNATURE: signature(self.signing_key, run, list(evals))}
             return True
 
         return self._write(_finish)
@@ -344,6 +356,20 @@ class Store(Database):
             return reaped
 
         return self._write(_reap)
+
+    def identity(self) -> str:
+        """A random id this database keeps for good (made on first asking): two databases, even
+        one at a path where another was deleted, never share it, so files named after it (run
+        logs, run directories) never mix their runs."""
+        def _identity(session: Session) -> str:
+            found = session.get(Meta, "database_id")
+            if found is None:
+                found = Meta(key="database_id", value=uuid.uuid4().hex)
+                session.add(found)
+            return found.value
+
+        found = self._read(lambda session: session.get(Meta, "database_id"))
+        return found.value if found is not None else self._write(_identity, retry_conflicts=True)
 
     # ------------------------------------------------------------------------ reads
 

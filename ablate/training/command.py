@@ -15,7 +15,9 @@ point every job calls for a matrix with `trainer:` (`params.CUSTOM_TRAINER`).
 * `trainer: {entry: module:function}` imports the module from the matrix's directory (or the
   Python path), seeds `random`, numpy and torch with the run's seed, and calls
   `function(config, report)` in the job's process: `config` is the parameters and the seed,
-  `report(step, **metrics)` records one evaluation.
+  `report(step, **metrics)` records one evaluation. Past `timeout` it is stopped by an
+  exception its `except Exception` cannot catch; one that catches even that is ended with its
+  job a grace period later, and a run that returns late is failed anyway: "timed out" each time.
 
 Either way the last evaluation must carry the matrix's metric: that is what the report ranks.
 At most `trainer.max_evals` evaluations are stored; later ones are checked but not stored, but
@@ -42,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import ExecOptions
-from .output import Evaluations, OutputReader, TrainerError
+from .output import Evaluations, OutputReader, PatternTimeout, TrainerError
 from .params import ParamsConfig
 
 STOP_GRACE_S = 5.0  # SIGTERM, then this long before SIGKILL
@@ -63,10 +65,19 @@ def train(config: dict, on_eval: Callable[[dict], None], options: ExecOptions | 
 
 def _run_dir(options: ExecOptions) -> str:
     """This run's own directory, fresh for each attempt (`{run_dir}`): the job's, else a new one
-    under the system's temporary directory."""
+    under the system's temporary directory. Always made new: a link placed at its name is
+    removed (its target untouched), and a directory already there is refused, never written into."""
     if options.run_dir is None:
         return tempfile.mkdtemp(prefix="ablate-run-")
-    Path(options.run_dir).mkdir(parents=True, exist_ok=True)
+    path = Path(options.run_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_symlink():
+        path.unlink()
+    try:
+        path.mkdir()
+    except FileExistsError:
+        raise TrainerError(f"run directory {str(path)!r} is there already: each attempt gets a new one, "
+                           f"and ablate writes into no other; remove it") from None
     return options.run_dir
 
 
@@ -90,7 +101,12 @@ def _command(run: ParamsConfig, evals: Evaluations, run_dir: str) -> dict:
         pump.start()
     try:
         for number, line in enumerate(_lines(lines, deadline, child, run), 1):
-            metrics = reader.read(line, number)
+            try:
+                metrics = reader.read(line, number, deadline)
+            except PatternTimeout:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise _timed_out(run) from None
+                raise
             if metrics is None:
                 print(line, end="", flush=True)
                 said.append(line)
@@ -171,7 +187,8 @@ def _stop(child: subprocess.Popen) -> None:
 
 def _entry(run: ParamsConfig, evals: Evaluations) -> dict:
     """The function called as a command would run: from the matrix's directory, with it on the
-    path (its module's own imports, even late ones, find their neighbours)."""
+    path (its module's own imports, even late ones, find their neighbours). One that returns
+    after its timeout, having caught the stop, is failed all the same."""
     module, _, name = run.spec.partition(":")
 
     def report(step: int, **metrics: float) -> None:
@@ -183,8 +200,14 @@ def _entry(run: ParamsConfig, evals: Evaluations) -> dict:
         os.chdir(run.workdir)
         function = getattr(importlib.import_module(module), name)
         seed_everything(run.seed)
-        with _deadline(run):
-            returned = function(run.values(), report)
+        started = time.monotonic()
+        try:
+            with _deadline(run):
+                returned = function(run.values(), report)
+        except Expired:
+            raise _timed_out(run) from None
+        if run.timeout_s is not None and time.monotonic() - started > run.timeout_s:
+            raise _timed_out(run)
     finally:
         os.chdir(before)
         sys.path.remove(run.workdir)
@@ -207,20 +230,42 @@ def seed_everything(seed: int) -> None:
         pass
 
 
+class Expired(BaseException):
+    """An entry point's timeout, raised inside it: a BaseException, so the `except Exception`
+    of a trainer's loop does not swallow it (a KeyboardInterrupt is one for the same reason)."""
+
+
+EXIT_TIMED_OUT = 124  # the job's exit status when an entry point outlived its timeout and its grace
+
+
 @contextmanager
 def _deadline(run: ParamsConfig) -> Iterator[None]:
-    """An entry point past the timeout is stopped by SIGALRM (where signals reach: the main thread)."""
+    """An entry point past the timeout is stopped by SIGALRM (where signals reach: the main
+    thread), raising Expired in it. One that catches even that and runs on is ended by a
+    watchdog thread STOP_GRACE_S later: the reason goes to the log and the job exits with
+    EXIT_TIMED_OUT, which the runner records as the run's failure."""
     if run.timeout_s is None or threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def expire(*_: Any) -> None:
-        raise _timed_out(run)
+        raise Expired()
 
+    def abandon() -> None:
+        sys.stderr.write(f"TrainerError: {_timed_out(run)}; the entry point ran on after it was told to "
+                         f"stop, so its job was ended {STOP_GRACE_S:g} s later\n")
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(EXIT_TIMED_OUT)
+
+    watchdog = threading.Timer(run.timeout_s + STOP_GRACE_S, abandon)
+    watchdog.daemon = True
     previous = signal.signal(signal.SIGALRM, expire)
     signal.setitimer(signal.ITIMER_REAL, run.timeout_s)
+    watchdog.start()
     try:
         yield
     finally:
+        watchdog.cancel()
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)

@@ -12,6 +12,7 @@ import dataclasses
 import difflib
 import hashlib
 import json
+import math
 import typing
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -94,7 +95,7 @@ class TrainConfig:
                         float(v) if isinstance(v, int) and not isinstance(v, bool) else v for v in value))
             except OverflowError:
                 raise ConfigError(f"{name}: {value!r} is too large for a float") from None
-        errors = _type_errors(self)
+        errors = _unbounded(self) or _type_errors(self)
         if errors:
             raise ConfigError("; ".join(errors))
         checks = [
@@ -227,6 +228,18 @@ def _matches(value: Any, hint: Any) -> bool:
     if hint is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
     return isinstance(value, hint)
+
+
+def _unbounded(cfg: TrainConfig) -> list[str]:
+    """Fields holding nan or ±inf: a config is stored as JSON, which has neither (`lr: .nan` was
+    stored as text no JSON reader accepts, and ablate's own merge then refused the run)."""
+    bad = []
+    for name in _HINTS:
+        value = getattr(cfg, name)
+        values = value if isinstance(value, tuple) else (value,)
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            bad.append(f"{name}: expected a finite number, got {value!r}")
+    return bad
 
 
 def _describe(hint: Any) -> str:

@@ -5,12 +5,17 @@ Two forms, chosen by the matrix's `metric.pattern`:
 * no pattern: a line that starts with `{` is a JSON object with an integer `step` and numbers
   (what `ablate.report_eval` prints);
 * a pattern: a Python regular expression (the `re` module's dialect) with named groups. Every
-  line it matches (`re.search`: anywhere in the line) is one evaluation: the group `step`, if
+  line it matches (searched anywhere in the line) is one evaluation: the group `step`, if
   the pattern has one, is its step, else the count of matching lines so far; every other named
   group that matched is a value, read as a number. nanoGPT's `step 100: train loss 2.31, val
   loss 2.35` is `step (?P<step>\\d+): train loss (?P<train_loss>[\\d.]+), val loss (?P<val_loss>[\\d.]+)`.
 
 Lines that are not evaluations go to the run's log.
+
+A pattern is matched by the `regex` module (the same dialect), with a time budget per line:
+`re` cannot be stopped once it starts, so `(a+)+` against 40 characters once held a job for
+good, its heartbeat and its timeout with it. A line that takes longer than the budget fails
+the run with one line naming the pattern.
 """
 
 from __future__ import annotations
@@ -20,13 +25,23 @@ import math
 import numbers
 import re
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
+import regex
+
 from .params import DEFAULT_MAX_EVALS
+
+MATCH_BUDGET_S = 1.0  # the longest one stdout line may take to match metric.pattern
+
 
 class TrainerError(RuntimeError):
     """Your trainer did not give a usable run; the message says how."""
+
+
+class PatternTimeout(TrainerError):
+    """metric.pattern took longer than its budget on one line (or than the time left to the run)."""
 
 
 def pattern_problems(pattern: str, metric: str) -> list[str]:
@@ -34,7 +49,8 @@ def pattern_problems(pattern: str, metric: str) -> list[str]:
     for the metric. Each a `metric.pattern: ...` line."""
     try:
         groups = re.compile(pattern).groupindex
-    except re.error as e:
+        regex.compile(pattern)  # the engine that matches it, with a time budget
+    except (re.error, regex.error) as e:
         return [f"metric.pattern: {e} (a Python regular expression; a group is (?P<name>...))"]
     if metric not in groups:
         named = ", ".join(groups) or "none"
@@ -49,10 +65,12 @@ class OutputReader:
 
     def __init__(self, pattern: str | None = None):
         self.pattern = pattern
-        self.regex = re.compile(pattern) if pattern else None
+        self.regex = regex.compile(pattern) if pattern else None
         self.matched = 0
 
-    def read(self, line: str, number: int) -> dict[str, Any] | None:
+    def read(self, line: str, number: int, deadline: float | None = None) -> dict[str, Any] | None:
+        """The evaluation a line holds, or None. Matching stops at MATCH_BUDGET_S, or at the
+        run's `deadline` (time.monotonic()) if sooner: PatternTimeout."""
         text = line.strip()
         if self.regex is None:
             if not text.startswith("{"):
@@ -61,7 +79,13 @@ class OutputReader:
                 return json.loads(text)
             except json.JSONDecodeError as e:
                 raise TrainerError(f"stdout line {number} is not valid JSON ({e.msg}): {text[:120]}") from None
-        found = self.regex.search(text)
+        budget = MATCH_BUDGET_S if deadline is None else max(0.0, min(MATCH_BUDGET_S, deadline - time.monotonic()))
+        try:
+            found = self.regex.search(text, timeout=budget)
+        except TimeoutError:
+            raise PatternTimeout(f"metric.pattern {self.pattern!r} took over {budget:.3g} s on stdout line {number} "
+                                 f"({len(text):,} characters) and was stopped: nested repeats such as "
+                                 f"(a+)+ try every split of a line; simplify the pattern") from None
         if found is None:
             return None
         self.matched += 1

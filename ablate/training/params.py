@@ -20,8 +20,10 @@ import dataclasses
 import hashlib
 import importlib.util
 import json
+import math
 import re
 import shlex
+import string
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +36,9 @@ RESERVED = ("seed", "trainer", "args", "python", "run_dir")
 KINDS = ("command", "entry")
 SKIPPED = ("__pycache__", ".git", "ablate-logs", "ablate-checkpoints")  # never part of an input directory
 OWN_OUTPUTS = re.compile(r".*(\.db|\.db-wal|\.db-shm|\.db-journal|\.db\.bak-v\d+|\.partial|\.log)")  # ablate's files
+OUTPUT_MARKER = ".ablate-output"  # in every log directory ablate makes, whatever --log-dir names it
+SQLITE_HEADER = b"SQLite format 3\x00"  # a database under any name (`--db r.sqlite`)
+SQLITE_SIDE_FILES = ("-wal", "-shm", "-journal")
 DEFAULT_SEED = 0
 DEFAULT_ARGS = "--{name}={value}"  # how {args} spells each parameter
 DEFAULT_MAX_EVALS = 10_000  # a trainer that reports more is chatty or runaway: the rest (but its last) is not stored
@@ -50,6 +55,8 @@ def check_value(name: str, value: Any, like: Any = None) -> Any:
     `like` is given (an int where the baseline has a float is widened, as in TrainConfig)."""
     if not isinstance(value, (bool, int, float, str)):
         raise ConfigError(f"{name}: expected a number, text or true/false, got {value!r}")
+    if isinstance(value, float) and not math.isfinite(value):  # JSON, where configs are kept, has neither
+        raise ConfigError(f"{name}: expected a finite number, got {value!r}")
     if like is None:
         return value
     if isinstance(like, float) and isinstance(value, int) and not isinstance(value, bool):
@@ -157,9 +164,7 @@ class ParamsConfig:
             path = Path(self.workdir) / name
             if not path.exists():
                 raise FileNotFoundError(f"input {name!r} does not exist (in {self.workdir})")
-            files = [path] if path.is_file() else sorted(
-                p for p in path.rglob("*") if p.is_file() and not set(p.relative_to(path).parts) & set(SKIPPED)
-                and not OWN_OUTPUTS.fullmatch(p.name))
+            files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if _an_input(p, path))
             for file in files:
                 digest.update(file.relative_to(self.workdir).as_posix().encode() + b"\0")
                 digest.update(hashlib.sha256(file.read_bytes()).digest())
@@ -183,6 +188,28 @@ def _with_run_dir(word: str) -> str:
     return '"$RUN_DIR"'.join(shlex.quote(part) if part else "" for part in word.split(_RUN_DIR_MARK)) or "''"
 
 
+def _an_input(file: Path, folder: Path) -> bool:
+    """Whether a file under an input directory is part of the identity: not ablate's own output
+    (a directory named as ablate's, or holding its marker; a database by name or by content,
+    and its side files)."""
+    if not file.is_file() or set(file.relative_to(folder).parts) & set(SKIPPED) or OWN_OUTPUTS.fullmatch(file.name):
+        return False
+    if any((folder / parent / OUTPUT_MARKER).exists() for parent in file.relative_to(folder).parents):
+        return False
+    for side in SQLITE_SIDE_FILES:
+        if file.name.endswith(side) and _is_sqlite(file.with_name(file.name[:-len(side)])):
+            return False
+    return not _is_sqlite(file)
+
+
+def _is_sqlite(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(len(SQLITE_HEADER)) == SQLITE_HEADER
+    except OSError:
+        return False
+
+
 def usable_name(name: str) -> bool:
     """A parameter name a command can spell as `{name}` and no name of ablate's own."""
     own = {f.name for f in dataclasses.fields(ParamsConfig)} | set(RESERVED)
@@ -201,8 +228,26 @@ def command_words(template: str, values: dict[str, Any], args: str = DEFAULT_ARG
         elif "{args}" in word:
             raise ValueError(f"{{args}} must be a word of its own, not part of {word!r}")
         else:
-            words.append(word.format_map(fill))
+            words.append(_fill(word, fill))
     return words
+
+
+MAX_FORMAT_WIDTH = 100  # `{seed:>20000000}` in a merged template once made a 40 MB page
+
+
+def _fill(word: str, fill: dict[str, Any]) -> str:
+    """One word of the template filled in: each placeholder a bare name (`{seed}`, `{lr:.0e}`),
+    never an attribute or an index, its width and precision at most MAX_FORMAT_WIDTH."""
+    for _, field, spec, conversion in string.Formatter().parse(word):
+        if field is None:
+            continue
+        if not re.fullmatch(r"[A-Za-z_]\w*", field) or conversion is not None:
+            raise ValueError(f"{{{field}}}: a placeholder is a name such as {{seed}} (no attribute, index "
+                             f"or conversion)")
+        if "{" in (spec or "") or any(int(n) > MAX_FORMAT_WIDTH for n in re.findall(r"\d+", spec or "")):
+            raise ValueError(f"{{{field}:{spec[:20]}}}: a format's width and precision are at most "
+                             f"{MAX_FORMAT_WIDTH}")
+    return word.format_map(fill)
 
 
 def args_words(values: dict[str, Any], args: str = DEFAULT_ARGS, flag: str | None = None) -> list[str]:
@@ -233,9 +278,13 @@ def custom_base(kind: str, text: str, params: dict[str, Any], inputs: list[str],
                                   f"of ablate's own (seed, trainer, replace, ...)")
             checked[name] = check_value(name, value)
             if isinstance(value, str) and re.fullmatch(r"[-+]?[\d.]+e[-+]?\d+", value, re.IGNORECASE):
+                if math.isinf(float(value)):
+                    raise ConfigError(f"{name}: {value} is beyond the largest number a float holds (about 1.8e308)")
                 raise ConfigError(f"{name}: YAML reads {value} as text; write {float(value)!r} for a number")
         except ConfigError as e:
             problems.append(f"params.{e}")
+            if usable_name(str(name)):  # still a parameter: the command's {name} is not a second problem
+                checked[name] = ""
     for i, name in enumerate(inputs):
         if Path(name).is_absolute() or ".." in Path(name).parts or not (workdir / name).exists():
             problems.append(f"inputs[{i}]: {name!r}: expected a file or directory under the matrix's "
