@@ -74,10 +74,11 @@ def test_report_cpu_ranks_by_the_paired_difference_to_the_baseline(committed):
 # ------------------------------------------------------------- your own trainer, two ways
 
 TRAINER = textwrap.dedent('''
-    """Prints one evaluation: 1 + lr, plus seeded noise when it is given its seed."""
+    """Prints one evaluation: 1 + lr, plus noise drawn from the seed and lr when it is given its
+    seed (noise from the seed alone would cancel in every paired difference)."""
     import json, random, sys
     args = dict(a.split("=", 1) for a in sys.argv[1:])
-    noise = random.Random(int(args["seed"])).gauss(0, 0.002) if "seed" in args else 0.0
+    noise = random.Random(args["seed"] + args["lr"]).gauss(0, 0.0002) if "seed" in args else 0.0
     print(json.dumps({"step": 1, "val_loss": 1.0 + float(args["lr"]) + noise}))
 ''')
 
@@ -148,16 +149,16 @@ def test_settings_stay_with_the_experiment_and_later_ones_are_marked(tmp_path):
 
 
 def test_every_report_opens_with_the_decision_in_plain_words(committed):
-    """Terminal and markdown open with the verdicts as helps / hurts / no effect / undecided, each
+    """Terminal and markdown open with the verdicts as helps / hurts / negligible / undecided, each
     change under the word its verdict means, before any table."""
-    words = {"better": "helps", "worse": "hurts", "negligible": "no effect", "inconclusive": "undecided"}
+    words = {"better": "helps", "worse": "hurts", "negligible": "negligible", "inconclusive": "undecided"}
     for name, frames_ in committed.items():
         report = make_report(*frames_)
         for fmt in ("table", "markdown"):
             head = render(report, fmt, width=100).split("Fair comparison")[0].split("Metric:")[0]
             assert "|" not in head and "─" not in head, (name, fmt)  # no table before the decision
             flat = " ".join(head.replace("**", "").replace("\n- ", "\n").split())
-            parts = re.split(r"(helps|hurts|no effect \(within ±[^)]*\)|undecided|no verdict): ", flat)
+            parts = re.split(r"(helps|hurts|negligible \(within ±[^)]*\)|undecided|fails|no verdict): ", flat)
             groups = {label.split(" (")[0]: text for label, text in zip(parts[1::2], parts[2::2])}
             for e in report.effects.itertuples():
                 if e.verdict in words:

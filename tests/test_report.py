@@ -188,7 +188,7 @@ def test_one_at_a_time_effects_paired_ci_and_verdict_read_off_it(db):
     assert sdpa["verdict"] == "inconclusive" and sdpa["seeds_needed"] > 3
     swiglu = effect(report, "swiglu")
     assert swiglu["n"] == 2 and (swiglu["ci_lo"], swiglu["ci_hi"]) == pytest.approx(ci([-0.01, 0.02]), abs=1e-4)
-    assert swiglu["verdict"] == "inconclusive"
+    assert swiglu["verdict"] == "fails"  # seed 3 lost (out of memory) against a completed baseline
     p = report.effects["p"].tolist()
     assert len(p) == 3 and all(0 < v < 1 for v in p)
     # the one-sided "better" test by hand for sdpa: (mean + 0.005) / (sd / sqrt(3)), df 2 (closed form)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from ablate.results.stats import Level, decide, read_interval, seeds_needed, t_pvalue, t_quantile
+from ablate.results.stats import NO_SPREAD, Level, decide, read_interval, seeds_needed, t_pvalue, t_quantile
 
 # Student t quantiles t_{0.975, df} from standard tables.
 T975 = {1: 12.7062, 2: 4.30265, 3: 3.18245, 4: 2.77645, 9: 2.26216}
@@ -34,6 +34,9 @@ def test_a_verdict_is_its_interval_read_against_delta_and_monotone_in_delta(delt
                for sd in (0.0, 1e-4, 0.002, 0.01) for n in (2, 3, 7)]
     for level in (Level(), Level(1, 10, 3), Level(22, 10, 3)):
         for (mean, sd, n), v in zip(effects, decide(effects, delta, level)):
+            if v.label == NO_SPREAD:  # a zero-width interval away from 0 decides nothing
+                assert sd == 0 and mean != 0
+                continue
             assert v.label == read_interval(v.lo, v.hi, delta)
             wider = decide([(mean, sd, n)], 2 * delta, level)[0].label
             # a larger δ never turns better/worse into the other, nor negligible into anything else

@@ -145,10 +145,12 @@ def test_each_interval_is_the_t_interval_at_its_level_and_the_verdict_is_read_of
             assert v.seeds_needed is None or v.seeds_needed > n
 
 
-def test_one_seed_is_noise_unknown_and_zero_spread_decides():
-    one, flat, edge = decide([(0.1, math.nan, 1), (-1e-8, 0.0, 3), (-DELTA, 0.0, 3)], DELTA, Level())
-    assert one.label == "noise unknown" and flat.label == "negligible"
-    assert edge.label == "inconclusive" and edge.seeds_needed is None  # exactly on the boundary
+def test_one_seed_is_noise_unknown_and_a_zero_width_interval_decides_only_an_exact_tie():
+    one, flat, same, edge, tiny = decide([(0.1, math.nan, 1), (-1e-8, 0.0, 3), (0.0, 0.0, 3), (-DELTA, 0.0, 3),
+                                          (0.01, 1e-12, 2)], DELTA, Level(), scale=1.8)
+    assert one.label == "noise unknown" and flat.label == "no spread" and edge.label == "no spread"
+    assert tiny.label == "no spread"  # seeds 1e-12 apart: rounding, not noise, never "worse"
+    assert same.label == "negligible"  # reproduced its control on every seed
 
 
 # ---------------------------------------------------------------------------- simulation

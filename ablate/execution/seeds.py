@@ -53,9 +53,14 @@ class VerdictPlan:
     budget: int | None = None  # the most seeds a configuration may get (a seed range's max)
     seeds: str = "as listed"  # the plan in words: "{min: 3, max: 12}" or "3 listed"
     family: str = "comparison"  # each comparison's own 95 %, or simultaneous over the experiment's
+    after_data: bool = False  # stored at a later run than the experiment's first data: not pre-registered
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def counts(self) -> set[int]:
+        """The seed counts at which this plan lets a verdict be read."""
+        return set(range(self.first, (self.budget or self.first) + 1)) if self.looks > 1 else {self.budget or self.first}
 
     @classmethod
     def from_dict(cls, d: object) -> "VerdictPlan | None":
@@ -67,7 +72,8 @@ class VerdictPlan:
         except TypeError:
             return None
         ok = isinstance(plan.min_effect, (int, float)) and plan.min_effect > 0 and isinstance(plan.looks, int) \
-            and plan.looks >= 1 and isinstance(plan.first, int) and plan.family in FAMILIES
+            and plan.looks >= 1 and isinstance(plan.first, int) and plan.family in FAMILIES \
+            and isinstance(plan.after_data, bool)
         return plan if ok else None
 
 

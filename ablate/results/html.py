@@ -42,7 +42,7 @@ details { margin: .3rem 0; } summary { cursor: pointer; }
 code, pre { background: #f3f5f8; padding: .15rem .3rem; border-radius: 3px; white-space: pre-wrap;
             overflow-wrap: anywhere; }
 .v-better { color: #1a7f37; } .v-worse { color: #b42318; } .v-inconclusive { color: #9a6700; }
-.v-negligible { color: #57606a; } tr[class^="v-"] td:last-child { font-weight: 600; }
+.v-negligible { color: #57606a; } .v-fails { color: #a626a4; } tr[class^="v-"] td:last-child { font-weight: 600; }
 .toc li { margin: .3rem 0; } .toc ul ul { margin: .1rem 0; padding-left: 1.2rem; }
 .notes li { margin: .2rem 0; }
 """

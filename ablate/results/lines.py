@@ -30,17 +30,29 @@ def baseline_name(per_run: pd.DataFrame) -> str | None:
 
 def settled_plan(exp: pd.Series, min_effect: float | None, family: str | None = None) -> tuple[VerdictPlan, list[str]]:
     """The verdicts' plan as stored when the experiment first ran (else as its matrix text says:
-    an older database), and a line for each setting chosen after the data: a `min_effect` given
-    now, or a matrix since edited (its seed plan then counts the larger number of looks)."""
+    an older database), and a line for each setting chosen after the data: a plan stored only
+    after the data existed, a `min_effect` given now, or a matrix since edited. A seed plan
+    changed after the data counts every seed count at which either plan let a verdict be read
+    as a look (3 listed seeds extended to 6: two looks), so reading and extending costs level."""
     stored, now = VerdictPlan.from_dict(exp.get("plan")), verdict_plan(exp.get("yaml_text"))
     plan, after = stored or now, []
+    if stored is None:
+        after.append("Plan not stored with the experiment (a database older than stored plans): δ and the seed "
+                     "plan are the matrix's as last run, so they may have been chosen after the data.")
+    elif stored.after_data:
+        after.append(f"Plan recorded after the data: this experiment had runs before its plan was stored (at a "
+                     f"later `ablate run`, from the matrix then: δ = {stored.min_effect:g}, {stored.seeds}), so "
+                     f"its verdicts are not pre-registered.")
     if stored is not None and now.min_effect != stored.min_effect:
         after.append(f"The matrix now says min_effect {now.min_effect:g}; the verdicts keep δ = "
                      f"{stored.min_effect:g}, stored when the experiment first ran.")
     if stored is not None and (now.seeds, now.looks, now.family) != (stored.seeds, stored.looks, stored.family):
-        plan = replace(stored, looks=max(stored.looks, now.looks), budget=max(stored.budget or 0, now.budget or 0))
+        counts = stored.counts() | now.counts()
+        budget = max(stored.budget or 0, now.budget or 0)
+        plan = replace(stored, looks=len(counts), budget=budget, first=budget - len(counts) + 1)
         after.append(f"Seed plan changed after the data: planned {stored.seeds} ({stored.family}), the matrix now "
-                     f"says {now.seeds} ({now.family}); the intervals keep the plan, with {plan.looks} look(s), the larger.")
+                     f"says {now.seeds} ({now.family}); a verdict may have been read at {len(counts)} seed "
+                     f"count(s), so the intervals count {plan.looks} look(s).")
     if min_effect is not None and min_effect != plan.min_effect:
         after.append(f"δ = {min_effect:g} chosen after the data (--min-effect); the experiment was planned "
                      f"with δ = {plan.min_effect:g}.")

@@ -12,13 +12,15 @@ from ..execution.designs import short_name
 from ..training.catalog import CATALOG
 from ..execution.seeds import VerdictPlan
 from . import frames
-from .stats import POWER, SEEDS_IDENTICAL, Level
+from .stats import NO_SPREAD, POWER, SEEDS_IDENTICAL, Level
 
 
 def report_notes(ranking: pd.DataFrame, effects: pd.DataFrame, alias: str, seeds: list, plan: VerdictPlan,
-                 level: Level, looks_taken: list[int], identical: set[str], unit: str = " nats/char") -> list[str]:
+                 level: Level, looks_taken: list[int], identical: set[str], unit: str = " nats/char",
+                 first: tuple[str, ...] = ()) -> list[str]:
     """The caveats under the tables, each said once: configurations that share one (the same
-    broken rule, mismatch or metric-changing toggle) are named together in one note."""
+    broken rule, mismatch or metric-changing toggle) are named together in one note. `first`:
+    notes that qualify a verdict (lost seeds, the metric's resolution), said before the others."""
     broken: dict[str, list[str]] = {}
     unlike: dict[str, list[str]] = {}
     wins: dict[str, list[str]] = {}
@@ -33,15 +35,21 @@ def report_notes(ranking: pd.DataFrame, effects: pd.DataFrame, alias: str, seeds
         for t in frames.split_toggles(row.toggles):
             if t in CATALOG and CATALOG[t].changes_metric and delta < 0:
                 wins.setdefault(t, []).append(f"{short_name(row.name)} ({delta:+.4f})")
-    notes = [f"{_names(names, 'breaks', 'break')} Mainrun's rules ({rules}): never the best."
-             for rules, names in broken.items()]
+    notes = [note for note in first if note]
+    notes += [f"{_names(names, 'breaks', 'break')} Mainrun's rules ({rules}): never the best."
+              for rules, names in broken.items()]
     notes += [f"{_names(names, 'is', 'are')} not like-for-like: {why}." for why, names in unlike.items()]
     notes += [f"{_names(names, 'looks', 'look')} like a win, but {t} changes the metric: "
               f"{CATALOG[t].changes_metric}." for t, names in wins.items()]
     if identical:
         notes.append(f"{_names(sorted(map(short_name, identical)), 'gave', 'gave')} the same value on every "
-                     f"seed, to the last bit: the seed does not reach the trainer (or changes nothing), so the "
-                     f"noise is unknown and comparisons with them get no verdict ({SEEDS_IDENTICAL}).")
+                     f"seed, within rounding (a spread under 1e-9 of the value): the seed does not reach the "
+                     f"trainer (or changes nothing but the order of a sum), so the noise is unknown and "
+                     f"comparisons with them get no verdict ({SEEDS_IDENTICAL}).")
+    if (effects["verdict"] == NO_SPREAD).any() if len(effects) else False:
+        notes.append(f"{_names(effects.loc[effects['verdict'] == NO_SPREAD, 'effect'].tolist(), 'differs', 'differ')} "
+                     f"from its control by the same amount on every seed: a zero-width interval would look "
+                     f"certain, so it gets no verdict ({NO_SPREAD}).")
     if alias:
         notes.append(alias)
     if len(seeds) > 1:

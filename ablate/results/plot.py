@@ -13,7 +13,9 @@ from ..extras import require
 from ..storage.store import open_store
 from ..training.config import suggest
 from . import frames, outfile
+from .render import verdict_text
 from .report import build_report
+from .stats import FAILS
 
 TOP = 5  # configurations plotted besides the baseline when none are named
 
@@ -148,7 +150,7 @@ def _default_names(evals: Any, metric: str, goal: str = "minimize") -> list[str]
     return (["baseline"] if "baseline" in final.index else []) + top
 
 
-VERDICT_COLOURS = {"better": "#1a7f37", "worse": "#c0392b", "negligible": "#7f8c8d"}
+VERDICT_COLOURS = {"better": "#1a7f37", "worse": "#c0392b", "negligible": "#7f8c8d", "fails": "#a626a4"}
 OTHER_COLOUR = "#2c6fbb"  # any other verdict (undecided, noise unknown, not like-for-like)
 
 
@@ -159,10 +161,11 @@ def effect_rows(report: Any) -> Any:
     effects = report.effects.dropna(subset=["estimate"]).sort_values("estimate", ascending=report.goal == "maximize")
     flags = report.ranking.drop_duplicates("name").set_index("name")
     marks = []
-    for name in effects["effect"]:
-        row = flags.loc[name] if name in flags.index else None
+    for effect in effects.itertuples():
+        row = flags.loc[effect.effect] if effect.effect in flags.index else None
         marks.append(" ".join(m for m, on in (("✗ breaks rule", row is not None and bool(row["breaks_rule"])),
-                                              ("≠ not like-for-like", row is not None and bool(row["not_like_for_like"])))
+                                              ("≠ not like-for-like", row is not None and bool(row["not_like_for_like"])),
+                                              (f"† {verdict_text(effect)}", effect.verdict == FAILS))
                               if on))
     return effects.assign(marks=marks).reset_index(drop=True)
 
@@ -228,7 +231,7 @@ def plot_effects(report: Any, out: str | Path = "effects.png", force: bool = Fal
         with matplotlib.rc_context({"svg.fonttype": "none"}):  # SVG labels stay text
             fig.savefig(tmp, dpi=120, bbox_inches="tight")
         if path.suffix == ".svg":  # hovering a point shows its numbers
-            _hover(tmp, {f"effect{i}": f"{r.effect}: {r.estimate:+.4g}{interval(r)}, n={r.n}, {r.verdict}"
+            _hover(tmp, {f"effect{i}": f"{r.effect}: {r.estimate:+.4g}{interval(r)}, n={r.n}, {verdict_text(r)}"
                          for i, r in enumerate(rows.itertuples())})
 
     try:
@@ -240,7 +243,7 @@ def plot_effects(report: Any, out: str | Path = "effects.png", force: bool = Fal
 # leave-one-out: removing an item that helps makes the loss worse, so its row means the opposite
 _MEANING_IN_STACK = {"better": "worse", "worse": "better"}
 _LEGEND_IN_STACK = {"better": "helps in the stack (removing it hurts)",
-                    "worse": "hurts in the stack (removing it helps)", "negligible": "no effect in the stack"}
+                    "worse": "hurts in the stack (removing it helps)", "negligible": "negligible in the stack"}
 
 
 def _hover(path: Path, titles: dict[str, str]) -> None:

@@ -26,10 +26,13 @@ from ..execution.provenance import describe
 from .detail import RunDetail, cost_line, missing
 from .frames import spreadsheet_safe
 from .report import Report
+from .stats import FAILS
 
 FORMATS = ("table", "markdown", "csv", "json")
-PLAIN_WORDS = {"better": "helps", "worse": "hurts", "negligible": "no effect", "inconclusive": "undecided"}
-VERDICT_STYLES = {"better": "green", "worse": "red", "inconclusive": "yellow", "negligible": "dim"}  # as the HTML
+PLAIN_WORDS = {"better": "helps", "worse": "hurts", "negligible": "negligible", "inconclusive": "undecided",
+               FAILS: "fails"}
+VERDICT_STYLES = {"better": "green", "worse": "red", "inconclusive": "yellow", "negligible": "dim",
+                  FAILS: "magenta"}  # as the HTML
 BLOCKS = "▁▂▃▄▅▆▇█"
 
 
@@ -61,7 +64,7 @@ def _si(value: float) -> str:
 
 
 def _flags(row: Any, short: bool) -> str:
-    marks = [("B", "baseline", row.is_baseline), ("★", "best", row.is_best),
+    marks = [("B", "baseline", row.is_baseline), ("★", "best", row.is_best), ("†", "lost seeds", row.seeds_lost > 0),
              ("✗", "breaks rule", bool(row.breaks_rule)), ("≠", "not like-for-like", bool(row.not_like_for_like))]
     return ("" if short else ", ").join(s if short else word for s, word, on in marks if on)
 
@@ -76,7 +79,7 @@ def ranking_display(report: Report, short: bool) -> pd.DataFrame:
         if show_toggles or not short:
             row["toggles"] = r.toggles
         row.update({
-            "n": str(r.n) if r.paired in (r.n, 0) or r.is_baseline else f"{r.n} ({r.paired:.0f} paired)", "final": _fmt(r.final) + (f"±{r.final_sd:.4f}" if r.n > 1 else ""),
+            "n": _count(r), "final": _fmt(r.final) + (f"±{r.final_sd:.4f}" if r.n > 1 else ""),
             "best@step": f"{r.best:.4f}@{r.best_step:.0f}" if not math.isnan(r.best) else "",
             "Δref": _fmt(r.d_ref, signed=True), "Δref%": _fmt(r.d_ref_pct, ".1f", signed=True) + "%" * (not math.isnan(r.d_ref_pct)),
             "Δbase": _fmt(r.d_base, signed=True) if not r.is_baseline else "0",
@@ -88,6 +91,14 @@ def ranking_display(report: Report, short: bool) -> pd.DataFrame:
     return _drop_empty(pd.DataFrame(rows))
 
 
+def _count(r: Any) -> str:
+    """Completed seeds, and what qualifies them: '7 (3 paired)', '2 (2 lost)', '2 of 4 so far'."""
+    text = str(r.n) if r.paired in (r.n, 0) or r.is_baseline else f"{r.n} ({r.paired:.0f} paired)"
+    if r.seeds_lost:
+        text += f" ({r.seeds_lost:.0f} lost)"
+    return text + (f" of {r.n + r.seeds_pending:.0f} so far" if r.seeds_pending else "")
+
+
 def fit_ranking(frame: pd.DataFrame, width: int, reference_fair: bool) -> pd.DataFrame:
     """The ranking without the columns a `width`-wide terminal cannot show, dropped in order of
     need: the toggles (the names say them), Δref where the reference is unfair, throughput,
@@ -96,11 +107,12 @@ def fit_ranking(frame: pd.DataFrame, width: int, reference_fair: bool) -> pd.Dat
                                ["wall"], ["Δref%"], ["best@step"], ["Δref"], ["n"]])
 
 
-def fit_effects(frame: pd.DataFrame, width: int) -> pd.DataFrame:
-    """The effects without the columns a `width`-wide terminal cannot show: the loss, then n;
+def fit_effects(frame: pd.DataFrame, width: int, value: str = "loss") -> pd.DataFrame:
+    """The effects without the columns a `width`-wide terminal cannot show: the configuration's
+    mean `value` (the loss), then n;
     never the effect, its estimate, its interval or its verdict, which is read whole (an
     "inconclusive (~13 seeds)" cut short says nothing)."""
-    return _fit(frame, width, [["loss"], ["n"]])
+    return _fit(frame, width, [[value], ["n"]])
 
 
 def _fit(frame: pd.DataFrame, width: int, order: list[list[str]]) -> pd.DataFrame:
@@ -131,12 +143,22 @@ def _interval(lo: float, hi: float) -> str:
     return "" if missing(lo) or math.isnan(lo) else f"{_fmt(lo, signed=True)}…{_fmt(hi, signed=True)}"
 
 
-def verdict_text(verdict: str, needed: Any, budget: int | None = None) -> str:
-    """The verdict, with the seeds an inconclusive comparison would need (80 % to decide) and
-    whether that is past the plan's budget."""
-    if verdict != "inconclusive" or missing(needed):
+def verdict_text(row: Any, budget: int | None = None) -> str:
+    """An effects row's verdict in words: a configuration that lost seeds "fails on 2 of 4
+    seeds"; an inconclusive one with the seeds it would need (80 % to decide) and whether that is
+    past the plan's budget; any with seeds still to run "2 of 4 seeds so far"."""
+    verdict, needed = row.verdict, row.seeds_needed
+    pending, given = getattr(row, "seeds_pending", 0) or 0, getattr(row, "seeds_given", 0) or 0
+    if verdict == FAILS:
+        return f"{verdict} on {row.seeds_lost:.0f} of {given:.0f} seeds"
+    if verdict == "no data":
         return verdict
-    return f"{verdict} (~{needed:.0f} seeds{f', over the {budget}' if budget and needed > budget else ''})"
+    details = []
+    if verdict == "inconclusive" and not missing(needed):
+        details.append(f"~{needed:.0f} seeds{f', over the {budget}' if budget and needed > budget else ''}")
+    if pending:
+        details.append(f"{given - pending:.0f} of {given:.0f} seeds so far")
+    return f"{verdict} ({'; '.join(details)})" if details else verdict
 
 
 def effects_display(report: Report) -> pd.DataFrame:
@@ -149,8 +171,14 @@ def effects_display(report: Report) -> pd.DataFrame:
         "estimate": [_fmt(r.estimate, signed=True) + (f"±{_fmt(r.sd)}" if not math.isnan(r.sd) else "")
                      for r in e.itertuples()],
         "interval": [_interval(r.ci_lo, r.ci_hi) for r in e.itertuples()],
-        "verdict": [verdict_text(r.verdict, r.seeds_needed, report.budget) for r in e.itertuples()],
-    }).pipe(_drop_empty)
+        "verdict": [verdict_text(r, report.budget) for r in e.itertuples()],
+    }).rename(columns={"loss": value_heading(report)}).pipe(_drop_empty)
+
+
+def value_heading(report: Report) -> str:
+    """The effects table's column of each configuration's mean value: "loss" for Mainrun's,
+    your own trainer's metric by name."""
+    return "loss" if report.mainrun else report.ranked_by
 
 
 
@@ -174,10 +202,10 @@ def _rich_table(frame: pd.DataFrame, styles: list[str] | None = None,
 def markdown_table(frame: pd.DataFrame) -> str:
     """A pipes table for pull requests: `|` and line breaks escaped, and a text cell that a
     spreadsheet would read as a formula (`=cmd|...`, `+x`, `@x`, `+1+cmd|...`) quoted; a signed
-    number stays as it is (`+0.0378`, `-0.1058 [-0.11…-0.10], better (n=3)`)."""
+    number stays as it is (`+0.0378`, `-0.1058 [-0.11…-0.10], better (n=3)`, `-0.71…-0.62`, `-0.66±0.01`)."""
     def cell(v: Any) -> str:
         text = str(v).replace("|", "\\|").replace("\n", " ")
-        number = re.match(r"[+-](\d[\d.,]*|\.\d+)([eE][+-]?\d+)?%?(\s|$)", text) and not re.search(r"[|!]", str(v))
+        number = re.match(r"[+-](\d[\d.,]*|\.\d+)([eE][+-]?\d+)?%?(\s|$|…|±)", text) and not re.search(r"[|!]", str(v))
         return "'" + text if re.match(r"[=@\t\r]|[+-].", text) and not number else text
     lines = ["| " + " | ".join(map(cell, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(map(cell, row)) + " |" for row in frame.itertuples(index=False)]
@@ -216,8 +244,9 @@ def verdict_summary(report: Report) -> list[tuple[str, str]]:
         if r.verdict == "no data":
             continue
         word = PLAIN_WORDS.get(r.verdict, "no verdict")
-        if r.verdict == "inconclusive":
-            detail = verdict_text(r.verdict, r.seeds_needed, report.budget).removeprefix("inconclusive ").strip("()")
+        if r.verdict in ("inconclusive", FAILS) or r.seeds_pending:
+            detail = verdict_text(r, report.budget).removeprefix(r.verdict).strip(" ()")
+            detail = ", ".join(filter(None, [_fmt(r.estimate, signed=True) * (r.verdict not in ("inconclusive", FAILS)), detail]))
         elif word == "no verdict":
             detail = r.verdict
         else:
@@ -226,16 +255,18 @@ def verdict_summary(report: Report) -> list[tuple[str, str]]:
         groups.setdefault(word, []).append(f"{change} ({detail})")
         first.setdefault(word, r.verdict)
     order = [*PLAIN_WORDS.values(), "no verdict"]
-    label = {"no effect": f"no effect (within ±{report.min_effect:g})"}
+    label = {"negligible": f"negligible (within ±{report.min_effect:g})"}
     return [(first[w], f"{label.get(w, w)}: " + ", ".join(groups[w])) for w in order if w in groups]
 
 
 def render(report: Report, format: str = "table", width: int = 100, color: bool = False) -> str:
     """The report as a terminal table (rich), markdown, csv (ranking then effects) or json."""
-    if format == "csv":
+    if format == "csv":  # one frame; every row carries what qualifies its numbers
         both = pd.concat([report.ranking.assign(table="ranking"), report.effects.assign(table="effects")],
                          ignore_index=True)
-        return spreadsheet_safe(both[["table", *both.columns[:-1]]]).to_csv(index=False)
+        both = both.assign(min_effect=report.min_effect, interval=report.level.describe(),
+                           after_data=" ".join(report.after_data))
+        return spreadsheet_safe(both[["table", *(c for c in both.columns if c != "table")]]).to_csv(index=False)
     if format == "json":
         head = {k: getattr(report, k) for k in ("experiment", "design", "metric", "reference", "seeds",
                                                   "lines", "effects_title", "notes", "min_effect", "after_data",
@@ -266,12 +297,12 @@ def render(report: Report, format: str = "table", width: int = 100, color: bool 
               for r in ranked.itertuples()]
     parts: list = [(title, "bold"), *((line, VERDICT_STYLES.get(v, "")) for v, line in summary), *report.lines]
     if len(effects):  # the answer first, each verdict whole and coloured by what it says
-        parts += [(report.effects_title, "bold"), _rich_table(fit_effects(effects, width), styles=[
+        parts += [(report.effects_title, "bold"), _rich_table(fit_effects(effects, width, value_heading(report)), styles=[
             VERDICT_STYLES.get(v.split(" ")[0], "") for v in report.effects["verdict"]])]
     parts += [("Ranking", "bold"),
               _rich_table(fit_ranking(ranking_display(report, True), width, report.reference_fair), styles=styles),
-              "B baseline  ★ best rule-abiding  ✗ breaks Mainrun's rules  ≠ not like-for-like (see notes)"
-              if report.mainrun else "B baseline  ★ best"
+              "B baseline  ★ best rule-abiding  ✗ breaks Mainrun's rules  ≠ not like-for-like  † lost seeds (see notes)"
+              if report.mainrun else "B baseline  ★ best  † lost seeds (see notes)"
               ] if len(ranked) else ["No completed runs yet."]
     if len(pending):
         parts += [("Not ranked", "bold"), _rich_table(pending)]

@@ -7,17 +7,21 @@ model. `build_report` loads, `make_report` computes (pure: DataFrames in, a `Rep
 Definitions, all on the ranking metric `y` (the last evaluation's val_loss, or val_loss_full):
 
 * a configuration is every completed run sharing a name (the same config across seeds);
-* a difference between two configurations is paired by seed when every treated run has a
-  control run with the same seed (mean of the per-seed differences, one-sample Student t);
-  otherwise it is the difference of means with Welch's t;
+* a difference between two configurations is always paired by seed: the mean of the per-seed
+  differences on the seeds both completed, with a one-sample Student t interval; never across
+  seeds, whose validation texts may differ;
+* a configuration that lost seeds its control completed (failed, diverged, timed out) is judged
+  on all of them, not on the survivors: its comparison "fails" and it is never best
+  (`qualifiers`); seeds still to run are not data yet;
 * a factorial main effect is mean(y | on) - mean(y | off); a two-way interaction of two-level
   factors A, B with x = +1 (on) / -1 (off) is mean(y | x_A*x_B = +1) - mean(y | x_A*x_B = -1),
   i.e. half the difference between A's effect with B on and with B off. With several seeds
   both are computed within each seed and the per-seed values give the interval;
 * each effect gets one interval, simultaneous over the report's comparisons and its seed plan's
   looks (`stats.Level`), and its verdict is read off it against the smallest effect of interest
-  min_effect (δ): better, worse, negligible or inconclusive (`stats.decide`). One seed, or seeds
-  that gave identical values (the seed never reached the trainer): no verdict;
+  min_effect (δ): better, worse, negligible or inconclusive (`stats.decide`). One seed, seeds
+  that gave one value within rounding (the seed never reached the trainer), a zero-width
+  interval, or your own metric on a grid coarser than δ: no verdict;
 * the ranking orders configurations by that same paired difference to the baseline (Δbase, on
   the seeds each shares with it), so it cannot contradict the verdicts.
 """
@@ -40,7 +44,8 @@ from . import frames
 from .lines import (COVERAGE_TOLERANCE, baseline_name, fairness, interval_line, looks_taken, metric_line,
                     settled_plan, split_line)
 from .notes import report_notes
-from .stats import SEEDS_IDENTICAL, Estimate, Level, decide, difference, summarize
+from .qualifiers import comparison_seeds, qualify, seeds_of
+from .stats import FAILS, NO_SPREAD, SEEDS_IDENTICAL, Estimate, Level, decide, difference, summarize, ties
 
 METRICS = {"mainrun": "val_loss", "full": "val_loss_full"}
 
@@ -131,11 +136,12 @@ def make_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame,
     effects.loc[effects["effect"].isin(set(incomparable)), "verdict"] = "not like-for-like"
     seeds = sorted(per_run["seed"].dropna().unique().tolist())
     fair_line, reference_fair = fairness(per_run, reference)
-    lines = [fair_line, metric_line(chosen, mixed, done), split_line(per_run), interval_line(seeds, level, plan),
-             *after_data]
+    resolution_line, first = qualify(per_run, effects, ranking, plan, METRICS[chosen], printed=False)
+    lines = [fair_line, metric_line(chosen, mixed, done), resolution_line, split_line(per_run),
+             interval_line(seeds, level, plan), *after_data]
     return Report(exp["experiment"], design, chosen, reference, seeds, [line for line in lines if line],
                   ranking, effects, title, report_notes(ranking, effects, alias, seeds, plan, level,
-                                                        looks_taken(exp), identical_seeds(per_run)),
+                                                        looks_taken(exp), identical_seeds(per_run), first=first),
                   min_effect=plan.min_effect, looks=level.looks, level=level, after_data=after_data,
                   looks_taken=looks_taken(exp), budget=plan.budget, reference_fair=reference_fair)
 
@@ -153,14 +159,16 @@ def _own_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame, own: tu
         effects = effects.sort_values("estimate", ascending=goal == "minimize", kind="stable",
                                       na_position="last", ignore_index=True)
     seeds = sorted(per_run["seed"].dropna().unique().tolist())
+    resolution_line, first = qualify(per_run, effects, ranking, plan, name)
     better = "lower" if goal == "minimize" else "higher"
     title = title.replace("loss", name).replace("negative = lower", f"negative = {better}")
     if goal == "maximize":
         title = title.replace("negative = better", "positive = better").replace("positive = X helps", "negative = X helps")
     return Report(exp["experiment"], design, name, None, seeds, [f"Metric: {name}, its last evaluation's value; "
-                  f"{better} is better.", *filter(None, [interval_line(seeds, level, plan)]), *after_data], ranking, effects, title,
+                  f"{better} is better.", *filter(None, [resolution_line, interval_line(seeds, level, plan)]),
+                  *after_data], ranking, effects, title,
                   report_notes(ranking, effects, alias, seeds, plan, level, looks_taken(exp),
-                               identical_seeds(per_run), unit=f" in {name}"),
+                               identical_seeds(per_run), unit=f" in {name}", first=first),
                   min_effect=plan.min_effect, looks=level.looks, level=level, after_data=after_data,
                   looks_taken=looks_taken(exp), budget=plan.budget, goal=goal, mainrun=False)
 
@@ -316,6 +324,7 @@ def _ranking(per_run: pd.DataFrame, factors: list[_Factor], reference: float, me
         if any(gaps):
             mismatch[_coverage_reason([g for g in gaps if g], metric)] = metric == "mainrun"
         breaking = [t for t in frames.split_toggles(group["toggles"].iloc[0]) if not allowed.get(t, True)]
+        given = seeds_of(per_run, name, [] if name == base_name else [base_name])
         rows.append({
             "name": name, "toggles": group["toggles"].iloc[0], "n": est.n, "seeds": len(group),
             "paired": vs_base.n if vs_base else 0, "final": est.mean, "final_sd": est.sd,
@@ -325,6 +334,7 @@ def _ranking(per_run: pd.DataFrame, factors: list[_Factor], reference: float, me
             "d_base_lo": vs_base.mean - half if vs_base else math.nan,
             "d_base_hi": vs_base.mean + half if vs_base else math.nan,
             "wall_time_s": group["wall_time_s"].mean(), "tokens_per_s": group["tokens_per_s"].mean(),
+            "seeds_lost": len(given.lost), "seeds_pending": given.pending,
             "status": "completed", "error": None, "seed": None,
             "is_baseline": name == base_name, "breaks_rule": "+".join(breaking),
             "not_like_for_like": "; ".join(mismatch), "fair": not any(mismatch.values()),
@@ -333,20 +343,24 @@ def _ranking(per_run: pd.DataFrame, factors: list[_Factor], reference: float, me
     # A number that no metric can make comparable (a lossy tokenizer, another validation text)
     # is not ranked at all but listed with its reason; a coverage gap only bars "best".
     comparable = ~every["not_like_for_like"].str.contains("|".join(_INCURABLE), regex=True)
-    sign = 1 if goal == "minimize" else -1  # rows without a shared seed last, by their own mean
-    order = every[comparable].assign(_unpaired=every["d_base"].isna(), _d=sign * every["d_base"],
-                                     _y=sign * every["final"])
-    ranked = order.sort_values(["_unpaired", "_d", "_y"], kind="stable").drop(
-        columns=["_unpaired", "_d", "_y"]).reset_index(drop=True)
+    # configurations that lost seeds after every other (their survivors flatter them), then rows
+    # without a shared seed, by their own mean
+    sign = 1 if goal == "minimize" else -1
+    order = every[comparable].assign(_lost=every["seeds_lost"] > 0, _unpaired=every["d_base"].isna(),
+                                     _d=sign * every["d_base"], _y=sign * every["final"])
+    ranked = order.sort_values(["_lost", "_unpaired", "_d", "_y"], kind="stable").drop(
+        columns=["_lost", "_unpaired", "_d", "_y"]).reset_index(drop=True)
     ranked.insert(0, "rank", np.arange(1, len(ranked) + 1, dtype=float))
-    eligible = ranked[(ranked["breaks_rule"] == "") & (ranked["not_like_for_like"] == "")]  # ★ as the README defines it
+    eligible = ranked[(ranked["breaks_rule"] == "") & (ranked["not_like_for_like"] == "")
+                      & (ranked["seeds_lost"] == 0)]  # ★ as the README defines it
     ranked["is_best"] = ranked.index == (eligible.index[0] if len(eligible) else -1)
     incomparable = every[~comparable].assign(
         rank=math.nan, is_best=False,
         error=lambda f: "not like-for-like: " + f["not_like_for_like"])
     pending = per_run[per_run["status"] != "completed"]
     unranked = pd.DataFrame({
-        "name": pending["name"], "toggles": pending["toggles"], "n": 0, "status": pending["status"],
+        "name": pending["name"], "toggles": pending["toggles"], "n": 0, "seeds_lost": 0, "seeds_pending": 0,
+        "status": pending["status"],
         "error": pending["error"], "seed": pending["seed"], "is_baseline": pending["name"] == base_name,
         "breaks_rule": "", "not_like_for_like": "", "fair": True, "is_best": False,
     })
@@ -355,7 +369,8 @@ def _ranking(per_run: pd.DataFrame, factors: list[_Factor], reference: float, me
 
 _RANKING_COLUMNS = [
     "rank", "name", "toggles", "n", "seeds", "paired", "final", "final_sd", "best", "best_step",
-    "d_ref", "d_ref_pct", "d_base", "d_base_lo", "d_base_hi", "wall_time_s", "tokens_per_s", "status", "error", "seed",
+    "d_ref", "d_ref_pct", "d_base", "d_base_lo", "d_base_hi", "wall_time_s", "tokens_per_s", "seeds_lost",
+    "seeds_pending", "status", "error", "seed",
     "is_baseline", "breaks_rule", "not_like_for_like", "fair", "is_best",
 ]
 
@@ -395,30 +410,40 @@ def _effects(design: str, per_run: pd.DataFrame, factors: list[_Factor], plan: V
     sign = 1 if goal == "minimize" else -1  # the verdicts call lower better: a maximized metric, negated
     verdicts = [v if sign == 1 else replace(v, lo=-v.hi, hi=-v.lo) for v in decide(
         [(sign * est.mean, est.sd, est.n) if est else (math.nan, math.nan, 0)
-         for _, _, est, _, _ in rows], min_effect, level)]
+         for _, _, est, _, _ in rows], min_effect, level, scale=_scale(done))]
     identical = identical_seeds(per_run)
+    seeds = [comparison_seeds(per_run, configs, None if kind in ("main", "interaction") else configs[1])
+             for _, kind, _, _, configs in rows]
     effects = pd.DataFrame([
         {"effect": label, "kind": kind, "n": est.n if est else 0, "loss": loss,
          "estimate": est.mean if est else math.nan, "sd": est.sd if est else math.nan,
          "ci_lo": v.lo, "ci_hi": v.hi, "p": v.p,
-         "verdict": "no data" if not est or math.isnan(est.mean) else
+         "verdict": "no data" if not est or math.isnan(est.mean) else FAILS if given.lost else
          SEEDS_IDENTICAL if identical & set(configs) else v.label,
-         "seeds_needed": v.seeds_needed, "configs": configs}
-        for (label, kind, est, loss, configs), v in zip(rows, verdicts)
-    ], columns=["effect", "kind", "n", "loss", "estimate", "sd", "ci_lo", "ci_hi", "p",
-                "verdict", "seeds_needed", "configs"])
-    undecidable = effects["verdict"].isin(["no data", SEEDS_IDENTICAL])
+         "seeds_needed": v.seeds_needed, "seeds_given": given.given, "seeds_lost": len(given.lost),
+         "seeds_pending": given.pending, "configs": configs}
+        for (label, kind, est, loss, configs), v, given in zip(rows, verdicts, seeds)
+    ], columns=["effect", "kind", "n", "loss", "estimate", "sd", "ci_lo", "ci_hi", "p", "verdict",
+                "seeds_needed", "seeds_given", "seeds_lost", "seeds_pending", "configs"])
+    undecidable = effects["verdict"].isin(["no data", SEEDS_IDENTICAL, NO_SPREAD])
     effects.loc[undecidable, ["ci_lo", "ci_hi", "p"]] = math.nan
-    effects.loc[undecidable, "seeds_needed"] = None
+    effects.loc[undecidable | (effects["verdict"] == FAILS), "seeds_needed"] = None
     return effects, _TITLES.get(design, _TITLES["list"]), level
 
 
+def _scale(done: pd.DataFrame) -> float:
+    """The size of the metric's values, against which a spread is rounding (stats.ties)."""
+    values = done["y"].abs()
+    return float(values.median()) if len(values) else 0.0
+
+
 def identical_seeds(per_run: pd.DataFrame) -> set[str]:
-    """Configurations whose completed seeds (two or more) all gave the same value to the last
-    bit: the seed never reached the trainer, so their spread says nothing about noise."""
+    """Configurations whose completed seeds (two or more) gave one value, within rounding
+    (`stats.ties`: 1e-9 of the value): the seed never reached the trainer (or changes nothing
+    but the order of a sum), so their spread says nothing about noise."""
     done = per_run[(per_run["status"] == "completed") & per_run["y"].notna()]
-    counts = done.groupby("name").agg(seeds=("seed", "nunique"), values=("y", "nunique"))
-    return set(counts.index[(counts["seeds"] >= 2) & (counts["values"] == 1)])
+    return {name for name, group in done.groupby("name")
+            if group["seed"].nunique() >= 2 and ties(group["y"])}
 
 
 def _compare(per_run: pd.DataFrame, label: str, kind: str, treated: str, control: str | None) -> tuple:

@@ -9,13 +9,15 @@ interest δ (min_effect), for an effect = treated − baseline, paired by seed:
   worse         wholly above +δ
   negligible    wholly inside ±δ (two one-sided tests, TOST)
   inconclusive  none of these: it straddles ±δ; more seeds needed (about how many: `seeds_needed`)
-and "noise unknown" with a single seed. So a verdict is monotone in δ and the printed interval
-says it all. The intervals are simultaneous (Bonferroni): each has two-sided level
-1 − 2α/(m·K), for the m comparisons of an experiment and the K looks its seed plan allows (seeds
-until decided may stop at any seed count from min to max), so with probability ≥ 1 − 2α = 95 %
-every interval of the experiment, at every look, covers its true effect, and then every verdict
-is right. Holm's step-down decides more, but has no informative intervals to show: the number
-printed and the word beside it would tell two stories.
+and "noise unknown" with a single seed, "no spread" where the paired differences were one nonzero
+value (a zero-width interval would look certain; differences all zero, a configuration that
+reproduced its control on every seed, are negligible). So a verdict is monotone in δ and the printed
+interval says it all. Each interval has two-sided level 1 − 2α/K over the K looks its seed plan
+allows (seeds until decided may stop at any seed count from min to max), and 1 − 2α/(m·K) when
+the plan's family is the experiment's m comparisons (Bonferroni): the procedure gives a wrong
+label with probability at most 2α = 5 % per comparison (or for the whole experiment). Holm's
+step-down decides more, but has no informative intervals to show: the number printed and the
+word beside it would tell two stories.
 """
 
 from __future__ import annotations
@@ -106,6 +108,36 @@ ALPHA = 0.025  # per side: every interval of an experiment covers its truth with
 POWER = 0.8  # seeds needed: the seed count that decides with this probability
 MAX_SEEDS_ESTIMATE = 10_000
 SEEDS_IDENTICAL = "seeds identical"  # no verdict: every seed of a configuration gave one value
+NO_SPREAD = "no spread"  # no verdict: the paired differences did not vary, so the interval has no width
+FAILS = "fails"  # no verdict on the survivors: seeds the control completed were lost (failed, diverged)
+COARSE = "coarser than δ"  # no verdict: the metric moves in steps too large for δ
+RELATIVE_TIE = 1e-9  # values closer than this, relative to their size, are one value (summation order)
+MIN_STEPS = 2  # δ must span this many steps of a metric on a grid
+
+
+def ties(values: Iterable[float], scale: float | None = None) -> bool:
+    """Whether values differ by no more than rounding does: a spread of at most RELATIVE_TIE of
+    their size (or of `scale`). Two seeds of a trainer that ignores its seed, summed in another
+    order, differ by 1e-12: that is no noise to test against."""
+    v = np.asarray(list(values), dtype=float)
+    if not len(v):
+        return True
+    size = max(float(np.abs(v).max()), abs(scale or 0.0))
+    return float(v.max() - v.min()) <= RELATIVE_TIE * size
+
+
+def resolution(values: Iterable[float]) -> float | None:
+    """The step of the grid every value lies on (0.01 for a metric printed with two decimals),
+    tried from 1 down to 1e-6; None with fewer than three distinct values (a grid by chance) or
+    none found."""
+    v = np.asarray([x for x in values if math.isfinite(x)], dtype=float)
+    if len(np.unique(v)) < 3:
+        return None
+    for digits in range(0, 7):
+        scaled = v * 10.0 ** digits
+        if np.all(np.abs(scaled - np.round(scaled)) <= 1e-6):  # in steps: far above float error
+            return 10.0 ** -digits
+    return None
 
 
 def normal_cdf(x: float) -> float:
@@ -171,7 +203,7 @@ def read_interval(lo: float, hi: float, min_effect: float) -> str:
 
 @dataclass(frozen=True)
 class Verdict:
-    label: str  # better | worse | negligible | inconclusive | noise unknown
+    label: str  # better | worse | negligible | inconclusive | noise unknown | no spread
     lo: float = math.nan  # the simultaneous interval the label is read off
     hi: float = math.nan
     p: float = math.nan  # one-sided p of the test the label rests on (or would), × m·K, at most 1
@@ -234,13 +266,19 @@ def _leaning_p(mean: float, sd: float, n: int, min_effect: float) -> float:
     return max(p(mean + min_effect), p(min_effect - mean))
 
 
-def decide(effects: list[tuple[float, float, int]], min_effect: float, level: Level) -> list[Verdict]:
+def decide(effects: list[tuple[float, float, int]], min_effect: float, level: Level,
+           scale: float = 0.0) -> list[Verdict]:
     """One verdict per (mean, sd, n) of paired differences: the label its interval at `level`
-    gives against ±δ; fewer than two seeds (or no sd): noise unknown."""
+    gives against ±δ; fewer than two seeds (or no sd): noise unknown; an sd within rounding of
+    the values' `scale` (a zero-width interval): no spread, never a decision, unless every
+    difference is zero (the configuration reproduced its control on every seed): negligible."""
     out = []
     for mean, sd, n in effects:
         if not n or n < 2 or not math.isfinite(sd):
             out.append(Verdict("noise unknown"))
+            continue
+        if sd <= RELATIVE_TIE * max(abs(scale), abs(mean)) and abs(mean) > RELATIVE_TIE * abs(scale):
+            out.append(Verdict(NO_SPREAD))  # the same nonzero difference on every seed: no noise to read
             continue
         half = level.half_width(sd, n)
         lo, hi = mean - half, mean + half

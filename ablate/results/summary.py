@@ -21,7 +21,8 @@ from .report import Report
 
 SIZE_FIELDS = ("d_model", "n_layer", "n_head")  # what a larger proxy changes, and nothing else
 OWN_TRAINER = "own trainer"
-VERDICT_ORDER = ("better", "worse", "negligible", "inconclusive", "seeds identical", "noise unknown")
+VERDICT_ORDER = ("better", "worse", "negligible", "inconclusive", "fails", "seeds identical", "no spread",
+                 "coarser than δ", "noise unknown")
 
 
 @dataclass(frozen=True)
@@ -82,7 +83,10 @@ def verdict_line(report: Report, base: Base) -> str:
         label = {"inconclusive": f"inconclusive after {max(rows['n'])} seeds (the budget)",
                  "noise unknown": "no verdict, one seed each (no spread to test against)",
                  "seeds identical": "no verdict, every seed gave the same value (the seed does not reach "
-                                    "the trainer)"}.get(verdict, verdict)
+                                    "the trainer)",
+                 "fails": "fails, seeds lost that the control completed (never judged on the survivors)",
+                 "no spread": "no verdict, the same difference on every seed (a zero-width interval)",
+                 "coarser than δ": "no verdict, the metric's steps are coarser than δ"}.get(verdict, verdict)
         parts.append(f"{label}: " + ", ".join(names))
     untrained = report.ranking[report.ranking["rank"].isna()] if "rank" in report.ranking else report.ranking[:0]
     if len(untrained):

@@ -79,7 +79,8 @@ class Store(Database):
         plan: dict | None = None,
     ) -> int:
         """Create the experiment or refresh its description/yaml/reference/design; its `plan` is
-        kept from the first time one is given. Returns its id."""
+        kept from the first time one is given, marked `after_data` when the experiment already had
+        completed runs then (a database older than plans). Returns its id."""
 
         def _upsert(session: Session) -> int:
             exp = session.scalars(select(Experiment).where(Experiment.name == name)).first()
@@ -89,8 +90,10 @@ class Store(Database):
                 session.add(exp)
             exp.description, exp.yaml_text, exp.design = bounded(description, MAX_DESCRIPTION_CHARS), yaml_text, design
             exp.reference = None if reference is None else float(reference)
-            if exp.plan is None:
-                exp.plan = plan
+            if exp.plan is None and plan is not None:  # kept from the first time; marked if data came first
+                exp.plan = {**plan, "after_data": True} if exp.id is not None and session.scalar(
+                    select(ExperimentRun.run_id).join(Run, Run.id == ExperimentRun.run_id)
+                    .where(ExperimentRun.experiment_id == exp.id, Run.status == "completed").limit(1)) else plan
             exp.updated_at = now
             session.flush()
             return exp.id
