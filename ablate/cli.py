@@ -203,23 +203,16 @@ def run(
     from .execution.executors import ExecutorChoice, make_executor
     from .execution.progress import LiveProgress
     from .results.looks import undecided
-    from .storage.database import masked
     from .storage.store import open_store
 
-    shown_db = masked(db) if db else None  # what is printed: never a password
     with user_errors():
         runner.check_rerun(rerun, resume)
+        fail_fast = runner.fail_fast_runs(fail_fast, keep_going)
+        workspace.check_log_dir(log_dir)  # a file there: one line now, not a run left running
         choice = ExecutorChoice(executor, address=address, gpus_per_run=gpus_per_run, cpus_per_run=cpus_per_run,
                                 jobs_per_device=jobs_per_device, warm_workers=warm_workers)
     if max_seeds is not None and not decide:
         fail("--max-seeds is for --until-decided")
-    if fail_fast is not None and keep_going:
-        fail(f"--fail-fast {fail_fast} stops after the first failures, --keep-going never stops: pick one")
-    if fail_fast is not None and fail_fast < 1:
-        fail(f"--fail-fast {fail_fast}: expected a number of runs, at least 1 (or --keep-going)")
-    fail_fast = 2 if fail_fast is None else fail_fast
-    with user_errors():
-        workspace.check_log_dir(log_dir)  # a file there: one line now, not a run left running
     matrix, rows = _planned(matrix_path, data)
     with user_errors():
         trainer = runner.entry_point(matrix, trainer)
@@ -236,7 +229,7 @@ def run(
         total, done = len(first), runner.count_completed(store, first)
         if done == total and rerun != "all" and matrix.first_seeds == len(matrix.seeds):
             runner.register(store, matrix, rows)
-            out.print(f"{matrix.name}: all {total} runs already completed in {masked(store.url)}; "
+            out.print(f"{matrix.name}: all {total} runs already completed in {store.shown_url}; "
                       f"nothing to train (--rerun all trains them again)")
             return
 
@@ -249,7 +242,7 @@ def run(
                                   options={"compile": compile, "resume": resume},
                                   checkpoint_root=Path(checkpoint_dir) if checkpoints or resume else None,
                                   run_root=logs.resolve() / "runs",
-                                  fail_fast=0 if keep_going else fail_fast, on_event=progress)
+                                  fail_fast=fail_fast, on_event=progress)
 
         def on_round(n: int, names: set[str]) -> None:
             out.print(f"{matrix.name}: after {n} seeds, " + (
@@ -258,13 +251,13 @@ def run(
 
         with closing(make_executor(choice, matrix.execution, logs)) as pool:
             out.print(f"{matrix.name}: {total} runs ({done} already completed) on {pool.describe()}; "
-                      f"results in {masked(store.url)}")
+                      f"results in {store.shown_url}")
             outcome, run_ids = sequential.run_until_decided(
                 store, matrix, rows, train_round, lambda seeds: undecided(store.url, matrix.name, seeds), on_round)
         out.print(f"{matrix.name}: trained {len(outcome.trained)} run(s) now; "
-                  f"{runner.summary(store, run_ids)}. See `{runner.report_command(matrix_path, shown_db)}`.")
+                  f"{runner.summary(store, run_ids)}. See `{runner.report_command(matrix_path, db)}`.")
         if outcome.interrupted:
-            out.print(runner.continue_line(matrix_path, shown_db, checkpoints or resume))
+            out.print(runner.continue_line(matrix_path, db, checkpoints or resume))
         failed = runner.any_failed(store, run_ids)
         if outcome.stopped_by:
             out.print(f"{matrix.name}: the first {fail_fast} runs failed alike, so no more were started: "
@@ -295,9 +288,7 @@ ExperimentOption = Annotated[Optional[str], typer.Option(
 FormatOption = Annotated[str, typer.Option("--format", "-f", help="table | markdown | csv | json")]
 MetricOption = Annotated[Optional[str], typer.Option(
     help="mainrun (val_loss) | full (val_loss_full); default: mainrun unless eval coverages differ")]
-ForceOption = Annotated[bool, typer.Option(
-    "--force", help="replace an existing file of another kind (never a results database, never through a link)")]
-OUT_KINDS = {"table": (".txt",), "markdown": (".md", ".markdown"), "csv": (".csv",), "json": (".json",)}
+ForceOption = Annotated[bool, typer.Option("--force", help="replace an existing file of another kind (never a database)")]
 MinEffectOption = Annotated[Optional[float], typer.Option(
     "--min-effect", help="smallest effect of interest, nats/char (default: the matrix's min_effect, else 0.005)")]
 
@@ -368,15 +359,13 @@ def report_cmd(
     if experiment and len(experiment) > 1:
         fail(f"--format {fmt} shows one experiment; several need --format html")
     with user_errors():
-        if out:  # checked before the report is built: a refused path costs nothing
-            out = outfile.checked(out, OUT_KINDS[fmt], force=force, named=False)
+        out = out and outfile.checked(out, outfile.TEXT_KINDS[fmt], force=force, named=False)  # before the report
         report = build_report(*_experiment(db, experiment[0] if experiment else None, matrix), metric,
                               min_effect)
         if out:
             outfile.write_text(out, render(report, fmt, 100, False))
-    if out:
-        err.print(f"wrote {out}")
-        return
+            err.print(f"wrote {out}")
+            return
     _emit(lambda width, color: render(report, fmt, width, color))
 
 

@@ -188,7 +188,7 @@ def test_2_a_password_is_never_printed_logged_stored_or_in_a_jobs_argv(pg_url, t
         assert seen.count(".execution.job") == 4, seen  # every job's argv was read
         assert PASSWORD not in result.stdout + result.stderr and PASSWORD not in seen.replace(
             f'"PGPASSWORD": "{PASSWORD}"', ""), how  # the trainer inherits only the user's own PGPASSWORD
-        assert "ABLATE_JOB_DB" not in seen and "ablate_test" not in seen
+        assert "ABLATE_JOB_DB" not in seen and "postgresql" not in seen  # no URL reached the trainer
     engine = create_engine(pg_url)
     with engine.connect() as conn:
         stored = [str(row) for table in ("runs", "experiments", "meta")

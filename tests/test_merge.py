@@ -148,8 +148,8 @@ def test_a_merge_that_fails_midway_leaves_the_target_unchanged(source, tmp_path,
     with closing(sqlite3.connect(other)) as conn:  # new identities (other seeds) for the second merge
         for run_id, config in conn.execute("SELECT id, config FROM runs").fetchall():
             config = {**json.loads(config), "seed": 100 + run_id}
-            conn.execute("UPDATE runs SET config = ?, hash = ? WHERE id = ?",
-                         (json.dumps(config), run_hash(config), run_id))
+            conn.execute("UPDATE runs SET config = ?, hash = ?, seed = ? WHERE id = ?",
+                         (json.dumps(config), run_hash(config), config["seed"], run_id))
         conn.commit()
     before = content(target)
     copied = []
@@ -358,7 +358,7 @@ def test_a_run_whose_data_is_elsewhere_is_checked_by_its_stored_fingerprint(sour
     identity = TrainConfig.from_dict(config).identity_hash("sha256:" + "ab" * 32)
     Store(f"sqlite:///{source}").close()  # upgraded to the schema that stores fingerprints
     with closing(sqlite3.connect(source)) as conn:
-        conn.execute("UPDATE runs SET config = ?, hash = ?, fingerprint = ? WHERE id = 1",
+        conn.execute("UPDATE runs SET config = ?, hash = ?, fingerprint = ?, seed = 9 WHERE id = 1",
                      (json.dumps(config), identity, "sha256:" + "ab" * 32))
         conn.commit()
     target = tmp_path / "results.db"

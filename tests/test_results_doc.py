@@ -100,6 +100,8 @@ def test_readme_queries_run_on_the_committed_results(committed_db, monkeypatch, 
 
     with sqlite3.connect(committed_db) as conn:
         for sql in blocks("sql", DB_SECTION):
+            if sql.startswith("-- on "):  # written for another database (test_readme runs it there)
+                continue
             rows = conn.execute(ours(sql)).fetchall()
             assert rows or "failed" in sql, sql  # results.db has no failed run to list
     monkeypatch.chdir(committed_db.parent)  # `results.db` in the examples is the copy

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from ..storage.database import StoreError
+from ..storage.database import StoreError, masked
 from ..storage.store import Store
 from ..training.config import DEFAULT_TRAINER
 from ..training.datasource import check_titles, fingerprint
@@ -47,6 +47,16 @@ def check_rerun(rerun: str | None, resume: bool) -> None:
         raise RunnerError(f"--rerun {rerun!r}: expected {' or '.join(map(repr, RERUN_STATUSES))}")
     if rerun == "all" and resume:
         raise RunnerError("--rerun all retrains from scratch; --resume continues from checkpoints: pick one")
+
+
+def fail_fast_runs(fail_fast: int | None, keep_going: bool) -> int:
+    """How many first runs failing alike stop the matrix: --fail-fast (at least 1), else 2; 0
+    (never) with --keep-going, which may not come with a --fail-fast."""
+    if fail_fast is not None and keep_going:
+        raise RunnerError(f"--fail-fast {fail_fast} stops after the first failures, --keep-going never stops: pick one")
+    if fail_fast is not None and fail_fast < 1:
+        raise RunnerError(f"--fail-fast {fail_fast}: expected a number of runs, at least 1 (or --keep-going)")
+    return 0 if keep_going else 2 if fail_fast is None else fail_fast
 
 
 def process_alive(pid: int | None) -> bool:
@@ -333,12 +343,13 @@ def continue_line(matrix_path: str, db: str | None, checkpoints: bool) -> str:
     interrupted run's last checkpoint, where there are checkpoints)."""
     import shlex
 
-    words = ["ablate", "run", matrix_path, *(["--db", db] if db else []), *(["--resume"] if checkpoints else [])]
+    words = ["ablate", "run", matrix_path, *(["--db", masked(db)] if db else []), *(["--resume"] if checkpoints else [])]
     return f"Interrupted: run again to continue (`{shlex.join(words)}`); completed runs are kept."
 
 
 def report_command(matrix_path: str, db: str | None) -> str:
-    """The command that reads what `ablate run` just wrote: its matrix, and its --db if given."""
+    """The command that reads what `ablate run` just wrote: its matrix, and its --db if given
+    (a password in it masked: the line is printed)."""
     import shlex
 
-    return shlex.join(["ablate", "report", matrix_path, *(["--db", db] if db else [])])
+    return shlex.join(["ablate", "report", matrix_path, *(["--db", masked(db)] if db else [])])

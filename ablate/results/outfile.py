@@ -19,6 +19,7 @@ from pathlib import Path
 
 SQLITE_HEADER = b"SQLite format 3\x00"
 WAL_MAGIC = (b"\x37\x7f\x06\x82", b"\x37\x7f\x06\x83")  # a SQLite write-ahead log's first bytes
+TEXT_KINDS = {"table": (".txt",), "markdown": (".md", ".markdown"), "csv": (".csv",), "json": (".json",)}  # report's
 
 
 class OutputError(ValueError):

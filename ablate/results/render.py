@@ -202,10 +202,10 @@ def _rich_table(frame: pd.DataFrame, styles: list[str] | None = None,
 def markdown_table(frame: pd.DataFrame) -> str:
     """A pipes table for pull requests: `|` and line breaks escaped, and a text cell that a
     spreadsheet would read as a formula (`=cmd|...`, `+x`, `@x`, `+1+cmd|...`) quoted; a signed
-    number stays as it is (`+0.0378`, `-0.1058 [-0.11…-0.10], better (n=3)`, `-0.71…-0.62`, `-0.66±0.01`)."""
+    number stays as it is (`+0.0378`, `-0.7086…-0.6183`, `-0.66±0.01`, `-0.1058 [-0.11…-0.10], better (n=3)`)."""
     def cell(v: Any) -> str:
         text = str(v).replace("|", "\\|").replace("\n", " ")
-        number = re.match(r"[+-](\d[\d.,]*|\.\d+)([eE][+-]?\d+)?%?(\s|$|…|±)", text) and not re.search(r"[|!]", str(v))
+        number = re.match(r"[+-](\d[\d.,]*|\.\d+)([eE][+-]?\d+)?%?([\s…±\]]|$)", text) and not re.search(r"[|!]", str(v))
         return "'" + text if re.match(r"[=@\t\r]|[+-].", text) and not number else text
     lines = ["| " + " | ".join(map(cell, frame.columns)) + " |", "|" + "---|" * len(frame.columns)]
     lines += ["| " + " | ".join(map(cell, row)) + " |" for row in frame.itertuples(index=False)]

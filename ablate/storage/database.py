@@ -259,6 +259,11 @@ class Database:
             self.close()
             raise
 
+    @property
+    def shown_url(self) -> str:
+        """The URL as it may be printed: its passwords masked."""
+        return masked(self.url)
+
     def close(self) -> None:
         self._engine.dispose()
         if self._copy_dir is not None:

@@ -211,9 +211,9 @@ def _merge(session: Session, incoming: _Incoming, report: MergeReport, checks: C
         where = f"link of experiment id {link.experiment_id} to run id {link.run_id}"
         if link.run_id not in configs or link.experiment_id not in matrices:
             refused.append(f"{where}: no such {'run' if link.run_id not in configs else 'experiment'} there")
-        elif problem := _name_problem(link.name) or checks.link(
-                matrices[link.experiment_id], link.name, link.toggles, configs[link.run_id]):
-            refused.append(f"{where}: {problem}")
+        elif problem := _name_problem(link.name) or (link.run_id in runs and checks.link(
+                matrices[link.experiment_id], link.name, link.toggles, configs[link.run_id])):
+            refused.append(f"{where}: {problem}")  # a refused run's links go with it, unsaid
     if refused and not checks.skip_invalid:
         raise MergeRefused(report.source, refused)
     report.skipped = refused
