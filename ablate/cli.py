@@ -109,7 +109,7 @@ def init(
     out: Annotated[Optional[Path], typer.Option(help="the matrix to write (default: ablate-SCRIPT.yaml beside the script)")] = None,
     force: Annotated[bool, typer.Option("--force", help="replace an existing file")] = False,
 ) -> None:
-    """Write a starting matrix for your script from its own flags, without training."""
+    """Write a starting matrix from a script's flags; never trains."""
     from .execution.scaffold import write_starting_matrix
 
     with user_errors():
