@@ -89,17 +89,24 @@ def test_3_a_pattern_that_backtracks_without_end_fails_its_run_in_one_line(tmp_p
     its timeout never checked. Matching now has a time budget and releases the job."""
     folder = tmp_path / "w"
     own_matrix(folder, train="print('val ' + 'a' * 40 + '!', flush=True)\n")
+    errors = both_runs_fail(folder, "trainer: {command: \"{python} train.py --lr {lr}\", timeout: 600}\n"
+                                    "metric: {name: val_loss, pattern: '^val (?P<val_loss>(a|aa)+)$'}\n")
+    for error in errors:
+        assert "metric.pattern '^val (?P<val_loss>(a|aa)+)$' took over 1 s on stdout line 1" in error, error
+        assert "\n" not in error
+
+
+def both_runs_fail(folder: Path, trainer_lines: str) -> list[str]:
+    """Run a two-run matrix of your own trainer (`trainer_lines` hold its trainer and what
+    else differs): the command exits 1 and both runs are failed; their errors."""
     (folder / "m.yaml").write_text(
-        "name: own\ntrainer: {command: \"{python} train.py --lr {lr}\", timeout: 600}\nparams: {lr: 0.1}\n"
-        "metric: {name: val_loss, pattern: '^val (?P<val_loss>(a|aa)+)$'}\nmin_effect: 0.01\n"
+        f"name: own\n{trainer_lines}params: {{lr: 0.1}}\nmin_effect: 0.01\n"
         "design: one-at-a-time\ntoggles: [{lr: [0.5]}]\nexecution: {warm_workers: false}\n")
     result = ablate("run", "m.yaml", "--db", "r.db", "--keep-going", cwd=folder, timeout=300)
     assert result.returncode == 1, result.stdout + result.stderr
     rows = statuses(folder / "r.db")
     assert [status for _, status, _ in rows] == ["failed", "failed"], rows
-    for _, _, error in rows:
-        assert "metric.pattern '^val (?P<val_loss>(a|aa)+)$' took over 1 s on stdout line 1" in error, error
-        assert "\n" not in error
+    return [error for _, _, error in rows]
 
 
 BUSY = """import time
@@ -122,14 +129,8 @@ def test_4_an_entry_point_that_catches_the_stop_is_failed_timed_out(tmp_path, ca
     folder = tmp_path / "w"
     folder.mkdir()
     (folder / "busy.py").write_text(BUSY % catches)
-    (folder / "m.yaml").write_text(
-        "name: own\ntrainer: {entry: 'busy:main', timeout: 1}\nparams: {lr: 0.1}\nmin_effect: 0.01\n"
-        "seeds: [0]\ndesign: one-at-a-time\ntoggles: [{lr: [0.5]}]\nexecution: {warm_workers: false}\n")
-    result = ablate("run", "m.yaml", "--db", "r.db", "--keep-going", cwd=folder, timeout=300)
-    assert result.returncode == 1, result.stdout + result.stderr
-    rows = statuses(folder / "r.db")
-    assert [status for _, status, _ in rows] == ["failed", "failed"], rows
-    assert all("timed out after 1 s (trainer.timeout)" in error for _, _, error in rows), rows
+    errors = both_runs_fail(folder, "trainer: {entry: 'busy:main', timeout: 1}\nseeds: [0]\n")
+    assert all("timed out after 1 s (trainer.timeout)" in error for error in errors), errors
 
 
 # ------------------------------------------------------------------ 9, 15: values beyond what is held
