@@ -58,7 +58,7 @@ def run_detail(runs: pd.DataFrame, evals: pd.DataFrame, row: pd.Series) -> RunDe
     info = {k: plain(row.get(k)) for k in ("run_id", "experiment", "name", "hash", "seed", "status", "error",
                                               "toggles", "final_val_loss", "best_val_loss", "best_step",
                                               "wall_time_s", "tokens_per_s", "code_version")}
-    info.update({k: plain(row.get(f"res.{k}")) for k in COST_FIELDS})
+    info.update({k: plain(row.get(f"res.{k}")) for k in RUN_RESULT_DETAILS})
     info = {k: (None if missing(v) else v) for k, v in info.items()}
     metric = stored["trainer"].get("metric", "val_loss") if own else "val_loss"
     column = eval_column(metric)
@@ -68,8 +68,8 @@ def run_detail(runs: pd.DataFrame, evals: pd.DataFrame, row: pd.Series) -> RunDe
                      mine[column].astype(float).tolist() if column in mine else [])
 
 
-COST_FIELDS = ("warmup_s", "step_time_s", "train_tokens_per_s", "peak_rss_bytes", "peak_rss_of",
-               "peak_cuda_allocated_bytes", "environment")  # what a run cost and ran on: its result's
+RUN_RESULT_DETAILS = ("warmup_s", "step_time_s", "train_tokens_per_s", "peak_rss_bytes", "peak_rss_of",
+                      "peak_cuda_allocated_bytes", "environment")  # what a run cost and ran on, from its result
 
 
 def cost_line(run: dict) -> str | None:
