@@ -7,7 +7,8 @@ tokenizers and datasets (`pip install 'ablate[mainrun]'`), plots and the HTML pa
 
 from __future__ import annotations
 
-import importlib
+import importlib.util
+import sys
 
 EXTRAS = {"mainrun": ("torch", "tokenizers", "datasets"), "plots": ("matplotlib",)}
 
@@ -17,12 +18,15 @@ class MissingExtra(RuntimeError):
 
 
 def installed(module: str) -> bool:
-    """Importable here (imported, not only found: a broken install counts as missing)."""
+    """Found on this interpreter's path (found, not imported: importing torch, tokenizers and
+    datasets to say yes cost every `ablate run` seconds; an install broken past finding fails
+    its runs with the import error instead)."""
+    if module in sys.modules:
+        return sys.modules[module] is not None
     try:
-        importlib.import_module(module)
-    except ImportError:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):  # a finder that refuses the name, a module without a spec
         return False
-    return True
 
 
 def require(extra: str, what: str) -> None:

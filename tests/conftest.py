@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import pytest
 from hypothesis import settings
@@ -66,19 +69,41 @@ class SmokeRun:
         return str(self.db)
 
 
+def once_per_session(tmp_path_factory, name: str, make: Callable[[Path], dict]) -> dict:
+    """`make(folder)` done once per test session, however many xdist workers ask: the first
+    makes it under a lock in the folder all workers share, the others read what it returned.
+    For costly runs the tests only read (a second copy would cost a worker a minute)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    record = shared / f"{name}.json"
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, or the worker dies
+        if not record.exists():
+            folder = shared / name
+            shutil.rmtree(folder, ignore_errors=True)  # a worker that died making it
+            folder.mkdir()
+            made = make(folder)
+            record.write_text(json.dumps(made))
+        return json.loads(record.read_text())
+
+
 @pytest.fixture(scope="session")
 def smoke_db(hn_csv, tmp_path_factory) -> SmokeRun:
     """Run the smoke matrix once (about a minute on 2 quiet cores; timeout only a hang guard) into a fresh SQLite file, on the
     data it names (the built-in titles): what a bare clone runs."""
-    cwd = tmp_path_factory.mktemp("smoke")
-    db = cwd / "smoke.db"
-    url = f"sqlite:///{db}"
-    cmd = [sys.executable, "-m", "ablate", "run", str(SMOKE_MATRIX), "--db", url,
-           "--log-dir", str(cwd / "logs")]
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
-    if proc.returncode != 0:
-        pytest.fail(f"smoke run failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return SmokeRun(db, url, cwd, cwd / "logs", cmd, proc.stdout, proc.stderr, proc.returncode)
+    def make(cwd: Path) -> dict:
+        db = cwd / "smoke.db"
+        url = f"sqlite:///{db}"
+        cmd = [sys.executable, "-m", "ablate", "run", str(SMOKE_MATRIX), "--db", url,
+               "--log-dir", str(cwd / "logs")]
+        proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=900)
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(SmokeRun(
+            db, url, cwd, cwd / "logs", cmd, proc.stdout, proc.stderr, proc.returncode)).items()}
+
+    made = once_per_session(tmp_path_factory, "smoke", make)
+    if made["returncode"] != 0:
+        pytest.fail(f"smoke run failed ({made['returncode']}):\n{made['stdout']}\n{made['stderr']}")
+    return SmokeRun(**{**made, **{k: Path(made[k]) for k in ("db", "cwd", "log_dir")}})
 
 
 # ------------------------------------------------ the example of your own trainer, run once
@@ -89,8 +114,9 @@ EXISTING = REPO / "examples" / "existing-script"
 
 @dataclass(frozen=True)
 class ExampleRun:
-    """`ablate run matrix.yaml` in a copy of an example (a command trainer), once per session:
-    the copy, its database (the matrix's `db:`, beside it) and what the command said."""
+    """`ablate run matrix.yaml` in a copy of an example (a command trainer), once per session
+    (all workers share it): the copy, its database (the matrix's `db:`, beside it) and what the
+    command said."""
 
     cwd: Path
     db: Path
@@ -99,14 +125,19 @@ class ExampleRun:
 
 
 def _run_example(tmp_path_factory, example: Path, db_name: str) -> ExampleRun:
-    cwd = tmp_path_factory.mktemp("example") / example.name
-    shutil.copytree(example, cwd, ignore=shutil.ignore_patterns("*.db", "__pycache__"))
-    env = {k: v for k, v in os.environ.items() if k != "ABLATE_DB"}  # the matrix's db: applies
-    proc = subprocess.run([sys.executable, "-m", "ablate", "run", "matrix.yaml", "--log-dir", "logs"],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        pytest.fail(f"the example failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return ExampleRun(cwd, cwd / db_name, proc.stdout, proc.returncode)
+    def make(folder: Path) -> dict:
+        cwd = folder / example.name
+        shutil.copytree(example, cwd, ignore=shutil.ignore_patterns("*.db", "__pycache__"))
+        env = {k: v for k, v in os.environ.items() if k != "ABLATE_DB"}  # the matrix's db: applies
+        proc = subprocess.run([sys.executable, "-m", "ablate", "run", "matrix.yaml", "--log-dir", "logs"],
+                              cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+        return {"cwd": str(cwd), "stdout": proc.stdout, "stderr": proc.stderr, "returncode": proc.returncode}
+
+    made = once_per_session(tmp_path_factory, example.name, make)
+    if made["returncode"] != 0:
+        pytest.fail(f"the example failed ({made['returncode']}):\n{made['stdout']}\n{made['stderr']}")
+    cwd = Path(made["cwd"])
+    return ExampleRun(cwd, cwd / db_name, made["stdout"], made["returncode"])
 
 
 @pytest.fixture(scope="session")

@@ -1,7 +1,8 @@
 """A lighter install for your own script (issue 37): without torch, tokenizers, datasets and
 matplotlib, your own trainer's matrix runs and reports; what needs one of them says which extra
-in one line, before anything starts. The packages are hidden by stand-ins that fail to import,
-first on PYTHONPATH, so every process (the job processes too) sees them missing."""
+in one line, before anything starts. The packages are hidden by a finder that refuses them,
+installed by a sitecustomize on PYTHONPATH, so every process (the job processes too) sees them
+missing."""
 
 from __future__ import annotations
 
@@ -18,14 +19,27 @@ from .conftest import EXAMPLE, REPO, SMOKE_MATRIX
 HIDDEN = ("torch", "tokenizers", "datasets", "matplotlib")
 
 
+HIDER = """
+import sys
+
+class Hidden:
+    \"\"\"Refuses the hidden packages, found or imported: as if they were not installed.\"\"\"
+
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in {hidden!r}:
+            raise ModuleNotFoundError(f"No module named {{name!r}} (hidden by the test)", name=name)
+        return None
+
+sys.meta_path.insert(0, Hidden())
+"""
+
+
 @pytest.fixture(scope="module")
 def bare(tmp_path_factory) -> dict:
-    """An environment in which the optional packages cannot be imported."""
+    """An environment in which the optional packages cannot be found or imported: a
+    sitecustomize first on PYTHONPATH puts a finder that refuses them in every process."""
     shadow = tmp_path_factory.mktemp("shadow")
-    for name in HIDDEN:
-        (shadow / name).mkdir()
-        message = f"No module named {name!r} (hidden by the test)"
-        (shadow / name / "__init__.py").write_text(f"raise ImportError({message!r})\n")
+    (shadow / "sitecustomize.py").write_text(HIDER.format(hidden=set(HIDDEN)))
     env = {k: v for k, v in os.environ.items() if k != "ABLATE_DB"}
     return {**env, "PYTHONPATH": os.pathsep.join([str(shadow), str(REPO)])}
 
@@ -37,7 +51,10 @@ def ablate(env: dict, cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 def test_the_hidden_packages_really_are_missing(bare, tmp_path):
     probe = subprocess.run([sys.executable, "-c", "import torch"], env=bare, capture_output=True, text=True)
-    assert probe.returncode == 1 and "ImportError: No module named 'torch' (hidden by the test)" in probe.stderr
+    assert probe.returncode == 1 and "ModuleNotFoundError: No module named 'torch' (hidden by the test)" in probe.stderr
+    found = subprocess.run([sys.executable, "-c", "import importlib.util as u; u.find_spec('matplotlib')"], env=bare,
+                           capture_output=True, text=True)
+    assert found.returncode == 1 and "hidden by the test" in found.stderr
 
 
 def test_your_own_script_runs_and_reports_without_the_optional_packages(bare, tmp_path):

@@ -29,7 +29,7 @@ class ScriptedExecutor:
     def free_slots(self) -> int:
         return self.slots - len(self.running)
 
-    def start(self, job) -> None:
+    def start(self, job, another_waits=True) -> None:
         self.running.append(job)
         self.started.append(job.run_id)
 

@@ -32,7 +32,7 @@ KINDS = ("local", "ray")
 class Executor(Protocol):
     def describe(self) -> str: ...
     def free_slots(self) -> int: ...
-    def start(self, job: Job) -> None: ...
+    def start(self, job: Job, another_waits: bool = True) -> None: ...
     def poll(self) -> list[Ended]: ...
     def stop_all(self) -> list[Job]: ...
     def close(self) -> None: ...
@@ -114,7 +114,7 @@ def detect_slots(devices: str | list[int], jobs_per_device: int | None) -> list[
     if devices != "cpu":
         if isinstance(devices, list):
             gpus = devices
-        elif installed("torch"):  # your own trainer needs no torch: then, CPU slots
+        elif installed("torch") and _gpu_driver():  # no torch (your own trainer), or no driver: CPU slots
             import torch
 
             gpus = list(range(torch.cuda.device_count()))
@@ -126,11 +126,20 @@ def detect_slots(devices: str | list[int], jobs_per_device: int | None) -> list[
     return [Slot("cpu", None, threads) for _ in range(jobs)]
 
 
+def _gpu_driver() -> bool:
+    """Whether a GPU driver is loaded (Linux: NVIDIA's or ROCm's device files), so that counting
+    GPUs is worth importing torch in the runner: without one torch counts 0, after seconds."""
+    if not sys.platform.startswith("linux"):
+        return True  # no cheap test elsewhere: ask torch
+    return any(os.path.exists(p) for p in ("/proc/driver/nvidia/version", "/dev/nvidiactl", "/dev/kfd"))
+
+
 class LocalExecutor:
     """Each job is a `python -m ablate.execution.job` subprocess; its output goes to a log file.
 
     With warm workers (the default), each slot keeps one spare job process that imports torch
-    and the trainer while the slot's current run trains, and hands it the next run: the
+    and the trainer while the slot's current run trains (while another run waits), and hands it
+    the next run: the
     seconds of start-up overlap the previous run. Still one process per run, so isolation and
     the failure rules are unchanged. A spare costs a few CPU-seconds and one idle process per
     slot (see BENCHMARKS.md for when it pays)."""
@@ -146,7 +155,9 @@ class LocalExecutor:
     def free_slots(self) -> int:
         return sum(s.process is None for s in self.slots)
 
-    def start(self, job: Job) -> None:
+    def start(self, job: Job, another_waits: bool = True) -> None:
+        """Start `job` in a free slot (in its spare, if one waits), and a spare for the slot's
+        next run only if another run waits for one."""
         slot = next(s for s in self.slots if s.process is None)
         options = {**job.options, "device": slot.device}
         if slot.threads:
@@ -166,7 +177,7 @@ class LocalExecutor:
             stdout=slot.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,  # Ctrl-C reaches the runner only
             env={**self._env(slot), job_process.DB_VARIABLE: job.db_url}, start_new_session=True)
         slot.job = job
-        if self.warm_workers:
+        if self.warm_workers and another_waits:
             slot.spare = subprocess.Popen(
                 [sys.executable, "-m", job_process.__name__, "--serve", "--trainer", job.trainer],
                 stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

@@ -208,7 +208,7 @@ class RayExecutor:
     def free_slots(self) -> int:
         return max(0, self._slots() - len(self.active))
 
-    def start(self, job: Job) -> None:
+    def start(self, job: Job, another_waits: bool = True) -> None:
         store = self._store(job.db_url)
         options = {**job.options, "device": "cuda" if self.gpus_per_run > 0 else "cpu"}
         if self.gpus_per_run == 0 and self.cpus_per_run >= 1:

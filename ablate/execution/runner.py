@@ -194,7 +194,8 @@ def run(store: Store, run_ids: list[int], executor: Executor, *, trainer: str = 
         notify("reaped", {"run_id": reaped})
     if rerun:
         store.requeue(run_ids, RERUN_STATUSES[rerun])
-    already_done = sum(store.run(i).status == "completed" for i in run_ids)
+    to_train = {i for i in run_ids if store.run(i).status != "completed"}
+    already_done = len(run_ids) - len(to_train)
     tried: set[int] = set()  # never retry a run within one invocation (an OOM would loop)
     active: dict[int, Job] = {}
     outcome = Outcome([], already_done)
@@ -215,7 +216,7 @@ def run(store: Store, run_ids: list[int], executor: Executor, *, trainer: str = 
                         job_options["run_dir"] = str(run_root / f"run{claimed.id}-attempt{claimed.attempt}")
                     job = Job(claimed.id, claimed.attempt, claimed.name, store.url, trainer, job_options)
                     tried.add(claimed.id)
-                    executor.start(job)
+                    executor.start(job, another_waits=bool(to_train - tried))
                     active[claimed.id] = job
                     outcome.trained.append(claimed.id)
                     notify("start", {"job": job})
