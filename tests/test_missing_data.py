@@ -18,6 +18,9 @@ import sys
 import textwrap
 from pathlib import Path
 
+from typer.testing import CliRunner
+
+from ablate.cli import app
 from ablate.results import report as rp
 from ablate.results.render import render
 from ablate.storage.store import Store
@@ -69,16 +72,17 @@ def run(folder: Path, *extra: str) -> subprocess.CompletedProcess:
 
 def reports(folder: Path) -> dict[str, str]:
     """The report in every format, the HTML page and the effects plot (SVG, whose hover titles
-    hold each verdict)."""
-    out = {}
+    hold each verdict): the commands in this process (a subprocess each cost seconds of imports)."""
+    db, out = f"sqlite:///{folder / 'm.db'}", {}
     for fmt in FORMATS:
-        done = ablate("report", "--db", "m.db", "--format", fmt, cwd=folder)
-        assert done.returncode == 0, done.stderr
+        done = CliRunner().invoke(app, ["report", "--db", db, "--format", fmt])
+        assert done.exit_code == 0, done.output
         out[fmt] = done.stdout
-    assert ablate("report", "--db", "m.db", "--format", "html", "--out", "r.html", cwd=folder).returncode == 0
-    out["html"] = (folder / "r.html").read_text()
-    assert ablate("plot", "--db", "m.db", "--effects", "--out", "e.svg", cwd=folder).returncode == 0
-    out["plot"] = (folder / "e.svg").read_text()
+    page, plot = folder / "r.html", folder / "e.svg"
+    assert CliRunner().invoke(app, ["report", "--db", db, "--format", "html", "--out", str(page)]).exit_code == 0
+    out["html"] = page.read_text()
+    assert CliRunner().invoke(app, ["plot", "--db", db, "--effects", "--out", str(plot)]).exit_code == 0
+    out["plot"] = plot.read_text()
     return out
 
 

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from sqlalchemy import text
 
 from ablate.storage.store import Store
@@ -75,26 +76,32 @@ def test_a_cluster_that_wants_its_token_is_named_as_the_cause(monkeypatch, tmp_p
 
 
 def test_ray_executor_runs_the_smoke_matrix_like_the_local_executor(tmp_path, hn_csv, smoke_db):
-    """experiments/smoke.yaml through Ray (one CPU, one thread per run: as the local executor
-    runs it with two jobs on the two cores) against the session's local smoke run."""
+    """Three of experiments/smoke.yaml's runs through Ray (one CPU, one thread per run: as the
+    local executor runs it with two jobs on the two cores) against the same runs (their
+    identities) of the session's local smoke run."""
+    spec = yaml.safe_load(SMOKE_MATRIX.read_text())
+    spec.update(name="smoke-ray", toggles=spec["toggles"][:2])
+    spec.pop("db")
+    matrix = tmp_path / "smoke-ray.yaml"
+    matrix.write_text(yaml.safe_dump(spec))
     ray_db = tmp_path / "ray.db"
-    remote = ablate("run", str(SMOKE_MATRIX), "--data", hn_csv, "--executor", "ray",
+    remote = ablate("run", str(matrix), "--data", hn_csv, "--executor", "ray",
                     "--log-dir", str(tmp_path / "logs"), db=ray_db, cwd=tmp_path)
     assert remote.returncode == 0, remote.stdout + remote.stderr
     assert "Ray cluster" in remote.stdout
-    expected, got = runs(smoke_db.db), runs(ray_db)
-    assert len(got) == 9
-    assert [r[:4] for r in got] == [r[:4] for r in expected]  # same identities, names, statuses
-    assert all(r[2] == "completed" for r in got)
-    assert [r[4] for r in got] == pytest.approx([r[4] for r in expected], rel=1e-6)
+    got = runs(ray_db)
+    expected = {r[0]: r for r in runs(smoke_db.db)}
+    assert len(got) == 3 and all(r[2] == "completed" for r in got)
+    assert [r[:4] for r in got] == [expected[r[0]][:4] for r in got]  # same identities, names, statuses
+    assert [r[4] for r in got] == pytest.approx([expected[r[0]][4] for r in got], rel=1e-6)
     local_curves, ray_curves = curves(smoke_db.db), curves(ray_db)
-    assert local_curves.keys() == ray_curves.keys()
-    for name, curve in local_curves.items():
-        assert [s for s, _ in ray_curves[name]] == [s for s, _ in curve]
-        assert [v for _, v in ray_curves[name]] == pytest.approx([v for _, v in curve], rel=1e-6)
+    assert ray_curves.keys() == {r[1] for r in got}
+    for name, curve in ray_curves.items():
+        assert [s for s, _ in curve] == [s for s, _ in local_curves[name]]
+        assert [v for _, v in curve] == pytest.approx([v for _, v in local_curves[name]], rel=1e-6)
     # the driver committed everything; one log per run, with the worker that trained it
-    logs = sorted((tmp_path / "logs" / "smoke").glob("*/run*-attempt1.log"))
-    assert len(logs) == 9 and all("running on host" in p.read_text() for p in logs)
+    logs = sorted((tmp_path / "logs" / "smoke-ray").glob("*/run*-attempt1.log"))
+    assert len(logs) == 3 and all("running on host" in p.read_text() for p in logs)
 
 
 def test_killed_ray_worker_run_is_interrupted_then_completed_by_the_next_run(tmp_path, hn_csv):
