@@ -200,7 +200,7 @@ def run(
     they happen. Exit status: 0 every run completed, 1 some failed or were interrupted, 2 bad
     input, 130 Ctrl-C."""
     from .execution import runner, sequential, workspace
-    from .execution.executors import ExecutorChoice, make_executor
+    from .execution.executors import ExecutorChoice, check_timing, make_executor
     from .execution.progress import LiveProgress
     from .results.looks import undecided
     from .storage.store import open_store
@@ -216,6 +216,7 @@ def run(
     matrix, rows = _planned(matrix_path, data)
     with user_errors():
         trainer = runner.entry_point(matrix, trainer)
+        check_timing(choice, matrix.execution)
         if trainer == runner.DEFAULT_TRAINER:  # before the database is touched or a job started
             require("mainrun", "the built-in trainer (a matrix without trainer:)")
     if decide:

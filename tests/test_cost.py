@@ -100,18 +100,18 @@ def test_a_command_trainers_peak_is_its_commands_and_tells_200_from_50_mib(tmp_p
     (tmp_path / "alloc.py").write_text(textwrap.dedent(ALLOC))
     (tmp_path / "m.yaml").write_text(
         "name: mem\ntrainer: {command: '{python} alloc.py --mb {mb} --seed {seed}'}\nparams: {mb: 50}\n"
-        "metric: {name: val_loss}\nmin_effect: 0.1\nseeds: [1]\ndesign: one-at-a-time\n"
+        "metric: {name: val_loss}\nmin_effect: 0.1\nseeds: [1, 2]\ndesign: one-at-a-time\n"
         "toggles:\n  - name: big\n    patch: {mb: 200}\n")
     env = {k: v for k, v in os.environ.items() if k != "ABLATE_DB"}
     ran = subprocess.run([sys.executable, "-m", "ablate", "run", "m.yaml", "--db", "r.db"], cwd=tmp_path,
                          env=env, capture_output=True, text=True, timeout=300)
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    rows = sqlite3.connect(tmp_path / "r.db").execute("SELECT name, result FROM runs").fetchall()
+    rows = sqlite3.connect(tmp_path / "r.db").execute("SELECT name, result FROM runs WHERE seed = 1").fetchall()
     peak = {name: json.loads(result)["peak_rss_bytes"] for name, result in rows}
     assert {json.loads(result)["peak_rss_of"] for _, result in rows} == {"the command's largest process"}
     assert peak["baseline"] >= 50 * MIB and peak["big"] >= 200 * MIB
     assert peak["big"] - peak["baseline"] == pytest.approx(150 * MIB, rel=0.2)  # the job's own memory apart
-    shown = subprocess.run([sys.executable, "-m", "ablate", "show", "big", "--db", "r.db"], cwd=tmp_path,
+    shown = subprocess.run([sys.executable, "-m", "ablate", "show", "big", "--seed", "1", "--db", "r.db"], cwd=tmp_path,
                            env=env, capture_output=True, text=True, timeout=300)
     assert f"cost: peak memory {peak['big'] / MIB:,.0f} MiB resident (the command's largest process)" in \
         " ".join(shown.stdout.split())
@@ -119,7 +119,12 @@ def test_a_command_trainers_peak_is_its_commands_and_tells_200_from_50_mib(tmp_p
     assert f"environment: Python {python}, " in " ".join(shown.stdout.split())
     exported = subprocess.run([sys.executable, "-m", "ablate", "runs", "--db", "r.db", "-f", "json"], cwd=tmp_path,
                               env=env, capture_output=True, text=True, timeout=300)
-    assert {r["name"]: r["res.peak_rss_bytes"] for r in json.loads(exported.stdout)} == peak
+    assert {r["name"]: r["res.peak_rss_bytes"] for r in json.loads(exported.stdout) if r["seed"] == 1} == peak
+    report = subprocess.run([sys.executable, "-m", "ablate", "report", "m.yaml", "--db", "r.db", "-f", "json"], cwd=tmp_path,
+                            env=env, capture_output=True, text=True, timeout=300)
+    (effect,) = json.loads(report.stdout)["effects"]
+    assert effect["memory_verdict"] == "more memory", effect  # paired by seed: ~4x, far past ±5 %
+    assert 3 < effect["memory_lo"] <= effect["memory_ratio"] <= effect["memory_hi"] < 5
 
 
 def test_the_script_repository_is_recorded_with_its_dirty_state_and_diff(tmp_path):

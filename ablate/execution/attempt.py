@@ -70,13 +70,19 @@ def run_attempt(trainer: str, config: dict, options: ExecOptions, sink: Sink, *,
         memory = PeakMemory()
         command = is_custom(config) and bool(config["trainer"].get("command"))
         result = {**train(config, on_eval, options, **extra), **memory.read(command),
-                  "environment": environment(config)}
+                  "environment": environment(config),
+                  **_timing(options or ExecOptions())}
     except BaseException as e:  # noqa: BLE001 - every failure is recorded
         status = "interrupted" if isinstance(e, KeyboardInterrupt) else "failed"
         sink.failed(f"{type(e).__name__}: {e}", format_exc(), status)
         return status
     sink.finished(result)
     return "completed"
+
+
+def _timing(options: ExecOptions) -> dict[str, Any]:
+    """How the run was timed, for the report to judge whether two runs' timings compare."""
+    return {"runs_sharing_device": options.runs_sharing_device, "timed_exclusively": options.timed_exclusively}
 
 
 def load_trainer(spec: str) -> Callable[..., dict[str, Any]]:

@@ -74,13 +74,27 @@ class ExecutorChoice:
                 raise ExecutorError(str(e)) from e
 
 
+def check_timing(choice: ExecutorChoice, execution: Execution) -> None:
+    """A matrix timed exclusively (one run per device at a time) runs so: not packed by
+    --jobs-per-device, not on Ray (whose placement ablate does not control). Checked before
+    anything is written."""
+    if execution.timing == "exclusive" and (choice.kind != "local" or (choice.jobs_per_device or 1) > 1):
+        raise ExecutorError("the matrix's execution.timing is 'exclusive' (one run per device at a time): "
+                            + ("run it with the local executor" if choice.kind != "local"
+                               else f"--jobs-per-device {choice.jobs_per_device} contradicts it"))
+
+
 def make_executor(choice: ExecutorChoice, execution: Execution, log_dir: Path) -> Executor:
     """The chosen executor, set up for a matrix whose `execution` section gives the local
     executor's devices, jobs per device and warm workers (the command line overrides them)."""
+    check_timing(choice, execution)
+    exclusive = execution.timing == "exclusive"
     if choice.kind == "local":
         slots = detect_slots(execution.devices, choice.jobs_per_device or execution.jobs_per_device)
         warm = execution.warm_workers if choice.warm_workers is None else choice.warm_workers
-        return LocalExecutor(slots, log_dir, warm_workers=warm)
+        # exclusive on a CPU: no spare importing torch on the cores a timed run uses
+        return LocalExecutor(slots, log_dir, warm_workers=warm and not (exclusive and slots[0].device == "cpu"),
+                             exclusive=exclusive)
     from .ray_executor import RayExecutor, RayUnavailable
 
     try:
@@ -144,10 +158,11 @@ class LocalExecutor:
     the failure rules are unchanged. A spare costs a few CPU-seconds and one idle process per
     slot (see BENCHMARKS.md for when it pays)."""
 
-    def __init__(self, slots: list[Slot], log_dir: Path, warm_workers: bool = True):
+    def __init__(self, slots: list[Slot], log_dir: Path, warm_workers: bool = True, exclusive: bool = False):
         self.slots = slots
         self.log_dir = log_dir
         self.warm_workers = warm_workers
+        self.exclusive = exclusive
 
     def describe(self) -> str:
         return f"{len(self.slots)} {self.slots[0].device} slot(s)"
@@ -159,7 +174,9 @@ class LocalExecutor:
         """Start `job` in a free slot (in its spare, if one waits), and a spare for the slot's
         next run only if another run waits for one."""
         slot = next(s for s in self.slots if s.process is None)
-        options = {**job.options, "device": slot.device}
+        sharing = sum(s.device == slot.device and s.visible == slot.visible for s in self.slots)
+        options = {**job.options, "device": slot.device, "runs_sharing_device": sharing,
+                   "timed_exclusively": self.exclusive}
         if slot.threads:
             options["threads"] = slot.threads
         self.log_dir.mkdir(parents=True, exist_ok=True)

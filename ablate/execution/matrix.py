@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, ValidationError, field_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
 from ..storage.schema import MAX_NAME_CHARS, plain_name
 from ..training.catalog import CATALOG, PRESETS, preset
-from ..training.config import FIELDS, MAINRUN_VAL_LOSS, MIN_EFFECT, ConfigError, TrainConfig, suggest
+from ..training.config import COST_MIN_EFFECT, FIELDS, MAINRUN_VAL_LOSS, MIN_EFFECT, ConfigError, TrainConfig, suggest
 from ..training.datasource import BUILTIN_PREFIX, local_format
 from ..training.params import ParamsConfig
 from .designs import DESIGNS, TWO_LEVEL_DESIGNS, ComposedRow, Factor, ListRun, build_rows, count_rows
@@ -107,6 +107,16 @@ class Execution(Strict):
     devices: str | list[int] = "auto"
     jobs_per_device: int | None = Field(None, ge=1)  # None: executors.DEFAULT_JOBS_PER_DEVICE
     warm_workers: bool = True  # a spare job process per slot imports torch while the slot trains
+    # exclusive: one run per device at a time and, on a CPU, no spare importing beside it, so
+    # timings compare (the report says so); shared: as jobs_per_device and warm_workers say
+    timing: Literal["shared", "exclusive"] = "shared"
+
+    @model_validator(mode="after")
+    def _exclusive(self) -> "Execution":
+        if self.timing == "exclusive" and (self.jobs_per_device or 1) > 1:
+            raise ValueError(f"timing 'exclusive' runs one run per device at a time; jobs_per_device "
+                             f"{self.jobs_per_device} contradicts it")
+        return self
 
     @field_validator("devices", mode="before")
     @classmethod
@@ -126,6 +136,7 @@ class MatrixSpec(Strict):
     db: str | None = None  # the database commands given this file use by default (relative to the current directory)
     reference: float = MAINRUN_VAL_LOSS
     min_effect: float = Field(MIN_EFFECT, gt=0)  # nats/char: what the verdicts call a change that matters
+    cost_min_effect: float = Field(COST_MIN_EFFECT, gt=0, lt=1)  # relative: a speed or memory change that matters
     family: Literal["comparison", "experiment"] = "comparison"  # what one interval level covers (README: Verdicts)
     seeds: Seeds | None = None
     design: str

@@ -210,7 +210,9 @@ class RayExecutor:
 
     def start(self, job: Job, another_waits: bool = True) -> None:
         store = self._store(job.db_url)
-        options = {**job.options, "device": "cuda" if self.gpus_per_run > 0 else "cpu"}
+        # runs at once on one device: a fraction of a GPU each, or (CPU) every slot at most
+        sharing = max(1, math.floor(1 / self.gpus_per_run + 1e-9)) if self.gpus_per_run else self._slots()
+        options = {**job.options, "device": "cuda" if self.gpus_per_run > 0 else "cpu", "runs_sharing_device": sharing}
         if self.gpus_per_run == 0 and self.cpus_per_run >= 1:
             options["threads"] = int(self.cpus_per_run)
         job = replace(job, options=options)

@@ -10,7 +10,7 @@ from typing import Annotated, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
-from ..training.config import MIN_EFFECT
+from ..training.config import COST_MIN_EFFECT, MIN_EFFECT
 from .safe_yaml import YAMLProblem, read_mapping
 
 
@@ -54,6 +54,7 @@ class VerdictPlan:
     seeds: str = "as listed"  # the plan in words: "{min: 3, max: 12}" or "3 listed"
     family: str = "comparison"  # each comparison's own 95 %, or simultaneous over the experiment's
     after_data: bool = False  # stored at a later run than the experiment's first data: not pre-registered
+    cost_min_effect: float = COST_MIN_EFFECT  # relative change of time per step or peak memory that matters
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -73,7 +74,8 @@ class VerdictPlan:
             return None
         ok = isinstance(plan.min_effect, (int, float)) and plan.min_effect > 0 and isinstance(plan.looks, int) \
             and plan.looks >= 1 and isinstance(plan.first, int) and plan.family in FAMILIES \
-            and isinstance(plan.after_data, bool)
+            and isinstance(plan.after_data, bool) and isinstance(plan.cost_min_effect, (int, float)) \
+            and 0 < plan.cost_min_effect < 1
         return plan if ok else None
 
 
@@ -88,15 +90,17 @@ def verdict_plan(yaml_text: str | None) -> VerdictPlan:
     usable = isinstance(min_effect, (int, float)) and not isinstance(min_effect, bool) and min_effect > 0
     delta = float(min_effect) if usable else MIN_EFFECT
     family = raw.get("family") if raw.get("family") in FAMILIES else "comparison"
+    cost = raw.get("cost_min_effect")
+    cost = float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) and 0 < cost < 1 else COST_MIN_EFFECT
     try:
         seed_range = SeedRange.model_validate(seeds) if isinstance(seeds, dict) else None
     except ValueError:
         seed_range = None
     if seed_range is not None:
         return VerdictPlan(delta, seed_range.looks, seed_range.min, seed_range.max,
-                           f"{{min: {seed_range.min}, max: {seed_range.max}}}", family)
+                           f"{{min: {seed_range.min}, max: {seed_range.max}}}", family, cost_min_effect=cost)
     count = len(seeds) if isinstance(seeds, list) and seeds else 1
-    return VerdictPlan(delta, 1, count, count, f"{count} listed", family)
+    return VerdictPlan(delta, 1, count, count, f"{count} listed", family, cost_min_effect=cost)
 
 
 def own_metric(yaml_text: str | None) -> tuple[str, str] | None:

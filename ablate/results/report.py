@@ -41,6 +41,7 @@ from ..storage.schema import EVAL_COLUMNS
 from ..storage.store import open_store
 from ..training.catalog import CATALOG
 from . import frames
+from .cost import attach, cost_effects, cost_lines
 from .lines import (COVERAGE_TOLERANCE, baseline_name, fairness, interval_line, looks_taken, metric_line,
                     settled_plan, split_line)
 from .notes import report_notes
@@ -129,6 +130,7 @@ def make_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame,
     chosen = metric or ("full" if mixed else "mainrun")
     per_run = _per_run(runs, evals, chosen, coverage)
     effects, title, level = _effects(design, per_run, factors, plan)
+    effects = attach(effects, cost_effects(per_run, _effects_on(design, factors, plan), plan.cost_min_effect))
     ranking = _ranking(per_run, factors, reference, chosen, level)
     if design != "cumulative":  # a cumulative design's steps read in their order
         effects = effects.sort_values("estimate", kind="stable", na_position="last", ignore_index=True)
@@ -138,7 +140,7 @@ def make_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame,
     fair_line, reference_fair = fairness(per_run, reference)
     resolution_line, first = qualify(per_run, effects, ranking, plan, METRICS[chosen], printed=False)
     lines = [fair_line, metric_line(chosen, mixed, done), resolution_line, split_line(per_run),
-             interval_line(seeds, level, plan), *after_data]
+             interval_line(seeds, level, plan), *cost_lines(effects, per_run, plan.cost_min_effect), *after_data]
     return Report(exp["experiment"], design, chosen, reference, seeds, [line for line in lines if line],
                   ranking, effects, title, report_notes(ranking, effects, alias, seeds, plan, level,
                                                         looks_taken(exp), identical_seeds(per_run), first=first),
@@ -154,6 +156,7 @@ def _own_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame, own: tu
     design, _, factors, alias = _design(exp, runs)
     per_run = _per_run(runs, evals, name, nothing, goal)
     effects, title, level = _effects(design, per_run, factors, plan, goal)
+    effects = attach(effects, cost_effects(per_run, _effects_on(design, factors, plan), plan.cost_min_effect))
     ranking = _ranking(per_run, factors, math.nan, name, level, goal)
     if design != "cumulative":
         effects = effects.sort_values("estimate", ascending=goal == "minimize", kind="stable",
@@ -166,6 +169,7 @@ def _own_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame, own: tu
         title = title.replace("negative = better", "positive = better").replace("positive = X helps", "negative = X helps")
     return Report(exp["experiment"], design, name, None, seeds, [f"Metric: {name}, its last evaluation's value; "
                   f"{better} is better.", *filter(None, [resolution_line, interval_line(seeds, level, plan)]),
+                  *cost_lines(effects, per_run, plan.cost_min_effect),
                   *after_data], ranking, effects, title,
                   report_notes(ranking, effects, alias, seeds, plan, level, looks_taken(exp),
                                identical_seeds(per_run), unit=f" in {name}", first=first),
@@ -429,6 +433,11 @@ def _effects(design: str, per_run: pd.DataFrame, factors: list[_Factor], plan: V
     effects.loc[undecidable, ["ci_lo", "ci_hi", "p"]] = math.nan
     effects.loc[undecidable | (effects["verdict"] == FAILS), "seeds_needed"] = None
     return effects, _TITLES.get(design, _TITLES["list"]), level
+
+
+def _effects_on(design: str, factors: list[_Factor], plan: VerdictPlan):
+    """The design's comparisons of another per-run value `y` (a cost's log) against its own δ."""
+    return lambda frame, delta: _effects(design, frame, factors, replace(plan, min_effect=delta))[0]
 
 
 def _scale(done: pd.DataFrame) -> float:

@@ -60,7 +60,7 @@ def train(config: dict, on_eval: Callable[[dict], None], options: ExecOptions | 
     returned = _command(run, evals, _run_dir(options or ExecOptions())) if run.kind == "command" else _entry(run, evals)
     evals.finish()
     assert evals.last is not None
-    return {**returned, "wall_time_s": time.monotonic() - started, "steps": evals.last["step"]}
+    return {"wall_time_s": time.monotonic() - started, **returned, "steps": evals.last["step"]}
 
 
 def _run_dir(options: ExecOptions) -> str:
@@ -85,11 +85,15 @@ def _command(run: ParamsConfig, evals: Evaluations, run_dir: str) -> dict:
     words = run.command(run_dir)
     env = {**os.environ, "ABLATE_SEED": str(run.seed), "ABLATE_RUN_DIR": run_dir}
     print(f"ablate: {shlex.join(words)}  (in {run.workdir}; run_dir {run_dir})", flush=True)
+    started = time.monotonic()
     try:
         child = subprocess.Popen(words, cwd=run.workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                  text=True, errors="replace", start_new_session=True, env=env)
     except OSError as e:
         raise TrainerError(f"cannot start {words[0]!r} in {run.workdir}: {e.strerror or e}") from None
+    exited: list[float] = []  # when the command ended, seen the moment it does (its wall time: not ours)
+    reaper = threading.Thread(target=lambda: (child.wait(), exited.append(time.monotonic())), daemon=True)
+    reaper.start()
     deadline = None if run.timeout_s is None else time.monotonic() + run.timeout_s
     lines: queue.Queue[str | None] = queue.Queue()
     errors: collections.deque[str] = collections.deque(maxlen=20)
@@ -125,7 +129,8 @@ def _command(run: ParamsConfig, evals: Evaluations, run_dir: str) -> dict:
         raise TrainerError(f"{shlex.join(words[:2])} {how}{': ' + last[:300] if last else ''}")
     if run.pattern is not None and evals.last is None:
         raise TrainerError(reader.never_matched(list(said)))
-    return {}
+    reaper.join(timeout=1.0)
+    return {"wall_time_s": exited[0] - started} if exited else {}
 
 
 def _pump(stream: Any, put: Callable[[Any], None]) -> None:

@@ -20,6 +20,7 @@ from typing import Any, Literal
 HUB_DATASET = "julien040/hacker-news-posts"
 MAINRUN_VAL_LOSS = 1.754  # Mainrun's baseline result: the reference a matrix's Δref is measured against
 MIN_EFFECT = 0.005  # nats/char: the smallest effect a verdict calls better or worse (README: why)
+COST_MIN_EFFECT = 0.05  # the smallest relative change in time per step or peak memory that matters (5 %)
 
 Attention = Literal["manual", "sdpa"]
 MLPKind = Literal["gelu", "swiglu"]
@@ -180,6 +181,8 @@ class ExecOptions:
     threads: int | None = None  # torch intra-op threads (CPU)
     step_metrics: bool = True  # report lr / grad norm / loss of every step at each evaluation
     run_dir: str | None = None  # a fresh directory for this run and attempt (your own trainer's {run_dir})
+    runs_sharing_device: int = 1  # runs the executor trains at once on this run's device: timings compare at 1
+    timed_exclusively: bool = False  # execution.timing: exclusive (nothing else of ablate's on the device)
 
 
 

@@ -1,0 +1,148 @@
+"""What each comparison costs: its speed and its peak memory, judged like the loss.
+
+A run's cost is what its trainer measured (`training.train`: time per optimizer step after the
+warm-up step, peak CUDA allocation; `execution.resources`: the run process's peak resident
+memory; a command trainer: the command's wall time and its process tree's peak). A comparison's
+cost effect is the same comparison as its loss effect (the design's rows, paired by seed), on
+the logarithm of the cost: its mean is the log of the ratio treated / control, its interval the
+ratio's interval, read against ±log(1 + cost_min_effect) at the report's level into
+
+  faster / slower / same speed / inconclusive   (time per step: a ratio below 1 is faster)
+  less memory / more memory / same memory / inconclusive
+
+Timings are only comparable when the runs were timed alike: a run that shared its device with
+other runs (jobs_per_device > 1, Ray packing several runs on a device), or runs on different
+hosts, devices or thread counts, give no speed verdict, with the reason. Memory is judged
+unless the runs' devices differ (a CUDA peak and a CPU peak are different quantities).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+WORDS = {"speed": {"better": "faster", "worse": "slower", "negligible": "same speed"},
+         "memory": {"better": "less memory", "worse": "more memory", "negligible": "same memory"}}
+NOT_COMPARABLE = "not comparable"
+COST_COLUMNS = [f"{kind}_{part}" for kind in WORDS for part in ("ratio", "lo", "hi", "verdict", "reason")]
+
+EffectsOf = Callable[[pd.DataFrame, float], pd.DataFrame]  # (per_run with y, δ) -> the design's effects
+
+
+def speed_of(per_run: pd.DataFrame) -> pd.Series:
+    """Seconds a run took per unit of work: the built-in trainer's time per optimizer step after
+    its warm-up, else (your own trainer's command) the run's wall time. (The built-in trainer's
+    wall time holds data preparation and evaluations: never its speed.)"""
+    step = _numeric(per_run, "res.step_time_s")
+    command = per_run["cfg.trainer"].notna() if "cfg.trainer" in per_run else pd.Series(False, index=per_run.index)
+    return step.fillna(_numeric(per_run, "wall_time_s").where(command))
+
+
+def memory_of(per_run: pd.DataFrame) -> pd.Series:
+    """A run's peak memory in bytes: CUDA's peak allocation on a GPU, else the peak resident
+    memory of its process (a command's: its largest process)."""
+    return _numeric(per_run, "res.peak_cuda_allocated_bytes").fillna(_numeric(per_run, "res.peak_rss_bytes"))
+
+
+def cost_effects(per_run: pd.DataFrame, effects_of: EffectsOf, cost_min_effect: float) -> pd.DataFrame:
+    """One row per effect label: each cost's ratio (treated / control), its interval and verdict,
+    and the reason where there is no verdict because the runs were not timed alike."""
+    columns: dict[str, pd.DataFrame] = {}
+    delta = math.log1p(cost_min_effect)
+    for kind, values in (("speed", speed_of(per_run)), ("memory", memory_of(per_run))):
+        usable = values.where(values > 0)
+        effects = effects_of(per_run.assign(y=np.log(usable)), delta)
+        reasons = [_incomparable(per_run, configs, kind) for configs in effects["configs"]]
+        words = WORDS[kind]
+        columns[kind] = pd.DataFrame({
+            "effect": effects["effect"],
+            f"{kind}_ratio": np.exp(effects["estimate"].astype(float)),
+            f"{kind}_lo": np.exp(effects["ci_lo"].astype(float)),
+            f"{kind}_hi": np.exp(effects["ci_hi"].astype(float)),
+            f"{kind}_verdict": ["" if v == "no data" else NOT_COMPARABLE if reason else words.get(v, v)
+                                for v, reason in zip(effects["verdict"], reasons)],
+            f"{kind}_reason": reasons,
+        })
+        undecided = columns[kind][f"{kind}_verdict"] == NOT_COMPARABLE
+        columns[kind].loc[undecided, [f"{kind}_lo", f"{kind}_hi"]] = math.nan
+    return columns["speed"].merge(columns["memory"], on="effect", how="outer")[["effect", *COST_COLUMNS]]
+
+
+def cost_line(effects: pd.DataFrame, cost_min_effect: float) -> str:
+    """What the speed and memory verdicts are, said once above the tables where any was measured."""
+    if not (effects.get("speed_verdict", pd.Series(dtype=object)).astype(str) != "").any() and \
+            not (effects.get("memory_verdict", pd.Series(dtype=object)).astype(str) != "").any():
+        return ""
+    return (f"Speed and memory: time per step (a command's: its wall time) and peak memory, as ratios "
+            f"treated / control paired by seed, at the intervals' level; each verdict is read against "
+            f"±{cost_min_effect:.0%}, and runs not timed alike get no speed verdict.")
+
+
+def timing_line(per_run: pd.DataFrame) -> str:
+    """How an experiment's completed runs were timed: exclusively (execution.timing), sharing
+    devices, or as ablate ran them one per device; and the order they ran in (drift)."""
+    done = per_run[per_run["status"] == "completed"]
+    sharing = _numeric(done, "res.runs_sharing_device")
+    if not len(done) or sharing.isna().all():
+        return ""
+    exclusive = done["res.timed_exclusively"].eq(True).all() if "res.timed_exclusively" in done else False
+    how = ("timed exclusively (execution.timing: exclusive: one run per device, nothing of ablate's beside it)"
+           if exclusive else f"up to {int(sharing.max())} run(s) at a time per device")
+    return (f"Timing: {how}; runs started seed by seed (every configuration of a seed, in matrix order, "
+            f"before the next seed).")
+
+
+def cost_lines(effects: pd.DataFrame, per_run: pd.DataFrame, cost_min_effect: float) -> list[str]:
+    """The lines above the tables that say what the cost verdicts are and how the runs were timed."""
+    return [line for line in (cost_line(effects, cost_min_effect), timing_line(per_run)) if line]
+
+
+def attach(effects: pd.DataFrame, costs: pd.DataFrame) -> pd.DataFrame:
+    """The loss effects with their cost columns beside them (matched by the effect's label)."""
+    return effects.merge(costs, on="effect", how="left")
+
+
+def _incomparable(per_run: pd.DataFrame, configs: list, kind: str) -> str:
+    """Why the runs of a comparison were not measured alike ("" when they were)."""
+    runs = per_run[per_run["name"].isin([c for c in configs if c]) & (per_run["status"] == "completed")]
+    if not len(runs):
+        return ""
+    devices = sorted({str(d) for d in runs["device"].dropna()}) if "device" in runs else []
+    kinds = {d.split(" ")[0] for d in devices}
+    if kind == "memory":
+        return f"measured on different devices ({', '.join(sorted(kinds))})" if len(kinds) > 1 else ""
+    sharing = _numeric(runs, "res.runs_sharing_device")
+    if sharing.isna().any():
+        return "how the runs were timed was not recorded (runs from before ablate recorded it)"
+    if (sharing > 1).any():
+        return f"timed while sharing a device ({int(sharing.max())} runs at a time)"
+    hosts = sorted({str(h) for h in runs["host"].dropna()}) if "host" in runs else []
+    if len(hosts) > 1:
+        return f"timed on {len(hosts)} different hosts"
+    if len(devices) > 1:
+        return f"timed on different devices or thread counts ({', '.join(devices)})"
+    return ""
+
+
+def _numeric(frame: pd.DataFrame, column: str) -> pd.Series:
+    if column not in frame:
+        return pd.Series(np.nan, index=frame.index, dtype=float)
+    return pd.to_numeric(frame[column], errors="coerce").astype(float)
+
+
+def ratio_text(ratio: float, lo: float, hi: float, verdict: str, kind: str) -> str:
+    """A cost effect in words: '1.31× faster (1.22–1.40×)' (a time ratio below 1 is a speed-up
+    of 1/ratio), else the verdict with the ratio treated / control: 'more memory (×1.22,
+    1.15–1.30)', 'same speed (time ×1.01, 0.98–1.04)'; no verdict, the reason's label alone."""
+    if not isinstance(verdict, str):
+        return ""
+    if verdict == NOT_COMPARABLE or not math.isfinite(ratio):
+        return verdict
+    interval = f", {lo:.2f}–{hi:.2f}" if math.isfinite(lo) and math.isfinite(hi) else ""
+    if kind == "speed" and verdict in ("faster", "slower") and interval:
+        shown, a, b = (1 / ratio, 1 / hi, 1 / lo) if verdict == "faster" else (ratio, lo, hi)
+        return f"{shown:.2f}× {verdict} ({a:.2f}–{b:.2f}×)"
+    return f"{verdict} ({'time ' if kind == 'speed' else ''}×{ratio:.2f}{interval})"

@@ -1,0 +1,92 @@
+"""Cost effects with verdicts (issue 32, part 2): speed and peak memory compared like the loss,
+paired by seed, as ratios read off an interval against ±cost_min_effect; and no speed verdict
+where the runs were not timed alike (two at a time on one device)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ablate.results.cost import ratio_text
+
+# Each run sleeps t seconds times a jitter that depends on the seed and on the configuration
+# (j), so the per-seed ratios spread around 0.3 / 0.2 = 1.5 (their geometric mean: 1.5 × 1.0001).
+# The command is a shell and awk, a few milliseconds beside the sleep.
+SLEEPER = """\
+name: sleeper
+trainer:
+  command: 'sh -c "sleep $(awk ''BEGIN {{ print {t} * (1 + (({seed} * {j}) % 5) / 40) }}''); echo loss 1.{seed}"'
+metric: {name: loss, pattern: 'loss (?P<loss>[0-9.]+)'}
+params: {t: 0.2, j: 3}
+min_effect: 0.5
+cost_min_effect: 0.05
+seeds: [1, 2, 3, 4]
+design: one-at-a-time
+toggles:
+  - name: slow
+    patch: {t: 0.3, j: 7}
+"""
+
+
+def run_and_report(tmp_path: Path, matrix: str, *extra: str) -> dict:
+    (tmp_path / "m.yaml").write_text(matrix)
+    env = {k: v for k, v in os.environ.items() if k != "ABLATE_DB"}
+    ran = subprocess.run([sys.executable, "-m", "ablate", "run", "m.yaml", "--db", "r.db", *extra], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=300)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    report = subprocess.run([sys.executable, "-m", "ablate", "report", "m.yaml", "--db", "r.db", "-f", "json"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    (effect,) = json.loads(report.stdout)["effects"]
+    return effect
+
+
+def test_a_config_that_sleeps_half_as_long_again_is_slower_by_an_interval_holding_1_5(tmp_path):
+    effect = run_and_report(tmp_path, SLEEPER)
+    assert effect["verdict"] == "negligible"  # the loss: the same on every seed
+    assert effect["speed_verdict"] == "slower", effect
+    assert effect["speed_lo"] < 1.5 < effect["speed_hi"] and effect["speed_lo"] > 1.05
+    assert effect["speed_reason"] == ""
+
+
+def test_two_runs_at_a_time_on_one_device_give_no_speed_verdict_and_say_why(tmp_path):
+    effect = run_and_report(tmp_path, SLEEPER, "--jobs-per-device", "2")
+    assert effect["speed_verdict"] == "not comparable"
+    assert effect["speed_reason"] == "timed while sharing a device (2 runs at a time)"
+    assert math.isnan(effect["speed_lo"] if effect["speed_lo"] is not None else math.nan)
+    assert effect["memory_verdict"] in ("same memory", "inconclusive", "less memory", "more memory")
+
+
+@pytest.mark.parametrize("ratio, lo, hi, verdict, kind, text", [
+    (0.76, 0.71, 0.82, "faster", "speed", "1.32× faster (1.22–1.41×)"),
+    (1.5, 1.36, 1.65, "slower", "speed", "1.50× slower (1.36–1.65×)"),
+    (1.01, 0.98, 1.04, "same speed", "speed", "same speed (time ×1.01, 0.98–1.04)"),
+    (4.1, 4.0, 4.2, "more memory", "memory", "more memory (×4.10, 4.00–4.20)"),
+    (1.3, math.nan, math.nan, "not comparable", "speed", "not comparable"),
+])
+def test_a_cost_effect_reads_as_its_verdict_with_the_ratio_and_interval(ratio, lo, hi, verdict, kind, text):
+    assert ratio_text(ratio, lo, hi, verdict, kind) == text
+
+
+def test_exclusive_timing_runs_alone_says_so_and_refuses_packing(tmp_path):
+    exclusive = SLEEPER.replace("seeds: [1, 2, 3, 4]", "seeds: [1, 2]") + "execution: {timing: exclusive}\n"
+    effect = run_and_report(tmp_path, exclusive)
+    assert effect["speed_verdict"] in ("slower", "inconclusive") and effect["speed_reason"] == ""
+    env = {k: v for k, v in os.environ.items() if k != "ABLATE_DB"}
+    shown = subprocess.run([sys.executable, "-m", "ablate", "report", "m.yaml", "--db", "r.db", "-f", "json"],
+                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert any(line.startswith("Timing: timed exclusively") for line in json.loads(shown.stdout)["lines"])
+    packed = subprocess.run([sys.executable, "-m", "ablate", "run", "m.yaml", "--db", "r2.db", "--jobs-per-device", "2"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert packed.returncode == 2 and "execution.timing is 'exclusive'" in packed.stderr
+    assert not (tmp_path / "r2.db").exists()
+    (tmp_path / "m.yaml").write_text(exclusive.replace("{timing: exclusive}", "{timing: exclusive, jobs_per_device: 2}"))
+    refused = subprocess.run([sys.executable, "-m", "ablate", "plan", "m.yaml"], cwd=tmp_path, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 2 and "m.yaml: execution" in refused.stderr and "contradicts it" in refused.stderr
