@@ -476,3 +476,50 @@ def test_a_full_disk_under_the_runner_stops_its_jobs_and_leaves_no_run_running(t
     statuses = dict(bench.query("select json_extract(config, '$.lr'), status from runs"))
     assert statuses == {0.006: "completed", 0.001: "interrupted", 0.002: "queued"}, statuses
     assert "running" not in statuses.values()
+
+
+@pytest.mark.parametrize("victim", ["runner", "fork server"])
+def test_forked_runs_share_one_server_and_stop_when_the_runner_or_the_server_dies(tmp_path, victim):
+    """On CPU slots every run after the first is forked from one fork server (it imported the
+    trainer once). A forked run trains in a process of its own, and when its runner is SIGKILLed
+    (the server's parent-death signal, then the run's) or its server is, it records itself
+    interrupted; a runner whose server died goes on with the runs left, and a resume ends with
+    every run's clean numbers."""
+    bench = Bench(tmp_path, write_matrix(tmp_path, "forks", [0.001, 0.002, 0.003]),
+                  pauses={key(0.002): ["start"]})
+    runner = bench.start()
+    pid = bench.wait_marker(f"{key(0.002)}@start", runner)
+    server = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])  # its parent
+    said = {p.name: p.read_text().splitlines()[0] for p in (tmp_path / "logs").rglob("run*-attempt1.log")}
+    assert "forked" not in said["run1-attempt1.log"]  # the first run starts cold
+    assert all(f"forked from fork server pid {server}," in said[f"run{i}-attempt1.log"] for i in (2, 3)), said
+    assert server != runner.pid and pid not in (server, runner.pid)
+    kill(runner.pid if victim == "runner" else server)
+    if victim == "runner":
+        runner.wait(60)
+    else:  # the runner sees its job end and trains the last run without the server
+        assert runner.wait(120) == 1, bench.output(runner)
+        assert bench.query("select status from runs where config like '%0.003%'") == [("completed",)]
+    deadline = time.monotonic() + 120
+    while bench.query("select status from runs where config like '%0.002%'") != [("interrupted",)]:
+        assert time.monotonic() < deadline, bench.query("select status, error from runs")
+        time.sleep(0.05)
+    wait_dead(pid)
+    wait_dead(server)
+    bench.snapshot()
+    bench.release(f"{key(0.002)}@start")
+    assert bench.start().wait(120) == 0
+    bench.check_final(4)
+
+
+def test_a_gpu_slot_hands_its_next_run_to_a_spare_and_never_forks(tmp_path):
+    """A GPU slot's runs are never forked (a trainer's import may have touched CUDA, which a
+    forked process cannot use): each later run goes to a spare job process that imported the
+    trainer itself. The fake trainer needs no GPU, so a slot named by index stands in for one."""
+    matrix = write_matrix(tmp_path, "spares", [0.001, 0.002])
+    matrix.write_text(matrix.read_text().replace("devices: cpu", "devices: [0]"))
+    bench = Bench(tmp_path, matrix)
+    assert bench.start().wait(120) == 0
+    said = sorted(p.read_text().splitlines()[0] for p in (tmp_path / "logs").rglob("run*-attempt1.log"))
+    assert sum("before this run arrived" in line for line in said) == 2 and not any("forked" in s for s in said)
+    bench.check_final(3)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from ..extras import installed
 from . import job as job_process
+from .fork_server import ForkedJob, ForkServer
 from .job import Ended, Job
 from .workspace import open_log
 
@@ -109,7 +110,7 @@ class Slot:
     device: str  # "cpu" or "cuda"
     visible: str | None  # CUDA_VISIBLE_DEVICES for this slot
     threads: int | None = None
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen | ForkedJob | None = None
     job: Job | None = None
     log: object | None = field(default=None, repr=False)
     spare: subprocess.Popen | None = field(default=None, repr=False)  # warm, waiting for a job
@@ -149,20 +150,22 @@ def _gpu_driver() -> bool:
 
 
 class LocalExecutor:
-    """Each job is a `python -m ablate.execution.job` subprocess; its output goes to a log file.
+    """Each job is a process of its own; its output goes to a log file.
 
-    With warm workers (the default), each slot keeps one spare job process that imports torch
-    and the trainer while the slot's current run trains (while another run waits), and hands it
-    the next run: the
-    seconds of start-up overlap the previous run. Still one process per run, so isolation and
-    the failure rules are unchanged. A spare costs a few CPU-seconds and one idle process per
-    slot (see BENCHMARKS.md for when it pays)."""
+    Cold (no warm workers, or the first run), a job is a fresh `python -m ablate.execution.job`.
+    With warm workers (the default), the next run's process is made ready while the current one
+    trains (while another run waits): on CPU slots one fork server imports the trainer once and
+    forks every later run from it (fork_server.py: no import is paid twice); a GPU slot keeps
+    one spare job process that imports the trainer and takes the slot's next run. Still one
+    process per run, so isolation and the failure rules are unchanged (see BENCHMARKS.md for
+    what each costs)."""
 
     def __init__(self, slots: list[Slot], log_dir: Path, warm_workers: bool = True, exclusive: bool = False):
         self.slots = slots
         self.log_dir = log_dir
         self.warm_workers = warm_workers
         self.exclusive = exclusive
+        self.server: ForkServer | None = None  # CPU slots' warm processes
 
     def describe(self) -> str:
         return f"{len(self.slots)} {self.slots[0].device} slot(s)"
@@ -182,24 +185,44 @@ class LocalExecutor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / job.log_name
         slot.log = open_log(log_path)
-        spare, slot.spare = slot.spare, None
-        if spare is not None and (slot.spare_trainer != job.trainer
-                                  or not self._hand_over(spare, job, options, log_path)):
-            _discard(spare)
-            spare = None
-        slot.process = spare or subprocess.Popen(
+        slot.process = (self._forked(job, options, log_path) or self._from_spare(slot, job, options, log_path)
+                        or subprocess.Popen(
             [sys.executable, "-m", job_process.__name__, "--run-id", str(job.run_id),
              "--attempt", str(job.attempt), "--trainer", job.trainer,
              "--options", json.dumps(options)],
             stdout=slot.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,  # Ctrl-C reaches the runner only
-            env={**self._env(slot), job_process.DB_VARIABLE: job.db_url}, start_new_session=True)
+            env={**self._env(slot), job_process.DB_VARIABLE: job.db_url}, start_new_session=True))
         slot.job = job
         if self.warm_workers and another_waits:
-            slot.spare = subprocess.Popen(
-                [sys.executable, "-m", job_process.__name__, "--serve", "--trainer", job.trainer],
-                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                env=self._env(slot), start_new_session=True, text=True)
-            slot.spare_trainer = job.trainer
+            self._warm(slot, job.trainer)
+
+    def _warm(self, slot: Slot, trainer: str) -> None:
+        """Get the next run's process ready: CPU slots share one fork server (started once), a
+        GPU slot starts a spare of its own."""
+        if slot.device == "cpu":
+            if self.server is None or self.server.gone or self.server.trainer != trainer:
+                if self.server is not None:
+                    self.server.close()
+                self.server = ForkServer(trainer, self._env(slot))
+            return
+        slot.spare = subprocess.Popen(
+            [sys.executable, "-m", job_process.__name__, "--serve", "--trainer", trainer],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=self._env(slot), start_new_session=True, text=True)
+        slot.spare_trainer = trainer
+
+    def _forked(self, job: Job, options: dict, log_path: Path) -> ForkedJob | None:
+        if self.server is None or self.server.trainer != job.trainer:
+            return None
+        return self.server.start(_spec(job, options, log_path))
+
+    def _from_spare(self, slot: Slot, job: Job, options: dict, log_path: Path) -> subprocess.Popen | None:
+        spare, slot.spare = slot.spare, None
+        if spare is not None and (slot.spare_trainer != job.trainer
+                                  or not self._hand_over(spare, _spec(job, options, log_path))):
+            _discard(spare)
+            spare = None
+        return spare
 
     @staticmethod
     def _env(slot: Slot) -> dict:
@@ -213,12 +236,10 @@ class LocalExecutor:
         return env
 
     @staticmethod
-    def _hand_over(spare: subprocess.Popen, job: Job, options: dict, log_path: Path) -> bool:
+    def _hand_over(spare: subprocess.Popen, spec: dict) -> bool:
         """Give a spare its job through its stdin; False if it died meanwhile."""
         if spare.poll() is not None:
             return False
-        spec = {"db": job.db_url, "run_id": job.run_id, "attempt": job.attempt,
-                "options": options, "log": str(log_path)}
         try:
             spare.stdin.write(json.dumps(spec) + "\n")
             spare.stdin.close()
@@ -248,8 +269,10 @@ class LocalExecutor:
         return [self._release(s).job for s in running]
 
     def close(self) -> None:
-        """Dismiss the spares (a spare also exits by itself when the runner's end closes its
-        stdin, or with the runner through its parent-death signal)."""
+        """Dismiss the spares and the fork server (each also exits by itself when the runner's
+        end closes its stdin, or with the runner through its parent-death signal)."""
+        if self.server is not None:
+            self.server.close()
         for slot in self.slots:
             if slot.spare is not None:
                 _discard(slot.spare)
@@ -261,6 +284,12 @@ class LocalExecutor:
             slot.log.close()
         slot.process = slot.job = slot.log = None
         return ended
+
+
+def _spec(job: Job, options: dict, log_path: Path) -> dict:
+    """A job as a warm process takes it (on its stdin: the database URL never in argv)."""
+    return {"db": job.db_url, "run_id": job.run_id, "attempt": job.attempt, "options": options,
+            "log": str(log_path)}
 
 
 def _discard(spare: subprocess.Popen) -> None:

@@ -56,7 +56,7 @@ class Ended:
     log_path: str | None = None
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """Linux: get SIGTERM when the runner dies, so no orphan keeps a run 'running'."""
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
@@ -64,7 +64,7 @@ def _die_with_parent() -> None:
         pass
 
 
-def _interrupt(signum: int, _frame: Any) -> None:
+def interrupt(signum: int, _frame: Any) -> None:
     """SIGTERM (Ctrl-C in the runner, or the runner's death) unwinds like Ctrl-C, so the job
     records itself as interrupted. Once only: the job can be told twice (the runner's death and
     its stop), and a second interrupt landing inside the failure handler would leave the run
@@ -88,18 +88,29 @@ def run_job(db: str, run_id: int, attempt: int, trainer: str, options: dict, sig
     return 0 if status == "completed" else EXIT_FAILED
 
 
-def serve(trainer: str, signing_key: str | None = None) -> int:
-    """A warm job: import the trainer (and run its optional `warm_up()`) first, then wait for
-    one job on stdin — a JSON line with db, run_id, attempt, options and log — and run it with
-    its output in that log. EOF instead of a job: not needed after all, exit quietly. A trainer
-    that fails to import fails again inside run_job, where the failure is recorded."""
-    module = trainer.partition(":")[0]
+def import_trainer(trainer: str) -> None:
+    """Import the trainer's module and run its optional `warm_up()`, before a run arrives. A
+    trainer that fails to import fails again inside run_job, where the failure is recorded."""
     try:
-        warm_up = getattr(importlib.import_module(module), "warm_up", None)
+        warm_up = getattr(importlib.import_module(trainer.partition(":")[0]), "warm_up", None)
         if warm_up is not None:
             warm_up()
     except Exception:  # noqa: BLE001 - reported with the run, by run_job
         pass
+
+
+def scrub_environment() -> str | None:
+    """Take the database URL's and signing key's variables out of this process's environment,
+    so a trainer's processes inherit neither; returns the key."""
+    os.environ.pop("ABLATE_DB", None)
+    return os.environ.pop(KEY_VARIABLE, None)
+
+
+def serve(trainer: str, signing_key: str | None = None) -> int:
+    """A warm job: import the trainer (and run its optional `warm_up()`) first, then wait for
+    one job on stdin — a JSON line with db, run_id, attempt, options and log — and run it with
+    its output in that log. EOF instead of a job: not needed after all, exit quietly."""
+    import_trainer(trainer)
     ready = time.monotonic()
     line = sys.stdin.readline()
     if not line.strip():
@@ -118,8 +129,7 @@ def serve(trainer: str, signing_key: str | None = None) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m ablate.execution.job")
-    os.environ.pop("ABLATE_DB", None)  # the trainer's processes get no database URL either way
-    signing_key = os.environ.pop(KEY_VARIABLE, None)  # nor the key that signs results
+    signing_key = scrub_environment()  # the trainer's processes get no database URL or key
     parser.add_argument("--db", default=os.environ.pop(DB_VARIABLE, None),
                         help=f"the results database (default: ${DB_VARIABLE}; a password in argv is visible to all)")
     parser.add_argument("--run-id", type=int)
@@ -131,8 +141,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.serve and None in (args.db, args.run_id, args.attempt):
         parser.error("--db, --run-id and --attempt are required (or --serve)")
-    _die_with_parent()
-    signal.signal(signal.SIGTERM, _interrupt)
+    die_with_parent()
+    signal.signal(signal.SIGTERM, interrupt)
     if args.serve:
         return serve(args.trainer, signing_key)
     return run_job(args.db, args.run_id, args.attempt, args.trainer, json.loads(args.options), signing_key)
