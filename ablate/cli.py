@@ -331,7 +331,7 @@ def report_cmd(
     matrix: Annotated[Optional[Path], typer.Argument(help="matrix YAML; its name selects the experiment")] = None,
     experiment: Annotated[Optional[list[str]], typer.Option(
         "--experiment", "-e", metavar="NAME", help="experiment name (default: the only one in the database; "
-        "html: repeat it, default every experiment)")] = None,
+        "repeat it for a table across experiments first; html: default every experiment)")] = None,
     db: DbOption = None, metric: MetricOption = None,
     fmt: Annotated[str, typer.Option("--format", "-f", help="table | markdown | csv | json | html")] = "table",
     min_effect: MinEffectOption = None,
@@ -357,17 +357,22 @@ def report_cmd(
             outfile.write_text(path, page)
         err.print(f"wrote {path}")
         return
-    if experiment and len(experiment) > 1:
-        fail(f"--format {fmt} shows one experiment; several need --format html")
     with user_errors():
         out = out and outfile.checked(out, outfile.TEXT_KINDS[fmt], force=force, named=False)  # before the report
-        report = build_report(*_experiment(db, experiment[0] if experiment else None, matrix), metric,
-                              min_effect)
+        names = experiment or [None]
+        if len(names) > 1:  # one table across the experiments first, then each one's report
+            from .results.across import render_many
+
+            reports = [build_report(*_experiment(db, name, matrix), metric, min_effect) for name in names]
+            text = lambda width, color: render_many(reports, fmt, width, color)  # noqa: E731
+        else:
+            report = build_report(*_experiment(db, names[0], matrix), metric, min_effect)
+            text = lambda width, color: render(report, fmt, width, color)  # noqa: E731
         if out:
-            outfile.write_text(out, render(report, fmt, 100, False))
+            outfile.write_text(out, text(100, False))
             err.print(f"wrote {out}")
             return
-    _emit(lambda width, color: render(report, fmt, width, color))
+    _emit(text)
 
 
 @app.command("runs")

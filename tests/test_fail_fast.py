@@ -43,6 +43,9 @@ class ScriptedExecutor:
             self.store.fail(job.run_id, job.attempt, f"diverged at step {len(self.started) * 7}")
         return [Ended(job, 0)]
 
+    def wait(self, timeout: float) -> None:
+        pass
+
     def stop_all(self) -> list:
         return []
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -35,6 +37,7 @@ class Executor(Protocol):
     def free_slots(self) -> int: ...
     def start(self, job: Job, another_waits: bool = True) -> None: ...
     def poll(self) -> list[Ended]: ...
+    def wait(self, timeout: float) -> None: ...  # until a job may have ended, at most timeout
     def stop_all(self) -> list[Job]: ...
     def close(self) -> None: ...
 
@@ -115,6 +118,7 @@ class Slot:
     log: object | None = field(default=None, repr=False)
     spare: subprocess.Popen | None = field(default=None, repr=False)  # warm, waiting for a job
     spare_trainer: str | None = None  # the trainer the spare imported
+    pidfd: int | None = None  # the running process's, readable once it exits (Linux)
 
 
 # Runs at a time when a matrix does not say. A GPU: 4, measured on an H200 (BENCHMARKS.md §8:
@@ -247,6 +251,26 @@ class LocalExecutor:
             return False
         return True
 
+    def wait(self, timeout: float) -> None:
+        """Sleep until a job may have ended (a process's pidfd or its fork server's output is
+        readable), or `timeout` passes: the next run starts as soon as a slot frees."""
+        fds = []
+        for slot in self.slots:
+            if isinstance(slot.process, ForkedJob):
+                fds.append(slot.process.server.process.stdout.fileno())
+            elif slot.process is not None:
+                if slot.pidfd is None and hasattr(os, "pidfd_open"):
+                    try:
+                        slot.pidfd = os.pidfd_open(slot.process.pid)
+                    except OSError:  # reaped already, or no pidfd here (Linux < 5.3): the timeout
+                        pass
+                if slot.pidfd is not None:
+                    fds.append(slot.pidfd)
+        if fds:
+            select.select(fds, [], [], timeout)
+        else:
+            time.sleep(timeout)
+
     def poll(self) -> list[Ended]:
         ended = []
         for slot in self.slots:
@@ -282,7 +306,9 @@ class LocalExecutor:
         ended = Ended(slot.job, slot.process.returncode, slot.log.name if slot.log else None)
         if slot.log:
             slot.log.close()
-        slot.process = slot.job = slot.log = None
+        if slot.pidfd is not None:
+            os.close(slot.pidfd)
+        slot.process = slot.job = slot.log = slot.pidfd = None
         return ended
 
 

@@ -239,6 +239,14 @@ class RayExecutor:
                   f"{self.gpus_per_run:g} GPU(s), results {'written by the worker' if direct else 'committed by the driver'}\n")
         log.flush()
 
+    def wait(self, timeout: float) -> None:
+        """Until a task ends, or `timeout` (evaluations arrive in between, read by `poll`)."""
+        refs = [a.ref for a in self.active.values()]
+        if refs and not self._ended:
+            self.ray.wait(refs, num_returns=1, timeout=timeout)
+        elif not self._ended:
+            time.sleep(timeout)
+
     def poll(self) -> list[Ended]:
         ended, self._ended = self._ended, []
         by_ref = {a.ref: a for a in self.active.values()}

@@ -222,7 +222,8 @@ def run(store: Store, run_ids: list[int], executor: Executor, *, trainer: str = 
                     notify("start", {"job": job})
                 if not active:
                     return outcome  # nothing claimable and nothing running: done
-                stopped.wait(POLL_S)
+                if not stopped.is_set():
+                    executor.wait(POLL_S)
                 for ended in executor.poll():
                     active.pop(ended.job.run_id, None)
                     _settle(store, ended)

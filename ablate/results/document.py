@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from ..storage.schema import Experiment, ExperimentRun, Run
 from ..storage.store import open_store
-from . import outfile
+from . import across, outfile
 from .frames import ResultsError, list_experiments
 from ..training.catalog import CATALOG, Claim
 from .plot import interval_caption, plot_effects
@@ -40,8 +40,11 @@ def generated(db: str | Path | None = None, since: Path | None = None) -> str:
     found = bases(db, experiments)
     whole = {name: build_report(db, name, family="experiment") for name in experiments}
     parts = [f"Regenerate with `{COMMAND}`.", "## The verdicts, experiment by experiment", _VERDICTS_INTRO,
-             "\n".join(verdict_line(r, found[r.experiment]) for r in reports),
-             "## How the verdicts were read", _LEVELS_INTRO, family_table(reports, whole)]
+             "\n".join(verdict_line(r, found[r.experiment]) for r in reports)]
+    measured = [r for r in reports if len(r.effects) and (r.effects["verdict"] != "no data").any()]
+    if len(measured) > 1:
+        parts += ["## One answer across experiments", _ACROSS_INTRO, across.markdown(measured)]
+    parts += ["## How the verdicts were read", _LEVELS_INTRO, family_table(reports, whole)]
     if since is not None:
         parts += ["### What changed with intervals that decide", changes_since(_snapshot(since), reports)]
     pairs = scale_pairs(reports, found)
@@ -60,6 +63,13 @@ def generated(db: str | Path | None = None, since: Path | None = None) -> str:
                   _claims_table([r for r in reports if found[r.experiment].preset == preset])]
     body = "\n\n".join(parts).replace("<!--", "&lt;!--")  # no name can forge a marker
     return f"{START}\n\n{body}\n\n{END}\n"
+
+
+_ACROSS_INTRO = (
+    "Each optimization is a row and each experiment a column; a cell is what the item does there "
+    "(verdict, estimate and interval on the loss, seeds, then its decided speed and memory), so an "
+    "item judged differently on two bases or alone and inside a stack is read in one place. The "
+    "last column sets the decided verdicts side by side.")
 
 
 _LEVELS_INTRO = (

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from ..execution.provenance import describe
-from . import frames
+from . import across, frames
 from .plot import interval_caption, plot_curves, plot_effects
 from .render import PLAIN_WORDS, as_command, effects_display, ranking_display, unranked_display
 from .detail import missing, run_detail
@@ -87,7 +87,7 @@ def render_html(db: Any, experiments: list[str] | None = None, metric: str | Non
     return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width\">"
             f"<title>{_e(title)}</title><style>{STYLE}</style></head><body>"
-            f"<h1>{_e(title)}</h1>{_contents(reports, listed)}{''.join(sections)}"
+            f"<h1>{_e(title)}</h1>{_contents(reports, listed)}{_across(list(reports.values()))}{''.join(sections)}"
             f"<script>{SORT_SCRIPT}</script></body></html>\n")
 
 
@@ -100,6 +100,26 @@ def _contents(reports: dict[str, Report], listed: pd.DataFrame) -> str:
         items.append(f"<li><a href=\"#{_e(name)}\">{_e(name)}</a> — {_e(report.design)}{_e(done)}"
                      f"{'. ' + _e(report.effects_title) if len(report.effects) else ''}{_verdicts(report)}</li>")
     return f"<nav class=\"toc\"><h2>Contents and verdicts</h2><ul>{''.join(items)}</ul></nav>"
+
+
+def _across(reports: list[Report]) -> str:
+    """Several experiments: what each item does in each (across.py), a cell coloured by its verdict."""
+    measured = [r for r in reports if len(r.effects) and (r.effects["verdict"] != "no data").any()]
+    if len(measured) < 2:
+        return ""
+    table = across.across(measured)
+    shown = across.display(table, long=True)
+    head = "".join(f"<th class=\"text\">{_e(c)}</th>" for c in shown.columns)
+    rows = []
+    for (_, cells), (_, texts) in zip(table.iterrows(), shown.iterrows()):
+        tds = [f"<td class=\"text {_verdict_class(c.verdict) if isinstance(c, across.Cell) else ''}\">{_e(t)}</td>"
+               for c, t in zip(cells, texts)]
+        rows.append("<tr>" + "".join(tds) + "</tr>")
+    lines = [*across.what_cells_mean(measured),
+             *(f"decided both ways: {line}" for line in across.disagreements(table))]
+    return (f"<section id=\"across\"><h2>Across experiments: what each item does in each</h2><ul>"
+            + "".join(f"<li>{_e(line)}</li>" for line in lines) + "</ul><div class=\"scroll\"><table class=\"sortable "
+            f"across\"><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div></section>")
 
 
 def _verdicts(report: Report) -> str:

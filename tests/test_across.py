@@ -1,0 +1,86 @@
+"""One answer across experiments (ablate/results/across.py): on the committed results, each
+optimization one row, each experiment one column, a cell what the item does there, and the
+items the experiments decide both ways said plainly."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shutil
+
+import pytest
+from typer.testing import CliRunner
+
+from ablate.cli import app
+from ablate.results import across
+from ablate.results.report import build_report
+
+from .conftest import REPO
+
+EXPERIMENTS = ["report-cpu", "report-cpu-adamw", "report-cpu-adamw-small", "report-cpu-adamw-stack", "report-cpu-stack"]
+
+
+@pytest.fixture(scope="module")
+def committed(tmp_path_factory):
+    copy = tmp_path_factory.mktemp("across") / "results.db"
+    shutil.copy(REPO / "results.db", copy)
+    return copy, [build_report(copy, name) for name in EXPERIMENTS]
+
+
+def test_one_row_per_item_and_the_bases_that_disagree_are_named(committed):
+    _, reports = committed
+    table = across.across(reports).set_index("item")
+    assert table.index.is_unique and list(table.columns) == [*EXPERIMENTS, "across experiments"]
+    measured = {e.lstrip("−") for r in reports for e, v in zip(r.effects["effect"], r.effects["verdict"])
+                if v != "no data"}
+    assert set(table.index) == measured | {across.WHOLE_STACK}  # every item, once
+    for item in ("betas_095", "onecycle_fix", "warmup_cosine_scaled"):  # helps on SGD, hurts on AdamW
+        assert table.loc[item, "report-cpu"].verdict == "better"
+        assert table.loc[item, "report-cpu-adamw"].verdict == "worse"
+        said = table.loc[item, "across experiments"]
+        assert said.startswith("opposite: better in report-cpu") and "worse in report-cpu-adamw" in said, said
+    assert table.loc["vocab_2x", "across experiments"] == "agrees (better in 5)"
+    assert table.loc["sdpa", "report-cpu-adamw-small"] is None  # not measured there: an empty cell
+
+
+def test_a_removal_reads_as_what_the_item_does_and_the_whole_stack_is_a_row(committed):
+    """Leave-one-out measures removing an item: 'removing ema is better' is EMA being worse
+    inside the stack, with the sign and interval turned; the stack against its own baseline is
+    the 'whole stack' row (report-cpu-adamw-stack: +0.59 worse than its start)."""
+    _, reports = committed
+    stack = next(r for r in reports if r.experiment == "report-cpu-adamw-stack")
+    removal = stack.effects.set_index("effect").loc["−ema"]
+    cell = across.cells(stack)["ema"]
+    assert removal["verdict"] == "better" and cell.verdict == "worse"
+    assert (cell.estimate, cell.lo, cell.hi) == (-removal["estimate"], -removal["ci_hi"], -removal["ci_lo"])
+    whole = across.cells(stack)[across.WHOLE_STACK]
+    full = stack.ranking.set_index("name").loc["all"]
+    assert whole.verdict == "worse" and whole.estimate == full["d_base"] > 0.5 and whole.lo > stack.min_effect
+    one_at_a_time = next(r for r in reports if r.experiment == "report-cpu")
+    assert across.WHOLE_STACK not in across.cells(one_at_a_time)  # its stack is an item of its own
+
+
+def test_report_over_several_experiments_opens_with_the_table_in_every_format(committed, tmp_path):
+    db, _ = committed
+    args = ["report", "--db", str(db), "-e", "report-cpu", "-e", "report-cpu-adamw"]
+    said = {}
+    for fmt in ("table", "markdown", "json", "csv"):
+        result = CliRunner().invoke(app, [*args, "--format", fmt])
+        assert result.exit_code == 0, result.output
+        said[fmt] = result.stdout
+    data = json.loads(said["json"])
+    assert [e["experiment"] for e in data["experiments"]] == ["report-cpu", "report-cpu-adamw"]
+    onecycle = {r["experiment"]: r for r in data["across"] if r["item"] == "onecycle_fix"}
+    assert onecycle["report-cpu"]["verdict"] == "better" and onecycle["report-cpu-adamw"]["verdict"] == "worse"
+    assert onecycle["report-cpu"]["ci_hi"] < 0 < onecycle["report-cpu-adamw"]["ci_lo"]
+    rows = list(csv.DictReader(io.StringIO(said["csv"])))
+    assert {(r["item"], r["experiment"], r["verdict"]) for r in rows} >= {
+        ("onecycle_fix", "report-cpu", "better"), ("onecycle_fix", "report-cpu-adamw", "worse")}
+    for fmt, first_report in (("table", "Ranking"), ("markdown", "## report-cpu —")):
+        text = said[fmt]
+        assert text.index("onecycle_fix") < text.index(first_report)  # the table comes first
+        assert "better in report-cpu; worse in report-cpu-adamw" in text
+    out = tmp_path / "across.md"
+    written = CliRunner().invoke(app, [*args, "--format", "markdown", "--out", str(out)])
+    assert written.exit_code == 0 and out.read_text() == said["markdown"]
