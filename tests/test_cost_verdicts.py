@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from ablate.results.cost import ratio_text
@@ -90,3 +91,23 @@ def test_exclusive_timing_runs_alone_says_so_and_refuses_packing(tmp_path):
     refused = subprocess.run([sys.executable, "-m", "ablate", "plan", "m.yaml"], cwd=tmp_path, env=env,
                              capture_output=True, text=True, timeout=300)
     assert refused.returncode == 2 and "m.yaml: execution" in refused.stderr and "contradicts it" in refused.stderr
+
+
+@pytest.mark.parametrize("treated_mib, verdict", [(101, "same memory"), (110, "more memory"), (90, "less memory")])
+def test_a_cost_measured_alike_on_every_seed_is_read_as_it_is(treated_mib, verdict):
+    """Peak memory is deterministic: the same bytes on every seed is an exact measurement, not a
+    seed that never reached the trainer (the loss's 'seeds identical'), and a ratio without
+    spread is read against ±5 % as it is, not left without a verdict ('no spread')."""
+    from ablate.execution.seeds import VerdictPlan
+    from ablate.results import report
+    from ablate.results.cost import cost_effects
+
+    rows = [{"name": name, "toggles": toggles, "seed": seed, "status": "completed", "position": i,
+             "run_id": 10 * i + seed, "res.peak_rss_bytes": mib * 2**20, "res.step_time_s": 0.1 + 0.01 * seed + 0.001 * i}
+            for i, (name, toggles, mib) in enumerate([("baseline", "", 100), ("x", "x", treated_mib)])
+            for seed in (1, 2, 3)]
+    per_run = pd.DataFrame(rows)
+    effects = cost_effects(per_run, report._effects_on("one-at-a-time", [], VerdictPlan()), 0.05)
+    (row,) = effects.to_dict("records")
+    assert row["memory_verdict"] == verdict
+    assert row["memory_ratio"] == pytest.approx(treated_mib / 100) == row["memory_lo"] == row["memory_hi"]

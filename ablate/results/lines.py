@@ -1,6 +1,7 @@
 """The sentences above a report's tables: which comparison is fair, which metric ranks, whether
 the seeds shared a validation text, what every interval is, and which settings were chosen after
-the data. Each is a function of the runs (or the stored experiment) alone.
+the data; and why a run is not like-for-like with its baseline (its tokenizer, its validation
+text, its eval coverage). Each is a function of the runs (or the stored experiment) alone.
 """
 
 from __future__ import annotations
@@ -122,3 +123,37 @@ def split_line(per_run: pd.DataFrame) -> str:
     return ("Split: fixed — every seed validated on one text; seeds vary initialisation, dropout and batch "
             "order." if texts == 1 else f"Split: each seed drew its own validation text ({texts} texts), so "
             f"a configuration's spread over seeds is mostly split variance; compare paired Δbase.")
+
+
+def mismatches(run: pd.Series, base: pd.Series | None) -> list[str]:
+    """Why a run's numbers cannot be compared with the baseline's under any metric."""
+    reasons = []
+    roundtrip = run.get("roundtrip")
+    if roundtrip is not None and not pd.isna(roundtrip) and not bool(roundtrip):
+        reasons.append("the tokenizer does not round-trip the text")
+    if base is not None and base["run_id"] != run["run_id"] and pd.notna(run["sha"]) \
+            and pd.notna(base["sha"]) and run["sha"] != base["sha"]:
+        reasons.append("validation text differs from the baseline's")
+    return reasons
+
+
+def coverage_gap(run: pd.Series, base: pd.Series | None) -> tuple[float, float] | None:
+    """(run's, baseline's) eval coverage when they differ by more than the tolerance."""
+    if base is None or base["run_id"] == run["run_id"]:
+        return None
+    if abs(run["coverage"] - base["coverage"]) > COVERAGE_TOLERANCE:  # nan compares False
+        return run["coverage"], base["coverage"]
+    return None
+
+
+def coverage_reason(gaps: list[tuple[float, float]], metric: str) -> str:
+    """One phrase for all of a configuration's seeds: 'eval coverage 94–98% vs baseline …'."""
+    def span(values: list[float]) -> str:
+        lo, hi = f"{min(values):.0%}", f"{max(values):.0%}"
+        return lo if lo == hi else f"{lo[:-1]}–{hi}"
+    text = f"eval coverage {span([g[0] for g in gaps])} vs baseline {span([g[1] for g in gaps])}"
+    if len(gaps) > 1:
+        text += f" over {len(gaps)} seeds"
+    if metric != "mainrun":
+        text += " (val_loss_full scores every target, so the ranking still compares)"
+    return text

@@ -42,11 +42,12 @@ from ..storage.store import open_store
 from ..training.catalog import CATALOG
 from . import frames
 from .cost import attach, cost_effects, cost_lines
-from .lines import (COVERAGE_TOLERANCE, baseline_name, fairness, interval_line, looks_taken, metric_line,
-                    settled_plan, split_line)
+from .lines import (COVERAGE_TOLERANCE, baseline_name, coverage_gap, coverage_reason, fairness, interval_line,
+                    looks_taken, metric_line, mismatches, settled_plan, split_line)
 from .notes import report_notes
 from .qualifiers import comparison_seeds, qualify, seeds_of
-from .stats import FAILS, NO_SPREAD, SEEDS_IDENTICAL, Estimate, Level, decide, difference, summarize, ties
+from .stats import (FAILS, NO_SPREAD, SEEDS_IDENTICAL, Estimate, Level, Verdict, decide, difference,
+                    read_interval, summarize, ties)
 
 METRICS = {"mainrun": "val_loss", "full": "val_loss_full"}
 
@@ -260,40 +261,6 @@ def _values(per_run: pd.DataFrame, name: str | None) -> dict:
     return dict(zip(rows["seed"], rows["y"]))
 
 
-def _mismatches(run: pd.Series, base: pd.Series | None) -> list[str]:
-    """Why a run's numbers cannot be compared with the baseline's under any metric."""
-    reasons = []
-    roundtrip = run.get("roundtrip")
-    if roundtrip is not None and not pd.isna(roundtrip) and not bool(roundtrip):
-        reasons.append("the tokenizer does not round-trip the text")
-    if base is not None and base["run_id"] != run["run_id"] and pd.notna(run["sha"]) \
-            and pd.notna(base["sha"]) and run["sha"] != base["sha"]:
-        reasons.append("validation text differs from the baseline's")
-    return reasons
-
-
-def _coverage_gap(run: pd.Series, base: pd.Series | None) -> tuple[float, float] | None:
-    """(run's, baseline's) eval coverage when they differ by more than the tolerance."""
-    if base is None or base["run_id"] == run["run_id"]:
-        return None
-    if abs(run["coverage"] - base["coverage"]) > COVERAGE_TOLERANCE:  # nan compares False
-        return run["coverage"], base["coverage"]
-    return None
-
-
-def _coverage_reason(gaps: list[tuple[float, float]], metric: str) -> str:
-    """One phrase for all of a configuration's seeds: 'eval coverage 94–98% vs baseline …'."""
-    def span(values: list[float]) -> str:
-        lo, hi = f"{min(values):.0%}", f"{max(values):.0%}"
-        return lo if lo == hi else f"{lo[:-1]}–{hi}"
-    text = f"eval coverage {span([g[0] for g in gaps])} vs baseline {span([g[1] for g in gaps])}"
-    if len(gaps) > 1:
-        text += f" over {len(gaps)} seeds"
-    if metric != "mainrun":
-        text += " (val_loss_full scores every target, so the ranking still compares)"
-    return text
-
-
 _INCURABLE = ("does not round-trip", "validation text differs")
 
 
@@ -323,10 +290,10 @@ def _ranking(per_run: pd.DataFrame, factors: list[_Factor], reference: float, me
         # paired it with `all`) only where no seed has one, against the first baseline run
         for run in [r for r in runs if r["seed"] in controls] or runs:
             control = controls.get(run["seed"], base_runs[0] if base_runs else None)
-            mismatch.update(dict.fromkeys(_mismatches(run, control), True))
-            gaps.append(_coverage_gap(run, control))
+            mismatch.update(dict.fromkeys(mismatches(run, control), True))
+            gaps.append(coverage_gap(run, control))
         if any(gaps):
-            mismatch[_coverage_reason([g for g in gaps if g], metric)] = metric == "mainrun"
+            mismatch[coverage_reason([g for g in gaps if g], metric)] = metric == "mainrun"
         breaking = [t for t in frames.split_toggles(group["toggles"].iloc[0]) if not allowed.get(t, True)]
         given = seeds_of(per_run, name, [] if name == base_name else [base_name])
         rows.append({
@@ -393,9 +360,11 @@ _TITLES = {
 
 
 def _effects(design: str, per_run: pd.DataFrame, factors: list[_Factor], plan: VerdictPlan,
-             goal: str = "minimize") -> tuple[pd.DataFrame, str, Level]:
+             goal: str = "minimize", exact: bool = False) -> tuple[pd.DataFrame, str, Level]:
     """The design's comparisons, each with its interval at the level simultaneous over all of
-    them (and the plan's looks) and the verdict read off it."""
+    them (and the plan's looks) and the verdict read off it. `exact` (a cost): a value measured
+    alike on every seed is a deterministic measurement, not a seed that never reached the
+    trainer, so a difference without spread is read as it is."""
     done = per_run[(per_run["status"] == "completed") & per_run["y"].notna()]
     names = list(dict.fromkeys(per_run.sort_values("position", kind="stable")["name"]))
     base = baseline_name(per_run)
@@ -415,7 +384,10 @@ def _effects(design: str, per_run: pd.DataFrame, factors: list[_Factor], plan: V
     verdicts = [v if sign == 1 else replace(v, lo=-v.hi, hi=-v.lo) for v in decide(
         [(sign * est.mean, est.sd, est.n) if est else (math.nan, math.nan, 0)
          for _, _, est, _, _ in rows], min_effect, level, scale=_scale(done))]
-    identical = identical_seeds(per_run)
+    if exact:
+        verdicts = [Verdict(read_interval(e.mean, e.mean, min_effect), e.mean, e.mean) if v.label == NO_SPREAD else v
+                    for v, (_, _, e, _, _) in zip(verdicts, rows)]
+    identical = set() if exact else identical_seeds(per_run)
     seeds = [comparison_seeds(per_run, configs, None if kind in ("main", "interaction") else configs[1])
              for _, kind, _, _, configs in rows]
     effects = pd.DataFrame([
@@ -437,7 +409,7 @@ def _effects(design: str, per_run: pd.DataFrame, factors: list[_Factor], plan: V
 
 def _effects_on(design: str, factors: list[_Factor], plan: VerdictPlan):
     """The design's comparisons of another per-run value `y` (a cost's log) against its own δ."""
-    return lambda frame, delta: _effects(design, frame, factors, replace(plan, min_effect=delta))[0]
+    return lambda frame, delta: _effects(design, frame, factors, replace(plan, min_effect=delta), exact=True)[0]
 
 
 def _scale(done: pd.DataFrame) -> float:
