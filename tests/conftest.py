@@ -33,6 +33,21 @@ TINY = dict(data=str(HN_CSV), num_titles=2000, vocab_size=500, d_model=32, n_lay
             block_size=32, batch_size=8, epochs=1, evals_per_epoch=2)
 
 
+# xdist's --dist loadfile hands whole files, in collection order, to whichever worker is free
+# (pyproject turns off its default of sorting files by their number of tests, which put the few
+# long tests of these files last, one worker running them while the other idled). The files
+# that take longest (measured: BENCHMARKS.md section 9) start first; the many short ones fill the
+# gaps at the end. A file not listed keeps its place after them.
+LONGEST_FIRST = ("test_ray.py", "test_runner.py", "test_faults.py", "test_gpu_script.py", "test_trainer.py",
+                 "test_switches.py", "test_results_doc.py", "test_missing_data.py", "test_hostile_round4.py",
+                 "test_hostile_round4_values.py", "test_one_story.py", "test_until_decided.py", "test_readme.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's order kept
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
     """Tests never read or write the user's tokenizer cache or results.db."""

@@ -103,7 +103,7 @@ def test_a_cost_measured_alike_on_every_seed_is_read_as_it_is(treated_mib, verdi
     from ablate.results.cost import cost_effects
 
     rows = [{"name": name, "toggles": toggles, "seed": seed, "status": "completed", "position": i,
-             "run_id": 10 * i + seed, "res.peak_rss_bytes": mib * 2**20, "res.step_time_s": 0.1 + 0.01 * seed + 0.001 * i}
+             "run_id": 10 * i + seed, "res.peak_rss_bytes": mib * 2**20, "res.train_tokens_per_s": 1e4 + 100 * seed + 10 * i}
             for i, (name, toggles, mib) in enumerate([("baseline", "", 100), ("x", "x", treated_mib)])
             for seed in (1, 2, 3)]
     per_run = pd.DataFrame(rows)
@@ -111,3 +111,43 @@ def test_a_cost_measured_alike_on_every_seed_is_read_as_it_is(treated_mib, verdi
     (row,) = effects.to_dict("records")
     assert row["memory_verdict"] == verdict
     assert row["memory_ratio"] == pytest.approx(treated_mib / 100) == row["memory_lo"] == row["memory_hi"]
+
+
+def test_the_committed_cost_experiment_judges_each_speed_item_and_draws_loss_against_speed(tmp_path):
+    """experiments/report-cpu-cost.yaml, committed: sdpa, mixed_precision and grad_accum each get
+    a speed and a memory verdict (timed exclusively, so comparable), and the quality-against-cost
+    plot draws them; an experiment timed two at a time has nothing to draw and says so."""
+    import shutil
+
+    from ablate.results.frames import ResultsError
+    from ablate.results.plot import has_speed, plot_cost
+    from ablate.results.report import build_report
+
+    from .conftest import REPO
+
+    db = tmp_path / "results.db"
+    shutil.copy(REPO / "results.db", db)
+    report = build_report(db, "report-cpu-cost")
+    effects = report.effects.set_index("effect")
+    assert set(effects.index) == {"sdpa", "mixed_precision", "grad_accum"}
+    for item in effects.index:
+        speed, memory = effects.loc[item, "speed_verdict"], effects.loc[item, "memory_verdict"]
+        assert speed in ("faster", "slower", "same speed", "inconclusive"), (item, speed, effects.loc[item, "speed_reason"])
+        assert memory in ("less memory", "more memory", "same memory", "inconclusive"), (item, memory)
+    assert any(line.startswith("Timing: timed exclusively") for line in report.lines), report.lines
+    png = plot_cost(report, tmp_path / "cost.png")
+    assert has_speed(report) and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    packed = build_report(db, "report-cpu-adamw")
+    assert not has_speed(packed)
+    with pytest.raises(ResultsError, match="no effect with a speed interval"):
+        plot_cost(packed, tmp_path / "none.png")
+
+
+def test_speed_is_time_per_token_so_accumulating_two_micro_batches_is_not_twice_as_slow():
+    """grad_accum's optimizer step does two micro-batches' work in twice the time: per step it
+    would read '2× slower', per token (what a run of the same data costs) it is the same speed."""
+    from ablate.results.cost import speed_of
+
+    per_run = pd.DataFrame({"res.step_time_s": [0.1, 0.2], "res.train_tokens_per_s": [10240.0, 10240.0],
+                            "cfg.trainer": [None, None], "wall_time_s": [60.0, 60.0]})
+    assert speed_of(per_run).tolist() == [1 / 10240, 1 / 10240]

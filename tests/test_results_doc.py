@@ -129,4 +129,4 @@ def test_names_never_become_paths_or_markers(tmp_path):
     assert runner.invoke(app, ["results-md", "--db", str(db), "--out", str(out), "--check"]).exit_code == 0
     plots = sorted(p.name for p in tmp_path.rglob("*.png"))
     assert plots == sorted(p.name for p in out.parent.glob("*.png")) and len(plots) == 2
-    assert document.effects_plot_name("../../../../elsewhere/x") in plots
+    assert document.plot_name("../../../../elsewhere/x") in plots

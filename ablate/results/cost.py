@@ -1,13 +1,13 @@
 """What each comparison costs: its speed and its peak memory, judged like the loss.
 
-A run's cost is what its trainer measured (`training.train`: time per optimizer step after the
-warm-up step, peak CUDA allocation; `execution.resources`: the run process's peak resident
+A run's cost is what its trainer measured (`training.train`: its training throughput after the
+warm-up step, as time per token, and peak CUDA allocation; `execution.resources`: the run process's peak resident
 memory; a command trainer: the command's wall time and its process tree's peak). A comparison's
 cost effect is the same comparison as its loss effect (the design's rows, paired by seed), on
 the logarithm of the cost: its mean is the log of the ratio treated / control, its interval the
 ratio's interval, read against ±log(1 + cost_min_effect) at the report's level into
 
-  faster / slower / same speed / inconclusive   (time per step: a ratio below 1 is faster)
+  faster / slower / same speed / inconclusive   (time per token: a ratio below 1 is faster)
   less memory / more memory / same memory / inconclusive
 
 Timings are only comparable when the runs were timed alike: a run that shared its device with
@@ -33,10 +33,12 @@ EffectsOf = Callable[[pd.DataFrame, float], pd.DataFrame]  # (per_run with y, δ
 
 
 def speed_of(per_run: pd.DataFrame) -> pd.Series:
-    """Seconds a run took per unit of work: the built-in trainer's time per optimizer step after
-    its warm-up, else (your own trainer's command) the run's wall time. (The built-in trainer's
-    wall time holds data preparation and evaluations: never its speed.)"""
-    step = _numeric(per_run, "res.step_time_s")
+    """Seconds a run took per unit of work: the built-in trainer's time per training token over
+    its optimizer steps after the warm-up (per token, not per step: gradient accumulation's step
+    does twice the work, and a longer block more tokens), else (your own trainer's command) the
+    run's wall time. (The built-in trainer's wall time holds data preparation and evaluations:
+    never its speed.)"""
+    step = 1 / _numeric(per_run, "res.train_tokens_per_s")
     command = per_run["cfg.trainer"].notna() if "cfg.trainer" in per_run else pd.Series(False, index=per_run.index)
     return step.fillna(_numeric(per_run, "wall_time_s").where(command))
 
@@ -76,7 +78,7 @@ def cost_line(effects: pd.DataFrame, cost_min_effect: float) -> str:
     if not (effects.get("speed_verdict", pd.Series(dtype=object)).astype(str) != "").any() and \
             not (effects.get("memory_verdict", pd.Series(dtype=object)).astype(str) != "").any():
         return ""
-    return (f"Speed and memory: time per step (a command's: its wall time) and peak memory, as ratios "
+    return (f"Speed and memory: time per training token (a command's: its wall time) and peak memory, as ratios "
             f"treated / control paired by seed, at the intervals' level; each verdict is read against "
             f"±{cost_min_effect:.0%}, and runs not timed alike get no speed verdict.")
 

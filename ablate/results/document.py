@@ -21,7 +21,7 @@ from ..storage.store import open_store
 from . import across, outfile
 from .frames import ResultsError, list_experiments
 from ..training.catalog import CATALOG, Claim
-from .plot import interval_caption, plot_effects
+from .plot import has_speed, interval_caption, plot_cost, plot_effects
 from .render import _fmt, render
 from .report import Report, build_report
 from .summary import OWN_TRAINER, bases, changes_since, family_table, scale_pairs, scale_table, verdict_line
@@ -55,7 +55,10 @@ def generated(db: str | Path | None = None, since: Path | None = None) -> str:
         parts.append(render(report, "markdown").replace("\n## ", "\n### ").replace("## ", "### ", 1).strip())
         if _has_estimates(report):
             parts.append(f"![Effects of {report.experiment}: estimate and interval ({interval_caption(report)}) "
-                         f"of each effect, by verdict]({effects_plot_name(report.experiment)})")
+                         f"of each effect, by verdict]({plot_name(report.experiment)})")
+        if has_speed(report):
+            parts.append(f"![{report.experiment}: each effect's Δloss against its speed-up, both with intervals "
+                         f"({interval_caption(report)})]({plot_name(report.experiment, 'cost')})")
     presets = [p for p in dict.fromkeys(found[r.experiment].preset for r in reports) if p != OWN_TRAINER]
     parts += ["## What holds and what doesn't", _CLAIMS_INTRO] if presets else []
     for preset in presets:  # the report's claims are about Mainrun's model, not your own trainer's
@@ -104,14 +107,15 @@ _SCALE_INTRO = (
     "on opposite sides; \"changes size\" = the intervals do not overlap; else it holds.")
 
 
-def effects_plot_name(experiment: str) -> str:
-    """The effects plot's file beside the document. A name is never a path: one that is not a
-    plain file name (a merged experiment's may be anything) becomes a slug, with a hash of the
-    name that keeps two such names apart."""
+def plot_name(experiment: str, kind: str = "effects") -> str:
+    """The file of an experiment's plot of `kind` (effects, or cost: loss against speed) beside
+    the document. A name is never a path: one that is not a plain file name (a merged
+    experiment's may be anything) becomes a slug, with a hash of the name that keeps two such
+    names apart."""
     if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}", experiment):  # a matrix's name always is
-        return f"results-effects-{experiment}.png"
+        return f"results-{kind}-{experiment}.png"
     slug = re.sub(r"[^A-Za-z0-9]+", "-", experiment).strip("-")[:40]
-    return f"results-effects-{slug}-{hashlib.sha256(experiment.encode()).hexdigest()[:8]}.png"
+    return f"results-{kind}-{slug}-{hashlib.sha256(experiment.encode()).hexdigest()[:8]}.png"
 
 
 def _has_estimates(report: Report) -> bool:
@@ -229,7 +233,9 @@ def write(path: Path, db: str | Path | None = None, since: Path | None = None) -
     for name in list_experiments(db)["experiment"]:
         report = build_report(db, name)
         if _has_estimates(report):
-            plot_effects(report, path.parent / effects_plot_name(name))
+            plot_effects(report, path.parent / plot_name(name))
+        if has_speed(report):
+            plot_cost(report, path.parent / plot_name(name, "cost"))
     old = _text(path) if path.exists() else ""
     if START in old and END in old:
         head, rest = old.split(START, 1)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..execution.provenance import describe
 from . import across, frames
-from .plot import interval_caption, plot_curves, plot_effects
+from .plot import has_speed, interval_caption, plot_cost, plot_curves, plot_effects
 from .render import PLAIN_WORDS, as_command, effects_display, ranking_display, unranked_display
 from .detail import missing, run_detail
 from .report import Report, build_report
@@ -173,6 +173,9 @@ def _experiment_section(db: Any, report: Report) -> str:
             parts.append(_figure(lambda out: plot_effects(report, out), f"Effects of {report.experiment}: "
                                  f"estimate and interval ({interval_caption(report)}); hover a point for its numbers",
                                  svg=True))
+        if has_speed(report):
+            parts.append(_figure(lambda out: plot_cost(report, out), f"{report.experiment}: each effect's Δloss "
+                                 f"against its speed-up, both with intervals ({interval_caption(report)})"))
     metric = report.column
     if metric in evals and not evals.dropna(subset=[metric]).empty:
         parts.append(_figure(lambda out: plot_curves(db, name, None, out, report.metric),

@@ -6,6 +6,7 @@ module costs nothing until a plot is drawn.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -236,6 +237,59 @@ def plot_effects(report: Any, out: str | Path = "effects.png", force: bool = Fal
 
     try:
         return outfile.replace(path, draw)
+    finally:
+        plt.close(fig)
+
+
+def has_speed(report: Any) -> bool:
+    """Whether any effect has a speed ratio with an interval to draw against its loss."""
+    e = report.effects
+    return "speed_lo" in e and bool((e["speed_lo"].notna() & e["estimate"].notna()).any())
+
+
+def plot_cost(report: Any, out: str | Path = "cost.png", force: bool = False) -> Path:
+    """Quality against cost: each effect one point, its speed-up (control's time per training
+    token over its own, log scale) across and its Δloss up, each with its interval, coloured by its loss
+    verdict; the ±δ band and the ±cost_min_effect band shaded, so the four corners (better and
+    faster … worse and slower) read at a glance. Effects without a speed interval are left out."""
+    path = outfile.checked(out, (".png", ".svg"), force=force)
+    require("plots", "drawing plots")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    e = report.effects
+    rows = e[e["speed_lo"].notna() & e["estimate"].notna()] if has_speed(report) else e[:0]
+    if rows.empty:
+        raise frames.ResultsError(f"experiment {report.experiment!r} has no effect with a speed interval")
+    stack = report.design == "leave-one-out"
+    fig, ax = plt.subplots(figsize=(7.5, 5), layout="constrained")
+    band = math.log1p(report.cost_min_effect)
+    ax.axvspan(math.exp(-band), math.exp(band), color="#95a5a6", alpha=0.2, label=f"speed within ±{math.expm1(band):.0%}")
+    ax.axhspan(-report.min_effect, report.min_effect, color="#95a5a6", alpha=0.2, label=f"Δloss within ±{report.min_effect:g}")
+    for r in rows.itertuples():
+        colour = VERDICT_COLOURS.get(_MEANING_IN_STACK.get(r.verdict, r.verdict) if stack else r.verdict, OTHER_COLOUR)
+        speedup, fast_lo, fast_hi = 1 / r.speed_ratio, 1 / r.speed_hi, 1 / r.speed_lo
+        ax.errorbar(speedup, r.estimate, xerr=[[speedup - fast_lo], [fast_hi - speedup]],
+                    yerr=None if r.ci_lo != r.ci_lo else [[r.estimate - r.ci_lo], [r.ci_hi - r.estimate]],
+                    fmt="o", color=colour, capsize=3)
+        ax.annotate(r.effect, (speedup, r.estimate), textcoords="offset points", xytext=(6, 4), fontsize="small")
+    ax.set_xscale("log")
+    times = matplotlib.ticker.FuncFormatter(lambda x, _: f"{x:.2g}×")  # not 9×10⁻¹
+    ax.xaxis.set_major_formatter(times)
+    ax.xaxis.set_minor_formatter(times)
+    ax.axvline(1, color="#555", linewidth=0.8)
+    ax.axhline(0, color="#555", linewidth=0.8)
+    for x, y, text, ha, va in ((0.98, 0.02, "faster, lower loss", "right", "bottom"), (0.02, 0.02, "slower, lower loss", "left", "bottom"),
+                               (0.98, 0.98, "faster, higher loss", "right", "top"), (0.02, 0.98, "slower, higher loss", "left", "top")):
+        ax.text(x, y, text, transform=ax.transAxes, ha=ha, va=va, fontsize="small", color="#555")
+    ax.set(xlabel="speed-up: the control's time per training token / its own (log scale)",
+           ylabel=f"{report.effects_title}" + " (nats per character)" * report.mainrun)
+    ax.set_title(f"{report.experiment}: loss against speed ({interval_caption(report)})", fontsize="medium")
+    ax.legend(fontsize="small", loc="center right")
+    try:
+        return outfile.replace(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight"))
     finally:
         plt.close(fig)
 

@@ -68,6 +68,7 @@ class Report:
     effects_title: str
     notes: list[str] = field(default_factory=list)
     min_effect: float = math.nan  # δ of the verdicts, nats per character
+    cost_min_effect: float = 0.05  # the speed and memory verdicts' relative δ
     looks: int = 1  # seed counts at which a verdict may be read (seeds: {min, max})
     level: Level = field(default_factory=Level)  # the one level of every interval shown
     after_data: list[str] = field(default_factory=list)  # settings chosen after the data, said so
@@ -146,7 +147,8 @@ def make_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame,
                   ranking, effects, title, report_notes(ranking, effects, alias, seeds, plan, level,
                                                         looks_taken(exp), identical_seeds(per_run), first=first),
                   min_effect=plan.min_effect, looks=level.looks, level=level, after_data=after_data,
-                  looks_taken=looks_taken(exp), budget=plan.budget, reference_fair=reference_fair)
+                  looks_taken=looks_taken(exp), budget=plan.budget, reference_fair=reference_fair,
+                  cost_min_effect=plan.cost_min_effect)
 
 
 def _own_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame, own: tuple[str, str],
@@ -175,7 +177,8 @@ def _own_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame, own: tu
                   report_notes(ranking, effects, alias, seeds, plan, level, looks_taken(exp),
                                identical_seeds(per_run), unit=f" in {name}", first=first),
                   min_effect=plan.min_effect, looks=level.looks, level=level, after_data=after_data,
-                  looks_taken=looks_taken(exp), budget=plan.budget, goal=goal, mainrun=False)
+                  looks_taken=looks_taken(exp), budget=plan.budget, goal=goal, mainrun=False,
+                  cost_min_effect=plan.cost_min_effect)
 
 
 def _design(exp: pd.Series, runs: pd.DataFrame) -> tuple[str, float, list[_Factor], str]:
