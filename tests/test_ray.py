@@ -46,7 +46,7 @@ def start_and_wait_for_evals(matrix: Path, db: Path, n: int) -> tuple[subprocess
     run_id = wait_for(lambda: poll(
         db, "select r.id from runs r where r.status='running' and "
             "(select count(*) from evals e where e.run_id=r.id) >= ?", n), timeout=900,
-        what=f"{n} evaluation(s)")[0][0]
+        what=f"{n} evaluation(s)", process=runner)[0][0]
     return runner, run_id
 
 
@@ -111,6 +111,10 @@ def test_killed_ray_worker_run_is_interrupted_then_completed_by_the_next_run(tmp
     log = next((tmp_path / "ablate-logs" / "raykill").glob(f"*/run{victim}-attempt1.log"))
     pid = int(re.search(r"running on host \S+ pid (\d+)", log.read_text()).group(1))
     assert pid != runner.pid
+    # the worker runs like a local job: not at Ray's niceness 15, which gave a tiny run a
+    # thirtieth of the CPU beside busy processes, nor with spinning OpenMP threads
+    assert os.getpriority(os.PRIO_PROCESS, pid) == 0
+    assert b"OMP_WAIT_POLICY=PASSIVE" in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
     before = query(db, "select attempt, step, val_loss from evals where run_id=? order by step", victim)
     os.kill(pid, signal.SIGKILL)  # the Ray worker process training the run
     out, _ = runner.communicate(timeout=900)

@@ -47,12 +47,21 @@ def poll(db: Path, sql: str, *params) -> list[tuple]:
         return []
 
 
-def wait_for(predicate, timeout: float = 120.0, what: str = "condition"):
+def wait_for(predicate, timeout: float = 120.0, what: str = "condition",
+             process: subprocess.Popen | None = None):
+    """Poll until predicate() is truthy; a process that ends first fails at once, with its output
+    (a runner that died on start is not waited on for the whole guard)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = predicate()
         if value:
             return value
+        if process is not None and process.poll() is not None:
+            value = predicate()
+            if value:
+                return value
+            out = process.stdout.read() if process.stdout else ""
+            raise AssertionError(f"the process ended ({process.returncode}) before {what}:\n{out}")
         time.sleep(0.1)
     raise AssertionError(f"timed out waiting for {what}")
 
@@ -88,7 +97,8 @@ def test_sigkilled_job_keeps_its_evals_and_is_completed_by_the_next_run(tmp_path
     # wait until the first run's job has committed at least two evaluations, then kill it
     pid = wait_for(lambda: poll(
         db, "select r.pid from runs r where r.status='running' and r.pid != ? and "
-            "(select count(*) from evals e where e.run_id=r.id) >= 2", runner.pid), what="evals")
+            "(select count(*) from evals e where e.run_id=r.id) >= 2", runner.pid), what="evals",
+        process=runner)
     victim = query(db, "select id from runs where status='running'")[0][0]
     before = query(db, "select attempt, step, val_loss from evals where run_id=? order by step", victim)
     os.kill(pid[0][0], signal.SIGKILL)
@@ -114,7 +124,8 @@ def test_killed_runner_takes_its_job_down_and_next_run_recovers(tmp_path, needs_
     db = tmp_path / "r.db"
     runner = ablate("run", str(matrix), db=db, cwd=tmp_path, background=True)
     rows = wait_for(lambda: poll(
-        db, "select id, pid from runs where status='running' and pid != ?", runner.pid), what="job")
+        db, "select id, pid from runs where status='running' and pid != ?", runner.pid), what="job",
+        process=runner)
     run_id, job_pid = rows[0]
     runner.kill()
     runner.wait()
@@ -238,7 +249,8 @@ def test_ctrl_c_stops_jobs_and_marks_them_interrupted(tmp_path, needs_data):
     runner = ablate("run", str(matrix), db=db, cwd=tmp_path, background=True)
     run_id, job_pid = wait_for(lambda: poll(
         db, "select r.id, r.pid from runs r where r.status='running' and r.pid != ? and "
-            "(select count(*) from evals e where e.run_id=r.id) >= 1", runner.pid), what="a job")[0]
+            "(select count(*) from evals e where e.run_id=r.id) >= 1", runner.pid), what="a job",
+        process=runner)[0]
     runner.send_signal(signal.SIGINT)
     out, _ = runner.communicate(timeout=180)
     assert runner.returncode == 130, out
@@ -257,7 +269,8 @@ def test_resume_continues_a_killed_run_from_its_checkpoint_exactly(tmp_path, nee
     runner = ablate("run", str(matrix), "--checkpoints", db=db, cwd=tmp_path, background=True)
     pid = wait_for(lambda: poll(
         db, "select r.pid from runs r where r.status='running' and r.pid != ? and "
-            "(select count(*) from evals e where e.run_id=r.id) >= 3", runner.pid), what="evals")
+            "(select count(*) from evals e where e.run_id=r.id) >= 3", runner.pid), what="evals",
+        process=runner)
     os.kill(pid[0][0], signal.SIGKILL)
     runner.communicate(timeout=120)
     again = ablate("run", str(matrix), "--resume", db=db, cwd=tmp_path)

@@ -153,6 +153,21 @@ def unreachable(address: str | None, error: Exception) -> str:
     return message
 
 
+def worker_env(cpu: bool) -> dict:
+    """The runtime_env of ablate's tasks and mailbox: worker processes like a local job's.
+
+    Ray starts workers at niceness 15, so a run shares its CPUs with any other process at a
+    thirtieth of their weight (a tiny run measured 226 s instead of 5 s beside two busy
+    processes) and its timings depend on whatever else runs there; and on CPU, spinning OpenMP
+    workers starve each other as they do for local jobs (`executors.LocalExecutor._env`).
+    Task-level env_vars are merged into the job's own runtime_env, never replace it.
+    """
+    env_vars = {"RAY_worker_niceness": "0"}
+    if cpu:
+        env_vars["OMP_WAIT_POLICY"] = os.environ.get("OMP_WAIT_POLICY", "PASSIVE")
+    return {"env_vars": env_vars}
+
+
 class RayExecutor:
     """Runs jobs as Ray tasks; see the module docstring for how results travel."""
 
@@ -187,9 +202,11 @@ class RayExecutor:
                 f"the Ray cluster has {totals.get('CPU', 0):g} CPUs and {totals.get('GPU', 0):g} GPUs: "
                 f"not enough for one run with {self.cpus_per_run:g} CPUs and {self.gpus_per_run:g} GPUs")
         self.log_dir = log_dir
-        self.mailbox = ray.remote(Mailbox).options(num_cpus=0, **self._on_driver_node()).remote()
+        env = worker_env(cpu=self.gpus_per_run == 0)
+        self.mailbox = ray.remote(Mailbox).options(num_cpus=0, runtime_env=env,
+                                                   **self._on_driver_node()).remote()
         self.task = ray.remote(run_task).options(
-            num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, max_retries=0)
+            num_cpus=self.cpus_per_run, num_gpus=self.gpus_per_run, max_retries=0, runtime_env=env)
         self.active: dict[int, _Active] = {}  # by run id
         self.reported: dict[tuple[int, int], _Active] = {}  # (run, attempt): messages go here
         self._ended: list[Ended] = []  # jobs that never reached Ray
