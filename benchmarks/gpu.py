@@ -56,6 +56,8 @@ DRY_ANSWER_S = 300  # the dry answer's three tiny runs end long before this; it 
 IMPORT_LIMIT_S = 180  # a stage still importing after this is stuck, not slow: it is killed
 GRACE_S = 20  # a stage's process is killed this long after its box ends
 STOP_S = 10  # a stage's own child gets SIGINT (runs record themselves interrupted), then SIGKILL
+SPEED_ROWS = ("baseline", "sdpa", "bf16", "bf16+sdpa", "adamw", "tf32")  # benchmarks/run.py's switches
+COMPILE_ROWS = ("baseline", "compile", "compile+bf16+sdpa")
 PACKING_JOBS = (8, 4, 2, 1)  # the quick settings first: a cut box loses the slowest one
 DRY_PACKING_JOBS = (2, 1)
 MAINRUN_STEPS = 980  # 7 epochs x 140 steps: 100,000 titles of the offline stories file
@@ -98,8 +100,9 @@ def stage_tests(args, out: Path, deadline: float) -> dict:
 
 
 def stage_speed(args, out: Path, deadline: float, compile: bool = False) -> dict:
-    rows = (["baseline", "compile", "compile+bf16+sdpa"] if compile else
-            ["baseline", "sdpa", "bf16", "bf16+sdpa", "adamw", "tf32"])
+    rows = list(COMPILE_ROWS if compile else SPEED_ROWS)
+    if args.dry_run:  # the path, not the rows: the baseline and the row that combines the others
+        rows = [rows[0], rows[-1] if compile else "bf16+sdpa"]
     backend = ["--compile-backend", "aot_eager"] if args.dry_run else []  # no C++ builds
     model, steps, rounds = ("small", "3", "1") if args.dry_run else (
         "mainrun", "20", "1" if compile else "2")  # a compiled row costs a build per round

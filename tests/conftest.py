@@ -15,7 +15,12 @@ from typing import Callable
 import pytest
 from hypothesis import settings
 
-from ablate.training.datasource import BUILTIN_HN, local_path
+# Two xdist workers and the jobs and commands they start share the cores: OpenMP threads that
+# spin while they wait burn the other side's CPU (a 2-thread `ablate train` beside one busy
+# process: 100 CPU-s spinning, 70 passive). What CPU jobs get from the executor; before torch loads.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from ablate.training.datasource import BUILTIN_HN, local_path  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")

@@ -75,11 +75,19 @@ def test_dry_run_killed_mid_answer_keeps_its_stages_and_continues(hn_csv, tmp_pa
     assert tests["returncode"] == 0 and tests["skipped"] + tests["passed"] == len(tests["tests"]) > 0
 
 
-def load_gpu_script():
-    spec = importlib.util.spec_from_file_location("gpu_script", REPO / "benchmarks" / "gpu.py")
+def load_gpu_script(name: str = "gpu"):
+    spec = importlib.util.spec_from_file_location(f"{name}_script", REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def test_every_row_the_gpu_run_times_is_a_switch_of_the_benchmark():
+    """The dry run times two rows of each stage; the rows only a GPU lease times are names
+    benchmarks/run.py must accept, checked here rather than on the lease."""
+    gpu, bench = load_gpu_script(), load_gpu_script("run")
+    rows = {*gpu.SPEED_ROWS, *gpu.COMPILE_ROWS}
+    assert len(rows) == 8 and rows <= set(bench.SWITCHES)
 
 
 def test_a_stage_past_its_box_is_recorded_timed_out_and_the_rest_still_run(tmp_path, monkeypatch):
