@@ -14,6 +14,8 @@ Sections (all by default; `--only` picks some):
   smoke     wall time of the whole smoke matrix through the CLI
   report    `ablate report` on the committed results.db as a user runs it (a fresh process),
             against a process that only imports what report needs, in the same run
+  cost      what measuring a run's speed and peak memory adds to a training step (nothing runs
+            per step; the per-run and per-evaluation parts timed, spread over a whole run)
 
 Every comparison runs its variants side by side in one process, interleaved (A B A B ...),
 and reports medians: other processes on the machine shift all variants alike. Step times come
@@ -266,6 +268,46 @@ def bench_switches(device, base: dict, steps: int, rounds: int, peak: dict | Non
         rows[name] = row
     return {"config": label, "steps_per_call": steps, "rounds": rounds, "rows": rows,
             "load_before": before, "load_after": load()}
+
+
+def bench_cost(device, configs: dict[str, dict], repeats: int = 2000) -> dict:
+    """What measuring a run's cost adds to its training steps. Nothing of it runs per step; per
+    run, the peak-memory reset and read (execution/resources.PeakMemory; on CUDA the allocator's
+    peak reset and read) and the cost fields (train._cost); per evaluation, two clock reads. Each
+    is timed on its own (`repeats` times), spread over the config's whole run (its steps and
+    evaluations), and compared with this config's median step time measured here."""
+    from ablate.execution.resources import PeakMemory
+    from ablate.training.train import _cost
+
+    def per_run() -> None:
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        peak = PeakMemory()
+        _cost(1000, 100.0, 0.5, 8192, device)
+        peak.read(command=False)
+
+    def per_eval() -> float:
+        return time.perf_counter() - time.perf_counter()
+
+    def each(fn) -> float:
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn()
+        return (time.perf_counter() - t0) / repeats
+
+    rows = {}
+    for label, base in configs.items():
+        cfg = TrainConfig(**base)
+        data = prepare(cfg)
+        step_s = med(ablate_steps(cfg, data, device, 6))
+        sched = Schedule(cfg, len(data.train_ids))
+        evals = sum(map(sched.is_eval_step, range(1, sched.max_steps + 1)))
+        run_s, eval_s = med([each(per_run) for _ in range(3)]), med([each(per_eval) for _ in range(3)])
+        added = (run_s + evals * eval_s) / sched.max_steps
+        rows[label] = {"step_s": step_s, "run_steps": sched.max_steps, "run_evals": evals,
+                       "per_run_s": run_s, "per_eval_s": eval_s, "added_per_step_s": added,
+                       "added_pct": 100 * added / step_s}
+    return {"repeats": repeats, "rows": rows}
 
 
 class _FirstStepDone(Exception):
@@ -555,6 +597,13 @@ def print_tables(res: dict) -> None:
         con.print(f"ablate report -e {r['experiment']} (median of {r['rounds']}): table "
                   f"{m['report table']:.2f} s, json {m['report json']:.2f} s, its imports alone "
                   f"{m['imports']:.2f} s; report / imports {r['report_over_imports']:.2f}x")
+    if "cost" in res:
+        for label, r in res["cost"]["rows"].items():
+            con.print(f"measuring cost, {label}: {r['per_run_s'] * 1e6:.0f} µs per run + "
+                      f"{r['per_eval_s'] * 1e9:.0f} ns per evaluation over {r['run_steps']} steps and "
+                      f"{r['run_evals']} evaluations = {r['added_per_step_s'] * 1e6:.2f} µs per step, "
+                      f"{r['added_pct']:.2g} % of its {r['step_s'] * 1e3:.1f} ms step")
+
 
 
 def main(argv=None) -> dict:
@@ -564,7 +613,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--model", choices=list(MODELS),
                     help="the model of parity/switches (default: small with --quick, else mid)")
     ap.add_argument("--json", help="write the results here")
-    ap.add_argument("--only", nargs="*", help="sections: peak parity switches first eval omp smoke report")
+    ap.add_argument("--only", nargs="*", help="sections: peak parity switches first eval omp smoke report cost")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile rows")
     ap.add_argument("--switches", nargs="*", choices=list(SWITCHES),
@@ -587,7 +636,7 @@ def main(argv=None) -> dict:
 
     device = resolve_device(args.device)
     cpu = device.type == "cpu"
-    sections = set(args.only or ["peak", "parity", "switches", "first", "eval", "omp", "smoke", "report"])
+    sections = set(args.only or ["peak", "parity", "switches", "first", "eval", "omp", "smoke", "report", "cost"])
     q = args.quick
     res: dict = {"machine": machine(device), "load_start": load(), "quick": q}
     model = args.model or ("small" if q else "mid")
@@ -636,6 +685,11 @@ def main(argv=None) -> dict:
         res["smoke"] = bench_smoke()
     if "report" in sections:
         res["report"] = bench_report(3 if q else 5)
+    if "cost" in sections:
+        configs = {"smoke base model": SMALL}
+        if not q:
+            configs[mid_label] = mid
+        res["cost"] = bench_cost(device, configs)
     res["load_end"] = load()
     print_tables(res)
     if args.json:
