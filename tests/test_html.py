@@ -17,6 +17,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ablate.cli import app
+from ablate.results import palette
 from ablate.results.frames import list_experiments
 from ablate.results.plot import effect_rows, interval_caption, plot_curves, plot_effects
 from ablate.results.render import render
@@ -152,6 +153,18 @@ window.addEventListener("load", function () {
     table.querySelector("thead th").click();
     return Array.prototype.map.call(table.tBodies[0].rows, function (r) { return r.cells[0].textContent.trim(); });
   });
+  var colours = {};  // before any sorting: each effects row's verdict colour, and its plot label's
+  document.querySelectorAll("section[id]").forEach(function (section) {
+    var table = {}, plot = {};
+    section.querySelectorAll("table.effects tbody tr").forEach(function (r) {
+      table[r.cells[0].textContent.trim()] = getComputedStyle(r).color;
+    });
+    section.querySelectorAll("figure svg text").forEach(function (t) {
+      var name = t.textContent.trim().split(/\\s+/)[0];
+      if (name in table) { plot[name] = getComputedStyle(t).fill; }
+    });
+    colours[section.id] = {table: table, plot: plot};
+  });
   var verdicts = {};
   document.querySelectorAll("nav.toc > ul > li").forEach(function (li) {
     var name = li.querySelector("a").textContent, found = verdicts[name] = {};
@@ -161,7 +174,7 @@ window.addEventListener("load", function () {
   });
   document.body.setAttribute("data-check", JSON.stringify({errors: window.__errors, firsts: firsts,
     width: document.documentElement.scrollWidth, top: document.querySelector("nav.toc").offsetTop,
-    verdicts: verdicts}));
+    verdicts: verdicts, colours: colours}));
 });
 </script>"""
 
@@ -170,7 +183,8 @@ def test_the_committed_results_page_fits_1280px_sorts_every_table_and_opens_with
     """At a laptop's 1,280×800 window nothing is wider than the page; a header click sorts each
     table by its own column (the first column, ascending: numbers, then text); the contents at
     the top give every experiment's verdicts exactly as `report --format json` does; hovering an
-    effect's point shows its numbers."""
+    effect's point shows its numbers; every effect has one colour in its table and its plot,
+    a leave-one-out removal as much as any other, and each verdict one colour on the page."""
     db, page = tmp_path / "results.db", tmp_path / "report.html"
     shutil.copy(COMMITTED, db)
     result = CliRunner().invoke(app, ["report", "--db", str(db), "--format", "html", "--out", str(page)])
@@ -184,6 +198,7 @@ def test_the_committed_results_page_fits_1280px_sorts_every_table_and_opens_with
     key = lambda text: (0, float(text), "") if re.fullmatch(r"[+-]?[\d.]+", text) else (1, 0, text)  # noqa: E731
     assert len(check["firsts"]) > 20 and all(col == sorted(col, key=key) for col in check["firsts"])
     hovers = re.findall(r'<g id="effect\d+"><title>([^<]*)</title>', text)  # the effects plots' points
+    seen: dict[str, set[str]] = {}
     for name in list_experiments(db)["experiment"]:
         report = build_report(db, name)
         effects = json.loads(render(report, "json"))["effects"]  # what `report --format json` prints
@@ -192,6 +207,13 @@ def test_the_committed_results_page_fits_1280px_sorts_every_table_and_opens_with
             assert e["estimate"] is None or any(h.startswith(f"{e['effect']}: ") for h in hovers), e["effect"]
         if any(e["estimate"] is not None for e in effects):  # the caption states the level drawn
             assert f"Effects of {name}: estimate and interval ({html.escape(interval_caption(report))})" in text
+            drawn = check["colours"][name]
+            assert len(drawn["plot"]) == sum(e["estimate"] is not None for e in effects) > 0, name
+            assert all(drawn["table"][e] == colour for e, colour in drawn["plot"].items()), (name, drawn)
+            for e in (e for e in effects if e["estimate"] is not None):  # one colour per verdict
+                seen.setdefault(palette.colour(e["verdict"]), set()).add(drawn["table"][e["effect"]])
+    assert len(seen) >= 4 and all(len(colours) == 1 for colours in seen.values()), seen
+    assert check["colours"]["report-cpu-stack"]["plot"]["−ema"] == "rgb(26, 127, 55)"  # removing EMA helps: green
 
 
 def test_a_configuration_keeps_its_colour_across_an_experiments_plots(tmp_path, monkeypatch):
@@ -227,11 +249,11 @@ def test_the_effects_plot_draws_the_reports_effects(tmp_path):
             assert out.stat().st_size > 5_000
     svg = (tmp_path / "report-cpu.svg").read_text()
     assert all(e in svg for e in effect_rows(build_report(COMMITTED, "report-cpu"))["effect"])
-    # leave-one-out: a row is coloured by what its item does in the stack. Removing EMA lowers the
-    # loss (verdict "better"), so EMA hurts: red, not the green that would read "EMA is good"
+    # leave-one-out: a row is the removal it names, coloured as its table row is. Removing EMA
+    # lowers the loss (verdict "better"): green; removing vocab_2x raises it: red
     stack = (tmp_path / "report-cpu-stack.svg").read_text()
-    assert re.search(r"fill: #c0392b\"[^>]*>−ema</text>", stack) and re.search(r"fill: #1a7f37\"[^>]*>−vocab_2x</text>", stack)
-    assert "coloured by what each item does inside the stack" in stack and "within ±3δ" in stack
+    assert re.search(r"fill: #1a7f37\"[^>]*>−ema</text>", stack) and re.search(r"fill: #b42318\"[^>]*>−vocab_2x</text>", stack)
+    assert "each row is the removal it names" in stack and "within ±3δ" in stack
 
 
 def test_results_md_links_the_effects_plots_it_draws(tmp_path):

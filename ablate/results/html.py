@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from ..execution.provenance import describe
-from . import across, frames
+from . import across, frames, palette
 from .plot import has_speed, interval_caption, plot_cost, plot_curves, plot_effects
 from .render import PLAIN_WORDS, as_command, effects_display, ranking_display, unranked_display
 from .detail import missing, run_detail
@@ -41,11 +41,10 @@ img, figure svg { max-width: 100%; height: auto; border: 1px solid #e3e7ec; }
 details { margin: .3rem 0; } summary { cursor: pointer; }
 code, pre { background: #f3f5f8; padding: .15rem .3rem; border-radius: 3px; white-space: pre-wrap;
             overflow-wrap: anywhere; }
-.v-better { color: #1a7f37; } .v-worse { color: #b42318; } .v-inconclusive { color: #9a6700; }
-.v-negligible { color: #57606a; } .v-fails { color: #a626a4; } tr[class^="v-"] td:last-child { font-weight: 600; }
+tr[class^="v-"] td:last-child { font-weight: 600; }
 .toc li { margin: .3rem 0; } .toc ul ul { margin: .1rem 0; padding-left: 1.2rem; }
 .notes li { margin: .2rem 0; }
-"""
+""" + palette.css() + "\n"
 
 SORT_SCRIPT = """
 document.querySelectorAll("table.sortable").forEach(function (table) {
@@ -112,7 +111,7 @@ def _across(reports: list[Report]) -> str:
     head = "".join(f"<th class=\"text\">{_e(c)}</th>" for c in shown.columns)
     rows = []
     for (_, cells), (_, texts) in zip(table.iterrows(), shown.iterrows()):
-        tds = [f"<td class=\"text {_verdict_class(c.verdict) if isinstance(c, across.Cell) else ''}\">{_e(t)}</td>"
+        tds = [f"<td class=\"text {palette.css_class(c.verdict) if isinstance(c, across.Cell) else ''}\">{_e(t)}</td>"
                for c, t in zip(cells, texts)]
         rows.append("<tr>" + "".join(tds) + "</tr>")
     lines = [*across.what_cells_mean(measured),
@@ -131,13 +130,8 @@ def _verdicts(report: Report) -> str:
         groups.setdefault(verdict, []).append(f"<span class=\"effect\">{_e(effect)}</span>"
                                               + _e(text.removeprefix(verdict)))
     return "<ul>" + "".join(
-        f"<li class=\"{_verdict_class(verdict)}\" data-verdict=\"{_e(verdict)}\"><b>{_e(PLAIN_WORDS.get(verdict, verdict))}</b>: "
+        f"<li class=\"{palette.css_class(verdict)}\" data-verdict=\"{_e(verdict)}\"><b>{_e(PLAIN_WORDS.get(verdict, verdict))}</b>: "
         + ", ".join(effects) + "</li>" for verdict, effects in groups.items()) + "</ul>" if groups else ""
-
-
-def _verdict_class(verdict: str) -> str:
-    """The colour of a verdict: its first word ("better", "inconclusive", ...)."""
-    return "v-" + "".join(c for c in verdict.split(" ")[0] if c.isalnum())
 
 
 def _experiment_section(db: Any, report: Report) -> str:
@@ -162,7 +156,7 @@ def _experiment_section(db: Any, report: Report) -> str:
                      + f")</summary>{_table(pending, 'pending')}</details>")
     if len(report.effects):
         shown, with_data = effects_display(report), report.effects["estimate"].notna().to_numpy()
-        classes = [_verdict_class(v) for v in report.effects["verdict"]]
+        classes = [palette.css_class(v) for v in report.effects["verdict"]]
         parts += [f"<h3>{_e(report.effects_title)}</h3>",
                   _table(shown[with_data], "effects", [c for c, d in zip(classes, with_data) if d])
                   if with_data.any() else ""]

@@ -50,6 +50,9 @@ def report_notes(ranking: pd.DataFrame, effects: pd.DataFrame, alias: str, seeds
         notes.append(f"{_names(effects.loc[effects['verdict'] == NO_SPREAD, 'effect'].tolist(), 'differs', 'differ')} "
                      f"from its control by the same amount on every seed: a zero-width interval would look "
                      f"certain, so it gets no verdict ({NO_SPREAD}).")
+    counts = ranked.drop_duplicates("name").set_index("name")["n"]
+    if counts.nunique() > 1 and ranked["d_base"].notna().any():
+        notes.append(unpaired_note(counts))
     if alias:
         notes.append(alias)
     if len(seeds) > 1:
@@ -58,6 +61,16 @@ def report_notes(ranking: pd.DataFrame, effects: pd.DataFrame, alias: str, seeds
         notes.append("One seed per configuration: noise is unknown, so no interval — small differences "
                      "may be noise.")
     return notes
+
+
+def unpaired_note(counts: pd.Series) -> str:
+    """Where configurations have different seed counts, `final` (a mean over each one's own seeds)
+    need not follow the rank, which is by Δbase on the seeds each shares with the baseline."""
+    base = f"baseline {counts['baseline']:.0f}, " if "baseline" in counts else ""
+    others = counts.drop("baseline", errors="ignore")
+    spread = f"{others.min():.0f}" if others.min() == others.max() else f"{others.min():.0f}–{others.max():.0f}"
+    return (f"final and best are each configuration's mean over all its own seeds ({base}"
+            f"{'the others ' * bool(base)}{spread}); the rank is by Δbase, paired by seed, so it need not follow final.")
 
 
 def verdict_rule(plan: VerdictPlan, level: Level, looks_taken: list[int], unit: str = " nats/char") -> str:

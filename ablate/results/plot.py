@@ -13,7 +13,7 @@ from typing import Any
 from ..extras import require
 from ..storage.store import open_store
 from ..training.config import suggest
-from . import frames, outfile
+from . import frames, outfile, palette
 from .render import verdict_text
 from .report import build_report
 from .stats import FAILS
@@ -59,12 +59,11 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
     for name in names:
         curve = seed_band(evals[evals["name"] == name], metric)
         seeds = evals.loc[evals["name"] == name, "run_id"].nunique()
-        ax.plot(curve.index, curve["mean"], label=name + (f" (mean of {seeds} seeds)" if seeds > 1 else ""),
+        ax.plot(curve.index, curve["mean"], label=name + (f" (mean of {seeds} seeds; band: min–max)" if seeds > 1 else ""),
                 color=colours[name], linewidth=2.2 if name == "baseline" else 1.4,
                 linestyle="--" if name == "baseline" else "-")
-        if seeds > 1:
-            ax.fill_between(curve.index, curve["min"], curve["max"], color=colours[name], alpha=0.15,
-                            label=f"{name}: min–max over its seeds")
+        if seeds > 1:  # no legend entry of its own: one per configuration
+            ax.fill_between(curve.index, curve["min"], curve["max"], color=colours[name], alpha=0.15)
     reference = frames.reference_of(exp)
     low, high = ax.get_ylim()
     if delta:
@@ -96,13 +95,11 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
 
 def colours_of(names: Any) -> dict[str, Any]:
     """One colour per configuration of an experiment, the same in every plot of it (its absolute
-    and its delta curves): by its place in `names` (the ranking: the best get tab10's distinct
-    colours), the baseline dark."""
-    import matplotlib
-
+    and its delta curves): by its place in `names` (the ranking: the best get the most distinct
+    colours), the baseline dark; never a verdict's green or red (palette.py)."""
     others = [n for n in dict.fromkeys(names) if n != "baseline"]
-    palette = [*matplotlib.colormaps["tab10"].colors, *matplotlib.colormaps["tab20b"].colors]
-    return {"baseline": "#333333", **{n: palette[i % len(palette)] for i, n in enumerate(others)}}
+    colours = palette.CONFIGURATIONS
+    return {"baseline": palette.BASELINE, **{n: colours[i % len(colours)] for i, n in enumerate(others)}}
 
 
 def minus_baseline(evals: Any, metric: str) -> Any:
@@ -151,10 +148,6 @@ def _default_names(evals: Any, metric: str, goal: str = "minimize") -> list[str]
     return (["baseline"] if "baseline" in final.index else []) + top
 
 
-VERDICT_COLOURS = {"better": "#1a7f37", "worse": "#c0392b", "negligible": "#7f8c8d", "fails": "#a626a4"}
-OTHER_COLOUR = "#2c6fbb"  # any other verdict (undecided, noise unknown, not like-for-like)
-
-
 def effect_rows(report: Any) -> Any:
     """The effects the plot draws, one row each, sorted by estimate (the best on top: most
     negative, or most positive for a metric to maximize): the report's effect rows with an
@@ -180,8 +173,7 @@ def interval_caption(report: Any) -> str:
 
 def plot_effects(report: Any, out: str | Path = "effects.png", force: bool = False) -> Path:
     """Each effect's estimate with its interval at the report's level, one row each (PNG or SVG by
-    the suffix of `out`), coloured by what the verdict means (in leave-one-out, by what the item
-    does inside the stack), with the report's ±min_effect band shaded; where the large effects
+    the suffix of `out`), coloured by its verdict as its table row is (palette.py), with the report's ±min_effect band shaded; where the large effects
     would squeeze the small ones onto one point, a second panel shows ±3δ."""
     path = outfile.checked(out, (".png", ".svg"), force=force)
     require("plots", "drawing plots")
@@ -195,7 +187,6 @@ def plot_effects(report: Any, out: str | Path = "effects.png", force: bool = Fal
         raise frames.ResultsError(f"experiment {report.experiment!r} has no estimated effect yet")
     min_effect = getattr(report, "min_effect", float("nan"))
     stack = report.design == "leave-one-out"
-    meaning = [_MEANING_IN_STACK.get(v, v) if stack else v for v in rows["verdict"]]
     reach = max(abs(x) for x in (*rows["estimate"], *rows["ci_lo"].dropna(), *rows["ci_hi"].dropna()))
     zoomed = min_effect == min_effect and reach > 6 * min_effect  # not nan, and the band would be a sliver
     fig, axes = plt.subplots(1, 2 if zoomed else 1, sharey=True, squeeze=False,
@@ -206,8 +197,8 @@ def plot_effects(report: Any, out: str | Path = "effects.png", force: bool = Fal
             ax.axvspan(-min_effect, min_effect, color="#95a5a6", alpha=0.2,
                        label=f"±{min_effect:g}: smaller effects do not matter" if k == 0 else None)
         ax.axvline(0, color="#555", linewidth=0.8)
-        for i, (r, m) in enumerate(zip(rows.itertuples(), meaning)):
-            colour = VERDICT_COLOURS.get(m, OTHER_COLOUR)
+        for i, r in enumerate(rows.itertuples()):
+            colour = palette.colour(r.verdict)
             if r.ci_lo == r.ci_lo:  # an interval exists (n > 1)
                 ax.plot([r.ci_lo, r.ci_hi], [i, i], color=colour, linewidth=2)
             ax.plot(r.estimate, i, "o", color=colour, markersize=5, gid=f"effect{i}" if k == 0 else None)
@@ -215,12 +206,12 @@ def plot_effects(report: Any, out: str | Path = "effects.png", force: bool = Fal
     ax = axes[0][0]
     ax.set_yticks(list(range(len(rows))), [f"{r.effect}  {r.marks}".strip() for r in rows.itertuples()],
                   fontsize="small")
-    for label, m in zip(ax.get_yticklabels(), meaning):
-        label.set_color(VERDICT_COLOURS.get(m, OTHER_COLOUR))
-    for m in dict.fromkeys(meaning):
-        ax.plot([], [], "o-", color=VERDICT_COLOURS.get(m, OTHER_COLOUR), label=_LEGEND_IN_STACK.get(m, m) if stack else m)
+    for label, v in zip(ax.get_yticklabels(), rows["verdict"]):
+        label.set_color(palette.colour(v))
+    for v in dict.fromkeys(rows["verdict"]):
+        ax.plot([], [], "o-", color=palette.colour(v), label=v + _IN_STACK.get(v, "") * stack)
     fig.suptitle(f"{report.experiment}: effects with intervals ({interval_caption(report)})"
-                 + ("\ncoloured by what each item does inside the stack" if stack else ""))
+                 + ("\neach row is the removal it names: −X better = removing X helps" if stack else ""))
     fig.supxlabel(f"{report.effects_title}" + " (nats per character)" * report.mainrun, fontsize="medium")
     if zoomed:
         axes[0][1].set(xlim=(-3 * min_effect, 3 * min_effect), xticks=[k * min_effect for k in (-3, -1, 1, 3)],
@@ -250,7 +241,7 @@ def has_speed(report: Any) -> bool:
 def plot_cost(report: Any, out: str | Path = "cost.png", force: bool = False) -> Path:
     """Quality against cost: each effect one point, its speed-up (control's time per training
     token over its own, log scale) across and its Δloss up, each with its interval, coloured by its loss
-    verdict; the ±δ band and the ±cost_min_effect band shaded, so the four corners (better and
+    verdict as in its table row; the ±δ band and the ±cost_min_effect band shaded, so the four corners (better and
     faster … worse and slower) read at a glance. Effects without a speed interval are left out."""
     path = outfile.checked(out, (".png", ".svg"), force=force)
     require("plots", "drawing plots")
@@ -263,13 +254,12 @@ def plot_cost(report: Any, out: str | Path = "cost.png", force: bool = False) ->
     rows = e[e["speed_lo"].notna() & e["estimate"].notna()] if has_speed(report) else e[:0]
     if rows.empty:
         raise frames.ResultsError(f"experiment {report.experiment!r} has no effect with a speed interval")
-    stack = report.design == "leave-one-out"
     fig, ax = plt.subplots(figsize=(7.5, 5), layout="constrained")
     band = math.log1p(report.cost_min_effect)
     ax.axvspan(math.exp(-band), math.exp(band), color="#95a5a6", alpha=0.2, label=f"speed within ±{math.expm1(band):.0%}")
     ax.axhspan(-report.min_effect, report.min_effect, color="#95a5a6", alpha=0.2, label=f"Δloss within ±{report.min_effect:g}")
     for r in rows.itertuples():
-        colour = VERDICT_COLOURS.get(_MEANING_IN_STACK.get(r.verdict, r.verdict) if stack else r.verdict, OTHER_COLOUR)
+        colour = palette.colour(r.verdict)
         speedup, fast_lo, fast_hi = 1 / r.speed_ratio, 1 / r.speed_hi, 1 / r.speed_lo
         ax.errorbar(speedup, r.estimate, xerr=[[speedup - fast_lo], [fast_hi - speedup]],
                     yerr=None if r.ci_lo != r.ci_lo else [[r.estimate - r.ci_lo], [r.ci_hi - r.estimate]],
@@ -294,10 +284,9 @@ def plot_cost(report: Any, out: str | Path = "cost.png", force: bool = False) ->
         plt.close(fig)
 
 
-# leave-one-out: removing an item that helps makes the loss worse, so its row means the opposite
-_MEANING_IN_STACK = {"better": "worse", "worse": "better"}
-_LEGEND_IN_STACK = {"better": "helps in the stack (removing it hurts)",
-                    "worse": "hurts in the stack (removing it helps)", "negligible": "negligible in the stack"}
+# leave-one-out: a row is a removal, and its verdict says what removing the item does
+_IN_STACK = {"better": " (removing it helps: it hurts in the stack)",
+             "worse": " (removing it hurts: it helps in the stack)"}
 
 
 def _hover(path: Path, titles: dict[str, str]) -> None:

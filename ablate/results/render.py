@@ -26,6 +26,7 @@ from ..execution.provenance import describe
 from .cost import WORDS as COST_WORDS
 from .cost import ratio_text
 from .detail import RunDetail, cost_line, missing
+from . import palette
 from .frames import spreadsheet_safe
 from .report import Report
 from .stats import FAILS
@@ -33,8 +34,6 @@ from .stats import FAILS
 FORMATS = ("table", "markdown", "csv", "json")
 PLAIN_WORDS = {"better": "helps", "worse": "hurts", "negligible": "negligible", "inconclusive": "undecided",
                FAILS: "fails"}
-VERDICT_STYLES = {"better": "green", "worse": "red", "inconclusive": "yellow", "negligible": "dim",
-                  FAILS: "magenta"}  # as the HTML
 BLOCKS = "▁▂▃▄▅▆▇█"
 
 
@@ -311,10 +310,10 @@ def render(report: Report, format: str = "table", width: int = 100, color: bool 
         raise ValueError(f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
     styles = ["bold green" if r.is_best else "cyan" if r.is_baseline else "red" if r.breaks_rule else ""
               for r in ranked.itertuples()]
-    parts: list = [(title, "bold"), *((line, VERDICT_STYLES.get(v, "")) for v, line in summary), *report.lines]
+    parts: list = [(title, "bold"), *((line, palette.colour(v)) for v, line in summary), *report.lines]
     if len(effects):  # the answer first, each verdict whole and coloured by what it says
         parts += [(report.effects_title, "bold"), _rich_table(fit_effects(effects, width, value_heading(report)), styles=[
-            VERDICT_STYLES.get(v.split(" ")[0], "") for v in report.effects["verdict"]])]
+            palette.colour(v) for v in report.effects["verdict"]])]
     parts += [("Ranking", "bold"),
               _rich_table(fit_ranking(ranking_display(report, True), width, report.reference_fair), styles=styles),
               "B baseline  ★ best rule-abiding  ✗ breaks Mainrun's rules  ≠ not like-for-like  † lost seeds (see notes)"
