@@ -84,3 +84,41 @@ def test_report_over_several_experiments_opens_with_the_table_in_every_format(co
     out = tmp_path / "across.md"
     written = CliRunner().invoke(app, [*args, "--format", "markdown", "--out", str(out)])
     assert written.exit_code == 0 and out.read_text() == said["markdown"]
+
+
+def test_where_verdicts_differ_the_difference_between_the_effects_is_itself_decided(committed):
+    """Two experiments that share seeds: per seed, the item's effect in one minus in the other,
+    recomputed here from each run's last evaluation with scipy's t, read against ±δ. On SGD
+    onecycle_fix helps and on AdamW it hurts, and the difference is decided; betas_095 is
+    'better' in one stack and 'negligible' in the other, yet its effects are alike."""
+    from scipy import stats as scipy_stats
+
+    from ablate.results.frames import load_evals
+
+    db, reports = committed
+    by_name = {r.experiment: r for r in reports}
+
+    def effect(experiment: str, treated: str, control: str) -> dict:
+        r = by_name[experiment]
+        evals = load_evals(db, experiment)
+        last = evals.sort_values("step").groupby("run_id").tail(1)
+        y = {(n, s): v for n, s, v in zip(last["name"], last["seed"], last[r.column])}
+        return {s: y[(treated, s)] - y[(control, s)] for (n, s) in y if n == treated and (control, s) in y}
+
+    a = effect("report-cpu", "onecycle_fix", "baseline")
+    b = effect("report-cpu-adamw", "onecycle_fix", "baseline")
+    diffs = [a[s] - b[s] for s in sorted(set(a) & set(b))]
+    mean, n = sum(diffs) / len(diffs), len(diffs)
+    half = scipy_stats.t.ppf(0.975, n - 1) * scipy_stats.tstd(diffs) / n ** 0.5
+    lines = across.differences(across.across(reports), reports)
+    said = next(line for line in lines if line.startswith("onecycle_fix: its effect in report-cpu − in report-cpu-adamw ="))
+    assert f"= {mean:+.4f} [{mean - half:+.4f}…{mean + half:+.4f}] over {n} shared seeds" in said
+    assert said.endswith("the effects differ (beyond ±0.005)") and mean + half < -0.005
+    stacks = next(line for line in lines if line.startswith("betas_095: its effect in report-cpu-adamw-stack − in report-cpu-stack"))
+    assert stacks.endswith("the effects are alike (within ±0.005)"), stacks
+    assert not any(line.startswith("vocab_2x") for line in lines)  # agreed everywhere: nothing to tell apart
+    for fmt in ("table", "markdown", "json"):
+        result = CliRunner().invoke(app, ["report", "--db", str(db), "-e", "report-cpu", "-e", "report-cpu-adamw",
+                                          "--format", fmt])
+        shown = json.loads(result.stdout)["differences"] if fmt == "json" else " ".join(result.stdout.split())
+        assert said in shown, fmt

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
 from .frames import spreadsheet_safe
 from .render import _capture, _fmt, _interval, _rich_table, cost_cells, markdown_table, render
 from .report import Report
-from .stats import read_interval
+from .stats import Level, decide, read_interval, summarize
 
 WHOLE_STACK = "whole stack"
 TURNED = {"better": "worse", "worse": "better"}  # removing an item vs having it
@@ -38,6 +38,7 @@ class Cell:
     hi: float
     n: int
     cost: str  # decided cost words: "1.31× faster (1.22–1.40×); same memory (×1.00, 0.99–1.01)"
+    by_seed: dict = field(default_factory=dict, compare=False)  # {seed: the item's effect on it}
 
     def short(self) -> str:
         return f"{self.verdict} {_fmt(self.estimate, signed=True)}" if _finite(self.estimate) else self.verdict
@@ -61,11 +62,20 @@ def cells(report: Report) -> dict[str, Cell]:
         lo, hi = (-r.ci_hi, -r.ci_lo) if removed else (r.ci_lo, r.ci_hi)
         out[r.effect[1:] if removed else r.effect] = Cell(
             TURNED.get(r.verdict, r.verdict) if removed else r.verdict, sign * r.estimate, lo, hi, int(r.n),
-            _turned_cost(cost) if removed else cost)
+            _turned_cost(cost) if removed else cost, _by_seed(report, r.kind, r.configs, sign))
     stack = _whole_stack(report)
     if stack is not None:
         out[WHOLE_STACK] = stack
     return out
+
+
+def _by_seed(report: Report, kind: str, configs: object, sign: int) -> dict:
+    """{seed: treated − control} of a comparison of two configurations (× sign: a removal read
+    as the item); {} for a factorial effect, which averages over many."""
+    if kind in ("main", "interaction") or not isinstance(configs, (list, tuple)) or len(configs) != 2:
+        return {}
+    treated, control = (report.values.get(c, {}) for c in configs)
+    return {seed: sign * (treated[seed] - control[seed]) for seed in treated if seed in control}
 
 
 def _turned_cost(cost: str) -> str:
@@ -133,6 +143,39 @@ def disagreements(table: pd.DataFrame) -> list[str]:
             for _, r in table.iterrows() if r["across experiments"].startswith("opposite")]
 
 
+def differences(table: pd.DataFrame, reports: list[Report]) -> list[str]:
+    """Where an item's decided verdicts differ between two experiments that share seeds: whether
+    the difference between its effects is itself decided. Per shared seed, the item's effect in
+    one minus its effect in the other (a seed fixes the data order and the initialisation in
+    both), its interval at 95 % per comparison read against the larger of their δ: the effects
+    differ (wholly beyond ±δ), are alike (wholly within), or the seeds cannot tell."""
+    delta = {r.experiment: r.min_effect for r in reports}
+    lines = []
+    for _, row in table.iterrows():
+        if not row["across experiments"].startswith(("opposite", "differs")):
+            continue
+        found = [(name, row[name]) for name in table.columns[1:-1]
+                 if isinstance(row[name], Cell) and row[name].verdict in DECIDED and row[name].by_seed]
+        for i, (a, first) in enumerate(found):
+            for b, second in found[i + 1:]:
+                if first.verdict == second.verdict:
+                    continue
+                shared = sorted(set(first.by_seed) & set(second.by_seed))
+                if len(shared) < 2:
+                    continue
+                est = summarize(first.by_seed[s] - second.by_seed[s] for s in shared)
+                min_effect = max(delta[a], delta[b])
+                v = decide([(est.mean, est.sd, est.n)], min_effect, Level())[0]
+                said = {"better": f"the effects differ (beyond ±{min_effect:g})",
+                        "worse": f"the effects differ (beyond ±{min_effect:g})",
+                        "negligible": f"the effects are alike (within ±{min_effect:g})"}.get(
+                    v.label, f"these seeds do not tell whether the effects differ ({v.label})")
+                interval = f" [{_interval(v.lo, v.hi)}]" if _finite(v.lo) else ""
+                lines.append(f"{row['item']}: its effect in {a} − in {b} = {_fmt(est.mean, signed=True)}{interval} "
+                             f"over {est.n} shared seeds (95% per comparison): {said}")
+    return lines
+
+
 def what_cells_mean(reports: list[Report]) -> list[str]:
     """One line per experiment: what its column measures."""
     lines = []
@@ -175,6 +218,7 @@ def markdown(reports: list[Report]) -> str:
     opposite = disagreements(table)
     if opposite:
         lines.append("- Decided both ways: " + "; ".join(opposite) + ".")
+    lines += [f"- Difference: {line}." for line in differences(table, reports)]
     return "\n".join(lines) + "\n\n" + markdown_table(display(table, long=True))
 
 
@@ -189,12 +233,13 @@ def render_many(reports: list[Report], format: str = "table", width: int = 100, 
     if format == "csv":
         return spreadsheet_safe(pd.DataFrame(records(table))).to_csv(index=False)
     if format == "json":
-        return json.dumps({"across": records(table), "experiments": [json.loads(render(r, "json")) for r in reports]},
+        return json.dumps({"across": records(table), "differences": differences(table, reports), "experiments": [json.loads(render(r, "json")) for r in reports]},
                           indent=2, default=str)
     if format == "markdown":
         return "\n\n".join([f"## Across {len(reports)} experiments", markdown(reports),
                              *(render(r, "markdown").strip() for r in reports)]) + "\n"
     head: list = [(f"Across {len(reports)} experiments: what each item does in each", "bold"),
                   *what_cells_mean(reports), _rich_table(display(table, long=False)),
-                  *((f"decided both ways: {line}", "bold") for line in disagreements(table))]
+                  *((f"decided both ways: {line}", "bold") for line in disagreements(table)),
+                  *(f"difference: {line}" for line in differences(table, reports))]
     return _capture(head, width, color) + "".join("\n" + render(r, format, width, color) for r in reports)

@@ -115,7 +115,8 @@ def _across(reports: list[Report]) -> str:
                for c, t in zip(cells, texts)]
         rows.append("<tr>" + "".join(tds) + "</tr>")
     lines = [*across.what_cells_mean(measured),
-             *(f"decided both ways: {line}" for line in across.disagreements(table))]
+             *(f"decided both ways: {line}" for line in across.disagreements(table)),
+             *(f"difference: {line}" for line in across.differences(table, measured))]
     return (f"<section id=\"across\"><h2>Across experiments: what each item does in each</h2><ul>"
             + "".join(f"<li>{_e(line)}</li>" for line in lines) + "</ul><div class=\"scroll\"><table class=\"sortable "
             f"across\"><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table></div></section>")

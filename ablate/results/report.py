@@ -77,6 +77,7 @@ class Report:
     reference_fair: bool = False  # Mainrun's data at full scale: Δref means something
     goal: str = "minimize"  # your own trainer's metric may be one to maximize
     mainrun: bool = True  # Mainrun's trainer: its reference, eval coverage and rules apply
+    values: dict = field(default_factory=dict)  # {configuration: {seed: y}}: pairs across experiments
 
     @property
     def ranked_by(self) -> str:
@@ -148,7 +149,7 @@ def make_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame,
                                                         looks_taken(exp), identical_seeds(per_run), first=first),
                   min_effect=plan.min_effect, looks=level.looks, level=level, after_data=after_data,
                   looks_taken=looks_taken(exp), budget=plan.budget, reference_fair=reference_fair,
-                  cost_min_effect=plan.cost_min_effect)
+                  cost_min_effect=plan.cost_min_effect, values=_all_values(per_run))
 
 
 def _own_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame, own: tuple[str, str],
@@ -178,7 +179,7 @@ def _own_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame, own: tu
                                identical_seeds(per_run), unit=f" in {name}", first=first),
                   min_effect=plan.min_effect, looks=level.looks, level=level, after_data=after_data,
                   looks_taken=looks_taken(exp), budget=plan.budget, goal=goal, mainrun=False,
-                  cost_min_effect=plan.cost_min_effect)
+                  cost_min_effect=plan.cost_min_effect, values=_all_values(per_run))
 
 
 def _design(exp: pd.Series, runs: pd.DataFrame) -> tuple[str, float, list[_Factor], str]:
@@ -262,6 +263,10 @@ def _values(per_run: pd.DataFrame, name: str | None) -> dict:
     """{seed: y} of a configuration's completed runs."""
     rows = per_run[(per_run["name"] == name) & (per_run["status"] == "completed") & per_run["y"].notna()]
     return dict(zip(rows["seed"], rows["y"]))
+
+
+def _all_values(per_run: pd.DataFrame) -> dict:
+    return {name: _values(per_run, name) for name in per_run["name"].unique()}
 
 
 _INCURABLE = ("does not round-trip", "validation text differs")
