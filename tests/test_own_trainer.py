@@ -122,6 +122,11 @@ def test_a_matrix_names_its_trainer_params_inputs_and_metric():
     ("base: {preset: mainrun}\ntoggles: [{lr: [0.1]}]", "base: Mainrun's trainer only"),
     ("inputs: [missing.py]\ntoggles: [{lr: [0.1]}]", "inputs[0]: 'missing.py': expected a file or directory"),
     ("metric: {name: acc, goal: up}\ntoggles: [{lr: [0.1]}]", "metric.goal: expected 'minimize' or 'maximize'"),
+    ("metric: {name: acc, also: [{name: ppl}]}\ntoggles: [{lr: [0.1]}]", "metric.also[0].min_effect: "),
+    ("metric: {name: acc, also: [{name: acc, min_effect: 1}]}\ntoggles: [{lr: [0.1]}]",
+     "metric: expected distinct metric names, got acc, acc"),
+    ("metric: {name: acc, pattern: 'acc (?P<acc>[0-9.]+)', also: [{name: ppl, min_effect: 1}]}\ntoggles: [{lr: [0.1]}]",
+     "metric.also[0]: expected a named group (?P<ppl>...) for the metric 'ppl' (named groups: acc)"),
 ])
 def test_a_bad_own_trainer_matrix_names_the_key_and_what_was_expected(extra, expected, tmp_path):
     with pytest.raises(MatrixError) as e:
@@ -328,6 +333,42 @@ def test_a_metric_to_maximize_ranks_highest_first_and_its_verdicts_follow(tmp_pa
     assert 0.01 < effects.loc["wide", "ci_lo"] < effects.loc["wide", "ci_hi"]
     assert list(report.effects["effect"]) == ["wide", "slow"]  # best first
     assert "positive = better" in report.effects_title and "higher is better" in report.lines[0]
+
+
+def test_a_secondary_metric_is_judged_with_its_own_goal_and_delta_and_the_primary_still_ranks(tmp_path):
+    """val_loss ranks (δ 0.002); accuracy, declared in metric.also to maximize with δ 0.01, is
+    judged by `report --metric accuracy`: 'wide' gains 0.02 (better), 'slow' 0.005 (within its
+    own δ: negligible, though it would be 'better' at the primary's 0.002)."""
+    text = OWN + "metric: {name: val_loss, also: [{name: accuracy, goal: maximize, min_effect: 0.01}]}\n" \
+                 "seeds: [0, 1, 2]\ntoggles: [{name: wide, patch: {hidden: 64}}, {name: slow, patch: {lr: 0.01}}]\n"
+    matrix = parse_matrix(text, tmp_path / "m.yaml")
+    db = f"sqlite:///{tmp_path / 'r.db'}"
+    store = Store(db)
+    rows = plan(matrix)
+    loss, accuracy = {"baseline": 1.0, "wide": 0.9, "slow": 1.1}, {"baseline": 0.80, "wide": 0.82, "slow": 0.805}
+    for run_id, row in zip(register(store, matrix, rows), rows):
+        run = store.claim([run_id], host="test", pid=1, code_version="test")
+        seed, toggled = row.planned.seed, row.planned.name != "baseline"
+        jitter = 0.001 * seed * (1 + toggled)  # the differences vary a little by seed
+        store.record_eval(run_id, run.attempt, {"step": 1, "val_loss": loss[row.planned.name] + jitter,
+                                                "accuracy": accuracy[row.planned.name] + jitter / 4})
+        store.finish(run_id, run.attempt, {"steps": 1})
+    store.close()
+    primary = build_report(db, "own")
+    assert [n for n in primary.ranking["name"] if n] == ["wide", "baseline", "slow"]  # by val_loss
+    assert "Also measured: accuracy (higher is better, δ = 0.01)" in primary.lines[0]
+    second = build_report(db, "own", metric="accuracy")
+    assert second.min_effect == 0.01 and second.goal == "maximize" and not second.after_data
+    assert list(second.ranking.loc[second.ranking["rank"].notna(), "name"]) == ["wide", "slow", "baseline"]
+    verdicts = dict(zip(second.effects["effect"], second.effects["verdict"]))
+    assert verdicts == {"wide": "better", "slow": "negligible"}
+    assert dict(zip(build_report(db, "own", metric="accuracy", min_effect=0.002).effects["effect"],
+                    build_report(db, "own", metric="accuracy", min_effect=0.002).effects["verdict"]))["slow"] == "better"
+    shown = CliRunner().invoke(app, ["report", "--db", db, "-e", "own", "--metric", "accuracy", "--format", "json"])
+    assert shown.exit_code == 0, shown.output
+    assert {e["effect"]: e["verdict"] for e in json.loads(shown.stdout)["effects"]} == verdicts
+    wrong = CliRunner().invoke(app, ["report", "--db", db, "-e", "own", "--metric", "ppl"])
+    assert wrong.exit_code != 0 and "ranks by its own metric 'val_loss' and declares 'accuracy'" in wrong.output
 
 
 # -------------------------------------------------------------------- the entry point, in-process

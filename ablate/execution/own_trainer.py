@@ -37,10 +37,26 @@ class TrainerSpec(Strict):
         return self
 
 
+class Secondary(Strict):
+    """Another value of the same evaluations (a JSON key, or a named group of the pattern),
+    judged with its own δ and goal by `ablate report --metric NAME`; the primary still ranks."""
+    name: str = Field(pattern=r"^[A-Za-z_]\w*$")
+    goal: Literal["minimize", "maximize"] = "minimize"
+    min_effect: float = Field(gt=0)  # in its own units: the smallest change of it that matters
+
+
 class Metric(Strict):
     name: str = Field("val_loss", pattern=r"^[A-Za-z_]\w*$")
     goal: Literal["minimize", "maximize"] = "minimize"
     pattern: str | None = Field(None, min_length=1)  # a regular expression reading it from stdout
+    also: list[Secondary] = []  # secondary metrics: reported, never ranked by unless asked
+
+    @model_validator(mode="after")
+    def _distinct(self) -> "Metric":
+        names = [self.name, *(s.name for s in self.also)]
+        if len(set(names)) < len(names):
+            raise ValueError(f"expected distinct metric names, got {', '.join(names)}")
+        return self
 
 
 def own_shape_problems(trainer: TrainerSpec | None, params: Any, given: set[str]) -> list[str]:
@@ -67,6 +83,9 @@ def own_base(trainer: TrainerSpec, params: dict, inputs: list[str], metric: Metr
         if kind == "entry":
             problems.append("metric.pattern: reads a command's output; an entry point reports its evaluations")
         problems += pattern_problems(metric.pattern, metric.name)
+        problems += [p.replace("metric.pattern", f"metric.also[{i}]", 1) for i, secondary in enumerate(metric.also)
+                     for p in pattern_problems(metric.pattern, secondary.name)
+                     if "named group" in p]  # the pattern's own syntax error is said once, above
     return custom_base(kind, text, params, inputs, path.parent.resolve(), problems, timeout_s=trainer.timeout,
                        max_evals=trainer.max_evals, metric=metric.name, pattern=metric.pattern,
                        args=trainer.args, flag=trainer.flag, seed_env=trainer.seed_env)

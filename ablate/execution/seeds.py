@@ -55,6 +55,7 @@ class VerdictPlan:
     family: str = "comparison"  # each comparison's own 95 %, or simultaneous over the experiment's
     after_data: bool = False  # stored at a later run than the experiment's first data: not pre-registered
     cost_min_effect: float = COST_MIN_EFFECT  # relative change of time per step or peak memory that matters
+    also: dict = dataclasses.field(default_factory=dict)  # secondary metrics: {name: {"goal", "min_effect"}}
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -75,7 +76,9 @@ class VerdictPlan:
         ok = isinstance(plan.min_effect, (int, float)) and plan.min_effect > 0 and isinstance(plan.looks, int) \
             and plan.looks >= 1 and isinstance(plan.first, int) and plan.family in FAMILIES \
             and isinstance(plan.after_data, bool) and isinstance(plan.cost_min_effect, (int, float)) \
-            and 0 < plan.cost_min_effect < 1
+            and 0 < plan.cost_min_effect < 1 and isinstance(plan.also, dict) and all(
+                isinstance(m, dict) and m.get("goal") in ("minimize", "maximize")
+                and isinstance(m.get("min_effect"), (int, float)) and m["min_effect"] > 0 for m in plan.also.values())
         return plan if ok else None
 
 
@@ -96,11 +99,22 @@ def verdict_plan(yaml_text: str | None) -> VerdictPlan:
         seed_range = SeedRange.model_validate(seeds) if isinstance(seeds, dict) else None
     except ValueError:
         seed_range = None
+    also = secondary_metrics(raw)
     if seed_range is not None:
         return VerdictPlan(delta, seed_range.looks, seed_range.min, seed_range.max,
-                           f"{{min: {seed_range.min}, max: {seed_range.max}}}", family, cost_min_effect=cost)
+                           f"{{min: {seed_range.min}, max: {seed_range.max}}}", family, cost_min_effect=cost, also=also)
     count = len(seeds) if isinstance(seeds, list) and seeds else 1
-    return VerdictPlan(delta, 1, count, count, f"{count} listed", family, cost_min_effect=cost)
+    return VerdictPlan(delta, 1, count, count, f"{count} listed", family, cost_min_effect=cost, also=also)
+
+
+def secondary_metrics(raw: dict) -> dict:
+    """`metric.also` of a matrix (already validated when it ran): {name: {goal, min_effect}}."""
+    metric = raw.get("metric") if isinstance(raw.get("metric"), dict) else {}
+    also = metric.get("also") if isinstance(metric.get("also"), list) else []
+    return {str(m["name"]): {"goal": "maximize" if m.get("goal") == "maximize" else "minimize",
+                             "min_effect": float(m["min_effect"])}
+            for m in also if isinstance(m, dict) and "name" in m and isinstance(m.get("min_effect"), (int, float))
+            and not isinstance(m.get("min_effect"), bool) and m["min_effect"] > 0}
 
 
 def own_metric(yaml_text: str | None) -> tuple[str, str] | None:

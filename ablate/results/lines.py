@@ -29,12 +29,14 @@ def baseline_name(per_run: pd.DataFrame) -> str | None:
     return plain.iloc[0] if len(plain) else None
 
 
-def settled_plan(exp: pd.Series, min_effect: float | None, family: str | None = None) -> tuple[VerdictPlan, list[str]]:
+def settled_plan(exp: pd.Series, min_effect: float | None, family: str | None = None,
+                 secondary: str | None = None) -> tuple[VerdictPlan, list[str]]:
     """The verdicts' plan as stored when the experiment first ran (else as its matrix text says:
     an older database), and a line for each setting chosen after the data: a plan stored only
     after the data existed, a `min_effect` given now, or a matrix since edited. A seed plan
     changed after the data counts every seed count at which either plan let a verdict be read
-    as a look (3 listed seeds extended to 6: two looks), so reading and extending costs level."""
+    as a look (3 listed seeds extended to 6: two looks), so reading and extending costs level.
+    `secondary`: a metric of the matrix's `metric.also`, whose own δ the verdicts use."""
     stored, now = VerdictPlan.from_dict(exp.get("plan")), verdict_plan(exp.get("yaml_text"))
     plan, after = stored or now, []
     if stored is None:
@@ -54,6 +56,16 @@ def settled_plan(exp: pd.Series, min_effect: float | None, family: str | None = 
         after.append(f"Seed plan changed after the data: planned {stored.seeds} ({stored.family}), the matrix now "
                      f"says {now.seeds} ({now.family}); a verdict may have been read at {len(counts)} seed "
                      f"count(s), so the intervals count {plan.looks} look(s).")
+    if stored is not None and secondary in now.also and now.also[secondary] != stored.also.get(secondary):
+        if secondary in stored.also:
+            after.append(f"The matrix now says {secondary}: {now.also[secondary]}; the verdicts keep "
+                         f"{stored.also[secondary]}, stored when the experiment first ran.")
+        else:
+            after.append(f"{secondary}'s goal and δ = {now.also[secondary]['min_effect']:g} are the matrix's as it is "
+                         f"now: they were not stored when the experiment first ran.")
+            plan = replace(plan, also={**plan.also, secondary: now.also[secondary]})
+    if secondary in plan.also:  # a secondary metric of your own trainer is judged against its own δ
+        plan = replace(plan, min_effect=plan.also[secondary]["min_effect"])
     if min_effect is not None and min_effect != plan.min_effect:
         after.append(f"δ = {min_effect:g} chosen after the data (--min-effect); the experiment was planned "
                      f"with δ = {plan.min_effect:g}.")

@@ -40,6 +40,7 @@ from ..execution.seeds import VerdictPlan, own_metric
 from ..storage.schema import EVAL_COLUMNS
 from ..storage.store import open_store
 from ..training.catalog import CATALOG
+from ..training.config import suggest
 from . import frames
 from .cost import attach, cost_effects, cost_lines
 from .lines import (COVERAGE_TOLERANCE, baseline_name, coverage_gap, coverage_reason, fairness, interval_line,
@@ -115,14 +116,18 @@ def make_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame,
                 metric: str | None = None, min_effect: float | None = None, family: str | None = None) -> Report:
     """One experiment's report from its list_experiments() row, runs and evals (δ: the matrix's)."""
     own = own_metric(exp.get("yaml_text"))
-    if own is not None and metric not in (None, own[0]):
-        raise ValueError(f"--metric {metric!r} is for Mainrun's trainer; {exp['experiment']!r} ranks by its "
-                         f"own metric {own[0]!r} (the matrix's metric:)")
     if metric is not None and metric not in METRICS and own is None:
-        raise ValueError(f"unknown metric {metric!r}; expected one of {', '.join(METRICS)}")
+        raise frames.ResultsError(f"--metric {metric!r}: expected one of {', '.join(METRICS)}{suggest(metric, METRICS)}")
     if min_effect is not None and not min_effect > 0:
         raise ValueError(f"min_effect {min_effect!r}: expected a positive number (nats per character)")
-    plan, after_data = settled_plan(exp, min_effect, family)
+    secondary = metric if own is not None and metric not in (None, own[0]) else None
+    plan, after_data = settled_plan(exp, min_effect, family, secondary)
+    if secondary is not None:  # a secondary metric of your own trainer, with its own goal and δ
+        if secondary not in plan.also:
+            raise frames.ResultsError(f"--metric {metric!r}: {exp['experiment']!r} ranks by its own metric {own[0]!r} "
+                             + (f"and declares {', '.join(map(repr, plan.also))} (metric.also)" if plan.also
+                                else "and declares no other (metric.also in its matrix)"))
+        own = (metric, plan.also[metric]["goal"])
     if own is not None:
         return _own_report(exp, runs, evals, own, plan, after_data)
     design, reference, factors, alias = _design(exp, runs)
@@ -171,8 +176,11 @@ def _own_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame, own: tu
     title = title.replace("loss", name).replace("negative = lower", f"negative = {better}")
     if goal == "maximize":
         title = title.replace("negative = better", "positive = better").replace("positive = X helps", "negative = X helps")
+    others = [f"{m} ({'higher' if d['goal'] == 'maximize' else 'lower'} is better, δ = {d['min_effect']:g})"
+              for m, d in plan.also.items() if m != name]
+    also = f" Also measured: {', '.join(others)}; `ablate report --metric NAME` judges one." if others else ""
     return Report(exp["experiment"], design, name, None, seeds, [f"Metric: {name}, its last evaluation's value; "
-                  f"{better} is better.", *filter(None, [resolution_line, interval_line(seeds, level, plan)]),
+                  f"{better} is better.{also}", *filter(None, [resolution_line, interval_line(seeds, level, plan)]),
                   *cost_lines(effects, per_run, plan.cost_min_effect),
                   *after_data], ranking, effects, title,
                   report_notes(ranking, effects, alias, seeds, plan, level, looks_taken(exp),
