@@ -444,3 +444,23 @@ def test_ablate_runs_shows_your_own_trainers_final_metric(example_run):
     assert {(n, s): v for n, s, v in zip(runs["name"], runs["seed"], runs["final val_loss"])} == stored
     shown = _ablate("runs", "--db", "tiny-mlp.db", "--format", "csv", cwd=example_run.cwd)
     assert shown.returncode == 0 and "final val_loss" in shown.stdout.splitlines()[0]
+
+
+def test_a_commands_own_temporary_run_dir_is_removed_unless_it_left_files_there(tmp_path, monkeypatch):
+    """Without a run directory from its executor, a command gets a fresh temporary one: removed
+    when the run ends empty, kept (never emptied) when the command wrote into it."""
+    import tempfile
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    (tmp_path / "t.py").write_text(
+        "import json, os, sys\n"
+        "if sys.argv[1] == '1':\n"
+        "    open(os.path.join(os.environ['ABLATE_RUN_DIR'], 'model.pt'), 'w').write('weights')\n"
+        "print(json.dumps({'step': 1, 'val_loss': 1.0}))\n")
+    for keep in (0, 1):
+        config = ParamsConfig("command", f"{sys.executable} t.py {{keep}}", (("keep", keep),), workdir=str(tmp_path))
+        command_train(config.to_dict(), lambda _: None, ExecOptions())
+    left = list(scratch.glob("ablate-run-*"))
+    assert len(left) == 1 and (left[0] / "model.pt").read_text() == "weights"

@@ -27,6 +27,7 @@ for the last of a run that completes.
 from __future__ import annotations
 
 import collections
+import contextlib
 import importlib
 import os
 import queue
@@ -57,7 +58,17 @@ def train(config: dict, on_eval: Callable[[dict], None], options: ExecOptions | 
     run = ParamsConfig.from_dict(config)
     evals = Evaluations(run.metric, on_eval, run.kind, run.max_evals)
     started = time.monotonic()
-    returned = _command(run, evals, _run_dir(options or ExecOptions())) if run.kind == "command" else _entry(run, evals)
+    if run.kind == "command":
+        options = options or ExecOptions()
+        run_dir = _run_dir(options)
+        try:
+            returned = _command(run, evals, run_dir)
+        finally:
+            if options.run_dir is None:  # our own temporary one: gone unless the command left files in it
+                with contextlib.suppress(OSError):
+                    os.rmdir(run_dir)
+    else:
+        returned = _entry(run, evals)
     evals.finish()
     assert evals.last is not None
     return {"wall_time_s": time.monotonic() - started, **returned, "steps": evals.last["step"]}
