@@ -75,7 +75,8 @@ def test_dry_run_killed_mid_answer_keeps_its_stages_and_continues(hn_csv, tmp_pa
     assert tests["returncode"] == 0 and tests["skipped"] + tests["passed"] == len(tests["tests"]) > 0
 
 
-def load_gpu_script(name: str = "gpu"):
+def load_benchmark(name: str = "gpu"):
+    """benchmarks/<name>.py as a module (gpu.py by default)."""
     spec = importlib.util.spec_from_file_location(f"{name}_script", REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -85,7 +86,7 @@ def load_gpu_script(name: str = "gpu"):
 def test_every_row_the_gpu_run_times_is_a_switch_of_the_benchmark():
     """The dry run times two rows of each stage; the rows only a GPU lease times are names
     benchmarks/run.py must accept, checked here rather than on the lease."""
-    gpu, bench = load_gpu_script(), load_gpu_script("run")
+    gpu, bench = load_benchmark(), load_benchmark("run")
     rows = {*gpu.SPEED_ROWS, *gpu.COMPILE_ROWS}
     assert len(rows) == 8 and rows <= set(bench.SWITCHES)
 
@@ -95,7 +96,7 @@ def test_a_stage_past_its_box_is_recorded_timed_out_and_the_rest_still_run(tmp_p
     killed at its deadline before writing its file is 'timed out' in its own file and in
     stages.json, the later stages still run, and every kill deadline leaves the stage its
     import allowance but never passes the budget's end (plus the grace to record itself)."""
-    gpu = load_gpu_script()
+    gpu = load_benchmark()
     out = tmp_path / "out"
     kills: dict[str, float] = {}
 
