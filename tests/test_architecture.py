@@ -21,7 +21,8 @@ MAX_LINES = 500
 # What the rest of the package may use of `training`: the config and its catalog, never the
 # model or the loop (the CLI's `ablate train` calls the trainer itself).
 TRAINING_API = {"ablate.training.config", "ablate.training.catalog", "ablate.training.datasource",
-                "ablate.training.params", "ablate.training.output"}  # your own trainer's config and output
+                "ablate.training.params", "ablate.training.output",  # your own trainer's config and output
+                "ablate.training.peak_rss"}  # a process's peak memory, which every attempt measures
 TORCH_MODULES = {"ablate.training.data", "ablate.training.model", "ablate.training.train", "ablate.training.checkpoint",
                  "ablate.training.command",  # seeds torch, where installed, for your entry point
                  "ablate.execution.executors"}  # the local executor counts GPUs

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from ablate.execution.attempt import run_attempt
+from ablate.training import train as T
 from ablate.training.config import ExecOptions, TrainConfig
 from ablate.training.train import train
 
@@ -82,6 +83,24 @@ def test_an_attempt_measures_its_own_peak_not_what_its_process_held_before():
     assert sink.result["peak_rss_of"] == "the run's process"
     peak = sink.result["peak_rss_bytes"]
     assert sink.result["resident_at_start"] + 15 * MIB < peak < high_water - 200 * MIB  # reset at its start
+
+
+def test_the_built_in_trainers_peak_is_its_trainings_not_its_data_preparations(hn_csv, monkeypatch):
+    """A run that missed the data cache trained a tokenizer first; its peak must not count that,
+    or the first run of an experiment seems to need more memory than its twins."""
+    real, spike = T.prepare, {}
+
+    def costly_prepare(cfg, cache_dir=None):
+        touched(300).close()  # what training a tokenizer may hold for a while
+        spike["high_water"] = status_kib("VmHWM") * 1024
+        return real(cfg, cache_dir)
+    monkeypatch.setattr(T, "prepare", costly_prepare)
+    sink = Recorder()
+    status = run_attempt("ablate.training.train:train", {**TINY, "data": hn_csv},
+                         ExecOptions(max_steps=3, step_metrics=False), sink)
+    assert status == "completed", sink.error
+    assert sink.result["peak_rss_of"] == T.TRAINING_PEAK
+    assert 0 < sink.result["peak_rss_bytes"] < spike["high_water"] - 200 * MIB
 
 
 ALLOC = """

@@ -69,7 +69,8 @@ def run_attempt(trainer: str, config: dict, options: ExecOptions, sink: Sink, *,
             extra["on_step"] = on_step
         memory = PeakMemory()
         command = is_custom(config) and bool(config["trainer"].get("command"))
-        result = {**train(config, on_eval, options, **extra), **memory.read(command),
+        trained = train(config, on_eval, options, **extra)
+        result = {**memory.read(command), **trained,  # a trainer's own measure of its peak wins
                   "environment": environment(config),
                   **_timing(options or ExecOptions())}
     except BaseException as e:  # noqa: BLE001 - every failure is recorded

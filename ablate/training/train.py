@@ -23,6 +23,7 @@ from .checkpoint import CHECKPOINT_FILE, restore_checkpoint, save_checkpoint
 from .config import ConfigError, ExecOptions, TrainConfig
 from .data import PreparedData, prepare
 from .model import GPT
+from .peak_rss import high_water_mark_bytes, reset_high_water_mark
 
 EvalCallback = Callable[[dict[str, Any]], None]
 SEQUENCE_AUGMENT_KEEP = 0.95  # the report drops 5% of the titles when it augments an epoch
@@ -220,6 +221,9 @@ class Schedule:
         return step == 1 or step % self.eval_interval == 0 or step == self.max_steps
 
 
+TRAINING_PEAK = "the run's process, while training (its data prepared)"
+
+
 def warm_up() -> None:
     """Called by a warm worker (`python -m ablate.execution.job --serve`) before its run arrives: the
     import torch does when the first optimizer is built (torch._dynamo, about a second)."""
@@ -245,6 +249,8 @@ def train(config: TrainConfig | dict, on_eval: EvalCallback | None = None,
     torch.manual_seed(cfg.seed)  # MAINRUN.md §1: seeds first
     random.seed(cfg.seed)
     data = data or prepare(cfg, opts.cache_dir)
+    # CPU: the peak from here is training's, whether this run trained the tokenizer or not
+    rss_reset = device.type == "cpu" and reset_high_water_mark()
     sched = Schedule(cfg, len(data.train_ids))
     train_ids = data.train_ids.to(device)
     val_ids = data.val_ids.to(device)
@@ -379,7 +385,7 @@ def train(config: TrainConfig | dict, on_eval: EvalCallback | None = None,
 
     final = evals[-1]
     best = min(evals, key=lambda e: e["val_loss"])
-    return {**_cost(step, train_time, first_step_s, tokens_per_step, device),
+    return {**_cost(step, train_time, first_step_s, tokens_per_step, device, rss_reset),
         "final_val_loss": final["val_loss"], "final_val_loss_full": final["val_loss_full"],
         "best_val_loss": best["val_loss"], "best_step": best["step"],
         "param_count": n_params, "steps": step, "max_steps": sched.max_steps,
@@ -392,9 +398,10 @@ def train(config: TrainConfig | dict, on_eval: EvalCallback | None = None,
 
 
 def _cost(steps: int, train_time: float, first_step_s: float | None, tokens_per_step: int,
-          device: torch.device) -> dict[str, Any]:
+          device: torch.device, rss_reset: bool) -> dict[str, Any]:
     """Speed over the optimizer steps after the first (its warm-up and compilation apart;
-    evaluation and data preparation are never in train_time), and CUDA's peak allocation."""
+    evaluation and data preparation are never in train_time), and the peak memory of training
+    (CUDA's allocation; on CPU the process's resident memory since its data was prepared)."""
     steady = steps - 1 if first_step_s is not None else steps  # a resumed run: no step 1 here
     steady_s = train_time - (first_step_s or 0.0)
     cost: dict[str, Any] = {"warmup_s": first_step_s}
@@ -402,6 +409,8 @@ def _cost(steps: int, train_time: float, first_step_s: float | None, tokens_per_
         cost.update(step_time_s=steady_s / steady, train_tokens_per_s=steady * tokens_per_step / steady_s)
     if device.type == "cuda":
         cost["peak_cuda_allocated_bytes"] = torch.cuda.max_memory_allocated(device)
+    elif rss_reset and (peak := high_water_mark_bytes()) is not None:
+        cost.update(peak_rss_bytes=peak, peak_rss_of=TRAINING_PEAK)
     return cost
 
 
