@@ -188,7 +188,8 @@ def test_warm_workers_train_the_same_runs_and_leave_no_spare_behind(tmp_path, ne
              "join runs r on r.id = e.run_id order by r.id, e.step")
     assert query(warm_db, curve) == query(cold_db, curve)  # bit for bit: a spare only imported
     logs = sorted((tmp_path / "warm" / "warm").glob("*/run*-attempt1.log"))
-    assert ["warm worker" in p.read_text() for p in logs] == [False, True]
+    assert ["warm worker" in p.read_text() for p in logs] == [True, True]  # forked, the first too
+    assert not any("warm worker" in p.read_text() for p in (tmp_path / "cold" / "warm").glob("*/run*.log"))
     assert all('"val_loss"' in p.read_text() for p in logs)  # each run's output in its own log
     assert _processes_tagged(str(tmp_path)) == []  # the last spare went with its runner
 

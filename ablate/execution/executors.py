@@ -156,13 +156,13 @@ def _gpu_driver() -> bool:
 class LocalExecutor:
     """Each job is a process of its own; its output goes to a log file.
 
-    Cold (no warm workers, or the first run), a job is a fresh `python -m ablate.execution.job`.
-    With warm workers (the default), the next run's process is made ready while the current one
-    trains (while another run waits): on CPU slots one fork server imports the trainer once and
-    forks every later run from it (fork_server.py: no import is paid twice); a GPU slot keeps
-    one spare job process that imports the trainer and takes the slot's next run. Still one
-    process per run, so isolation and the failure rules are unchanged (see BENCHMARKS.md for
-    what each costs)."""
+    Cold (no warm workers, or a GPU slot's first run), a job is a fresh `python -m
+    ablate.execution.job`. With warm workers (the default), CPU slots share one fork server,
+    started with the first run, that imports the trainer once and forks every run from it
+    (fork_server.py: no import is paid twice, not even by the first runs of two slots); a GPU
+    slot keeps one spare job process that imports the trainer while the slot trains and takes
+    its next run. Still one process per run, so isolation and the failure rules are unchanged
+    (see BENCHMARKS.md for what each costs)."""
 
     def __init__(self, slots: list[Slot], log_dir: Path, warm_workers: bool = True, exclusive: bool = False):
         self.slots = slots
@@ -189,6 +189,8 @@ class LocalExecutor:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log_path = self.log_dir / job.log_name
         slot.log = open_log(log_path)
+        if self.warm_workers and slot.device == "cpu":
+            self._serve(slot, job.trainer)
         slot.process = (self._forked(job, options, log_path) or self._from_spare(slot, job, options, log_path)
                         or subprocess.Popen(
             [sys.executable, "-m", job_process.__name__, "--run-id", str(job.run_id),
@@ -197,18 +199,18 @@ class LocalExecutor:
             stdout=slot.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,  # Ctrl-C reaches the runner only
             env={**self._env(slot), job_process.DB_VARIABLE: job.db_url}, start_new_session=True))
         slot.job = job
-        if self.warm_workers and another_waits:
+        if self.warm_workers and another_waits and slot.device != "cpu":
             self._warm(slot, job.trainer)
 
+    def _serve(self, slot: Slot, trainer: str) -> None:
+        """The CPU slots' fork server, started once (again only if it died)."""
+        if self.server is None or self.server.gone or self.server.trainer != trainer:
+            if self.server is not None:
+                self.server.close()
+            self.server = ForkServer(trainer, self._env(slot))
+
     def _warm(self, slot: Slot, trainer: str) -> None:
-        """Get the next run's process ready: CPU slots share one fork server (started once), a
-        GPU slot starts a spare of its own."""
-        if slot.device == "cpu":
-            if self.server is None or self.server.gone or self.server.trainer != trainer:
-                if self.server is not None:
-                    self.server.close()
-                self.server = ForkServer(trainer, self._env(slot))
-            return
+        """Get a GPU slot's next run's process ready: a spare of its own."""
         slot.spare = subprocess.Popen(
             [sys.executable, "-m", job_process.__name__, "--serve", "--trainer", trainer],
             stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
