@@ -153,11 +153,17 @@ window.addEventListener("load", function () {
     table.querySelector("thead th").click();
     return Array.prototype.map.call(table.tBodies[0].rows, function (r) { return r.cells[0].textContent.trim(); });
   });
-  var colours = {};  // before any sorting: each effects row's verdict colour, and its plot label's
+  var colours = {}, cells = {};  // before any sorting: each effects row's verdict colour, and its plot label's
   document.querySelectorAll("section[id]").forEach(function (section) {
     var table = {}, plot = {};
     section.querySelectorAll("table.effects tbody tr").forEach(function (r) {
-      table[r.cells[0].textContent.trim()] = getComputedStyle(r).color;
+      var name = r.cells[0].textContent.trim(), heads = {};
+      r.closest("table").querySelectorAll("thead th").forEach(function (th, i) { heads[th.textContent.trim()] = i; });
+      table[name] = getComputedStyle(r).color;
+      cells[section.id + "/" + name] = ["verdict", "speed", "memory"].map(function (h) {
+        var cell = r.cells[heads[h]];
+        return cell ? [getComputedStyle(cell).color, getComputedStyle(cell).fontWeight] : null;
+      });
     });
     section.querySelectorAll("figure svg text").forEach(function (t) {
       var name = t.textContent.trim().split(/\\s+/)[0];
@@ -174,9 +180,14 @@ window.addEventListener("load", function () {
   });
   document.body.setAttribute("data-check", JSON.stringify({errors: window.__errors, firsts: firsts,
     width: document.documentElement.scrollWidth, top: document.querySelector("nav.toc").offsetTop,
-    verdicts: verdicts, colours: colours}));
+    verdicts: verdicts, colours: colours, cells: cells}));
 });
 </script>"""
+
+
+def rgb(hex_colour: str) -> str:
+    """A #rrggbb colour as the browser computes it."""
+    return "rgb({}, {}, {})".format(*(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5)))
 
 
 def test_the_committed_results_page_fits_1280px_sorts_every_table_and_opens_with_the_verdicts(tmp_path):
@@ -184,7 +195,8 @@ def test_the_committed_results_page_fits_1280px_sorts_every_table_and_opens_with
     table by its own column (the first column, ascending: numbers, then text); the contents at
     the top give every experiment's verdicts exactly as `report --format json` does; hovering an
     effect's point shows its numbers; every effect has one colour in its table and its plot,
-    a leave-one-out removal as much as any other, and each verdict one colour on the page."""
+    a leave-one-out removal as much as any other, and each verdict one colour on the page; a
+    speed or memory cell takes its own verdict's colour, and only the loss verdict is bold."""
     db, page = tmp_path / "results.db", tmp_path / "report.html"
     shutil.copy(COMMITTED, db)
     result = CliRunner().invoke(app, ["report", "--db", str(db), "--format", "html", "--out", str(page)])
@@ -199,6 +211,7 @@ def test_the_committed_results_page_fits_1280px_sorts_every_table_and_opens_with
     assert len(check["firsts"]) > 20 and all(col == sorted(col, key=key) for col in check["firsts"])
     hovers = re.findall(r'<g id="effect\d+"><title>([^<]*)</title>', text)  # the effects plots' points
     seen: dict[str, set[str]] = {}
+    costs = 0
     for name in list_experiments(db)["experiment"]:
         report = build_report(db, name)
         effects = json.loads(render(report, "json"))["effects"]  # what `report --format json` prints
@@ -212,7 +225,14 @@ def test_the_committed_results_page_fits_1280px_sorts_every_table_and_opens_with
             assert all(drawn["table"][e] == colour for e, colour in drawn["plot"].items()), (name, drawn)
             for e in (e for e in effects if e["estimate"] is not None):  # one colour per verdict
                 seen.setdefault(palette.colour(e["verdict"]), set()).add(drawn["table"][e["effect"]])
+                verdict, speed, memory = check["cells"][f"{name}/{e['effect']}"]
+                assert verdict == [drawn["table"][e["effect"]], "600"]  # the loss verdict: bold, the row's colour
+                for cell, kind in ((speed, "speed"), (memory, "memory")):  # a cost: its own verdict's colour
+                    if e.get(f"{kind}_verdict"):
+                        costs += 1
+                        assert cell == [rgb(palette.colour(e[f"{kind}_verdict"])), "400"], (name, e["effect"], kind)
     assert len(seen) >= 4 and all(len(colours) == 1 for colours in seen.values()), seen
+    assert costs >= 6  # report-cpu-cost's speed and memory cells at least
     assert check["colours"]["report-cpu-stack"]["plot"]["−ema"] == "rgb(26, 127, 55)"  # removing EMA helps: green
 
 

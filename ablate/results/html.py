@@ -41,7 +41,7 @@ img, figure svg { max-width: 100%; height: auto; border: 1px solid #e3e7ec; }
 details { margin: .3rem 0; } summary { cursor: pointer; }
 code, pre { background: #f3f5f8; padding: .15rem .3rem; border-radius: 3px; white-space: pre-wrap;
             overflow-wrap: anywhere; }
-tr[class^="v-"] td:last-child { font-weight: 600; }
+td.verdict { font-weight: 600; }
 .toc li { margin: .3rem 0; } .toc ul ul { margin: .1rem 0; padding-left: 1.2rem; }
 .notes li { margin: .2rem 0; }
 """ + palette.css() + "\n"
@@ -159,7 +159,8 @@ def _experiment_section(db: Any, report: Report) -> str:
         shown, with_data = effects_display(report), report.effects["estimate"].notna().to_numpy()
         classes = [palette.css_class(v) for v in report.effects["verdict"]]
         parts += [f"<h3>{_e(report.effects_title)}</h3>",
-                  _table(shown[with_data], "effects", [c for c, d in zip(classes, with_data) if d])
+                  _table(shown[with_data], "effects", [c for c, d in zip(classes, with_data) if d],
+                         _verdict_cells(report.effects[with_data]))
                   if with_data.any() else ""]
         if not with_data.all():
             parts.append(f"<details><summary>{(~with_data).sum()} effect(s) without data yet</summary>"
@@ -245,14 +246,28 @@ def _configurations(runs: pd.DataFrame, evals: pd.DataFrame, ranked: pd.DataFram
     return "".join(out) or "<p>None completed yet.</p>"
 
 
-def _table(frame: pd.DataFrame, kind: str, row_classes: list[str] | None = None) -> str:
-    """A sortable table in its own scrolling box; a column of text (header too) is left-aligned."""
-    text = [" class=\"text\"" if not all(map(_numeric, frame[c])) else "" for c in frame.columns]
-    head = "".join(f"<th{a}>{_e(c)}</th>" for a, c in zip(text, frame.columns))
+def _verdict_cells(effects: pd.DataFrame) -> dict[str, list[str]]:
+    """The effects table's verdict cells: the loss verdict in bold (its row takes its colour),
+    each cost cell in the colour of its own verdict, not the loss's."""
+    cells = {"verdict": ["verdict"] * len(effects)}
+    for kind in ("speed", "memory"):
+        if f"{kind}_verdict" in effects:
+            cells[kind] = [palette.css_class(v) if isinstance(v, str) else "" for v in effects[f"{kind}_verdict"]]
+    return cells
+
+
+def _table(frame: pd.DataFrame, kind: str, row_classes: list[str] | None = None,
+           cell_classes: dict[str, list[str]] | None = None) -> str:
+    """A sortable table in its own scrolling box; a column of text (header too) is left-aligned;
+    `cell_classes` gives a column's cells classes of their own, row by row."""
+    text = ["text" if not all(map(_numeric, frame[c])) else "" for c in frame.columns]
+    head = "".join(f"<th{_class(a)}>{_e(c)}</th>" for a, c in zip(text, frame.columns))
+    own = [(cell_classes or {}).get(c) for c in frame.columns]
     rows = []
     for i, row in enumerate(frame.itertuples(index=False)):
-        css = f" class=\"{row_classes[i]}\"" if row_classes and row_classes[i] else ""
-        rows.append(f"<tr{css}>" + "".join(f"<td{a}>{_e(v)}</td>" for a, v in zip(text, row)) + "</tr>")
+        css = _class(row_classes[i] if row_classes else "")
+        rows.append(f"<tr{css}>" + "".join(f"<td{_class(a, cells[i] if cells else '')}>{_e(v)}</td>"
+                                           for a, cells, v in zip(text, own, row)) + "</tr>")
     return (f"<div class=\"scroll\"><table class=\"sortable {kind}\"><thead><tr>{head}</tr></thead>"
             f"<tbody>{''.join(rows)}</tbody></table></div>")
 
@@ -279,6 +294,11 @@ def _numeric(value: Any) -> bool:
         return True
     except ValueError:
         return False
+
+
+def _class(*names: str) -> str:
+    joined = " ".join(n for n in names if n)
+    return f" class=\"{joined}\"" if joined else ""
 
 
 def _e(value: Any) -> str:
