@@ -236,7 +236,7 @@ def run(
 
         def train_round(ids: list[int]) -> runner.Outcome:
             runs = {i: store.run(i) for i in set(ids)}
-            done_before = sum(r.status == "completed" for r in runs.values())
+            done_before = 0 if rerun == "all" else sum(r.status == "completed" for r in runs.values())
             baselines = {r.seed: i for i, r in runs.items() if r.name == "baseline"}  # for Δbase
             with LiveProgress(store, len(runs), done_before, out, baselines) as progress:
                 return runner.run(store, ids, pool, trainer=trainer, rerun=rerun,
@@ -251,7 +251,8 @@ def run(
                 else "every comparison is decided"))
 
         with closing(make_executor(choice, matrix.execution, logs)) as pool:
-            out.print(f"{matrix.name}: {total} runs ({done} already completed) on {pool.describe()}; "
+            again = ", trained again: --rerun all" if rerun == "all" and done else ""
+            out.print(f"{matrix.name}: {total} runs ({done} already completed{again}) on {pool.describe()}; "
                       f"results in {store.shown_url}")
             outcome, run_ids = sequential.run_until_decided(
                 store, matrix, rows, train_round, lambda seeds: undecided(store.url, matrix.name, seeds), on_round)

@@ -251,6 +251,8 @@ def test_6_a_link_placed_in_the_log_directory_is_never_written_through(tmp_path)
         (label / "runs" / f"run{run}-attempt2").symlink_to(victim_dir, target_is_directory=True)
     again = ablate("run", str(matrix), "--db", "a.db", "--rerun", "all", cwd=tmp_path)
     assert again.returncode == 0, again.stdout + again.stderr
+    assert "4 runs (4 already completed, trained again: --rerun all)" in again.stdout, again.stdout
+    assert "4/4 runs done" in again.stdout and "8/4" not in again.stdout, again.stdout  # counted once
     assert victim_file.read_text() == "keep\n" and not list(victim_dir.iterdir())
     assert all(not p.is_symlink() for p in label.rglob("*attempt2*"))
     assert all((label / "runs" / f"run{run}-attempt2" / "ckpt.pt").is_file() for run in range(1, 5))
