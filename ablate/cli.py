@@ -184,7 +184,7 @@ def run(
     gpus_per_run: Annotated[Optional[float], typer.Option(help="Ray: GPUs per run, fractions pack runs (default: 1 if the cluster has GPUs, else 0)")] = None,
     cpus_per_run: Annotated[Optional[float], typer.Option(help="Ray: CPUs per run (default: 1)")] = None,
     jobs_per_device: Annotated[Optional[int], typer.Option(help="override the matrix's jobs per device")] = None,
-    warm_workers: Annotated[Optional[bool], typer.Option("--warm-workers/--no-warm-workers", help="keep a spare job process per slot that imports torch while the slot trains (default: the matrix's execution.warm_workers, true)")] = None,
+    warm_workers: Annotated[Optional[bool], typer.Option("--warm-workers/--no-warm-workers", help="fork every CPU run from one process that imported torch once; a GPU slot keeps a spare importing while it trains (default: the matrix's execution.warm_workers, true)")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile each model")] = False,
     log_dir: Annotated[str, typer.Option(help="where each job's output goes")] = "ablate-logs",
     trainer: Annotated[Optional[str], typer.Option(help="training entry point, module:function (default: the matrix's trainer, else Mainrun's)")] = None,

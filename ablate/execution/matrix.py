@@ -106,7 +106,7 @@ class Run(Strict):
 class Execution(Strict):
     devices: str | list[int] = "auto"
     jobs_per_device: int | None = Field(None, ge=1)  # None: executors.DEFAULT_JOBS_PER_DEVICE
-    warm_workers: bool = True  # a spare job process per slot imports torch while the slot trains
+    warm_workers: bool = True  # CPU: runs fork from one process that imported torch; GPU: a spare per slot
     # exclusive: one run per device at a time and, on a CPU, no spare importing beside it, so
     # timings compare (the report says so); shared: as jobs_per_device and warm_workers say
     timing: Literal["shared", "exclusive"] = "shared"
