@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import shutil
 
 import pytest
@@ -122,3 +123,11 @@ def test_where_verdicts_differ_the_difference_between_the_effects_is_itself_deci
                                           "--format", fmt])
         shown = json.loads(result.stdout)["differences"] if fmt == "json" else " ".join(result.stdout.split())
         assert said in shown, fmt
+
+
+def test_a_cell_states_the_decided_speed_and_memory_apart(committed):
+    """report-cpu-cost's mixed_precision: slower and same memory, each with its interval, as two
+    clauses of its cell (they ran together with no separator)."""
+    db, _ = committed
+    cell = across.cells(build_report(db, "report-cpu-cost"))["mixed_precision"]
+    assert re.fullmatch(r"[\d.]+× slower \([\d.]+–[\d.]+×\); same memory \(×[\d.]+, [\d.]+–[\d.]+\)", cell.cost), cell.cost

@@ -151,3 +151,36 @@ def test_speed_is_time_per_token_so_accumulating_two_micro_batches_is_not_twice_
     per_run = pd.DataFrame({"res.step_time_s": [0.1, 0.2], "res.train_tokens_per_s": [10240.0, 10240.0],
                             "cfg.trainer": [None, None], "wall_time_s": [60.0, 60.0]})
     assert speed_of(per_run).tolist() == [1 / 10240, 1 / 10240]
+
+
+def evals_of(run_id: int, step_ms: list[float], tokens_per_step: int = 1024) -> pd.DataFrame:
+    """A built-in run's evaluations at steps 1, 11, 21, …: step 1 took 500 ms (its warm-up), each
+    later interval of 10 steps its listed milliseconds per step; tokens_per_s is cumulative over
+    training time, as the trainer stores it."""
+    steps, seconds = [1], [0.5]
+    for ms in step_ms:
+        steps.append(steps[-1] + 10)
+        seconds.append(seconds[-1] + 10 * ms / 1000)
+    tokens = [s * tokens_per_step for s in steps]
+    return pd.DataFrame({"run_id": run_id, "step": steps, "tokens_seen": tokens,
+                         "tokens_per_s": [t / s for t, s in zip(tokens, seconds)]})
+
+
+def test_a_burst_of_a_shared_machine_moves_the_speed_of_a_run_little():
+    """A run slowed 3x for one of its five intervals (a 2-core VM did that) is read at its steady
+    pace: the median of its intervals' time per token, warm-up apart; its mean would be 40 % slower.
+    Where a built-in run has too few intervals for a median, every run of the experiment is read
+    by its mean alike."""
+    from ablate.results.cost import STEADY, speed_of, steady_seconds_per_token
+
+    evals = pd.concat([evals_of(1, [80, 80, 240, 80, 80]), evals_of(2, [100, 100, 100, 100, 100]),
+                       evals_of(3, [90])])
+    steady = steady_seconds_per_token(evals)
+    assert steady.to_dict() == pytest.approx({1: 0.080 / 1024, 2: 0.100 / 1024})  # run 3: one interval
+    mean_1 = (0.5 + 10 * (4 * 80 + 240) / 1000) / (51 * 1024)  # what train_tokens_per_s holds, warm-up in
+    per_run = pd.DataFrame({"run_id": [1, 2], "res.train_tokens_per_s": [1 / mean_1, 1024 / 0.1],
+                            "cfg.trainer": [None, None], "wall_time_s": [60.0, 60.0]})
+    per_run[STEADY] = per_run["run_id"].map(steady)
+    assert speed_of(per_run).tolist() == pytest.approx([0.080 / 1024, 0.100 / 1024])
+    without = per_run.assign(**{STEADY: [0.080 / 1024, math.nan]})  # one run has no median
+    assert speed_of(without).tolist() == pytest.approx([mean_1, 0.1 / 1024])

@@ -52,7 +52,7 @@ class Cell:
 def cells(report: Report) -> dict[str, Cell]:
     """What each item does in one experiment, by item name."""
     out: dict[str, Cell] = {}
-    costs = [" ".join(filter(None, c)).strip() for c in zip(
+    costs = ["; ".join(filter(None, c)) for c in zip(
         cost_cells(report.effects, "speed", True), cost_cells(report.effects, "memory", True))]
     for r, cost in zip(report.effects.itertuples(), costs):
         if r.verdict == "no data":

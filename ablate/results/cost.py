@@ -27,6 +27,7 @@ import pandas as pd
 WORDS = {"speed": {"better": "faster", "worse": "slower", "negligible": "same speed"},
          "memory": {"better": "less memory", "worse": "more memory", "negligible": "same memory"}}
 NOT_COMPARABLE = "not comparable"
+STEADY = "steady_s_per_token"  # the per_run column of steady_seconds_per_token
 COST_COLUMNS = [f"{kind}_{part}" for kind in WORDS for part in ("ratio", "lo", "hi", "verdict", "reason")]
 
 EffectsOf = Callable[[pd.DataFrame, float], pd.DataFrame]  # (per_run with y, δ) -> the design's effects
@@ -37,10 +38,33 @@ def speed_of(per_run: pd.DataFrame) -> pd.Series:
     its optimizer steps after the warm-up (per token, not per step: gradient accumulation's step
     does twice the work, and a longer block more tokens), else (your own trainer's command) the
     run's wall time. (The built-in trainer's wall time holds data preparation and evaluations:
-    never its speed.)"""
+    never its speed.) The built-in trainer's is the median over its evaluation intervals
+    (`steady_seconds_per_token`) where every such run has one, else the mean over the run for
+    all of them alike."""
     step = 1 / _numeric(per_run, "res.train_tokens_per_s")
+    steady = _numeric(per_run, STEADY)
+    if step.notna().any() and steady[step.notna()].notna().all():
+        step = steady.where(step.notna())
     command = per_run["cfg.trainer"].notna() if "cfg.trainer" in per_run else pd.Series(False, index=per_run.index)
     return step.fillna(_numeric(per_run, "wall_time_s").where(command))
+
+
+def steady_seconds_per_token(evals: pd.DataFrame) -> pd.Series:
+    """Each run's training seconds per token (by run_id): the median over its evaluation
+    intervals after step 1 (so the warm-up step is out), each interval's training time read off
+    the evaluations' cumulative tokens_seen / tokens_per_s (evaluation time is never in it). A
+    shared machine slows a run in bursts (2-3x a step for a few intervals, seen on a 2-core VM):
+    they move a median little and a mean a lot. Missing for a run with fewer than two intervals."""
+    if not {"run_id", "step", "tokens_seen", "tokens_per_s"} <= set(evals.columns):
+        return pd.Series(dtype=float)
+    e = evals[["run_id", "step", "tokens_seen", "tokens_per_s"]].apply(pd.to_numeric, errors="coerce").dropna()
+    e = e[(e["tokens_per_s"] > 0) & (e["step"] >= 1)].astype({"run_id": "int64"})
+    e = e.sort_values(["run_id", "step"], ignore_index=True)
+    seconds = e["tokens_seen"] / e["tokens_per_s"]
+    tokens = e["tokens_seen"].groupby(e["run_id"]).diff()
+    per_token = (seconds.groupby(e["run_id"]).diff() / tokens).where(tokens > 0).dropna()
+    by_run = per_token.groupby(e.loc[per_token.index, "run_id"])
+    return by_run.median().where(by_run.size() >= 2).dropna()
 
 
 def memory_of(per_run: pd.DataFrame) -> pd.Series:
@@ -78,7 +102,8 @@ def cost_line(effects: pd.DataFrame, cost_min_effect: float) -> str:
     if not (effects.get("speed_verdict", pd.Series(dtype=object)).astype(str) != "").any() and \
             not (effects.get("memory_verdict", pd.Series(dtype=object)).astype(str) != "").any():
         return ""
-    return (f"Speed and memory: time per training token (a command's: its wall time) and peak memory, as ratios "
+    return (f"Speed and memory: time per training token (the median over each run's evaluation intervals; "
+            f"a command's: its wall time) and peak memory, as ratios "
             f"treated / control paired by seed, at the intervals' level; each verdict is read against "
             f"±{cost_min_effect:.0%}, and runs not timed alike get no speed verdict.")
 

@@ -42,7 +42,7 @@ from ..storage.store import open_store
 from ..training.catalog import CATALOG
 from ..training.config import suggest
 from . import frames
-from .cost import attach, cost_effects, cost_lines
+from .cost import STEADY, attach, cost_effects, cost_lines, steady_seconds_per_token
 from .lines import (COVERAGE_TOLERANCE, baseline_name, coverage_gap, coverage_reason, fairness, interval_line,
                     looks_taken, metric_line, mismatches, settled_plan, split_line)
 from .notes import report_notes
@@ -264,6 +264,7 @@ def _per_run(runs: pd.DataFrame, evals: pd.DataFrame, metric: str, coverage: pd.
         frame["best_at"] = _by_run(runs, best["step"])
     for column in ("y", "best", "best_at", "wall_time_s", "tokens_per_s"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
+    frame[STEADY] = runs["run_id"].map(steady_seconds_per_token(evals)).astype(float)
     return frame
 
 
