@@ -178,8 +178,9 @@ class LocalExecutor:
         return sum(s.process is None for s in self.slots)
 
     def start(self, job: Job, another_waits: bool = True) -> None:
-        """Start `job` in a free slot (in its spare, if one waits), and a spare for the slot's
-        next run only if another run waits for one."""
+        """Start `job` in a free slot (a CPU slot: forked from the fork server; a GPU slot: in
+        its spare, if one waits), and a GPU slot's spare for its next run only if another run
+        waits for one."""
         slot = next(s for s in self.slots if s.process is None)
         sharing = sum(s.device == slot.device and s.visible == slot.visible for s in self.slots)
         options = {**job.options, "device": slot.device, "runs_sharing_device": sharing,
