@@ -58,6 +58,9 @@ def test_a_removal_reads_as_what_the_item_does_and_the_whole_stack_is_a_row(comm
     whole = across.cells(stack)[across.WHOLE_STACK]
     full = stack.ranking.set_index("name").loc["all"]
     assert whole.verdict == "worse" and whole.estimate == full["d_base"] > 0.5 and whole.lo > stack.min_effect
+    baseline = stack.values["baseline"]  # per seed, as every other row, so its differences are read too
+    assert whole.by_seed == {s: v - baseline[s] for s, v in stack.values["all"].items() if s in baseline}
+    assert len(whole.by_seed) >= 3
     one_at_a_time = next(r for r in reports if r.experiment == "report-cpu")
     assert across.WHOLE_STACK not in across.cells(one_at_a_time)  # its stack is an item of its own
 
@@ -117,6 +120,8 @@ def test_where_verdicts_differ_the_difference_between_the_effects_is_itself_deci
     assert said.endswith("the effects differ (beyond ±0.005)") and mean + half < -0.005
     stacks = next(line for line in lines if line.startswith("betas_095: its effect in report-cpu-adamw-stack − in report-cpu-stack"))
     assert stacks.endswith("the effects are alike (within ±0.005)"), stacks
+    whole = next(line for line in lines if line.startswith("whole stack: its effect in"))  # SGD's stack helps, AdamW's hurts
+    assert whole.endswith("the effects differ (beyond ±0.005)"), whole
     assert not any(line.startswith("vocab_2x") for line in lines)  # agreed everywhere: nothing to tell apart
     for fmt in ("table", "markdown", "json"):
         result = CliRunner().invoke(app, ["report", "--db", str(db), "-e", "report-cpu", "-e", "report-cpu-adamw",

@@ -12,6 +12,7 @@ import csv
 import io
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -198,6 +199,22 @@ def test_a_listed_seed_plan_extended_after_a_look_counts_the_look_in_every_forma
     rows = csv_rows(extended["csv"])
     assert all("Seed plan changed after the data" in r["after_data"] and "2 looks" in r["interval"]
                and float(r["min_effect"]) == 0.01 for r in rows)
+
+
+def test_a_seed_plan_extended_twice_counts_the_middle_look_too(tmp_path):
+    """3 seeds, read; 4, read; 6: the stored plan (3) and the matrix now (6) say two counts, but a
+    verdict was read at 4 as well, and the report counts three looks."""
+    values = {"1": 1.0, "2": 1.004, "3": 0.997, "4": 1.002, "5": 0.999, "6": 1.003}
+    table = {"base": values, "higher": {s: v + 0.008 + 0.001 * int(s) % 3 for s, v in values.items()}}
+    matrix = setup(tmp_path, table, ["higher"], seeds="[1, 2, 3]")
+    assert run(tmp_path).returncode == 0
+    for seeds in ("[1, 2, 3, 4]", "[1, 2, 3, 4, 5, 6]"):
+        matrix.write_text(re.sub(r"seeds: \[[\d, ]+\]", f"seeds: {seeds}", matrix.read_text()))
+        assert run(tmp_path).returncode == 0
+    with sqlite3.connect(tmp_path / "m.db") as db:
+        assert json.loads(db.execute("SELECT looks_taken FROM experiments").fetchone()[0]) == [3, 4]
+    report = json.loads(ablate("report", "--db", "m.db", "--format", "json", cwd=tmp_path).stdout)
+    assert "3 looks" in report["interval"] and any("3 seed count(s)" in line for line in report["after_data"])
 
 
 def test_a_plan_recorded_after_the_data_is_marked_in_every_format(tmp_path):

@@ -29,7 +29,7 @@ from ..training.datasource import check_titles, fingerprint
 from ..training.params import CUSTOM_TRAINER
 from .executors import Executor
 from .job import Ended, Job
-from .seeds import verdict_plan
+from .seeds import VerdictPlan, verdict_plan
 from .matrix import Matrix, PlannedRun
 
 STALE_AFTER_S = 180.0  # a heartbeat older than this means the job is gone (jobs beat every 10 s)
@@ -137,12 +137,32 @@ def entry_point(matrix: Matrix, trainer: str | None) -> str:
 def register(store: Store, matrix: Matrix, rows: list[PlanRow], keep: list[PlanRow] = ()) -> list[int]:
     """Create the experiment and its queued runs (idempotent); returns run ids in matrix order.
     Runs of `keep` stay linked to the experiment if they are already."""
+    _record_extension(store, matrix, rows)
     exp_id = store.upsert_experiment(matrix.name, matrix.description or "", matrix.text,
                                      matrix.reference, matrix.design, verdict_plan(matrix.text).to_dict())
     return store.add_runs(exp_id, [
         {"hash": r.hash, "fingerprint": r.fingerprint, "name": r.planned.name, "config": r.planned.config.to_dict(),
          "toggles": list(r.planned.toggles), "seed": r.planned.seed, "position": r.position}
         for r in rows], keep=[r.hash for r in keep])
+
+
+def _record_extension(store: Store, matrix: Matrix, rows: list[PlanRow]) -> None:
+    """A matrix whose seed plan is not the one its experiment stored (seeds added after the data):
+    the seeds whose runs all completed before are a count at which a verdict may have been read,
+    so it is kept as a look taken and the report counts it. Its stored plan and the matrix's
+    alone would miss a middle one: 3 seeds, read, extended to 6, read, extended to 12 is three looks."""
+    exp = store.experiment(matrix.name)
+    stored = VerdictPlan.from_dict(exp.plan) if exp is not None else None
+    if stored is None or stored.seeds == verdict_plan(matrix.text).seeds:
+        return
+    done = {h for h, run in store.runs_by_hash(r.hash for r in rows).items() if run.status == "completed"}
+    complete = 0
+    for seed in matrix.seeds:
+        if not all(r.hash in done for r in rows if r.planned.seed == seed):
+            break
+        complete += 1
+    if 0 < complete < len(matrix.seeds):
+        store.record_look(matrix.name, complete)
 
 
 def count_completed(store: Store, rows: list[PlanRow]) -> int:

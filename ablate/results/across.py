@@ -101,7 +101,9 @@ def _whole_stack(report: Report) -> Cell | None:
     row = ranked.iloc[0]
     lo, hi = float(row["d_base_lo"]), float(row["d_base_hi"])
     verdict = read_interval(lo, hi, report.min_effect) if _finite(lo) and _finite(hi) else "noise unknown"
-    return Cell(verdict, float(row["d_base"]), lo, hi, int(row["paired"]), "")
+    baseline = report.ranking.loc[report.ranking["is_baseline"], "name"].iloc[0]
+    return Cell(verdict, float(row["d_base"]), lo, hi, int(row["paired"]), "",
+                _by_seed(report, "vs baseline", (row["name"], baseline), 1))
 
 
 def across(reports: list[Report]) -> pd.DataFrame:

@@ -34,8 +34,9 @@ def settled_plan(exp: pd.Series, min_effect: float | None, family: str | None = 
     """The verdicts' plan as stored when the experiment first ran (else as its matrix text says:
     an older database), and a line for each setting chosen after the data: a plan stored only
     after the data existed, a `min_effect` given now, or a matrix since edited. A seed plan
-    changed after the data counts every seed count at which either plan let a verdict be read
-    as a look (3 listed seeds extended to 6: two looks), so reading and extending costs level.
+    changed after the data counts every seed count at which either plan let a verdict be read,
+    and every one recorded as read since (`looks_taken`), as a look (3 listed seeds extended to
+    6: two looks; then to 12: three), so reading and extending costs level.
     `secondary`: a metric of the matrix's `metric.also`, whose own δ the verdicts use."""
     stored, now = VerdictPlan.from_dict(exp.get("plan")), verdict_plan(exp.get("yaml_text"))
     plan, after = stored or now, []
@@ -50,7 +51,7 @@ def settled_plan(exp: pd.Series, min_effect: float | None, family: str | None = 
         after.append(f"The matrix now says min_effect {now.min_effect:g}; the verdicts keep δ = "
                      f"{stored.min_effect:g}, stored when the experiment first ran.")
     if stored is not None and (now.seeds, now.looks, now.family) != (stored.seeds, stored.looks, stored.family):
-        counts = stored.counts() | now.counts()
+        counts = stored.counts() | now.counts() | set(looks_taken(exp))  # a middle extension's reads too
         budget = max(stored.budget or 0, now.budget or 0)
         plan = replace(stored, looks=len(counts), budget=budget, first=budget - len(counts) + 1)
         after.append(f"Seed plan changed after the data: planned {stored.seeds} ({stored.family}), the matrix now "
