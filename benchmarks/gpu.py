@@ -14,6 +14,10 @@ machine delays a stage instead of eating its box. The budget still bounds the wh
   tests    the CUDA test subset: `pytest -m cuda tests/test_cuda.py`, outcome per test
   speed    the Mainrun baseline at full size: step time, tokens/s, MFU, projected 7-epoch
            time, for baseline, sdpa, bf16, bf16+sdpa, adamw (fused), tf32
+  cost     `experiments/report-cpu-cost.yaml` at the Mainrun model's size (one epoch of 50,000
+           titles), timed exclusively through `ablate run`: sdpa, mixed_precision (fp16 +
+           GradScaler on CUDA) and grad_accum each get their speed and memory verdicts, seed
+           by seed, into OUT_DIR/cost.db; the report's effects go into cost.json
   compile  the same rows under torch.compile (slow to build, so boxed apart)
   packing  8 full-size runs (one epoch of 50,000 titles: 70 steps) through `ablate run` at
            jobs_per_device 1, 2, 4, 8: wall time and summed tokens/s, to choose the default
@@ -45,13 +49,14 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 BIG_CSV = "hn_stories_2016_2020.csv"
 SMALL_CSV = "hacker_news.csv"
-STAGES = ("env", "tests", "speed", "compile", "packing", "answer")
-# Shares of the budget; the answer takes what is left (>= 30 %). The first H200 lease needed
-# ~140 s for the tests and > 65 s for the first compiled row; packing (answered there) is last.
-SHARE = {"env": 0.04, "tests": 0.26, "speed": 0.12, "compile": 0.14, "packing": 0.14}
+STAGES = ("env", "tests", "speed", "cost", "compile", "packing", "answer")
+# Shares of the budget; the answer takes what is left (>= 22 %). The first H200 lease needed
+# 103 s for the tests and > 65 s for the first compiled row; packing (answered there) is last.
+# cost: 12 runs of ~10 s each (a 70-step run took 6.6 s there, plus its process start).
+SHARE = {"env": 0.04, "tests": 0.22, "speed": 0.10, "cost": 0.22, "compile": 0.12, "packing": 0.08}
 # CPU, 2 cores: maxima, ~3x what each took with another process busy on both cores (2026-12-07:
 # 9, 21, 14, 21, 50 s), so a slower machine still reaches the answer; quiet, the dry run takes ~2 min.
-DRY_BOX_S = {"env": 60, "tests": 90, "speed": 60, "compile": 90, "packing": 180}
+DRY_BOX_S = {"env": 60, "tests": 90, "speed": 60, "cost": 120, "compile": 90, "packing": 180}
 DRY_ANSWER_S = 300  # the dry answer's three tiny runs end long before this; it only bounds a hang
 IMPORT_LIMIT_S = 180  # a stage still importing after this is stuck, not slow: it is killed
 GRACE_S = 20  # a stage's process is killed this long after its box ends
@@ -177,13 +182,7 @@ def stage_answer(args, out: Path, deadline: float) -> dict:
     every finished run; stopped with Ctrl-C (SIGINT) before the deadline, as a user would."""
     work_db = args.work / f"answer-{os.getpid()}.db"  # never one an earlier call still holds
     snapshot = out.parent / "results.db"
-    if snapshot.exists():  # a previous call's answer: continue it
-        _snapshot(snapshot, work_db)
-        from ablate.storage.store import Store
-
-        # Nothing can be training into this fresh copy: its 'running' rows are stale now.
-        Store(f"sqlite:///{work_db}").reap_stale(host=socket.gethostname(), stale_after_s=0,
-                                                 pid_alive=lambda _pid: False)
+    _continue(snapshot, work_db)
     matrix = REPO / "experiments" / "report.yaml"
     data = args.data / BIG_CSV
     if args.dry_run:
@@ -198,36 +197,54 @@ def stage_answer(args, out: Path, deadline: float) -> dict:
     jobs = args.jobs_per_device or (2 if args.dry_run else _answer_jobs(
         out.parent / "packing.json", deadline - time.time(), MAINRUN_STEPS))
     cmd = _ablate_run(matrix, data, work_db, args.work / "logs") + ["--jobs-per-device", str(jobs)]
-    stop_at = deadline - 2 * STOP_S  # the runner gives its jobs STOP_S to record themselves
     t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True,
-                            preexec_fn=_dies_with_parent(signal.SIGINT))
-    log = args.work / "answer.log"
-    reader = _Tail(proc, log)
-    completed, stopped = -1, False
-    while proc.poll() is None:
-        if time.time() >= stop_at and not stopped:
-            proc.send_signal(signal.SIGINT)  # runs record themselves interrupted, evals kept
-            stopped = True
-        now = _count(work_db)
-        if now != completed:
-            completed = now
-            _snapshot(work_db, snapshot)
-        time.sleep(1.0)
-    reader.join()
-    _snapshot(work_db, snapshot)
+    run = _run_snapshotting(cmd, work_db, snapshot, deadline, args.work / "answer.log")
     runs = _query(work_db, "SELECT name, status, final_val_loss, json_extract(result, "
                            "'$.final_val_loss_full'), steps, wall_time_s, device FROM runs "
                            "ORDER BY id")
     cols = ("name", "status", "final_val_loss", "final_val_loss_full", "steps", "wall_time_s",
             "device")
-    return {"command": " ".join(cmd), "jobs_per_device": jobs, "stopped_at_deadline": stopped,
-            "returncode": proc.returncode, "wall_s": time.perf_counter() - t0,
-            "runs": [dict(zip(cols, r)) for r in runs], "tail": reader.text()[-3000:]}
+    return {"command": " ".join(cmd), "jobs_per_device": jobs, "wall_s": time.perf_counter() - t0,
+            **run, "runs": [dict(zip(cols, r)) for r in runs]}
 
 
-RUNNERS = {"env": stage_env, "tests": stage_tests, "speed": stage_speed,
+def stage_cost(args, out: Path, deadline: float) -> dict:
+    """The CPU cost experiment's configurations at the Mainrun model's size, one run on the GPU
+    at a time (execution.timing: exclusive), so that each gets a speed and a memory verdict
+    against its seed's baseline; continued from OUT_DIR/cost.db when an earlier call was cut."""
+    import yaml
+
+    spec = yaml.safe_load((REPO / "experiments" / "report-cpu-cost.yaml").read_text())
+    overrides = {**TINY_OVERRIDES, "evals_per_epoch": 3} if args.dry_run else {
+        "num_titles": 50_000, "epochs": 1, "evals_per_epoch": 5}  # 4 intervals a run to time
+    seeds = spec["seeds"][:2] if args.dry_run else spec["seeds"][:3]
+    spec.update(name="gpu-cost", description="benchmarks/gpu.py's cost stage: " + spec["description"],
+                base={**spec["base"], "overrides": {**overrides, "split_seed": 1337}}, seeds=seeds,
+                toggles=spec["toggles"][:1] if args.dry_run else spec["toggles"],
+                execution={"timing": "exclusive"})
+    spec.pop("data", None)
+    matrix = args.work / "gpu-cost.yaml"
+    matrix.write_text(yaml.safe_dump(spec, sort_keys=False))
+    data = _small(args) if args.dry_run else args.data / BIG_CSV
+    work_db, snapshot = args.work / f"cost-{os.getpid()}.db", out.parent / "cost.db"
+    _continue(snapshot, work_db)
+    cmd = _ablate_run(matrix, data, work_db, args.work / "logs")
+    run = _run_snapshotting(cmd, work_db, snapshot, deadline, args.work / "cost.log")
+    report = subprocess.run([sys.executable, "-m", "ablate", "report", "--db", f"sqlite:///{work_db}",
+                             "-e", "gpu-cost", "--format", "json"], cwd=REPO, capture_output=True,
+                            text=True, timeout=max(10.0, deadline - time.time()))
+    if report.returncode != 0:
+        raise StageError(f"ablate report exited {report.returncode}", report.stderr[-3000:])
+    answer = json.loads(report.stdout)
+    keep = ("effect", "n", "estimate", "ci_lo", "ci_hi", "verdict") + tuple(
+        f"{kind}_{part}" for kind in ("speed", "memory") for part in ("ratio", "lo", "hi", "verdict", "reason"))
+    completed, planned = _count(work_db), len(seeds) * (1 + len(spec["toggles"]))
+    return {"status": "ok" if completed == planned else "incomplete",  # a later call continues it
+            "command": " ".join(cmd), **run, "completed": completed, "planned": planned, "overrides": overrides,
+            "lines": answer["lines"], "effects": [{k: e.get(k) for k in keep} for e in answer["effects"]]}
+
+
+RUNNERS = {"env": stage_env, "tests": stage_tests, "speed": stage_speed, "cost": stage_cost,
            "compile": stage_compile, "packing": stage_packing, "answer": stage_answer}
 
 
@@ -320,6 +337,30 @@ def _run(cmd: list[str], deadline: float, env: dict | None = None) -> dict:
     reader.join()
     return {"command": " ".join(cmd), "returncode": proc.returncode, "timed_out": timed_out,
             "tail": reader.text()[-4000:]}
+
+
+def _run_snapshotting(cmd: list[str], work_db: Path, snapshot: Path, deadline: float, log: Path) -> dict:
+    """`ablate run` into work_db, snapshotted into `snapshot` after every finished run (a killed
+    script loses no finished run); stopped with Ctrl-C (SIGINT) before the deadline, as a user
+    would, so that its runs record themselves interrupted with their evaluations kept."""
+    stop_at = deadline - 2 * STOP_S  # the runner gives its jobs STOP_S to record themselves
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True,
+                            preexec_fn=_dies_with_parent(signal.SIGINT))
+    reader = _Tail(proc, log)
+    completed, stopped = -1, False
+    while proc.poll() is None:
+        if time.time() >= stop_at and not stopped:
+            proc.send_signal(signal.SIGINT)
+            stopped = True
+        now = _count(work_db)
+        if now != completed:
+            completed = now
+            _snapshot(work_db, snapshot)
+        time.sleep(1.0)
+    reader.join()
+    _snapshot(work_db, snapshot)
+    return {"stopped_at_deadline": stopped, "returncode": proc.returncode, "tail": reader.text()[-3000:]}
 
 
 def _dies_with_parent(sig: int):
@@ -417,6 +458,18 @@ def _snapshot(src: Path, dst: Path) -> None:
         source.backup(copy)
         copy.execute("PRAGMA journal_mode=DELETE")
     os.replace(tmp, dst)
+
+
+def _continue(snapshot: Path, work_db: Path) -> None:
+    """Start from an earlier call's snapshot, if any: its completed runs are never retrained."""
+    if not snapshot.exists():
+        return
+    _snapshot(snapshot, work_db)
+    from ablate.storage.store import Store
+
+    # Nothing can be training into this fresh copy: its 'running' rows are stale now.
+    Store(f"sqlite:///{work_db}").reap_stale(host=socket.gethostname(), stale_after_s=0,
+                                             pid_alive=lambda _pid: False)
 
 
 def _prepare_data(overrides: dict) -> None:

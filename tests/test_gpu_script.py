@@ -17,7 +17,7 @@ from contextlib import closing
 
 from .conftest import HN_CSV, REPO
 
-STAGES = ("env", "tests", "speed", "compile", "packing", "answer")
+STAGES = ("env", "tests", "speed", "cost", "compile", "packing", "answer")
 
 
 def completed(db) -> dict[str, tuple]:
@@ -71,6 +71,10 @@ def test_dry_run_killed_mid_answer_keeps_its_stages_and_continues(hn_csv, tmp_pa
         assert after[name] == trained
     packing = json.loads((out / "packing.json").read_text())
     assert all(s["completed"] == packing["runs_per_setting"] for s in packing["settings"].values())
+    cost = json.loads((out / "cost.json").read_text())  # timed exclusively: verdicts, no reason
+    assert cost["completed"] == cost["planned"] == 4 and [e["effect"] for e in cost["effects"]] == ["sdpa"]
+    assert cost["effects"][0]["speed_verdict"] and cost["effects"][0]["memory_verdict"]
+    assert not cost["effects"][0]["speed_reason"] and (out / "cost.db").is_file()
     tests = json.loads((out / "tests.json").read_text())
     assert tests["returncode"] == 0 and tests["skipped"] + tests["passed"] == len(tests["tests"]) > 0
 
