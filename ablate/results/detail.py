@@ -38,13 +38,21 @@ def _typed(name: str, value: Any) -> Any:
     return value
 
 
-def run_detail(runs: pd.DataFrame, evals: pd.DataFrame, row: pd.Series) -> RunDetail:
+def baseline_rows(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs of the in-matrix baseline in a load_runs() frame."""
+    return runs[runs["name"] == baseline_name(runs)]
+
+
+def run_detail(runs: pd.DataFrame, evals: pd.DataFrame, row: pd.Series,
+               baselines: pd.DataFrame | None = None) -> RunDetail:
     """One run of a load_runs() frame with its config diff against its same-seed baseline (a
-    baseline of your own trainer's, against nothing: its parameters are no one's defaults)."""
+    baseline of your own trainer's, against nothing: its parameters are no one's defaults).
+    `baselines`: `baseline_rows(runs)`, where the caller details many runs of one frame."""
     config = {k[4:]: _typed(k[4:], v) for k, v in row.items() if k.startswith("cfg.")}
     stored = {k: plain(v) for k, v in config.items() if not missing(v)}
     own = is_custom(stored)
-    base_rows = runs[(runs["name"] == baseline_name(runs)) & (runs["experiment"] == row["experiment"])]
+    base_rows = baseline_rows(runs) if baselines is None else baselines
+    base_rows = base_rows[base_rows["experiment"] == row["experiment"]]
     same_seed = base_rows[base_rows["seed"] == row["seed"]]
     base = same_seed if len(same_seed) else base_rows
     if len(base) and base.iloc[0]["run_id"] != row["run_id"]:

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
-from sqlalchemy import case, func, select
+from sqlalchemy import JSON, String, case, func, or_, select, type_coerce
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ColumnElement
 
 from ..storage.schema import EVAL_COLUMNS, MAX_STEP, Eval, Experiment, ExperimentRun, Run
 from ..storage.store import Store, open_store
@@ -122,11 +124,13 @@ def load_runs(db: str | Path | Store | None = None, experiment: str | None = Non
 
 
 def load_evals(db: str | Path | Store | None = None, experiment: str | None = None,
-               runs: Iterable[int | str] | None = None) -> pd.DataFrame:
+               runs: Iterable[int | str] | None = None, summary_of: Iterable[str] | None = None) -> pd.DataFrame:
     """One row per evaluation of each run's current attempt, in step order.
 
     Columns: experiment, run_id, name, seed, EVAL_VALUES, and the eval's extra metrics as
     `extra.<key>` (e.g. extra.attention_entropy). `runs` keeps run ids (int) or names (str).
+    `summary_of` (load_evals column names) keeps only what a report reads of each run (see
+    `_summary_ids`): a handful of rows per run however many evaluations it has.
     """
     statement = (
         select(Experiment.name, ExperimentRun.name, Run.seed, Eval.run_id,
@@ -138,6 +142,8 @@ def load_evals(db: str | Path | Store | None = None, experiment: str | None = No
     )
     if experiment is not None:
         statement = statement.where(Experiment.name == experiment)
+    if summary_of is not None and experiment is not None:
+        statement = statement.where(Eval.id.in_(_summary_ids(experiment, list(summary_of))))
     if runs is not None:
         wanted = list(runs)
         ids = [r for r in wanted if isinstance(r, int)]
@@ -151,6 +157,80 @@ def load_evals(db: str | Path | Store | None = None, experiment: str | None = No
                 **_numbers(_prefixed("extra.", row[-1]))} for row in rows]
     frame = pd.DataFrame(records) if records else pd.DataFrame(columns=columns)
     return frame[["experiment", "run_id", "name", "seed", *frame.columns[4:]]]
+
+
+def load_speed(db: str | Path | Store | None, experiment: str) -> pd.DataFrame:
+    """(run_id, step, tokens_seen, tokens_per_s) of every evaluation of the experiment's runs that
+    has a throughput (the built-in trainer's; a command's have none), for the speed of each run."""
+    statement = (select(Eval.run_id, Eval.step, Eval.tokens_seen, Eval.tokens_per_s)
+                 .join(Run, (Eval.run_id == Run.id) & (Eval.attempt == Run.attempt))
+                 .join(ExperimentRun, ExperimentRun.run_id == Run.id)
+                 .join(Experiment, Experiment.id == ExperimentRun.experiment_id)
+                 .where(Experiment.name == experiment, Eval.tokens_per_s.is_not(None)))
+    with open_store(db, read_only=True) as store:
+        rows = _rows(store, statement)
+    return pd.DataFrame([[_number(v) for v in row] for row in rows],
+                        columns=["run_id", "step", "tokens_seen", "tokens_per_s"])
+
+
+def _summary_ids(experiment: str, columns: list[str]) -> Any:
+    """The ids of the evaluations a report reads of each run's current attempt: its last one
+    (highest step, then id), and for each column its last one with a value, its lowest and its
+    highest (earliest first among equals, as pandas' idxmin in step order picks), chosen by
+    window functions in the database (SQLite 3.25+, PostgreSQL) so that only these rows travel."""
+    scope = (select(Eval.id, Eval.run_id, Eval.step, *(_value(c).label(f"v{i}") for i, c in enumerate(columns)))
+             .join(Run, (Eval.run_id == Run.id) & (Eval.attempt == Run.attempt))
+             .join(ExperimentRun, ExperimentRun.run_id == Run.id)
+             .join(Experiment, Experiment.id == ExperimentRun.experiment_id)
+             .where(Experiment.name == experiment)).subquery()
+
+    def first(*order: Any) -> Any:
+        return func.row_number().over(partition_by=scope.c.run_id, order_by=order)
+
+    ranks = [first(scope.c.step.desc(), scope.c.id.desc())]
+    for i in range(len(columns)):
+        v = scope.c[f"v{i}"]
+        ranks += [first(v.is_(None), scope.c.step.desc(), scope.c.id.desc()),  # its last value
+                  first(v.is_(None), v.asc(), scope.c.step, scope.c.id),
+                  first(v.is_(None), v.desc(), scope.c.step, scope.c.id)]
+    ranked = select(scope.c.id, *(r.label(f"r{k}") for k, r in enumerate(ranks))).subquery()
+    return select(ranked.c.id).where(or_(*(ranked.c[f"r{k}"] == 1 for k in range(len(ranks)))))
+
+
+def _value(column: str) -> Any:
+    """A load_evals column as SQL: its own column, or a number under its key in `extra` (NULL
+    where the key holds anything but a finite number, as `_number` reads it)."""
+    if column in EVAL_COLUMNS:
+        return getattr(Eval, column)
+    key = column.removeprefix("extra.")
+    number = type_coerce(Eval.extra, JSON)[key]
+    return case((func.coalesce(_json_type(number), "") == "number", number.as_float()), else_=None)
+
+
+def _json_type(node: Any) -> Any:
+    """'number' for a JSON number, on SQLite (json_type: 'integer' / 'real') and PostgreSQL alike."""
+    return _JsonType(node)
+
+
+class _JsonType(ColumnElement):
+    inherit_cache = True
+    type = String()
+
+    def __init__(self, node: Any):
+        self.node = node
+
+
+@compiles(_JsonType, "sqlite")
+def _json_type_sqlite(element: _JsonType, compiler: Any, **kw: Any) -> str:
+    index = element.node  # extra[key]: json_type(extra, path) says 'integer' or 'real' for a number
+    path = compiler.process(index.right, **kw)
+    return (f"CASE json_type({compiler.process(index.left, **kw)}, {path}) "
+            f"WHEN 'integer' THEN 'number' WHEN 'real' THEN 'number' END")
+
+
+@compiles(_JsonType)
+def _json_type_default(element: _JsonType, compiler: Any, **kw: Any) -> str:
+    return f"json_typeof({compiler.process(element.node, **kw)})"
 
 
 def _number(value: Any) -> Any:

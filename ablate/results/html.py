@@ -22,7 +22,7 @@ from ..execution.provenance import describe
 from . import across, frames, palette
 from .plot import has_speed, interval_caption, plot_cost, plot_curves, plot_effects
 from .render import PLAIN_WORDS, as_command, effects_display, ranking_display, unranked_display
-from .detail import missing, run_detail
+from .detail import baseline_rows, missing, run_detail
 from .report import Report, build_report
 
 STYLE = """
@@ -81,7 +81,7 @@ def render_html(db: Any, experiments: list[str] | None = None, metric: str | Non
         raise frames.ResultsError("the database holds no experiment yet")
     names = sorted(names, key=lambda n: n in listed.index and listed.at[n, "completed"] < listed.at[n, "runs"])
     reports = {name: build_report(db, name, metric, min_effect) for name in names}
-    sections = [_experiment_section(db, report) for report in reports.values()]
+    sections = [experiment_section(db, report) for report in reports.values()]
     title = "ablate report: " + ", ".join(names)
     return (f"<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<meta name=\"viewport\" content=\"width=device-width\">"
@@ -135,9 +135,12 @@ def _verdicts(report: Report) -> str:
         + ", ".join(effects) + "</li>" for verdict, effects in groups.items()) + "</ul>" if groups else ""
 
 
-def _experiment_section(db: Any, report: Report) -> str:
+def experiment_section(db: Any, report: Report, figures: bool = True) -> str:
+    """One experiment as the page shows it; without `figures` (the live view, which draws its
+    own curves from JSON) the same text and tables."""
     name = report.experiment
-    runs, evals = frames.load_runs(db, name), frames.load_evals(db, name)
+    runs = frames.load_runs(db, name)
+    evals = frames.load_evals(db, name) if figures else None  # only the curves need every evaluation
     parts = [f"<section id=\"{_e(name)}\"><h2>{_e(report.experiment)}</h2>",
              f"<p>{_e(report.design)}, {len(report.seeds)} seed(s), ranked by "
              f"{_e(report.ranked_by)}.</p>", _provenance(runs),
@@ -165,24 +168,25 @@ def _experiment_section(db: Any, report: Report) -> str:
         if not with_data.all():
             parts.append(f"<details><summary>{(~with_data).sum()} effect(s) without data yet</summary>"
                          f"{_table(shown[~with_data], 'effects')}</details>")
-        if with_data.any():
+        if with_data.any() and figures:
             parts.append(_figure(lambda out: plot_effects(report, out), f"Effects of {report.experiment}: "
                                  f"estimate and interval ({interval_caption(report)}); hover a point for its numbers",
                                  svg=True))
-        if has_speed(report):
+        if has_speed(report) and figures:
             parts.append(_figure(lambda out: plot_cost(report, out), f"{report.experiment}: each effect's Δloss "
                                  f"against its speed-up, both with intervals ({interval_caption(report)})"))
     metric = report.column
-    if metric in evals and not evals.dropna(subset=[metric]).empty:
-        parts.append(_figure(lambda out: plot_curves(db, name, None, out, report.metric),
+    if evals is not None and metric in evals and not evals.dropna(subset=[metric]).empty:
+        parts.append(_figure(lambda out: plot_curves(db, name, None, out, report.metric, loaded=(report, evals)),
                              f"{report.experiment}: {report.ranked_by} by step"))
         if ranked["is_baseline"].any() and len(ranked) > 1:  # curves that separate
-            parts.append(_figure(lambda out: plot_curves(db, name, None, out, report.metric, delta=True),
+            parts.append(_figure(lambda out: plot_curves(db, name, None, out, report.metric, delta=True,
+                                                         loaded=(report, evals)),
                                  f"{report.experiment}: {report.ranked_by} minus the same-seed baseline"))
     if report.notes:
         parts.append("<h3>Notes</h3><ul class=\"notes\">"
                      + "".join(f"<li>{_e(n)}</li>" for n in report.notes) + "</ul>")
-    parts += ["<h3>Configurations</h3>", _configurations(runs, evals, ranked), "</section>"]
+    parts += ["<h3>Configurations</h3>", _configurations(runs, ranked), "</section>"]
     return "".join(parts)
 
 
@@ -230,14 +234,16 @@ def _provenance(runs: pd.DataFrame) -> str:
         + "</table></div>")
 
 
-def _configurations(runs: pd.DataFrame, evals: pd.DataFrame, ranked: pd.DataFrame) -> str:
+def _configurations(runs: pd.DataFrame, ranked: pd.DataFrame) -> str:
     """Per ranked configuration: its config diff against the baseline and its command."""
-    out = []
+    out, none = [], pd.DataFrame(columns=["experiment", "run_id", "name", "seed"])  # they need no evaluations
+    first = runs[runs["status"] == "completed"].sort_values("seed", kind="stable").groupby("name").head(1)
+    first = first.set_index("name", drop=False)
+    base = baseline_rows(runs)  # once, not once per configuration: a page may have 10,000
     for name in ranked["name"]:
-        mine = runs[(runs["name"] == name) & (runs["status"] == "completed")]
-        if mine.empty:
+        if name not in first.index:
             continue
-        detail = run_detail(runs, evals, mine.sort_values("seed").iloc[0])
+        detail = run_detail(runs, none, first.loc[name], base)
         diff = detail.config_diff
         body = _table(diff.map(lambda v: "" if missing(v) else str(v)), "diff") if len(diff) else \
             "<p>Same config as the baseline.</p>"

@@ -9,6 +9,8 @@ colours that are none of these, so a curve never reads as a verdict.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from .stats import FAILS
 
 HELPS, HURTS, NEGLIGIBLE, UNDECIDED, FAILED = "#1a7f37", "#b42318", "#57606a", "#9a6700", "#a626a4"
@@ -23,6 +25,14 @@ CONFIGURATIONS = ("#1f77b4", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7
                   "#393b79", "#5254a3", "#6b6ecf", "#9c9ede", "#8c6d31", "#bd9e39", "#e7ba52",
                   "#e7cb94", "#7b4173", "#a55194", "#ce6dbd", "#de9ed6")
 BASELINE = "#333333"
+
+
+def configuration_colours(names: Iterable[str]) -> dict[str, str]:
+    """One colour per configuration of an experiment, the same in every plot of it (its absolute
+    and its delta curves, on the page and in the live view): by its place in `names` (the
+    ranking: the best get the most distinct colours), the baseline dark; never a verdict's."""
+    others = [n for n in dict.fromkeys(names) if n != "baseline"]
+    return {"baseline": BASELINE, **{n: CONFIGURATIONS[i % len(CONFIGURATIONS)] for i, n in enumerate(others)}}
 
 
 def colour(verdict: object) -> str:

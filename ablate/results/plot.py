@@ -22,14 +22,16 @@ TOP = 5  # configurations plotted besides the baseline when none are named
 
 
 def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, out: str | Path = "curves.png",
-                metric: str | None = None, delta: bool = False, force: bool = False) -> Path:
+                metric: str | None = None, delta: bool = False, force: bool = False,
+                loaded: tuple[Any, Any] | None = None) -> Path:
     """Plot a metric (a key of report.METRICS, or your own trainer's; default: the one `ablate
     report` ranks by) against step
     for the named configurations (default: the baseline and the five configurations with the
     lowest final value), averaged over seeds with a min-max band (`seed_band`). Mainrun's
     reference is drawn only where the report calls comparing with it fair. `delta`: each
     configuration's difference from the same-seed baseline instead, which separates curves
-    that lie on top of each other."""
+    that lie on top of each other. `loaded`: the experiment's report and evaluations where the
+    caller has them (the HTML page draws two plots of one report)."""
     path = outfile.checked(out, (".png", ".svg", ".pdf"), force=force)
     require("plots", "drawing plots")
     import matplotlib
@@ -39,8 +41,8 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
 
     with open_store(db, read_only=True) as store:
         exp = frames.pick_experiment(store, experiment)
-        report = build_report(store, exp["experiment"], metric)
-        evals = frames.load_evals(store, exp["experiment"])
+        report, evals = loaded or (build_report(store, exp["experiment"], metric),
+                                   frames.load_evals(store, exp["experiment"]))
     metric = report.column
     evals = evals.dropna(subset=[metric]) if metric in evals else evals.iloc[:0]
     if evals.empty:
@@ -51,7 +53,7 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
         raise frames.ResultsError(f"no evaluations for {', '.join(unknown)} in {exp['experiment']!r}"
                                   f"{suggest(unknown[0], evals['name'].unique())}; "
                                   f"known: {', '.join(dict.fromkeys(evals['name']))}")
-    colours = colours_of([*report.ranking["name"], *evals["name"]])
+    colours = palette.configuration_colours([*report.ranking["name"], *evals["name"]])
     if delta:
         evals = minus_baseline(evals, metric)
         names = [n for n in names if n != "baseline"]
@@ -91,15 +93,6 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
     finally:
         plt.close(fig)
     return path
-
-
-def colours_of(names: Any) -> dict[str, Any]:
-    """One colour per configuration of an experiment, the same in every plot of it (its absolute
-    and its delta curves): by its place in `names` (the ranking: the best get the most distinct
-    colours), the baseline dark; never a verdict's green or red (palette.py)."""
-    others = [n for n in dict.fromkeys(names) if n != "baseline"]
-    colours = palette.CONFIGURATIONS
-    return {"baseline": palette.BASELINE, **{n: colours[i % len(colours)] for i, n in enumerate(others)}}
 
 
 def minus_baseline(evals: Any, metric: str) -> Any:

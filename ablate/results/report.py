@@ -104,17 +104,29 @@ class _Factor:
 
 def build_report(db: Any = None, experiment: str | None = None, metric: str | None = None,
                  min_effect: float | None = None, family: str | None = None) -> Report:
-    """Load the experiment (the only one when None) and compute its report: three queries."""
+    """Load the experiment (the only one when None) and compute its report from its runs and, of
+    their evaluations, the few per run it uses (`load_evals(summary_of=)`) and the throughputs."""
     with open_store(db, read_only=True) as store:
         exp = frames.pick_experiment(store, experiment)
         runs = frames.load_runs(store, exp["experiment"])
-        evals = frames.load_evals(store, exp["experiment"])
-    return make_report(exp, runs, evals, metric, min_effect, family)
+        evals = frames.load_evals(store, exp["experiment"], summary_of=ranked_columns(exp, metric))
+        speed = frames.load_speed(store, exp["experiment"])
+    return make_report(exp, runs, evals, metric, min_effect, family, speed)
+
+
+def ranked_columns(exp: pd.Series, metric: str | None) -> list[str]:
+    """The load_evals columns a report may rank by: Mainrun's full-set loss or your own metrics, and `metric`."""
+    own, plan = own_metric(exp.get("yaml_text")), exp.get("plan") if isinstance(exp.get("plan"), dict) else {}
+    names = [own[0], *(plan.get("also") or {})] if own is not None else ["val_loss_full"]
+    return list(dict.fromkeys(eval_column(n) for n in [*names, *([metric] if metric and metric not in METRICS else [])]))
 
 
 def make_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame,
-                metric: str | None = None, min_effect: float | None = None, family: str | None = None) -> Report:
-    """One experiment's report from its list_experiments() row, runs and evals (δ: the matrix's)."""
+                metric: str | None = None, min_effect: float | None = None, family: str | None = None,
+                speed: pd.DataFrame | None = None) -> Report:
+    """One experiment's report from its list_experiments() row, runs and evals (δ: the matrix's);
+    `speed`: the evaluations' throughputs when `evals` holds only some of them."""
+    steady = steady_seconds_per_token(evals if speed is None else speed)
     own = own_metric(exp.get("yaml_text"))
     if metric is not None and metric not in METRICS and own is None:
         raise frames.ResultsError(f"--metric {metric!r}: expected one of {', '.join(METRICS)}{suggest(metric, METRICS)}")
@@ -129,14 +141,14 @@ def make_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame,
                                 else "and declares no other (metric.also in its matrix)"))
         own = (metric, plan.also[metric]["goal"])
     if own is not None:
-        return _own_report(exp, runs, evals, own, plan, after_data)
+        return _own_report(exp, runs, evals, own, plan, after_data, steady)
     design, reference, factors, alias = _design(exp, runs)
     coverage = _coverage(runs, evals)
     done = coverage[(runs["status"] == "completed").to_numpy()] if len(runs) else coverage
     spread = float(done.max() - done.min()) if done.notna().any() else 0.0
     mixed = spread > COVERAGE_TOLERANCE
     chosen = metric or ("full" if mixed else "mainrun")
-    per_run = _per_run(runs, evals, chosen, coverage)
+    per_run = _per_run(runs, evals, chosen, coverage, steady)
     effects, title, level = _effects(design, per_run, factors, plan)
     effects = attach(effects, cost_effects(per_run, _effects_on(design, factors, plan), plan.cost_min_effect))
     ranking = _ranking(per_run, factors, reference, chosen, level)
@@ -158,12 +170,12 @@ def make_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame,
 
 
 def _own_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame, own: tuple[str, str],
-                plan: VerdictPlan, after_data: list[str]) -> Report:
+                plan: VerdictPlan, after_data: list[str], steady: pd.Series) -> Report:
     """The report of your own trainer's experiment: ranked by its metric in its direction, with
     none of Mainrun's reference, eval coverage or rules."""
     (name, goal), nothing = own, pd.Series(np.nan, index=runs.index, dtype=float)
     design, _, factors, alias = _design(exp, runs)
-    per_run = _per_run(runs, evals, name, nothing, goal)
+    per_run = _per_run(runs, evals, name, nothing, steady, goal)
     effects, title, level = _effects(design, per_run, factors, plan, goal)
     effects = attach(effects, cost_effects(per_run, _effects_on(design, factors, plan), plan.cost_min_effect))
     ranking = _ranking(per_run, factors, math.nan, name, level, goal)
@@ -242,7 +254,7 @@ def _coverage(runs: pd.DataFrame, evals: pd.DataFrame) -> pd.Series:
     return stored.astype(float).fillna(_by_run(runs, last)) if len(runs) else stored
 
 
-def _per_run(runs: pd.DataFrame, evals: pd.DataFrame, metric: str, coverage: pd.Series,
+def _per_run(runs: pd.DataFrame, evals: pd.DataFrame, metric: str, coverage: pd.Series, steady: pd.Series,
              goal: str | None = None) -> pd.DataFrame:
     """One row per run with the metric's final value `y`, its best and the fairness inputs.
     With a `goal`, `metric` is your own trainer's, read from the evaluations."""
@@ -264,7 +276,7 @@ def _per_run(runs: pd.DataFrame, evals: pd.DataFrame, metric: str, coverage: pd.
         frame["best_at"] = _by_run(runs, best["step"])
     for column in ("y", "best", "best_at", "wall_time_s", "tokens_per_s"):
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
-    frame[STEADY] = runs["run_id"].map(steady_seconds_per_token(evals)).astype(float)
+    frame[STEADY] = runs["run_id"].map(steady).astype(float)
     return frame
 
 
