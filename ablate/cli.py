@@ -12,6 +12,7 @@ import typer
 from rich.text import Text
 
 from .cli_db import db_app
+from .cli_serve import serve_cmd
 from .extras import require
 from .results import outfile
 from .terminal import DbOption, console, err, fail, say, user_errors
@@ -21,6 +22,7 @@ from .training.config import ConfigError, ExecOptions, suggest
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None,
                   help="Ablation matrices for small language models: which changes help?")
 app.add_typer(db_app, name="db")
+app.command("serve")(serve_cmd)
 
 
 def _print_version(value: bool) -> None:

@@ -10,7 +10,8 @@ from __future__ import annotations
 import importlib.util
 import sys
 
-EXTRAS = {"mainrun": ("torch", "tokenizers", "datasets"), "plots": ("matplotlib",)}
+EXTRAS = {"mainrun": ("torch", "tokenizers", "datasets"), "plots": ("matplotlib",),
+          "serve": ("starlette", "uvicorn")}
 
 
 class MissingExtra(RuntimeError):
