@@ -3,7 +3,7 @@
 synthetic databases of a given number of runs and evaluations per run.
 
     python benchmarks/scale.py [--sizes 10x10,10x1000,1000x10,1000x1000,10000x10] [--others 0]
-                               [--html-limit 120] [--json out.json]
+                               [--html-limit 120] [--json out.json] [--baseline OLD_CHECKOUT]
 
 Each size RUNSxEVALS is one experiment of a command trainer's matrix (two seeds, RUNS/2
 configurations, each a toggle of one param; the experiment's name is a param too, so no two
@@ -49,6 +49,7 @@ def matrix_text(name: str, configs: int) -> str:
         min_effect: 0.01
         seeds: [{", ".join(map(str, SEEDS))}]
         design: one-at-a-time
+        max_runs: 10000
         toggles:
         """) + toggles
 
@@ -81,11 +82,13 @@ def build(db: Path, name: str, runs: int, evals: int, work: Path) -> None:
         conn.executemany("INSERT INTO evals (run_id, attempt, step, extra, created_at) VALUES (?, ?, ?, ?, ?)", rows())
 
 
-def measure(code: str, timeout: float) -> dict:
-    """Wall seconds and peak resident MB of `python -c code` (its imports included)."""
+def measure(code: str, timeout: float, ablate: Path | None = None) -> dict:
+    """Wall seconds and peak resident MB of `python -c code` (its imports included), with the
+    ablate of the `ablate` checkout where given (a baseline measured in the same run)."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    env = {**os.environ, "PYTHONPATH": str(ablate)} if ablate else None
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ablate or REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
     deadline = t0 + timeout
     while proc.poll() is None and time.perf_counter() < deadline:
         time.sleep(0.05)
@@ -128,7 +131,7 @@ def live_code(db: Path, name: str) -> str:
         loaded = time.perf_counter() - t0
         run = first["runs"][0]["run_id"]
         with sqlite3.connect({str(db)!r}) as c:  # one new evaluation, as a running trainer adds it
-            c.execute("INSERT INTO evals (run_id, attempt, step, extra, created_at) VALUES (?, 1, 10**6, ?, '2026-01-01')",
+            c.execute("INSERT INTO evals (run_id, attempt, step, extra, created_at) VALUES (?, 1, 1000000, ?, '2026-01-01')",
                       (run, j.dumps({{"loss": 1.0}})))
         t1 = time.perf_counter()
         new = live.progress({str(db)!r}, {name!r}, since=first["last_id"])
@@ -146,6 +149,7 @@ def main() -> int:
     ap.add_argument("--others", type=int, default=0, help="100x100 experiments beside the measured one")
     ap.add_argument("--html-limit", type=float, default=120.0, help="seconds before the HTML page is cut")
     ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--baseline", type=Path, help="a checkout of an earlier ablate, measured on the same databases")
     args = ap.parse_args()
     results = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -159,9 +163,11 @@ def main() -> int:
             build(db, name, runs, evals, work)
             row = {"runs": runs, "evals_per_run": evals, "others": args.others, "build_s": round(time.perf_counter() - t0, 1),
                    "db_mb": round(os.path.getsize(db) / 2**20, 1)}
-            row["report_json"] = measure(cli(db, name, "json", None), 600)
-            row["report_html"] = measure(cli(db, name, "html", work / "page.html"), args.html_limit)
-            row["live"] = measure(live_code(db, name), 600)
+            for label, tree in (("", None), ("baseline_", args.baseline)) if args.baseline else (("", None),):
+                row[label + "report_json"] = measure(cli(db, name, "json", None), 600, tree)
+                row[label + "report_html"] = measure(cli(db, name, "html", work / "page.html"), args.html_limit, tree)
+                if not label:  # the live view: new
+                    row["live"] = measure(live_code(db, name), 600)
             results.append(row)
             print(json.dumps(row), flush=True)
             db.unlink()

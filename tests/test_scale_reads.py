@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
+from contextlib import closing
 
 import pytest
+from typer.testing import CliRunner
 
-from ablate.results import frames
+from ablate.cli import app
+from ablate.results import frames, live
 from ablate.results.render import render
 from ablate.results.report import build_report, make_report
 from ablate.storage.store import Store
@@ -76,20 +80,46 @@ def test_the_shipped_reports_are_unchanged_by_reading_less(experiment):
     assert json.loads(render(build_report(db, experiment), "json")) == json.loads(full_report(db, experiment))
 
 
-def test_an_own_metric_in_extra_keeps_its_last_lowest_and_highest(tmp_path):
-    """A null is no value; the last value is the last evaluation that has one, even where later
-    ones lack it; the lowest may come early."""
-    scale = load_benchmark("scale")
+def with_gaps(tmp_path):
+    """A small experiment whose metric has a null, a last evaluation without the key, and a
+    lowest value early."""
     db = tmp_path / "r.db"
-    scale.build(db, "m", 4, 6, tmp_path)
-    import sqlite3
-
+    load_benchmark("scale").build(db, "m", 4, 6, tmp_path)
     with sqlite3.connect(db) as conn:  # a null, a last evaluation without the key, an early lowest
         ids = [r[0] for r in conn.execute("SELECT id FROM evals ORDER BY id")]
         conn.execute("UPDATE evals SET extra = ? WHERE id = ?", (json.dumps({"loss": None}), ids[1]))
         conn.execute("UPDATE evals SET extra = ? WHERE id = ?", (json.dumps({"other": 1}), ids[5]))
         conn.execute("UPDATE evals SET extra = ? WHERE id = ?", (json.dumps({"loss": 0.25}), ids[7]))
-    url = f"sqlite:///{db}"
+    return db
+
+
+def test_an_own_metric_in_extra_keeps_its_last_lowest_and_highest(tmp_path):
+    url = f"sqlite:///{with_gaps(tmp_path)}"
     assert render(build_report(url, "m"), "json") == full_report(url, "m")
     summary = frames.load_evals(url, "m", summary_of=["extra.loss"])
     assert len(summary) < len(frames.load_evals(url, "m"))
+
+
+def test_on_postgresql_too(tmp_path, pg_url):
+    """The window functions and the JSON number test in PostgreSQL's dialect: the database
+    merged in, as a cluster's would be, reports as it reads in full."""
+    merged = CliRunner().invoke(app, ["db", "merge", str(with_gaps(tmp_path)), "--db", pg_url])
+    assert merged.exit_code == 0, merged.output
+    said = render(build_report(pg_url, "m"), "json")
+    assert said == full_report(pg_url, "m") and [r["n"] for r in json.loads(said)["ranking"]] == [2, 2]
+    first = live.progress(pg_url, "m")
+    assert len(first["points"]) == 4 * 6 - 2 and first["version"] == live.version(pg_url, "m")
+
+
+def test_the_live_view_first_loads_a_few_points_per_run_its_last_among_them(scaled, monkeypatch):
+    """Chosen in the database: evenly spread, counted back from each run's last evaluation."""
+    monkeypatch.setattr(live, "MAX_TOTAL", 60)  # 6 runs: 20 points each (MIN_POINTS)
+    first = live.progress(scaled[(200, False)], "measured")
+    steps: dict = {}
+    for run_id, step, _ in first["points"]:
+        steps.setdefault(run_id, []).append(step)
+    assert len(steps) == 6 and all(sorted(s) == list(range(10, 201, 10)) for s in steps.values())
+    with closing(sqlite3.connect(scaled[(200, False)].removeprefix("sqlite:///"))) as conn:
+        assert first["last_id"] == conn.execute("SELECT max(id) FROM evals").fetchone()[0]  # though thinned
+    again = live.progress(scaled[(200, False)], "measured", since=first["last_id"], known=first["version"])
+    assert again["unchanged"] and again["points"] == []

@@ -24,6 +24,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from .frames import per_frame
+
 WORDS = {"speed": {"better": "faster", "worse": "slower", "negligible": "same speed"},
          "memory": {"better": "less memory", "worse": "more memory", "negligible": "same memory"}}
 NOT_COMPARABLE = "not comparable"
@@ -134,24 +136,40 @@ def attach(effects: pd.DataFrame, costs: pd.DataFrame) -> pd.DataFrame:
 
 def _incomparable(per_run: pd.DataFrame, configs: list, kind: str) -> str:
     """Why the runs of a comparison were not measured alike ("" when they were)."""
-    runs = per_run[per_run["name"].isin([c for c in configs if c]) & (per_run["status"] == "completed")]
-    if not len(runs):
+    runs = [r for c in dict.fromkeys(configs) if c for r in _timings(per_run).get(c, [])]
+    if not runs:
         return ""
-    devices = sorted({str(d) for d in runs["device"].dropna()}) if "device" in runs else []
+    devices = sorted({str(d) for d, _, _ in runs if not _missing(d)})
     kinds = {d.split(" ")[0] for d in devices}
     if kind == "memory":
         return f"measured on different devices ({', '.join(sorted(kinds))})" if len(kinds) > 1 else ""
-    sharing = _numeric(runs, "res.runs_sharing_device")
-    if sharing.isna().any():
+    sharing = [s for _, _, s in runs]
+    if any(math.isnan(s) for s in sharing):
         return "how the runs were timed was not recorded (runs from before ablate recorded it)"
-    if (sharing > 1).any():
-        return f"timed while sharing a device ({int(sharing.max())} runs at a time)"
-    hosts = sorted({str(h) for h in runs["host"].dropna()}) if "host" in runs else []
+    if max(sharing) > 1:
+        return f"timed while sharing a device ({int(max(sharing))} runs at a time)"
+    hosts = sorted({str(h) for _, h, _ in runs if not _missing(h)})
     if len(hosts) > 1:
         return f"timed on {len(hosts)} different hosts"
     if len(devices) > 1:
         return f"timed on different devices or thread counts ({', '.join(devices)})"
     return ""
+
+
+@per_frame
+def _timings(per_run: pd.DataFrame) -> dict:
+    """{configuration: [(device, host, runs sharing its device)]} of its completed runs, once per frame."""
+    done = per_run[per_run["status"] == "completed"]
+    absent = pd.Series(None, index=done.index, dtype=object)
+    index: dict = {}
+    for name, *timing in zip(done["name"], done.get("device", absent), done.get("host", absent),
+                             _numeric(done, "res.runs_sharing_device")):
+        index.setdefault(name, []).append(tuple(timing))
+    return index
+
+
+def _missing(value: object) -> bool:
+    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
 def _numeric(frame: pd.DataFrame, column: str) -> pd.Series:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import weakref
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import pandas as pd
 from sqlalchemy import JSON, String, case, func, or_, select, type_coerce
@@ -231,6 +232,23 @@ def _json_type_sqlite(element: _JsonType, compiler: Any, **kw: Any) -> str:
 @compiles(_JsonType)
 def _json_type_default(element: _JsonType, compiler: Any, **kw: Any) -> str:
     return f"json_typeof({compiler.process(element.node, **kw)})"
+
+
+def per_frame(build: Callable[[pd.DataFrame], Any]) -> Callable[[pd.DataFrame], Any]:
+    """`build(frame)`, computed once for as long as that very frame lives (a frame cannot be a
+    dict key): the lookups a report makes thousands of times over one per-run frame, one
+    configuration at a time, cost one pass over it. A new frame (`assign`) is a new key."""
+    cache: dict[int, tuple[weakref.ref, Any]] = {}
+
+    def cached(frame: pd.DataFrame) -> Any:
+        hit = cache.get(id(frame))
+        if hit is not None and hit[0]() is frame:
+            return hit[1]
+        value = build(frame)
+        cache[id(frame)] = (weakref.ref(frame, lambda _, key=id(frame): cache.pop(key, None)), value)
+        return value
+
+    return cached
 
 
 def _number(value: Any) -> Any:

@@ -26,7 +26,8 @@ from ..training.params import is_custom
 from . import palette
 from .frames import ResultsError
 
-MAX_POINTS = 400  # per run on a first load: more than a plot of a few hundred pixels can draw
+MAX_TOTAL = 20_000  # points of a first load over all runs: what a browser draws in an instant
+MIN_POINTS = 20  # per run, however many runs share MAX_TOTAL
 TAIL_LINES = 12  # of a failed run's traceback (its output's end, for your own trainer)
 
 
@@ -49,9 +50,10 @@ def experiments(db: Any) -> list[dict]:
 
 def progress(db: Any, experiment: str, since: int = 0, known: str | None = None) -> dict:
     """The experiment's runs now and its evaluations with an id above `since`: a first load
-    (since 0) keeps at most MAX_POINTS per run, evenly spread, the last always among them. Where
-    the page already has this `version` (`known`), only the steps of the running runs: a poll of
-    an experiment where nothing ended and no evaluation came is a few bytes, however large."""
+    (since 0) keeps MAX_TOTAL over all runs (at least MIN_POINTS each), evenly spread, the last
+    always among them. Where the page already has this `version` (`known`), only the steps of
+    the running runs: a poll of an experiment where nothing ended and no evaluation came is a
+    few bytes, however large."""
     with open_store(db, read_only=True) as store:
         found = store.query(select(Experiment.id).where(Experiment.name == experiment))
         if not found:
@@ -63,25 +65,21 @@ def progress(db: Any, experiment: str, since: int = 0, known: str | None = None)
                            .order_by(ExperimentRun.position, Run.seed, Run.id))
         metric = _metric([run.config for _, _, run in rows])
         value = getattr(Eval, metric) if metric in EVAL_COLUMNS else Eval.extra
-        evals = store.query(select(Eval.id, Eval.run_id, Eval.step, value)
-                            .join(ExperimentRun, ExperimentRun.run_id == Eval.run_id)
-                            .join(Run, (Run.id == Eval.run_id) & (Run.attempt == Eval.attempt))
-                            .where(ExperimentRun.experiment_id == exp_id, Eval.id > since)
-                            .order_by(Eval.id))
+        evals = store.query(_points(exp_id, value, since, per_run=max(MIN_POINTS, MAX_TOTAL // max(1, len(rows)))))
+        newest = _newest(store, exp_id) if since == 0 else max([since, *(e[0] for e in evals)])
     runs = [_run(name, position, run) for name, position, run in rows]
-    now = _version(runs, max([since, *(e[0] for e in evals)]))
+    now = _version(runs, newest)
     if now == known:
         return {"version": now, "last_id": since, "points": [], "unchanged": True,
                 "steps": {r["run_id"]: r["step"] for r in runs if r["status"] == "running"}}
     points = [[run_id, step, _value(v, metric)] for _, run_id, step, v in evals]
     points = [p for p in points if p[2] is not None]
-    last = max([since, *(e[0] for e in evals)])
     counts = dict.fromkeys(STATUSES, 0)
     for r in runs:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     names = [r["config"] for r in runs]
     return {"experiment": experiment, "metric": metric, "runs": runs, "counts": counts,
-            "points": _thin(points) if since == 0 else points, "last_id": last,
+            "points": points, "last_id": newest,
             "colours": palette.configuration_colours(names), "eta_s": _eta(runs),
             "failures": [r for r in runs if r["status"] in ("failed", "interrupted")],
             "version": now}
@@ -90,14 +88,20 @@ def progress(db: Any, experiment: str, since: int = 0, known: str | None = None)
 def version(db: Any, experiment: str) -> str:
     """`progress(...)["version"]` without reading a single evaluation row."""
     with open_store(db, read_only=True) as store:
-        runs = store.query(select(ExperimentRun.name, Run).join(ExperimentRun, ExperimentRun.run_id == Run.id)
-                           .join(Experiment, Experiment.id == ExperimentRun.experiment_id)
-                           .where(Experiment.name == experiment))
-        if not runs:
+        rows = store.query(select(Experiment.id, ExperimentRun.name, Run)
+                           .join(ExperimentRun, ExperimentRun.experiment_id == Experiment.id)
+                           .join(Run, Run.id == ExperimentRun.run_id).where(Experiment.name == experiment))
+        if not rows:
             raise ResultsError(f"no runs of an experiment named {experiment!r} in {store.where}")
-        last = store.query(select(func.max(Eval.id)).join(Run, (Run.id == Eval.run_id) & (Run.attempt == Eval.attempt))
-                           .where(Eval.run_id.in_([r.id for _, r in runs])))[0][0]
-    return _version([_run(name, 0, r) for name, r in runs], last or 0)
+        newest = _newest(store, rows[0][0])
+    return _version([_run(name, 0, run) for _, name, run in rows], newest)
+
+
+def _newest(store: Any, exp_id: int) -> int:
+    """The id of the experiment's newest evaluation (of its runs' current attempts), 0 if none."""
+    return store.query(select(func.max(Eval.id)).join(ExperimentRun, ExperimentRun.run_id == Eval.run_id)
+                       .join(Run, (Run.id == Eval.run_id) & (Run.attempt == Eval.attempt))
+                       .where(ExperimentRun.experiment_id == exp_id))[0][0] or 0
 
 
 def run_view(db: Any, run_id: int) -> dict:
@@ -180,16 +184,21 @@ def _seconds(run: Run) -> float | None:
     return None
 
 
-def _thin(points: list[list]) -> list[list]:
-    """At most MAX_POINTS per run, evenly spread over its evaluations, its last one kept."""
-    by_run: dict[int, list[list]] = {}
-    for p in points:
-        by_run.setdefault(p[0], []).append(p)
-    kept = []
-    for run_points in by_run.values():
-        stride = math.ceil(len(run_points) / MAX_POINTS)
-        kept += run_points[::-1][::stride][::-1]  # counted back from the last
-    return kept
+def _points(exp_id: int, value: Any, since: int, per_run: int) -> Any:
+    """The evaluations after id `since` of the experiment's runs (current attempts), oldest first;
+    a first load (since 0) keeps at most `per_run` of each run, evenly spread and counted back
+    from its last, chosen in the database so that a million evaluations never leave it."""
+    rows = (select(Eval.id, Eval.run_id, Eval.step, value)
+            .join(ExperimentRun, ExperimentRun.run_id == Eval.run_id)
+            .join(Run, (Run.id == Eval.run_id) & (Run.attempt == Eval.attempt))
+            .where(ExperimentRun.experiment_id == exp_id, Eval.id > since))
+    if since:
+        return rows.order_by(Eval.id)
+    back = func.row_number().over(partition_by=Eval.run_id, order_by=(Eval.step.desc(), Eval.id.desc())) - 1
+    ranked = rows.add_columns(back.label("back"), func.count().over(partition_by=Eval.run_id).label("n")).subquery()
+    stride = (ranked.c.n + per_run - 1) // per_run  # floor division in SQL, on both databases
+    return (select(ranked.c.id, ranked.c.run_id, ranked.c.step, ranked.c[value.key])
+            .where(ranked.c.back % stride == 0).order_by(ranked.c.id))
 
 
 def _eta(runs: list[dict]) -> float | None:

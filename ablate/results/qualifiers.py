@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import pandas as pd
 
 from ..execution.seeds import VerdictPlan
-from .stats import COARSE, FAILS, MIN_STEPS, resolution
+from .frames import per_frame
+from .stats import COARSE, FAILS, MIN_STEPS, resolution, ties
 
 LOST = ("failed", "interrupted")
 PENDING = ("queued", "running")
@@ -36,8 +37,16 @@ class Seeds:
 
 
 def _statuses(per_run: pd.DataFrame, name: str | None) -> dict:
-    rows = per_run[per_run["name"] == name]
-    return dict(zip(rows["seed"], rows["status"]))
+    return _status_index(per_run).get(name, {})
+
+
+@per_frame
+def _status_index(per_run: pd.DataFrame) -> dict:
+    """{configuration: {seed: status}}, once per frame."""
+    index: dict = {}
+    for name, seed, status in zip(per_run["name"], per_run["seed"], per_run["status"]):
+        index.setdefault(name, {})[seed] = status
+    return index
 
 
 def seeds_of(per_run: pd.DataFrame, treated: str, controls: list[str | None]) -> Seeds:
@@ -107,3 +116,18 @@ def qualify(per_run: pd.DataFrame, effects: pd.DataFrame, ranking: pd.DataFrame,
     for configs in effects.loc[effects["verdict"] == FAILS, "configs"]:
         lost += [c for c in configs if c and (per_run.loc[per_run["name"] == c, "status"].isin(LOST)).any()][:1]
     return line, (lost_note(per_run, list(dict.fromkeys(lost))),)
+
+
+def identical_seeds(per_run: pd.DataFrame) -> set[str]:
+    """Configurations whose completed seeds (two or more) gave one value, within rounding
+    (`stats.ties`: 1e-9 of the value): the seed never reached the trainer (or changes nothing
+    but the order of a sum), so their spread says nothing about noise."""
+    done = per_run[(per_run["status"] == "completed") & per_run["y"].notna()]
+    return {name for name, group in done.groupby("name")
+            if group["seed"].nunique() >= 2 and ties(group["y"])}
+
+
+def value_scale(done: pd.DataFrame) -> float:
+    """The size of the metric's values, against which a spread is rounding (stats.ties)."""
+    values = done["y"].abs()
+    return float(values.median()) if len(values) else 0.0

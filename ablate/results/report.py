@@ -46,9 +46,9 @@ from .cost import STEADY, attach, cost_effects, cost_lines, steady_seconds_per_t
 from .lines import (COVERAGE_TOLERANCE, baseline_name, coverage_gap, coverage_reason, fairness, interval_line,
                     looks_taken, metric_line, mismatches, settled_plan, split_line)
 from .notes import report_notes
-from .qualifiers import comparison_seeds, qualify, seeds_of
+from .qualifiers import comparison_seeds, identical_seeds, qualify, seeds_of, value_scale
 from .stats import (FAILS, NO_SPREAD, SEEDS_IDENTICAL, Estimate, Level, Verdict, decide, difference,
-                    read_interval, summarize, ties)
+                    read_interval, summarize)
 
 METRICS = {"mainrun": "val_loss", "full": "val_loss_full"}
 
@@ -227,10 +227,12 @@ def _factors(runs: pd.DataFrame) -> list[_Factor]:
                 labels[name].append(label)
             before.setdefault(name, set()).update(names)
             names.append(name)
-    order: list[str] = []
-    while len(order) < len(labels):
-        waiting = [n for n in labels if n not in order]
-        order.append(next((n for n in waiting if before[n] <= set(order)), waiting[0]))
+    order, placed, waiting = [], set(), list(labels)  # each after the toggles listed before it
+    while waiting:
+        pick = next((n for n in waiting if before[n] <= placed), waiting[0])
+        waiting.remove(pick)
+        order.append(pick)
+        placed.add(pick)
     return [_Factor(n, tuple(labels[n]), CATALOG[n].allowed if n in CATALOG else True) for n in order]
 
 
@@ -282,8 +284,16 @@ def _per_run(runs: pd.DataFrame, evals: pd.DataFrame, metric: str, coverage: pd.
 
 def _values(per_run: pd.DataFrame, name: str | None) -> dict:
     """{seed: y} of a configuration's completed runs."""
-    rows = per_run[(per_run["name"] == name) & (per_run["status"] == "completed") & per_run["y"].notna()]
-    return dict(zip(rows["seed"], rows["y"]))
+    return dict(_value_index(per_run).get(name, {}))
+
+
+@frames.per_frame
+def _value_index(per_run: pd.DataFrame) -> dict:
+    done = per_run[(per_run["status"] == "completed") & per_run["y"].notna()]
+    index: dict = {}
+    for name, seed, y in zip(done["name"], done["seed"], done["y"]):
+        index.setdefault(name, {})[seed] = y
+    return index
 
 
 def _all_values(per_run: pd.DataFrame) -> dict:
@@ -412,7 +422,7 @@ def _effects(design: str, per_run: pd.DataFrame, factors: list[_Factor], plan: V
     sign = 1 if goal == "minimize" else -1  # the verdicts call lower better: a maximized metric, negated
     verdicts = [v if sign == 1 else replace(v, lo=-v.hi, hi=-v.lo) for v in decide(
         [(sign * est.mean, est.sd, est.n) if est else (math.nan, math.nan, 0)
-         for _, _, est, _, _ in rows], min_effect, level, scale=_scale(done))]
+         for _, _, est, _, _ in rows], min_effect, level, scale=value_scale(done))]
     if exact:
         verdicts = [Verdict(read_interval(e.mean, e.mean, min_effect), e.mean, e.mean) if v.label == NO_SPREAD else v
                     for v, (_, _, e, _, _) in zip(verdicts, rows)]
@@ -439,21 +449,6 @@ def _effects(design: str, per_run: pd.DataFrame, factors: list[_Factor], plan: V
 def _effects_on(design: str, factors: list[_Factor], plan: VerdictPlan):
     """The design's comparisons of another per-run value `y` (a cost's log) against its own δ."""
     return lambda frame, delta: _effects(design, frame, factors, replace(plan, min_effect=delta), exact=True)[0]
-
-
-def _scale(done: pd.DataFrame) -> float:
-    """The size of the metric's values, against which a spread is rounding (stats.ties)."""
-    values = done["y"].abs()
-    return float(values.median()) if len(values) else 0.0
-
-
-def identical_seeds(per_run: pd.DataFrame) -> set[str]:
-    """Configurations whose completed seeds (two or more) gave one value, within rounding
-    (`stats.ties`: 1e-9 of the value): the seed never reached the trainer (or changes nothing
-    but the order of a sum), so their spread says nothing about noise."""
-    done = per_run[(per_run["status"] == "completed") & per_run["y"].notna()]
-    return {name for name, group in done.groupby("name")
-            if group["seed"].nunique() >= 2 and ties(group["y"])}
 
 
 def _compare(per_run: pd.DataFrame, label: str, kind: str, treated: str, control: str | None) -> tuple:
