@@ -18,8 +18,10 @@ def serve_cmd(
     allow_remote: Annotated[bool, typer.Option(help="listen beyond this machine: every request then needs "
                                                     "the token printed at start")] = False,
 ) -> None:
-    """A live web page of every experiment in a database while matrices write it: progress, curves,
-    the verdicts as `ablate report` gives them now, failures. Read-only."""
+    """A live web page of a results database's experiments.
+
+    While matrices write it: progress, curves, failures, and the verdicts as `ablate report`
+    gives them now. It only reads."""
     from .extras import require
     from .storage.database import default_url, resolve_url
 

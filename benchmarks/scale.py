@@ -3,10 +3,10 @@
 synthetic databases of a given number of runs and evaluations per run.
 
     python benchmarks/scale.py [--sizes 10x10,10x1000,1000x10,1000x1000,10000x10] [--others 0]
-                               [--html-limit 120] [--json out.json] [--baseline OLD_CHECKOUT]
+                               [--html-limit 120] [--json out.json] [--baseline OLD_CHECKOUT] [--seeds 2]
 
-Each size RUNSxEVALS is one experiment of a command trainer's matrix (two seeds, RUNS/2
-configurations, each a toggle of one param; the experiment's name is a param too, so no two
+Each size RUNSxEVALS is one experiment of a command trainer's matrix (two seeds, or --seeds,
+RUNS/seeds configurations, each a toggle of one param; the experiment's name is a param too, so no two
 experiments share a run), registered by ablate's own planner, so its
 experiment row, plan and run identities are real; then every run is marked completed and given
 EVALS evaluations of its metric (a decreasing curve, a seed- and configuration-dependent offset)
@@ -36,10 +36,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SEEDS = (1, 2)
+SEEDS = (1, 2)  # --seeds 1: as many configurations as runs
 
 
-def matrix_text(name: str, configs: int) -> str:
+def matrix_text(name: str, configs: int, seeds: tuple = SEEDS) -> str:
     toggles = "".join(f"  - {{name: c{i}, patch: {{x: {i}}}}}\n" for i in range(1, configs))
     return textwrap.dedent(f"""\
         name: {name}
@@ -47,21 +47,21 @@ def matrix_text(name: str, configs: int) -> str:
         metric: {{name: loss, pattern: 'loss (?P<loss>[0-9.]+)'}}
         params: {{x: 0, experiment: {name}}}
         min_effect: 0.01
-        seeds: [{", ".join(map(str, SEEDS))}]
+        seeds: [{", ".join(map(str, seeds))}]
         design: one-at-a-time
         max_runs: 10000
         toggles:
         """) + toggles
 
 
-def build(db: Path, name: str, runs: int, evals: int, work: Path) -> None:
+def build(db: Path, name: str, runs: int, evals: int, work: Path, seeds: tuple = SEEDS) -> None:
     """Register the matrix through ablate, then complete its runs with `evals` evaluations each."""
     from ablate.execution import runner
     from ablate.execution.matrix import load_matrix
     from ablate.storage.store import open_store
 
     path = work / f"{name}.yaml"
-    path.write_text(matrix_text(name, max(1, runs // len(SEEDS))))
+    path.write_text(matrix_text(name, max(1, runs // len(seeds)), seeds))
     matrix = load_matrix(path)
     with open_store(f"sqlite:///{db}", create=True) as store:
         runner.register(store, matrix, runner.plan(matrix))
@@ -146,6 +146,7 @@ def live_code(db: Path, name: str) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", default="10x10,10x1000,1000x10,1000x1000,10000x10")
+    ap.add_argument("--seeds", type=int, default=len(SEEDS), help="seeds per configuration (runs / seeds configurations)")
     ap.add_argument("--others", type=int, default=0, help="100x100 experiments beside the measured one")
     ap.add_argument("--html-limit", type=float, default=120.0, help="seconds before the HTML page is cut")
     ap.add_argument("--json", type=Path, help="write the results here")
@@ -160,8 +161,8 @@ def main() -> int:
             t0 = time.perf_counter()
             for k in range(args.others):
                 build(db, f"other-{k}", 100, 100, work)
-            build(db, name, runs, evals, work)
-            row = {"runs": runs, "evals_per_run": evals, "others": args.others, "build_s": round(time.perf_counter() - t0, 1),
+            build(db, name, runs, evals, work, tuple(range(1, args.seeds + 1)))
+            row = {"runs": runs, "configurations": runs // args.seeds, "evals_per_run": evals, "others": args.others, "build_s": round(time.perf_counter() - t0, 1),
                    "db_mb": round(os.path.getsize(db) / 2**20, 1)}
             for label, tree in (("", None), ("baseline_", args.baseline)) if args.baseline else (("", None),):
                 row[label + "report_json"] = measure(cli(db, name, "json", None), 600, tree)

@@ -113,7 +113,7 @@ def test_on_postgresql_too(tmp_path, pg_url):
 
 def test_the_live_view_first_loads_a_few_points_per_run_its_last_among_them(scaled, monkeypatch):
     """Chosen in the database: evenly spread, counted back from each run's last evaluation."""
-    monkeypatch.setattr(live, "MAX_TOTAL", 60)  # 6 runs: 20 points each (MIN_POINTS)
+    monkeypatch.setattr(live, "MAX_TOTAL", 120)  # 6 runs: 20 points each
     first = live.progress(scaled[(200, False)], "measured")
     steps: dict = {}
     for run_id, step, _ in first["points"]:

@@ -27,7 +27,7 @@ from . import palette
 from .frames import ResultsError
 
 MAX_TOTAL = 20_000  # points of a first load over all runs: what a browser draws in an instant
-MIN_POINTS = 20  # per run, however many runs share MAX_TOTAL
+MIN_POINTS = 2  # per run (its first and last), however many runs share MAX_TOTAL
 TAIL_LINES = 12  # of a failed run's traceback (its output's end, for your own trainer)
 
 

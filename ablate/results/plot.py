@@ -19,6 +19,7 @@ from .report import build_report
 from .stats import FAILS
 
 TOP = 5  # configurations plotted besides the baseline when none are named
+MAX_DRAWN = 60  # effects in an effects plot
 
 
 def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, out: str | Path = "curves.png",
@@ -144,8 +145,12 @@ def _default_names(evals: Any, metric: str, goal: str = "minimize") -> list[str]
 def effect_rows(report: Any) -> Any:
     """The effects the plot draws, one row each, sorted by estimate (the best on top: most
     negative, or most positive for a metric to maximize): the report's effect rows with an
-    estimate, and their marks."""
-    effects = report.effects.dropna(subset=["estimate"]).sort_values("estimate", ascending=report.goal == "maximize")
+    estimate, and their marks; of more than MAX_DRAWN, the MAX_DRAWN farthest from zero (a plot
+    of thousands of rows is unreadable and takes minutes to draw; the table has them all)."""
+    effects = report.effects.dropna(subset=["estimate"])
+    if len(effects) > MAX_DRAWN:
+        effects = effects.loc[effects["estimate"].abs().sort_values(ascending=False, kind="stable").index[:MAX_DRAWN]]
+    effects = effects.sort_values("estimate", ascending=report.goal == "maximize")
     flags = report.ranking.drop_duplicates("name").set_index("name")
     marks = []
     for effect in effects.itertuples():
@@ -203,7 +208,9 @@ def plot_effects(report: Any, out: str | Path = "effects.png", force: bool = Fal
         label.set_color(palette.colour(v))
     for v in dict.fromkeys(rows["verdict"]):
         ax.plot([], [], "o-", color=palette.colour(v), label=v + _IN_STACK.get(v, "") * stack)
+    shown = report.effects["estimate"].notna().sum()
     fig.suptitle(f"{report.experiment}: effects with intervals ({interval_caption(report)})"
+                 + (f"\nthe {len(rows)} farthest from zero of {shown}; the table lists every one" if shown > len(rows) else "")
                  + ("\neach row is the removal it names: −X better = removing X helps" if stack else ""))
     fig.supxlabel(f"{report.effects_title}" + " (nats per character)" * report.mainrun, fontsize="medium")
     if zoomed:

@@ -122,9 +122,9 @@ def identical_seeds(per_run: pd.DataFrame) -> set[str]:
     """Configurations whose completed seeds (two or more) gave one value, within rounding
     (`stats.ties`: 1e-9 of the value): the seed never reached the trainer (or changes nothing
     but the order of a sum), so their spread says nothing about noise."""
-    done = per_run[(per_run["status"] == "completed") & per_run["y"].notna()]
-    return {name for name, group in done.groupby("name")
-            if group["seed"].nunique() >= 2 and ties(group["y"])}
+    done = per_run.loc[((per_run["status"] == "completed") & per_run["y"].notna()).to_numpy(), ["name", "seed", "y"]]
+    several = done.groupby("name")["seed"].transform("nunique") >= 2  # one seed says nothing either way
+    return {name for name, group in done[several].groupby("name") if ties(group["y"])}
 
 
 def value_scale(done: pd.DataFrame) -> float:
