@@ -79,21 +79,51 @@ class TokenGate:
 
 
 class Reports:
-    """Each experiment's report, built again only when its data changed (its `version`); one
-    build at a time per experiment, so that many open pages cost one report per change."""
+    """Each experiment's report, built again only when its data changed (its `version`), one
+    build at a time per experiment. The first is built while its requests wait (there is
+    nothing else to show); after that a request answers at once with the last one built and a
+    stale one is rebuilt in the background (the page sees the older version and asks again),
+    so a report that takes seconds to build never holds up a poll."""
 
     def __init__(self, db: str):
         self.db = db
         self.built: dict[str, tuple[str, dict]] = {}
-        self.locks: dict[str, threading.Lock] = {}
+        self.failed: dict[str, Exception] = {}  # a background build's error, raised to the next request
+        self.building: set[str] = set()
+        self.lock = threading.Lock()
+        self.first: dict[str, threading.Lock] = {}
 
     def get(self, experiment: str) -> dict:
         version = live.version(self.db, experiment)
-        with self.locks.setdefault(experiment, threading.Lock()):
-            cached = self.built.get(experiment)
-            if cached is None or cached[0] != version:
-                self.built[experiment] = (version, live.report_view(self.db, experiment))
-            return {"version": self.built[experiment][0], **self.built[experiment][1]}
+        with self.lock:
+            cached, error = self.built.get(experiment), self.failed.pop(experiment, None)
+            first = self.first.setdefault(experiment, threading.Lock())
+        if error is not None:
+            raise error
+        if cached is None:
+            with first:  # one first build; a second request waits for it
+                if experiment not in self.built:
+                    self.built[experiment] = (version, live.report_view(self.db, experiment))
+                cached = self.built[experiment]
+        elif cached[0] != version:
+            with self.lock:
+                start = experiment not in self.building
+                self.building.add(experiment)
+            if start:
+                threading.Thread(target=self._rebuild, args=(experiment, version), daemon=True).start()
+        return {"version": cached[0], **cached[1]}
+
+    def _rebuild(self, experiment: str, version: str) -> None:
+        try:
+            view = live.report_view(self.db, experiment)
+            with self.lock:
+                self.built[experiment] = (version, view)
+        except (ResultsError, StoreError) as e:  # a database being replaced: said on the next request
+            with self.lock:
+                self.failed[experiment] = e
+        finally:
+            with self.lock:
+                self.building.discard(experiment)
 
 
 def create_app(db: str, token: str | None = None) -> Starlette:

@@ -14,6 +14,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -235,3 +236,31 @@ def test_a_page_is_served_while_the_database_is_missing_and_after_it_appears(tmp
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_a_stale_report_is_answered_at_once_and_rebuilt_behind_it(tmp_path, monkeypatch):
+    """A report that takes long to build never holds up a request: the last one built comes back
+    at once with its own version, and the new one replaces it when built."""
+    from ablate.results import live
+    from ablate.serve import Reports
+
+    from .test_gpu_script import load_benchmark
+
+    db = tmp_path / "r.db"
+    load_benchmark("scale").build(db, "m", 4, 3, tmp_path)
+    url = f"sqlite:///{db}"
+    reports = Reports(url)
+    first = reports.get("m")
+    assert first["version"] == live.version(url, "m") and first["json"]["experiment"] == "m"
+    with closing(sqlite3.connect(db)) as conn, conn:  # one more evaluation: a new version
+        conn.execute("INSERT INTO evals (run_id, attempt, step, extra, created_at) "
+                     "SELECT run_id, attempt, 99, '{\"loss\": 0.5}', created_at FROM evals LIMIT 1")
+    gate, build = threading.Event(), live.report_view
+    monkeypatch.setattr(live, "report_view", lambda *args: (gate.wait(60), build(*args))[1])
+    stale = reports.get("m")  # returns though the rebuild waits on the gate
+    assert stale["version"] == first["version"] != live.version(url, "m")
+    gate.set()
+    deadline = time.monotonic() + 60  # a hang guard: the rebuild ends as soon as the gate opens
+    while reports.get("m")["version"] != live.version(url, "m") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert reports.get("m")["version"] == live.version(url, "m")

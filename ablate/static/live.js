@@ -92,6 +92,7 @@ function experiment(main, name) {
       if (p.unchanged) {  // nothing ended, no evaluation came: only the running runs' steps moved
         state.runs.forEach(function (r) { if (p.steps[r.run_id] !== undefined) { r.step = p.steps[r.run_id]; } });
         showGrid(grid, state.runs);
+        if (state.version !== state.reportVersion && !state.loading) { loadReport(state.version); }  // still being built
         return;
       }
       state.version = p.version;
