@@ -24,7 +24,7 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
-from .frames import per_frame
+from .frames import missing, per_frame
 
 WORDS = {"speed": {"better": "faster", "worse": "slower", "negligible": "same speed"},
          "memory": {"better": "less memory", "worse": "more memory", "negligible": "same memory"}}
@@ -139,7 +139,7 @@ def _incomparable(per_run: pd.DataFrame, configs: list, kind: str) -> str:
     runs = [r for c in dict.fromkeys(configs) if c for r in _timings(per_run).get(c, [])]
     if not runs:
         return ""
-    devices = sorted({str(d) for d, _, _ in runs if not _missing(d)})
+    devices = sorted({str(d) for d, _, _ in runs if not missing(d)})
     kinds = {d.split(" ")[0] for d in devices}
     if kind == "memory":
         return f"measured on different devices ({', '.join(sorted(kinds))})" if len(kinds) > 1 else ""
@@ -148,7 +148,7 @@ def _incomparable(per_run: pd.DataFrame, configs: list, kind: str) -> str:
         return "how the runs were timed was not recorded (runs from before ablate recorded it)"
     if max(sharing) > 1:
         return f"timed while sharing a device ({int(max(sharing))} runs at a time)"
-    hosts = sorted({str(h) for _, h, _ in runs if not _missing(h)})
+    hosts = sorted({str(h) for _, h, _ in runs if not missing(h)})
     if len(hosts) > 1:
         return f"timed on {len(hosts)} different hosts"
     if len(devices) > 1:
@@ -166,10 +166,6 @@ def _timings(per_run: pd.DataFrame) -> dict:
                              _numeric(done, "res.runs_sharing_device")):
         index.setdefault(name, []).append(tuple(timing))
     return index
-
-
-def _missing(value: object) -> bool:
-    return value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value))
 
 
 def _numeric(frame: pd.DataFrame, column: str) -> pd.Series:

@@ -4,16 +4,15 @@ results, its config against its same-seed baseline, and its evaluations."""
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from ..training.params import ParamsConfig, is_custom
 from ..storage.schema import plain
 from ..training.config import TrainConfig
+from .frames import missing
 from .report import baseline_name, eval_column
 
 
@@ -98,8 +97,3 @@ def _value(value: Any) -> Any:
     """A config value as compared and shown: unset (None, or a frame's nan for a field the run
     predates) is None, so two unset values are no difference."""
     return None if missing(value) else plain(value)
-
-
-def missing(value: Any) -> bool:
-    """None, pandas' NA or a float nan (not a list, which pd.isna would test element-wise)."""
-    return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and math.isnan(value))

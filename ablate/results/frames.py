@@ -13,6 +13,7 @@ import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import JSON, String, case, func, or_, select, type_coerce
 from sqlalchemy.ext.compiler import compiles
@@ -163,15 +164,26 @@ def load_evals(db: str | Path | Store | None = None, experiment: str | None = No
 def load_speed(db: str | Path | Store | None, experiment: str) -> pd.DataFrame:
     """(run_id, step, tokens_seen, tokens_per_s) of every evaluation of the experiment's runs that
     has a throughput (the built-in trainer's; a command's have none), for the speed of each run."""
-    statement = (select(Eval.run_id, Eval.step, Eval.tokens_seen, Eval.tokens_per_s)
-                 .join(Run, (Eval.run_id == Run.id) & (Eval.attempt == Run.attempt))
-                 .join(ExperimentRun, ExperimentRun.run_id == Run.id)
-                 .join(Experiment, Experiment.id == ExperimentRun.experiment_id)
-                 .where(Experiment.name == experiment, Eval.tokens_per_s.is_not(None)))
+    statement = experiment_evals(experiment, Eval.run_id, Eval.step, Eval.tokens_seen, Eval.tokens_per_s) \
+        .where(Eval.tokens_per_s.is_not(None))
     with open_store(db, read_only=True) as store:
         rows = _rows(store, statement)
     return pd.DataFrame([[_number(v) for v in row] for row in rows],
                         columns=["run_id", "step", "tokens_seen", "tokens_per_s"])
+
+
+def experiment_evals(experiment: str, *columns: Any) -> Any:
+    """SELECT `columns` of the evaluations of the experiment's runs, their current attempts only."""
+    return (select(*columns)
+            .join(Run, (Eval.run_id == Run.id) & (Eval.attempt == Run.attempt))
+            .join(ExperimentRun, ExperimentRun.run_id == Run.id)
+            .join(Experiment, Experiment.id == ExperimentRun.experiment_id)
+            .where(Experiment.name == experiment))
+
+
+def missing(value: Any) -> bool:
+    """None, pandas' NA or a float nan (not a list, which pd.isna would test element-wise)."""
+    return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and math.isnan(value))
 
 
 def _summary_ids(experiment: str, columns: list[str]) -> Any:
@@ -179,11 +191,8 @@ def _summary_ids(experiment: str, columns: list[str]) -> Any:
     (highest step, then id), and for each column its last one with a value, its lowest and its
     highest (earliest first among equals, as pandas' idxmin in step order picks), chosen by
     window functions in the database (SQLite 3.25+, PostgreSQL) so that only these rows travel."""
-    scope = (select(Eval.id, Eval.run_id, Eval.step, *(_value(c).label(f"v{i}") for i, c in enumerate(columns)))
-             .join(Run, (Eval.run_id == Run.id) & (Eval.attempt == Run.attempt))
-             .join(ExperimentRun, ExperimentRun.run_id == Run.id)
-             .join(Experiment, Experiment.id == ExperimentRun.experiment_id)
-             .where(Experiment.name == experiment)).subquery()
+    scope = experiment_evals(experiment, Eval.id, Eval.run_id, Eval.step,
+                             *(_value(c).label(f"v{i}") for i, c in enumerate(columns))).subquery()
 
     def first(*order: Any) -> Any:
         return func.row_number().over(partition_by=scope.c.run_id, order_by=order)

@@ -22,7 +22,8 @@ from ..execution.provenance import describe
 from . import across, frames, palette
 from .plot import has_speed, interval_caption, plot_cost, plot_curves, plot_effects
 from .render import PLAIN_WORDS, as_command, effects_display, ranking_display, unranked_display
-from .detail import baseline_rows, missing, run_detail
+from .detail import baseline_rows, run_detail
+from .frames import missing
 from .report import Report, build_report
 
 STYLE = """

@@ -22,9 +22,9 @@ from sqlalchemy import func, select
 
 from ..storage.schema import EVAL_COLUMNS, STATUSES, Eval, Experiment, ExperimentRun, Run
 from ..storage.store import open_store
-from ..training.params import is_custom
+from ..execution.seeds import own_metric
 from . import palette
-from .frames import ResultsError
+from .frames import ResultsError, experiment_evals
 
 MAX_TOTAL = 20_000  # points of a first load over all runs: what a browser draws in an instant
 MIN_POINTS = 2  # per run (its first and last), however many runs share MAX_TOTAL
@@ -55,18 +55,10 @@ def progress(db: Any, experiment: str, since: int = 0, known: str | None = None)
     the running runs: a poll of an experiment where nothing ended and no evaluation came is a
     few bytes, however large."""
     with open_store(db, read_only=True) as store:
-        found = store.query(select(Experiment.id).where(Experiment.name == experiment))
-        if not found:
-            raise ResultsError(f"no experiment named {experiment!r} in {store.where}")
-        exp_id = found[0][0]
-        rows = store.query(select(ExperimentRun.name, ExperimentRun.position, Run)
-                           .join(Run, Run.id == ExperimentRun.run_id)
-                           .where(ExperimentRun.experiment_id == exp_id)
-                           .order_by(ExperimentRun.position, Run.seed, Run.id))
-        metric = _metric([run.config for _, _, run in rows])
+        metric, rows = _experiment_runs(store, experiment)
         value = getattr(Eval, metric) if metric in EVAL_COLUMNS else Eval.extra
-        evals = store.query(_points(exp_id, value, since, per_run=max(MIN_POINTS, MAX_TOTAL // max(1, len(rows)))))
-        newest = _newest(store, exp_id) if since == 0 else max([since, *(e[0] for e in evals)])
+        evals = store.query(_points(experiment, value, since, per_run=max(MIN_POINTS, MAX_TOTAL // max(1, len(rows)))))
+        newest = _newest(store, experiment) if since == 0 else max([since, *(e[0] for e in evals)])
     runs = [_run(name, position, run) for name, position, run in rows]
     now = _version(runs, newest)
     if now == known:
@@ -88,20 +80,29 @@ def progress(db: Any, experiment: str, since: int = 0, known: str | None = None)
 def version(db: Any, experiment: str) -> str:
     """`progress(...)["version"]` without reading a single evaluation row."""
     with open_store(db, read_only=True) as store:
-        rows = store.query(select(Experiment.id, ExperimentRun.name, Run)
-                           .join(ExperimentRun, ExperimentRun.experiment_id == Experiment.id)
-                           .join(Run, Run.id == ExperimentRun.run_id).where(Experiment.name == experiment))
-        if not rows:
-            raise ResultsError(f"no runs of an experiment named {experiment!r} in {store.where}")
-        newest = _newest(store, rows[0][0])
-    return _version([_run(name, 0, run) for _, name, run in rows], newest)
+        _, rows = _experiment_runs(store, experiment)
+        newest = _newest(store, experiment)
+    return _version([_run(name, position, run) for name, position, run in rows], newest)
 
 
-def _newest(store: Any, exp_id: int) -> int:
+def _experiment_runs(store: Any, experiment: str) -> tuple[str, list]:
+    """The metric the experiment's report ranks by (its matrix's own, else Mainrun's val_loss)
+    and its runs as (configuration, position, Run), in matrix order."""
+    found = store.query(select(Experiment.yaml_text).where(Experiment.name == experiment))
+    if not found:
+        raise ResultsError(f"no experiment named {experiment!r} in {store.where}")
+    own = own_metric(found[0][0])
+    rows = store.query(select(ExperimentRun.name, ExperimentRun.position, Run)
+                       .join(Run, Run.id == ExperimentRun.run_id)
+                       .join(Experiment, Experiment.id == ExperimentRun.experiment_id)
+                       .where(Experiment.name == experiment)
+                       .order_by(ExperimentRun.position, Run.seed, Run.id))
+    return (own[0] if own else "val_loss"), rows
+
+
+def _newest(store: Any, experiment: str) -> int:
     """The id of the experiment's newest evaluation (of its runs' current attempts), 0 if none."""
-    return store.query(select(func.max(Eval.id)).join(ExperimentRun, ExperimentRun.run_id == Eval.run_id)
-                       .join(Run, (Run.id == Eval.run_id) & (Run.attempt == Eval.attempt))
-                       .where(ExperimentRun.experiment_id == exp_id))[0][0] or 0
+    return store.query(experiment_evals(experiment, func.max(Eval.id)))[0][0] or 0
 
 
 def run_view(db: Any, run_id: int) -> dict:
@@ -117,12 +118,13 @@ def run_view(db: Any, run_id: int) -> dict:
         if not found:
             raise ResultsError(f"no run {run_id} in {store.where}")
         experiment = found[0][0]
+        metric, _ = _experiment_runs(store, experiment)
         runs = load_runs(store, experiment)
         evals = load_evals(store, experiment, runs=[run_id])
     detail = run_detail(runs, evals, runs[runs["run_id"] == run_id].iloc[0])
     steps = detail.evals["step"].tolist() if len(detail.values) else []
     return {"run": {k: _plain(v) for k, v in detail.run.items()},
-            "metric": _metric([{"trainer": t} for t in runs.get("cfg.trainer", []) if isinstance(t, dict)]),
+            "metric": metric,
             "diff": [{k: _plain(v) for k, v in row.items()} for row in detail.config_diff.to_dict("records")],
             "command": as_command(detail),
             "points": [[int(step), value] for step, value in zip(steps, map(_plain, detail.values)) if value is not None]}
@@ -153,14 +155,6 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _metric(configs: list[dict]) -> str:
-    """The metric the report ranks by: your own trainer's, else Mainrun's val_loss."""
-    for config in configs:
-        if is_custom(config or {}):
-            return str(config["trainer"].get("metric", "val_loss"))
-    return "val_loss"
-
-
 def _value(stored: Any, metric: str) -> float | None:
     value = stored.get(metric) if isinstance(stored, dict) and metric not in EVAL_COLUMNS else stored
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -184,14 +178,11 @@ def _seconds(run: Run) -> float | None:
     return None
 
 
-def _points(exp_id: int, value: Any, since: int, per_run: int) -> Any:
+def _points(experiment: str, value: Any, since: int, per_run: int) -> Any:
     """The evaluations after id `since` of the experiment's runs (current attempts), oldest first;
     a first load (since 0) keeps at most `per_run` of each run, evenly spread and counted back
     from its last, chosen in the database so that a million evaluations never leave it."""
-    rows = (select(Eval.id, Eval.run_id, Eval.step, value)
-            .join(ExperimentRun, ExperimentRun.run_id == Eval.run_id)
-            .join(Run, (Run.id == Eval.run_id) & (Run.attempt == Eval.attempt))
-            .where(ExperimentRun.experiment_id == exp_id, Eval.id > since))
+    rows = experiment_evals(experiment, Eval.id, Eval.run_id, Eval.step, value).where(Eval.id > since)
     if since:
         return rows.order_by(Eval.id)
     back = func.row_number().over(partition_by=Eval.run_id, order_by=(Eval.step.desc(), Eval.id.desc())) - 1

@@ -25,9 +25,9 @@ from ..execution.designs import short_name
 from ..execution.provenance import describe
 from .cost import WORDS as COST_WORDS
 from .cost import ratio_text
-from .detail import RunDetail, cost_line, missing
+from .detail import RunDetail, cost_line
 from . import palette
-from .frames import spreadsheet_safe
+from .frames import missing, spreadsheet_safe
 from .report import Report
 from .stats import FAILS
 
