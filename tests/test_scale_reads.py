@@ -123,3 +123,42 @@ def test_the_live_view_first_loads_a_few_points_per_run_its_last_among_them(scal
         assert first["last_id"] == conn.execute("SELECT max(id) FROM evals").fetchone()[0]  # though thinned
     again = live.progress(scaled[(200, False)], "measured", since=first["last_id"], known=first["version"])
     assert again["unchanged"] and again["points"] == []
+
+
+def test_a_run_without_a_value_of_the_metric_keeps_its_last_evaluation(tmp_path):
+    """A run whose every evaluation lacks the metric (its script printed no such line) still
+    gives the report its last evaluation, as reading every one did."""
+    db = tmp_path / "r.db"
+    load_benchmark("scale").build(db, "m", 4, 5, tmp_path)
+    with sqlite3.connect(db) as conn:
+        first = conn.execute("SELECT min(run_id) FROM evals").fetchone()[0]
+        conn.execute("UPDATE evals SET extra = ? WHERE run_id = ?", (json.dumps({"other": 1}), first))
+    url = f"sqlite:///{db}"
+    summary = frames.load_evals(url, "m", summary_of=["extra.loss"])
+    assert summary.loc[summary["run_id"] == first, "step"].tolist() == [5]
+    assert render(build_report(url, "m"), "json") == full_report(url, "m")
+
+
+def test_the_html_page_reads_the_drawn_curves_thinned_and_nothing_else(scaled, monkeypatch, tmp_path):
+    """The curves: the drawn configurations' runs only (the baseline and the best few), each at
+    most CURVE_POINTS evaluations, evenly spread and ending at its last."""
+    from ablate.results import plot
+    from ablate.results.html import render_html
+
+    monkeypatch.setattr(frames, "CURVE_POINTS", 20)
+    drawn: list = []
+    load = frames.load_evals
+
+    def recording(*args, **kwargs):
+        frame = load(*args, **kwargs)
+        if kwargs.get("curve_of"):
+            drawn.append(frame)
+        return frame
+
+    monkeypatch.setattr(frames, "load_evals", recording)
+    page = render_html(scaled[(200, False)], ["measured"])
+    assert len(drawn) == 2 and "by step" in page  # the curves and the curves minus the baseline
+    for frame in drawn:
+        assert 0 < frame["run_id"].nunique() <= 2 * (plot.TOP + 1)
+        for _, run in frame.groupby("run_id"):
+            assert len(run) == 20 and run["step"].max() == 200 and run["step"].diff().dropna().eq(10).all()

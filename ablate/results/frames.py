@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterable
 
 import numpy as np
 import pandas as pd
-from sqlalchemy import JSON, String, case, func, or_, select, type_coerce
+from sqlalchemy import JSON, Float, case, func, or_, select, type_coerce
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
 
@@ -32,6 +32,7 @@ RUN_COLUMNS = (
 INT_COLUMNS = ("run_id", "position", "seed", "attempt", "best_step", "steps", "max_steps")  # nullable
 NUMBER_COLUMNS = (*INT_COLUMNS, "final_val_loss", "best_val_loss", "wall_time_s", "tokens_per_s")
 EVAL_VALUES = ("step", *EVAL_COLUMNS)
+CURVE_POINTS = 500  # of a run, for a plot: more than the plot is wide in pixels
 
 class ResultsError(LookupError):
     """An experiment or run the database does not hold; the message says what it does hold."""
@@ -126,13 +127,16 @@ def load_runs(db: str | Path | Store | None = None, experiment: str | None = Non
 
 
 def load_evals(db: str | Path | Store | None = None, experiment: str | None = None,
-               runs: Iterable[int | str] | None = None, summary_of: Iterable[str] | None = None) -> pd.DataFrame:
+               runs: Iterable[int | str] | None = None, summary_of: Iterable[str] | None = None,
+               curve_of: str | None = None) -> pd.DataFrame:
     """One row per evaluation of each run's current attempt, in step order.
 
     Columns: experiment, run_id, name, seed, EVAL_VALUES, and the eval's extra metrics as
     `extra.<key>` (e.g. extra.attention_entropy). `runs` keeps run ids (int) or names (str).
-    `summary_of` (load_evals column names) keeps only what a report reads of each run (see
-    `_summary_ids`): a handful of rows per run however many evaluations it has.
+    Of one experiment, `summary_of` (load_evals column names) keeps only what a report reads of
+    each run (see `_summary_ids`): a handful of rows per run however many evaluations it has;
+    `curve_of` (a column) keeps what a plot of it draws: at most CURVE_POINTS of each run's
+    evaluations with a value, evenly spread, its last among them (`thinned_ids`).
     """
     statement = (
         select(Experiment.name, ExperimentRun.name, Run.seed, Eval.run_id,
@@ -144,13 +148,13 @@ def load_evals(db: str | Path | Store | None = None, experiment: str | None = No
     )
     if experiment is not None:
         statement = statement.where(Experiment.name == experiment)
+    wanted = None if runs is None else _runs_named(list(runs))
     if summary_of is not None and experiment is not None:
         statement = statement.where(Eval.id.in_(_summary_ids(experiment, list(summary_of))))
-    if runs is not None:
-        wanted = list(runs)
-        ids = [r for r in wanted if isinstance(r, int)]
-        names = [r for r in wanted if isinstance(r, str)]
-        statement = statement.where(Run.id.in_(ids) | ExperimentRun.name.in_(names))
+    if curve_of is not None and experiment is not None:
+        statement = statement.where(Eval.id.in_(thinned_ids(experiment, CURVE_POINTS, _value(curve_of), wanted)))
+    if wanted is not None:
+        statement = statement.where(wanted)
     with open_store(db, read_only=True) as store:
         _check_experiment(store, experiment)
         rows = _rows(store, statement)
@@ -181,6 +185,27 @@ def experiment_evals(experiment: str, *columns: Any) -> Any:
             .where(Experiment.name == experiment))
 
 
+def _runs_named(wanted: list[int | str]) -> Any:
+    """The runs among `wanted`, run ids (int) or configuration names (str), as a WHERE clause."""
+    ids = [r for r in wanted if isinstance(r, int)]
+    names = [r for r in wanted if isinstance(r, str)]
+    return Run.id.in_(ids) | ExperimentRun.name.in_(names)
+
+
+def thinned_ids(experiment: str, per_run: int, value: Any = None, runs: Any = None) -> Any:
+    """The ids of at most `per_run` evaluations of each of the experiment's runs (current
+    attempts; where `value` is not null; of the runs the `runs` clause keeps), evenly spread and
+    counted back from the last, which is always among them: chosen by window functions in the
+    database, so that a million evaluations never leave it for a plot that draws a thousand."""
+    back = func.row_number().over(partition_by=Eval.run_id, order_by=(Eval.step.desc(), Eval.id.desc())) - 1
+    rows = experiment_evals(experiment, Eval.id, back.label("back"), func.count().over(partition_by=Eval.run_id).label("n"))
+    for keep in (value.is_not(None) if value is not None else None, runs):
+        rows = rows if keep is None else rows.where(keep)
+    ranked = rows.subquery()
+    stride = (ranked.c.n + per_run - 1) // per_run  # floor division in SQL, on both databases
+    return select(ranked.c.id).where(ranked.c.back % stride == 0)
+
+
 def missing(value: Any) -> bool:
     """None, pandas' NA or a float nan (not a list, which pd.isna would test element-wise)."""
     return value is None or value is pd.NA or (isinstance(value, (float, np.floating)) and math.isnan(value))
@@ -188,23 +213,29 @@ def missing(value: Any) -> bool:
 
 def _summary_ids(experiment: str, columns: list[str]) -> Any:
     """The ids of the evaluations a report reads of each run's current attempt: its last one
-    (highest step, then id), and for each column its last one with a value, its lowest and its
-    highest (earliest first among equals, as pandas' idxmin in step order picks), chosen by
-    window functions in the database (SQLite 3.25+, PostgreSQL) so that only these rows travel."""
-    scope = experiment_evals(experiment, Eval.id, Eval.run_id, Eval.step,
-                             *(_value(c).label(f"v{i}") for i, c in enumerate(columns))).subquery()
-
-    def first(*order: Any) -> Any:
-        return func.row_number().over(partition_by=scope.c.run_id, order_by=order)
-
-    ranks = [first(scope.c.step.desc(), scope.c.id.desc())]
-    for i in range(len(columns)):
-        v = scope.c[f"v{i}"]
-        ranks += [first(v.is_(None), scope.c.step.desc(), scope.c.id.desc()),  # its last value
-                  first(v.is_(None), v.asc(), scope.c.step, scope.c.id),
-                  first(v.is_(None), v.desc(), scope.c.step, scope.c.id)]
-    ranked = select(scope.c.id, *(r.label(f"r{k}") for k, r in enumerate(ranks))).subquery()
-    return select(ranked.c.id).where(or_(*(ranked.c[f"r{k}"] == 1 for k in range(len(ranks)))))
+    (highest step), and for each column its last one with a value, its lowest and its highest
+    (the earliest among equals, as pandas' idxmin in step order picks). Two grouped passes in the
+    database, each over the experiment's evaluations in index order (a window function's sort of
+    every evaluation cost 3x more), so that only these rows travel."""
+    values = [_value(c).label(f"v{i}") for i, c in enumerate(columns)]
+    # OFFSET 0 keeps the subquery whole: each row's values out of JSON once, not once per use
+    scope = experiment_evals(experiment, Eval.run_id, Eval.attempt, Eval.step, *values).offset(0).subquery()
+    v = [scope.c[f"v{i}"] for i in range(len(columns))]
+    bounds = select(scope.c.run_id, scope.c.attempt, func.max(scope.c.step).label("last"),
+                    *(f(c).label(f"{name}{i}") for i, c in enumerate(v) for name, f in (
+                        ("valued", lambda c: func.max(case((c.is_not(None), scope.c.step)))),
+                        ("lo", func.min), ("hi", func.max)))) \
+        .group_by(scope.c.run_id, scope.c.attempt).cte("bounds")
+    ends = [(c == bounds.c[f"{end}{i}"], f"{end}{i}") for i, c in enumerate(v) for end in ("lo", "hi")]
+    earliest = select(scope.c.run_id, *(func.min(case((hit, scope.c.step))).label(name) for hit, name in ends)) \
+        .join(bounds, bounds.c.run_id == scope.c.run_id).where(or_(*(hit for hit, _ in ends))) \
+        .group_by(scope.c.run_id).subquery()
+    steps = [bounds.c.last, *(bounds.c[f"valued{i}"] for i in range(len(v))),
+             *(earliest.c[f"{end}{i}"] for i in range(len(v)) for end in ("lo", "hi"))]
+    return (select(Eval.id)
+            .join(bounds, (Eval.run_id == bounds.c.run_id) & (Eval.attempt == bounds.c.attempt))
+            .join(earliest, earliest.c.run_id == bounds.c.run_id, isouter=True)
+            .where(or_(*(Eval.step == s for s in steps))))
 
 
 def _value(column: str) -> Any:
@@ -212,35 +243,31 @@ def _value(column: str) -> Any:
     where the key holds anything but a finite number, as `_number` reads it)."""
     if column in EVAL_COLUMNS:
         return getattr(Eval, column)
-    key = column.removeprefix("extra.")
-    number = type_coerce(Eval.extra, JSON)[key]
-    return case((func.coalesce(_json_type(number), "") == "number", number.as_float()), else_=None)
+    return _JsonNumber(type_coerce(Eval.extra, JSON)[column.removeprefix("extra.")])
 
 
-def _json_type(node: Any) -> Any:
-    """'number' for a JSON number, on SQLite (json_type: 'integer' / 'real') and PostgreSQL alike."""
-    return _JsonType(node)
-
-
-class _JsonType(ColumnElement):
+class _JsonNumber(ColumnElement):
+    """extra[key] where it is a JSON number, else NULL: SQLite asks json_type (the document is
+    parsed once per row, then cached), PostgreSQL json_typeof."""
     inherit_cache = True
-    type = String()
+    type = Float()
 
     def __init__(self, node: Any):
         self.node = node
 
 
-@compiles(_JsonType, "sqlite")
-def _json_type_sqlite(element: _JsonType, compiler: Any, **kw: Any) -> str:
-    index = element.node  # extra[key]: json_type(extra, path) says 'integer' or 'real' for a number
-    path = compiler.process(index.right, **kw)
-    return (f"CASE json_type({compiler.process(index.left, **kw)}, {path}) "
-            f"WHEN 'integer' THEN 'number' WHEN 'real' THEN 'number' END")
+@compiles(_JsonNumber, "sqlite")
+def _json_number_sqlite(element: _JsonNumber, compiler: Any, **kw: Any) -> str:
+    document, path = (compiler.process(side, **kw) for side in (element.node.left, element.node.right))
+    value = f"json_extract({document}, {path})"
+    return f"CASE json_type({document}, {path}) WHEN 'integer' THEN {value} WHEN 'real' THEN {value} END"
 
 
-@compiles(_JsonType)
-def _json_type_default(element: _JsonType, compiler: Any, **kw: Any) -> str:
-    return f"json_typeof({compiler.process(element.node, **kw)})"
+@compiles(_JsonNumber)
+def _json_number_default(element: _JsonNumber, compiler: Any, **kw: Any) -> str:
+    node = element.node
+    return (f"CASE WHEN json_typeof({compiler.process(node, **kw)}) = 'number' "
+            f"THEN {compiler.process(node.as_float(), **kw)} END")
 
 
 def per_frame(build: Callable[[pd.DataFrame], Any]) -> Callable[[pd.DataFrame], Any]:

@@ -141,7 +141,6 @@ def experiment_section(db: Any, report: Report, figures: bool = True) -> str:
     own curves from JSON) the same text and tables."""
     name = report.experiment
     runs = frames.load_runs(db, name)
-    evals = frames.load_evals(db, name) if figures else None  # only the curves need every evaluation
     parts = [f"<section id=\"{_e(name)}\"><h2>{_e(report.experiment)}</h2>",
              f"<p>{_e(report.design)}, {len(report.seeds)} seed(s), ranked by "
              f"{_e(report.ranked_by)}.</p>", _provenance(runs),
@@ -176,13 +175,13 @@ def experiment_section(db: Any, report: Report, figures: bool = True) -> str:
         if has_speed(report) and figures:
             parts.append(_figure(lambda out: plot_cost(report, out), f"{report.experiment}: each effect's Δloss "
                                  f"against its speed-up, both with intervals ({interval_caption(report)})"))
-    metric = report.column
-    if evals is not None and metric in evals and not evals.dropna(subset=[metric]).empty:
-        parts.append(_figure(lambda out: plot_curves(db, name, None, out, report.metric, loaded=(report, evals)),
+    if figures and report.column in (finals := frames.load_evals(db, name, summary_of=[report.column])) \
+            and finals[report.column].notna().any():
+        parts.append(_figure(lambda out: plot_curves(db, name, None, out, report.metric, loaded=(report, finals)),
                              f"{report.experiment}: {report.ranked_by} by step"))
         if ranked["is_baseline"].any() and len(ranked) > 1:  # curves that separate
             parts.append(_figure(lambda out: plot_curves(db, name, None, out, report.metric, delta=True,
-                                                         loaded=(report, evals)),
+                                                         loaded=(report, finals)),
                                  f"{report.experiment}: {report.ranked_by} minus the same-seed baseline"))
     if report.notes:
         parts.append("<h3>Notes</h3><ul class=\"notes\">"

@@ -24,7 +24,7 @@ from ..storage.schema import EVAL_COLUMNS, STATUSES, Eval, Experiment, Experimen
 from ..storage.store import open_store
 from ..execution.seeds import own_metric
 from . import palette
-from .frames import ResultsError, experiment_evals
+from .frames import ResultsError, experiment_evals, thinned_ids
 
 MAX_TOTAL = 20_000  # points of a first load over all runs: what a browser draws in an instant
 MIN_POINTS = 2  # per run (its first and last), however many runs share MAX_TOTAL
@@ -180,16 +180,9 @@ def _seconds(run: Run) -> float | None:
 
 def _points(experiment: str, value: Any, since: int, per_run: int) -> Any:
     """The evaluations after id `since` of the experiment's runs (current attempts), oldest first;
-    a first load (since 0) keeps at most `per_run` of each run, evenly spread and counted back
-    from its last, chosen in the database so that a million evaluations never leave it."""
-    rows = experiment_evals(experiment, Eval.id, Eval.run_id, Eval.step, value).where(Eval.id > since)
-    if since:
-        return rows.order_by(Eval.id)
-    back = func.row_number().over(partition_by=Eval.run_id, order_by=(Eval.step.desc(), Eval.id.desc())) - 1
-    ranked = rows.add_columns(back.label("back"), func.count().over(partition_by=Eval.run_id).label("n")).subquery()
-    stride = (ranked.c.n + per_run - 1) // per_run  # floor division in SQL, on both databases
-    return (select(ranked.c.id, ranked.c.run_id, ranked.c.step, ranked.c[value.key])
-            .where(ranked.c.back % stride == 0).order_by(ranked.c.id))
+    a first load (since 0) keeps at most `per_run` of each run (`thinned_ids`)."""
+    rows = experiment_evals(experiment, Eval.id, Eval.run_id, Eval.step, value).order_by(Eval.id)
+    return rows.where(Eval.id > since) if since else rows.where(Eval.id.in_(thinned_ids(experiment, per_run)))
 
 
 def _eta(runs: list[dict]) -> float | None:

@@ -31,8 +31,10 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
     lowest final value), averaged over seeds with a min-max band (`seed_band`). Mainrun's
     reference is drawn only where the report calls comparing with it fair. `delta`: each
     configuration's difference from the same-seed baseline instead, which separates curves
-    that lie on top of each other. `loaded`: the experiment's report and evaluations where the
-    caller has them (the HTML page draws two plots of one report)."""
+    that lie on top of each other. `loaded`: the experiment's report and its runs' last values
+    (`load_evals(summary_of=[report.column])`) where the caller has them (the HTML page draws two
+    plots of one report). Only the drawn configurations' evaluations are read, at most
+    frames.CURVE_POINTS of each run."""
     path = outfile.checked(out, (".png", ".svg", ".pdf"), force=force)
     require("plots", "drawing plots")
     import matplotlib
@@ -42,19 +44,21 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
 
     with open_store(db, read_only=True) as store:
         exp = frames.pick_experiment(store, experiment)
-        report, evals = loaded or (build_report(store, exp["experiment"], metric),
-                                   frames.load_evals(store, exp["experiment"]))
-    metric = report.column
-    evals = evals.dropna(subset=[metric]) if metric in evals else evals.iloc[:0]
-    if evals.empty:
-        raise frames.ResultsError(f"experiment {exp['experiment']!r} has no evaluations of {metric} yet")
-    names = runs or _default_names(evals, metric, report.goal)
-    unknown = sorted(set(names) - set(evals["name"]))
-    if unknown:
-        raise frames.ResultsError(f"no evaluations for {', '.join(unknown)} in {exp['experiment']!r}"
-                                  f"{suggest(unknown[0], evals['name'].unique())}; "
-                                  f"known: {', '.join(dict.fromkeys(evals['name']))}")
-    colours = palette.configuration_colours([*report.ranking["name"], *evals["name"]])
+        report = loaded[0] if loaded else build_report(store, exp["experiment"], metric)
+        metric = report.column
+        finals = _valued(loaded[1] if loaded else frames.load_evals(store, exp["experiment"], summary_of=[metric]),
+                         metric)
+        if finals.empty:
+            raise frames.ResultsError(f"experiment {exp['experiment']!r} has no evaluations of {metric} yet")
+        names = runs or _default_names(finals, metric, report.goal)
+        unknown = sorted(set(names) - set(finals["name"]))
+        if unknown:
+            raise frames.ResultsError(f"no evaluations for {', '.join(unknown)} in {exp['experiment']!r}"
+                                      f"{suggest(unknown[0], finals['name'].unique())}; "
+                                      f"known: {', '.join(dict.fromkeys(finals['name']))}")
+        drawn = [*names, *(["baseline"] if delta else [])]
+        evals = _valued(frames.load_evals(store, exp["experiment"], runs=drawn, curve_of=metric), metric)
+    colours = palette.configuration_colours([*report.ranking["name"], *finals["name"]])
     if delta:
         evals = minus_baseline(evals, metric)
         names = [n for n in names if n != "baseline"]
@@ -94,6 +98,11 @@ def plot_curves(db: Any, experiment: str | None, runs: list[str] | None = None, 
     finally:
         plt.close(fig)
     return path
+
+
+def _valued(evals: Any, metric: str) -> Any:
+    """The evaluations that hold a value of `metric`."""
+    return evals.dropna(subset=[metric]) if metric in evals else evals.iloc[:0]
 
 
 def minus_baseline(evals: Any, metric: str) -> Any:
