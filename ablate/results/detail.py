@@ -12,7 +12,7 @@ import pandas as pd
 from ..training.params import ParamsConfig, is_custom
 from ..storage.schema import plain
 from ..training.config import TrainConfig
-from .frames import missing
+from .frames import missing, per_frame
 from .report import baseline_name, eval_column
 
 
@@ -44,35 +44,53 @@ def baseline_rows(runs: pd.DataFrame) -> pd.DataFrame:
 
 def run_detail(runs: pd.DataFrame, evals: pd.DataFrame, row: pd.Series,
                baselines: pd.DataFrame | None = None) -> RunDetail:
-    """One run of a load_runs() frame with its config diff against its same-seed baseline (a
-    baseline of your own trainer's, against nothing: its parameters are no one's defaults).
-    `baselines`: `baseline_rows(runs)`, where the caller details many runs of one frame."""
-    config = {k[4:]: _typed(k[4:], v) for k, v in row.items() if k.startswith("cfg.")}
-    stored = {k: plain(v) for k, v in config.items() if not missing(v)}
-    own = is_custom(stored)
-    base_rows = baseline_rows(runs) if baselines is None else baselines
-    base_rows = base_rows[base_rows["experiment"] == row["experiment"]]
-    same_seed = base_rows[base_rows["seed"] == row["seed"]]
-    base = same_seed if len(same_seed) else base_rows
-    if len(base) and base.iloc[0]["run_id"] != row["run_id"]:
-        against, label = {k[4:]: v for k, v in base.iloc[0].items() if k.startswith("cfg.")}, "baseline"
-    else:
-        against, label = (stored if own else TrainConfig().to_dict()), "default"
-    diff = pd.DataFrame([{"field": k, "value": _value(v), label: _value(against.get(k))}
-                         for k, v in config.items() if _value(v) != _value(against.get(k))],
-                        columns=["field", "value", label])
+    """One run of a load_runs() frame with its config diff against its same-seed baseline (see
+    `against_baseline`). `baselines`: `baseline_rows(runs)`, where the caller details many runs."""
+    config, diff, label = against_baseline(runs, row, baselines)
     mine = evals[evals["run_id"] == row["run_id"]].drop(columns=["experiment", "run_id", "name", "seed"])
     info = {k: plain(row.get(k)) for k in ("run_id", "experiment", "name", "hash", "seed", "status", "error",
                                               "toggles", "final_val_loss", "best_val_loss", "best_step",
                                               "wall_time_s", "tokens_per_s", "code_version")}
     info.update({k: plain(row.get(f"res.{k}")) for k in RUN_RESULT_DETAILS})
     info = {k: (None if missing(v) else v) for k, v in info.items()}
-    metric = stored["trainer"].get("metric", "val_loss") if own else "val_loss"
-    column = eval_column(metric)
+    column = eval_column(config.metric if isinstance(config, ParamsConfig) else "val_loss")
+    return RunDetail(info, config, truncated_at(row), pd.DataFrame(diff, columns=["field", "value", label]),
+                     mine.reset_index(drop=True), mine[column].astype(float).tolist() if column in mine else [])
+
+
+def against_baseline(runs: pd.DataFrame, row: Any, baselines: pd.DataFrame | None = None) -> tuple[Any, list, str]:
+    """A run's config (`row`: of a load_runs() frame, a Series or its dict), and the fields where
+    it differs from its same-seed baseline's, as (field, value, baseline's value), and "baseline";
+    a baseline of your own trainer's is compared with nothing (its parameters are no one's
+    defaults), Mainrun's with the defaults, and then the label says "default"."""
+    config = {k[4:]: _typed(k[4:], v) for k, v in row.items() if k.startswith("cfg.")}
+    stored = {k: plain(v) for k, v in config.items() if not missing(v)}
+    own = is_custom(stored)
+    found = _baseline_by(baseline_rows(runs) if baselines is None else baselines)
+    base = found.get((row["experiment"], row["seed"]), found.get(row["experiment"]))
+    if base is not None and base["run_id"] != row["run_id"]:
+        against, label = {k[4:]: v for k, v in base.items() if k.startswith("cfg.")}, "baseline"
+    else:
+        against, label = (stored if own else TrainConfig().to_dict()), "default"
+    diff = [(k, _value(v), _value(against.get(k))) for k, v in config.items() if _value(v) != _value(against.get(k))]
+    return (ParamsConfig if own else TrainConfig).from_dict(stored), diff, label
+
+
+def truncated_at(row: Any) -> int | None:
+    """The step a truncated run stopped at, else None."""
     truncated = not missing(row.get("truncated")) and bool(row["truncated"]) and not missing(row.get("steps"))
-    return RunDetail(info, (ParamsConfig if own else TrainConfig).from_dict(stored),
-                     int(row["steps"]) if truncated else None, diff, mine.reset_index(drop=True),
-                     mine[column].astype(float).tolist() if column in mine else [])
+    return int(row["steps"]) if truncated else None
+
+
+@per_frame
+def _baseline_by(baselines: pd.DataFrame) -> dict:
+    """A run's baseline: by (experiment, seed) the first of that seed, by experiment the first
+    of any seed (looked up once per frame, not filtered once per run of 10,000)."""
+    found: dict = {}
+    for _, row in baselines.iterrows():
+        found.setdefault((row["experiment"], row["seed"]), row)
+        found.setdefault(row["experiment"], row)
+    return found
 
 
 RUN_RESULT_DETAILS = ("warmup_s", "step_time_s", "train_tokens_per_s", "peak_rss_bytes", "peak_rss_of",

@@ -14,15 +14,16 @@ import base64
 import html
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import pandas as pd
 
 from ..execution.provenance import describe
 from . import across, frames, palette
 from .plot import has_speed, interval_caption, plot_cost, plot_curves, plot_effects
-from .render import PLAIN_WORDS, as_command, effects_display, ranking_display, unranked_display
-from .detail import baseline_rows, run_detail
+from ..storage.schema import plain
+from .render import PLAIN_WORDS, command_for, effects_display, ranking_display, unranked_display
+from .detail import against_baseline, baseline_rows, truncated_at
 from .frames import missing
 from .report import Report, build_report
 
@@ -136,9 +137,10 @@ def _verdicts(report: Report) -> str:
         + ", ".join(effects) + "</li>" for verdict, effects in groups.items()) + "</ul>" if groups else ""
 
 
-def experiment_section(db: Any, report: Report, figures: bool = True) -> str:
-    """One experiment as the page shows it; without `figures` (the live view, which draws its
-    own curves from JSON) the same text and tables."""
+def experiment_section(db: Any, report: Report, static: bool = True) -> str:
+    """One experiment as the page shows it; not `static` (the live view, which draws its own
+    curves from JSON and shows a configuration's config and command on its run's page), the same
+    text and tables without the figures and the configurations' details."""
     name = report.experiment
     runs = frames.load_runs(db, name)
     parts = [f"<section id=\"{_e(name)}\"><h2>{_e(report.experiment)}</h2>",
@@ -168,14 +170,14 @@ def experiment_section(db: Any, report: Report, figures: bool = True) -> str:
         if not with_data.all():
             parts.append(f"<details><summary>{(~with_data).sum()} effect(s) without data yet</summary>"
                          f"{_table(shown[~with_data], 'effects')}</details>")
-        if with_data.any() and figures:
+        if with_data.any() and static:
             parts.append(_figure(lambda out: plot_effects(report, out), f"Effects of {report.experiment}: "
                                  f"estimate and interval ({interval_caption(report)}); hover a point for its numbers",
                                  svg=True))
-        if has_speed(report) and figures:
+        if has_speed(report) and static:
             parts.append(_figure(lambda out: plot_cost(report, out), f"{report.experiment}: each effect's Δloss "
                                  f"against its speed-up, both with intervals ({interval_caption(report)})"))
-    if figures and report.column in (finals := frames.load_evals(db, name, summary_of=[report.column])) \
+    if static and report.column in (finals := frames.load_evals(db, name, summary_of=[report.column])) \
             and finals[report.column].notna().any():
         parts.append(_figure(lambda out: plot_curves(db, name, None, out, report.metric, loaded=(report, finals)),
                              f"{report.experiment}: {report.ranked_by} by step"))
@@ -186,7 +188,9 @@ def experiment_section(db: Any, report: Report, figures: bool = True) -> str:
     if report.notes:
         parts.append("<h3>Notes</h3><ul class=\"notes\">"
                      + "".join(f"<li>{_e(n)}</li>" for n in report.notes) + "</ul>")
-    parts += ["<h3>Configurations</h3>", _configurations(runs, ranked), "</section>"]
+    if static:
+        parts += ["<h3>Configurations</h3>", _configurations(runs, ranked)]
+    parts.append("</section>")
     return "".join(parts)
 
 
@@ -235,20 +239,21 @@ def _provenance(runs: pd.DataFrame) -> str:
 
 
 def _configurations(runs: pd.DataFrame, ranked: pd.DataFrame) -> str:
-    """Per ranked configuration: its config diff against the baseline and its command."""
-    out, none = [], pd.DataFrame(columns=["experiment", "run_id", "name", "seed"])  # they need no evaluations
-    first = runs[runs["status"] == "completed"].sort_values("seed", kind="stable").groupby("name").head(1)
-    first = first.set_index("name", drop=False)
-    base = baseline_rows(runs)  # once, not once per configuration: a page may have 10,000
+    """Per ranked configuration: its config diff against the baseline and its command (plain
+    dicts and strings: a page may list 10,000, and a frame per configuration took a minute)."""
+    out = []
+    first = runs[runs["status"] == "completed"].sort_values("seed", kind="stable").drop_duplicates("name")
+    first = {row["name"]: row for row in first.to_dict("records")}
+    base = baseline_rows(runs)  # once, not once per configuration
     for name in ranked["name"]:
-        if name not in first.index:
+        if name not in first:
             continue
-        detail = run_detail(runs, none, first.loc[name], base)
-        diff = detail.config_diff
-        body = _table(diff.map(lambda v: "" if missing(v) else str(v)), "diff") if len(diff) else \
-            "<p>Same config as the baseline.</p>"
+        config, diff, label = against_baseline(runs, first[name], base)
+        rows = [[field, "" if missing(v) else str(v), "" if missing(b) else str(b)] for field, v, b in diff]
+        body = _rows_table(["field", "value", label], rows, "diff") if rows else "<p>Same config as the baseline.</p>"
         out.append(f"<details><summary>{_e(name)}</summary>{body}<p>Reproduce (seed "
-                   f"{_e(detail.run['seed'])}):</p><pre>{_e(as_command(detail))}</pre></details>")
+                   f"{_e(plain(first[name]['seed']))}):</p><pre>{_e(command_for(config, truncated_at(first[name])))}"
+                   f"</pre></details>")
     return "".join(out) or "<p>None completed yet.</p>"
 
 
@@ -264,18 +269,25 @@ def _verdict_cells(effects: pd.DataFrame) -> dict[str, list[str]]:
 
 def _table(frame: pd.DataFrame, kind: str, row_classes: list[str] | None = None,
            cell_classes: dict[str, list[str]] | None = None) -> str:
+    """A sortable table in its own scrolling box (see `_rows_table`) of a frame's rows."""
+    return _rows_table(list(frame.columns), frame.itertuples(index=False, name=None), kind, row_classes, cell_classes)
+
+
+def _rows_table(columns: list, rows: Iterable, kind: str, row_classes: list[str] | None = None,
+                cell_classes: dict[str, list[str]] | None = None) -> str:
     """A sortable table in its own scrolling box; a column of text (header too) is left-aligned;
     `cell_classes` gives a column's cells classes of their own, row by row."""
-    text = ["text" if not all(map(_numeric, frame[c])) else "" for c in frame.columns]
-    head = "".join(f"<th{_class(a)}>{_e(c)}</th>" for a, c in zip(text, frame.columns))
-    own = [(cell_classes or {}).get(c) for c in frame.columns]
-    rows = []
-    for i, row in enumerate(frame.itertuples(index=False)):
+    rows = [list(row) for row in rows]
+    text = ["text" if not all(_numeric(row[i]) for row in rows) else "" for i in range(len(columns))]
+    head = "".join(f"<th{_class(a)}>{_e(c)}</th>" for a, c in zip(text, columns))
+    own = [(cell_classes or {}).get(c) for c in columns]
+    body = []
+    for i, row in enumerate(rows):
         css = _class(row_classes[i] if row_classes else "")
-        rows.append(f"<tr{css}>" + "".join(f"<td{_class(a, cells[i] if cells else '')}>{_e(v)}</td>"
+        body.append(f"<tr{css}>" + "".join(f"<td{_class(a, cells[i] if cells else '')}>{_e(v)}</td>"
                                            for a, cells, v in zip(text, own, row)) + "</tr>")
     return (f"<div class=\"scroll\"><table class=\"sortable {kind}\"><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(rows)}</tbody></table></div>")
+            f"<tbody>{''.join(body)}</tbody></table></div>")
 
 
 def _figure(draw, caption: str, svg: bool = False) -> str:

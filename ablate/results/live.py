@@ -132,7 +132,8 @@ def run_view(db: Any, run_id: int) -> dict:
 
 def report_view(db: Any, experiment: str) -> dict:
     """The report as `ablate report --format json` prints it, the HTML page's section for the
-    experiment without its images (the page draws the curves itself), and the configurations'
+    experiment without its images (the page draws the curves itself) and its configurations'
+    details (a run's page has them: 10,000 of them took seconds to build each time), and the configurations'
     colours by their rank, as the plots give them (before a report, `progress` gives them by
     their place in the matrix)."""
     from .html import experiment_section
@@ -140,7 +141,7 @@ def report_view(db: Any, experiment: str) -> dict:
     from .report import build_report
 
     report = build_report(db, experiment)
-    return {"json": json.loads(render(report, "json")), "html": experiment_section(db, report, figures=False),
+    return {"json": json.loads(render(report, "json")), "html": experiment_section(db, report, static=False),
             "colours": palette.configuration_colours(report.ranking["name"])}  # as plot_curves gives them
 
 

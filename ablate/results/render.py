@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..training.catalog import CATALOG
-from ..training.config import format_value
+from ..training.config import TrainConfig, format_value
 from ..training.params import ParamsConfig
 from ..execution.designs import short_name
 from ..execution.provenance import describe
@@ -419,22 +419,27 @@ def _eval_cells(evals: pd.DataFrame) -> pd.DataFrame:
 
 
 def as_command(detail: RunDetail) -> str:
-    """An `ablate train` command line that reproduces the run: --data as stored (an absolute
-    path, so the line works from any directory), --set for each field that differs from the
-    default (the defaults are Mainrun's baseline), and --max-steps when the run was truncated.
+    """An `ablate train` command line that reproduces the run (see `command_for`)."""
+    return command_for(detail.config, detail.truncated_at)
+
+
+def command_for(config: TrainConfig | ParamsConfig, truncated_at: int | None = None) -> str:
+    """An `ablate train` command line that reproduces a run of this config: --data as stored (an
+    absolute path, so the line works from any directory), --set for each field that differs from
+    the default (the defaults are Mainrun's baseline), and --max-steps when the run was truncated.
     A run of your own trainer: its command (or entry point), run in its directory."""
-    if isinstance(detail.config, ParamsConfig):
+    if isinstance(config, ParamsConfig):
         try:
-            line = detail.config.by_hand()
+            line = config.by_hand()
         except ValueError as e:  # a template a merged database holds that no run could fill in
             return f"# its command cannot be shown: {e}"
-        return f"cd {shlex.quote(os.path.abspath(detail.config.workdir))} && {line}"
-    words = ["ablate", "train", "--data", detail.config.data]
-    for name, value in detail.config.diff().items():
+        return f"cd {shlex.quote(os.path.abspath(config.workdir))} && {line}"
+    words = ["ablate", "train", "--data", config.data]
+    for name, value in config.diff().items():
         if name != "data":
             words += ["--set", f"{name}={format_value(value)}"]
-    if detail.truncated_at is not None:
-        words += ["--max-steps", str(detail.truncated_at)]
+    if truncated_at is not None:
+        words += ["--max-steps", str(truncated_at)]
     return shlex.join(words)
 
 

@@ -309,23 +309,25 @@ def _ranking(per_run: pd.DataFrame, factors: list[_Factor], reference: float, me
     each shares with it (the verdicts' own comparison); its interval at the report's level."""
     base_name = baseline_name(per_run)
     done = per_run.loc[((per_run["status"] == "completed") & per_run["y"].notna()).to_numpy(), _RANKED_BY]
-    slim = done[["run_id", "name", "seed", "coverage", "sha", "roundtrip"]]
-    records = dict(zip(slim.index, slim.to_dict("records")))  # rows as dicts: iterrows per group is slow
-    base_runs = [records[i] for i in slim.index[slim["name"] == base_name]]
+    members: dict[str, list[dict]] = {}  # each configuration's runs as dicts: a frame per group is slow
+    for record in done[["run_id", "name", "seed", "y", "toggles", "coverage", "sha", "roundtrip"]].to_dict("records"):
+        members.setdefault(record["name"], []).append(record)
+    by_name = done[["best", "best_at", "wall_time_s", "tokens_per_s"]].astype(float).groupby(done["name"], sort=False)
+    means, best_steps = by_name.mean().to_dict("index"), by_name["best_at"].median().to_dict()
+    base_runs = members.get(base_name, [])
     controls = {r["seed"]: r for r in reversed(base_runs)}  # same seed, else the first baseline run
     base_values = _values(per_run, base_name)
     allowed = {label: f.allowed for f in factors for label in f.labels}
     identical = identical_seeds(per_run)
     rows = []
-    for name, group in done.groupby("name", sort=False):
-        est = summarize(group["y"])
-        vs_base = difference(dict(zip(group["seed"], group["y"])), base_values)
+    for name, runs in members.items():
+        est = summarize(r["y"] for r in runs)
+        vs_base = difference({r["seed"]: r["y"] for r in runs}, base_values)
         if name == base_name:
-            vs_base = Estimate(0.0, len(group), paired=True)
+            vs_base = Estimate(0.0, len(runs), paired=True)
         half = math.nan if vs_base is None or {name, base_name} & identical else level.half_width(vs_base.sd, vs_base.n)
         mismatch: dict[str, bool] = {}  # reason -> whether it biases `metric`
         gaps = []
-        runs = [records[i] for i in group.index]
         # checked against the same-seed baseline; a seed without one (a leave-one-out round that
         # paired it with `all`) only where no seed has one, against the first baseline run
         for run in [r for r in runs if r["seed"] in controls] or runs:
@@ -334,17 +336,17 @@ def _ranking(per_run: pd.DataFrame, factors: list[_Factor], reference: float, me
             gaps.append(coverage_gap(run, control))
         if any(gaps):
             mismatch[coverage_reason([g for g in gaps if g], metric)] = metric == "mainrun"
-        breaking = [t for t in frames.split_toggles(group["toggles"].iloc[0]) if not allowed.get(t, True)]
+        breaking = [t for t in frames.split_toggles(runs[0]["toggles"]) if not allowed.get(t, True)]
         given = seeds_of(per_run, name, [] if name == base_name else [base_name])
         rows.append({
-            "name": name, "toggles": group["toggles"].iloc[0], "n": est.n, "seeds": len(group),
+            "name": name, "toggles": runs[0]["toggles"], "n": est.n, "seeds": len(runs),
             "paired": vs_base.n if vs_base else 0, "final": est.mean, "final_sd": est.sd,
-            "best": group["best"].mean(), "best_step": group["best_at"].median(),
+            "best": means[name]["best"], "best_step": best_steps[name],
             "d_ref": est.mean - reference, "d_ref_pct": (est.mean - reference) / reference * 100,
             "d_base": vs_base.mean if vs_base else math.nan,
             "d_base_lo": vs_base.mean - half if vs_base else math.nan,
             "d_base_hi": vs_base.mean + half if vs_base else math.nan,
-            "wall_time_s": group["wall_time_s"].mean(), "tokens_per_s": group["tokens_per_s"].mean(),
+            "wall_time_s": means[name]["wall_time_s"], "tokens_per_s": means[name]["tokens_per_s"],
             "seeds_lost": len(given.lost), "seeds_pending": given.pending,
             "status": "completed", "error": None, "seed": None,
             "is_baseline": name == base_name, "breaks_rule": "+".join(breaking),
