@@ -104,7 +104,12 @@ def measure(code: str, timeout: float, ablate: Path | None = None) -> dict:
             "peak_mb": round(result["peak_kb"] / 1024), **{k: v for k, v in result.items() if k not in ("seconds", "peak_kb")}}
 
 
-PEAK = "import resource, json; peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss"
+# The process's own peak: VmHWM, its memory's high-water mark since exec. Not getrusage's
+# ru_maxrss, which Linux carries across exec from the parent that forked it: measured that way,
+# every reader of a database this process had just built "peaked" at this process's ~1 GB.
+PEAK = ("import json, re, resource; from pathlib import Path; status = Path('/proc/self/status'); "
+        "peak = int(re.search(r'VmHWM:\\s+(\\d+)', status.read_text()).group(1)) if status.exists() "
+        "else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss")
 
 
 def cli(db: Path, name: str, fmt: str, out: Path | None) -> str:

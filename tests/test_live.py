@@ -264,3 +264,52 @@ def test_a_stale_report_is_answered_at_once_and_rebuilt_behind_it(tmp_path, monk
     while reports.get("m")["version"] != live.version(url, "m") and time.monotonic() < deadline:
         time.sleep(0.05)
     assert reports.get("m")["version"] == live.version(url, "m")
+
+
+def test_the_view_follows_a_matrix_that_writes_postgresql(tmp_path, pg_url):
+    """A cluster's database: `ablate serve --db postgresql://…` while `ablate run` writes it, read
+    over HTTP as the page reads it: the experiment appears, its completed runs and points grow
+    between polls that send only what is new, and the report it serves at the end is `ablate
+    report --format json`'s."""
+    (tmp_path / "train.py").write_text(TRAINER)
+    (tmp_path / "m.yaml").write_text(MATRIX.format(python=sys.executable))
+    proc, url = start_server(pg_url)
+
+    def get(path: str) -> dict:
+        with urllib.request.urlopen(url + path, timeout=120) as answer:
+            return json.loads(answer.read())
+
+    env = {k: v for k, v in os.environ.items() if k != "ABLATE_DB"}
+    matrix = subprocess.Popen([sys.executable, "-m", "ablate", "run", "m.yaml", "--db", pg_url], cwd=tmp_path,
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        completed, points, since, version = [], 0, 0, None
+        deadline = time.monotonic() + 600  # a hang guard
+        while matrix.poll() is None and time.monotonic() < deadline:
+            if get("/api/experiments")["experiments"]:
+                now = get(f"/api/experiments/live/progress?since={since}" + (f"&known={version}" if version else ""))
+                if not now.get("unchanged"):
+                    completed.append(now["counts"]["completed"])
+                    points += len(now["points"])
+                    assert all(p[0] > 0 for p in now["points"]) and now["last_id"] >= since
+                    since, version = now["last_id"], now["version"]
+            time.sleep(0.2)
+        assert matrix.wait(timeout=300) == 1, matrix.stdout.read()  # the broken runs fail it
+        final = get(f"/api/experiments/live/progress?since={since}&known={version}")
+        if not final.get("unchanged"):
+            completed.append(final["counts"]["completed"])
+            points += len(final["points"])
+        assert completed[-1] == 6 and len(set(completed)) > 2, completed  # seen to move, not only at the end
+        assert points == 6 * 4 + 3 * 1  # every evaluation once: 6 runs of 4, 3 broken runs of 1
+        said = subprocess.run([sys.executable, "-m", "ablate", "report", "m.yaml", "--db", pg_url, "-f", "json"],
+                              cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        deadline = time.monotonic() + 300  # built in the background: the one of the data that is there now
+        while (served := get("/api/experiments/live/report"))["version"] != final["version"]:
+            assert time.monotonic() < deadline, (served["version"], final["version"])
+            time.sleep(0.2)
+        assert served["json"] == json.loads(said.stdout)
+    finally:
+        if matrix.poll() is None:
+            matrix.kill()
+        proc.terminate()
+        proc.wait(timeout=30)

@@ -218,8 +218,8 @@ def _summary_ids(experiment: str, columns: list[str]) -> Any:
     database, each over the experiment's evaluations in index order (a window function's sort of
     every evaluation cost 3x more), so that only these rows travel."""
     values = [_value(c).label(f"v{i}") for i, c in enumerate(columns)]
-    # OFFSET 0 keeps the subquery whole: each row's values out of JSON once, not once per use
-    scope = experiment_evals(experiment, Eval.run_id, Eval.attempt, Eval.step, *values).offset(0).subquery()
+    # one table used twice: both databases materialize it, each row's values out of JSON once
+    scope = experiment_evals(experiment, Eval.run_id, Eval.attempt, Eval.step, *values).cte("scope")
     v = [scope.c[f"v{i}"] for i in range(len(columns))]
     bounds = select(scope.c.run_id, scope.c.attempt, func.max(scope.c.step).label("last"),
                     *(f(c).label(f"{name}{i}") for i, c in enumerate(v) for name, f in (
