@@ -263,8 +263,8 @@ def test_a_crashing_hanging_or_malformed_trainer_fails_its_run_and_the_matrix_go
                                      '{"step": 1, "val_loss": 2.0'),
         "mode=silent": ("failed", 'TrainerError: no evaluation reported; print JSON lines such as {"step": 100, '
                                   '"val_loss": 2.31} (or call ablate.report_eval)'),
-        "mode=nometric": ("failed", "TrainerError: the last evaluation (step 1) has no 'val_loss', the matrix's "
-                                    "metric (it has: loss)"),
+        "mode=nometric": ("failed", "TrainerError: no evaluation has 'val_loss', the matrix's metric (the last, "
+                                    "step 1, has: loss)"),
     }
     assert not _alive(int((tmp_path / "hang.pid").read_text()))  # the hung trainer was stopped
     log = next((tmp_path / "logs" / "faulty").glob("*/run1-*.log")).read_text()

@@ -9,7 +9,7 @@ metric without its own `min_effect` (Mainrun's 0.005 nats/char means nothing in 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -48,7 +48,7 @@ class Secondary(Strict):
 class Metric(Strict):
     name: str = Field("val_loss", pattern=r"^[A-Za-z_]\w*$")
     goal: Literal["minimize", "maximize"] = "minimize"
-    pattern: str | None = Field(None, min_length=1)  # a regular expression reading it from stdout
+    pattern: str | list[Annotated[str, Field(min_length=1)]] | None = Field(None, min_length=1)  # regexes reading stdout
     also: list[Secondary] = []  # secondary metrics: reported, never ranked by unless asked
 
     @model_validator(mode="after")
@@ -87,7 +87,8 @@ def own_base(trainer: TrainerSpec, params: dict, inputs: list[str], metric: Metr
                      for p in pattern_problems(metric.pattern, secondary.name)
                      if "named group" in p]  # the pattern's own syntax error is said once, above
     return custom_base(kind, text, params, inputs, path.parent.resolve(), problems, timeout_s=trainer.timeout,
-                       max_evals=trainer.max_evals, metric=metric.name, pattern=metric.pattern,
+                       max_evals=trainer.max_evals, metric=metric.name,
+                       pattern=tuple(metric.pattern) if isinstance(metric.pattern, list) else metric.pattern,
                        args=trainer.args, flag=trainer.flag, seed_env=trainer.seed_env)
 
 

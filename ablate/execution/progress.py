@@ -100,14 +100,14 @@ class LiveProgress:
 
     def _final_value(self, run) -> tuple[str, float | None]:
         """The run's final metric and its value: Mainrun's val_loss, or your own trainer's metric
-        at its last evaluation."""
+        at the last evaluation that has it."""
         config = run.config if run.final_val_loss is None else None  # Mainrun's has its loss
         if not is_custom(config or {}):
             return "val_loss", run.final_val_loss
         metric = run.config["trainer"].get("metric", "val_loss")
-        evals = self.store.evals(run.id, run.attempt)
-        last = evals[-1] if evals else None
-        value = getattr(last, metric, None) if metric in EVAL_COLUMNS else (last.extra or {}).get(metric) if last else None
+        values = [getattr(e, metric, None) if metric in EVAL_COLUMNS else (e.extra or {}).get(metric)
+                  for e in self.store.evals(run.id, run.attempt)]
+        value = next((v for v in reversed(values) if v is not None), None)
         return metric, None if value is None else float(value)
 
     def _delta_base(self, run) -> str:

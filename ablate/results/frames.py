@@ -374,18 +374,18 @@ def export(frame: pd.DataFrame, path: str | Path, force: bool = False) -> Path:
 
 
 def with_own_finals(runs: pd.DataFrame, db: str | Path | Store | None = None) -> pd.DataFrame:
-    """Runs of your own trainer get `final <metric>`, their last evaluation's value of the metric
-    their matrix declares (Mainrun's runs carry theirs in final_val_loss already)."""
+    """Runs of your own trainer get `final <metric>`, the value of the metric their matrix
+    declares at the last evaluation that has it (Mainrun's runs carry theirs in final_val_loss)."""
     if "cfg.trainer" not in runs:
         return runs
     metric = runs["cfg.trainer"].map(lambda t: t.get("metric") if isinstance(t, dict) else None)
     if metric.isna().all():
         return runs
     evals = load_evals(db, runs=runs["run_id"].astype(int).tolist())
-    last = evals.groupby("run_id").tail(1).set_index("run_id")
     out = runs.copy()
     for name in metric.dropna().unique():
-        column = name if name in last else f"extra.{name}"
-        values = last[column] if column in last else pd.Series(dtype=float)
+        column = name if name in evals else f"extra.{name}"
+        scored = evals.dropna(subset=[column]) if column in evals else evals.iloc[:0]
+        values = scored.groupby("run_id").tail(1).set_index("run_id")[column] if len(scored) else pd.Series(dtype=float)
         out[f"final {name}"] = [values.get(i) if m == name else None for i, m in zip(out["run_id"], metric)]
     return out

@@ -389,8 +389,8 @@ def render_run(detail: RunDetail, format: str = "table", width: int = 100, color
     own = isinstance(detail.config, ParamsConfig)  # your trainer's metrics: whatever it reported
     if detail.values:
         header.append(f"{detail.config.metric if own else 'val_loss'} {sparkline(detail.values)}")
-    evals = _eval_cells(detail.evals.rename(columns=lambda c: c.removeprefix("extra.")) if own else
-                        detail.evals.drop(columns=[c for c in detail.evals.columns if c.startswith("extra.")]))
+    evals = _eval_cells(detail.evals.rename(columns=lambda c: c.removeprefix("extra.")), exact=True) if own else \
+        _eval_cells(detail.evals.drop(columns=[c for c in detail.evals.columns if c.startswith("extra.")]))
     evals = _drop_empty(evals) if own else evals
     if format == "markdown":
         return "\n\n".join([*header, "**Config vs " + detail.config_diff.columns[-1] + "**",
@@ -411,11 +411,17 @@ _EVAL_FORMATS = {"step": "{:.0f}", "epoch": "{:g}", "val_loss": "{:.4f}", "val_l
                  "tokens_seen": "{:,.0f}", "elapsed_s": "{:.1f}s", "tokens_per_s": "{:,.0f}"}
 
 
-def _eval_cells(evals: pd.DataFrame) -> pd.DataFrame:
-    """Evaluations as text, one number format per column (epochs as integers, times in seconds)."""
-    return evals.apply(lambda column: column.map(
-        lambda v: "" if missing(v) else _EVAL_FORMATS[column.name].format(v)
-        if column.name in _EVAL_FORMATS else _cell(v)))
+def _eval_cells(evals: pd.DataFrame, exact: bool = False) -> pd.DataFrame:
+    """Evaluations as text, one number format per column (epochs as integers, times in seconds);
+    `exact`: your own script's values as it printed them (2540.93, not 2,541), each the shortest
+    text that reads back as the stored number."""
+    def text(v: Any, column: str) -> str:
+        if missing(v):
+            return ""
+        if column in _EVAL_FORMATS:
+            return _EVAL_FORMATS[column].format(v)
+        return repr(float(v)).removesuffix(".0") if exact and isinstance(v, (float, np.floating)) else _cell(v)
+    return evals.apply(lambda column: column.map(lambda v: text(v, column.name)))
 
 
 def as_command(detail: RunDetail) -> str:

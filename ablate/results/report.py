@@ -191,7 +191,7 @@ def _own_report(exp: pd.Series, runs: pd.DataFrame, evals: pd.DataFrame, own: tu
     others = [f"{m} ({'higher' if d['goal'] == 'maximize' else 'lower'} is better, δ = {d['min_effect']:g})"
               for m, d in plan.also.items() if m != name]
     also = f" Also measured: {', '.join(others)}; `ablate report --metric NAME` judges one." if others else ""
-    return Report(exp["experiment"], design, name, None, seeds, [f"Metric: {name}, its last evaluation's value; "
+    return Report(exp["experiment"], design, name, None, seeds, [f"Metric: {name}, its last value; "
                   f"{better} is better.{also}", *filter(None, [resolution_line, interval_line(seeds, level, plan)]),
                   *cost_lines(effects, per_run, plan.cost_min_effect),
                   *after_data], ranking, effects, title,

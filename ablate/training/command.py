@@ -19,7 +19,7 @@ point every job calls for a matrix with `trainer:` (`params.CUSTOM_TRAINER`).
   exception its `except Exception` cannot catch; one that catches even that is ended with its
   job a grace period later, and a run that returns late is failed anyway: "timed out" each time.
 
-Either way the last evaluation must carry the matrix's metric: that is what the report ranks.
+Either way an evaluation must carry the matrix's metric: its last value is what the report ranks.
 At most `trainer.max_evals` evaluations are stored; later ones are checked but not stored, but
 for the last of a run that completes.
 """

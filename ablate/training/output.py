@@ -4,11 +4,14 @@ Two forms, chosen by the matrix's `metric.pattern`:
 
 * no pattern: a line that starts with `{` is a JSON object with an integer `step` and numbers
   (what `ablate.report_eval` prints);
-* a pattern: a Python regular expression (the `re` module's dialect) with named groups. Every
-  line it matches (searched anywhere in the line) is one evaluation: the group `step`, if
-  the pattern has one, is its step, else the count of matching lines so far; every other named
-  group that matched is a value, read as a number. nanoGPT's `step 100: train loss 2.31, val
-  loss 2.35` is `step (?P<step>\\d+): train loss (?P<train_loss>[\\d.]+), val loss (?P<val_loss>[\\d.]+)`.
+* a pattern, or a list of them: Python regular expressions (the `re` module's dialect) with
+  named groups. Every line one of them matches (searched anywhere in the line; the first in
+  the list that matches) is one evaluation: the group `step`, if the pattern has one, is its
+  step, else one past the last evaluation's (the first is 1); every other named group that
+  matched is a value, read as a number. nanoGPT's `step 100: train loss 2.31, val loss 2.35`
+  is `step (?P<step>\\d+): train loss (?P<train_loss>[\\d.]+), val loss (?P<val_loss>[\\d.]+)`;
+  a second pattern reads a line printed once at the end, such as `| End of training | test
+  loss 7.30`, into an evaluation of its own.
 
 Lines that are not evaluations go to the run's log.
 
@@ -44,14 +47,22 @@ class PatternTimeout(TrainerError):
     """metric.pattern took longer than its budget on one line (or than the time left to the run)."""
 
 
-def pattern_problems(pattern: str, metric: str) -> list[str]:
-    """Why `pattern` cannot read evaluations of `metric`: it does not compile, or has no group
-    for the metric. Each a `metric.pattern: ...` line."""
-    try:
-        groups = re.compile(pattern).groupindex
-        regex.compile(pattern)  # the engine that matches it, with a time budget
-    except (re.error, regex.error) as e:
-        return [f"metric.pattern: {e} (a Python regular expression; a group is (?P<name>...))"]
+def patterns_of(pattern: str | tuple[str, ...] | list[str] | None) -> tuple[str, ...]:
+    """metric.pattern as a tuple of patterns (none, one, or the list's)."""
+    return () if pattern is None else (pattern,) if isinstance(pattern, str) else tuple(pattern)
+
+
+def pattern_problems(pattern: str | tuple[str, ...] | list[str], metric: str) -> list[str]:
+    """Why `pattern` (one, or a list) cannot read evaluations of `metric`: one does not compile,
+    or none has a group for the metric. Each a `metric.pattern: ...` line."""
+    patterns, groups = patterns_of(pattern), {}
+    for i, one in enumerate(patterns):
+        where = "metric.pattern" + (f"[{i}]" if not isinstance(pattern, str) else "")
+        try:
+            groups.update(re.compile(one).groupindex)
+            regex.compile(one)  # the engine that matches it, with a time budget
+        except (re.error, regex.error) as e:
+            return [f"{where}: {e} (a Python regular expression; a group is (?P<name>...))"]
     if metric not in groups:
         named = ", ".join(groups) or "none"
         return [f"metric.pattern: expected a named group (?P<{metric}>...) for the metric {metric!r} "
@@ -63,16 +74,16 @@ class OutputReader:
     """Turns the trainer's stdout lines into evaluations (dicts with `step`), or None for a line
     that is not one."""
 
-    def __init__(self, pattern: str | None = None):
+    def __init__(self, pattern: str | tuple[str, ...] | None = None):
         self.pattern = pattern
-        self.regex = regex.compile(pattern) if pattern else None
-        self.matched = 0
+        self.regexes = [regex.compile(one) for one in patterns_of(pattern)]
+        self.step = 0  # the last evaluation's
 
     def read(self, line: str, number: int, deadline: float | None = None) -> dict[str, Any] | None:
-        """The evaluation a line holds, or None. Matching stops at MATCH_BUDGET_S, or at the
-        run's `deadline` (time.monotonic()) if sooner: PatternTimeout."""
+        """The evaluation a line holds, or None. Matching (every pattern, together) stops at
+        MATCH_BUDGET_S, or at the run's `deadline` (time.monotonic()) if sooner: PatternTimeout."""
         text = line.strip()
-        if self.regex is None:
+        if not self.regexes:
             if not text.startswith("{"):
                 return None
             try:
@@ -80,15 +91,18 @@ class OutputReader:
             except json.JSONDecodeError as e:
                 raise TrainerError(f"stdout line {number} is not valid JSON ({e.msg}): {text[:120]}") from None
         budget = MATCH_BUDGET_S if deadline is None else max(0.0, min(MATCH_BUDGET_S, deadline - time.monotonic()))
-        try:
-            found = self.regex.search(text, timeout=budget)
-        except TimeoutError:
-            raise PatternTimeout(f"metric.pattern {self.pattern!r} took over {budget:.3g} s on stdout line {number} "
-                                 f"({len(text):,} characters) and was stopped: nested repeats such as "
-                                 f"(a+)+ try every split of a line; simplify the pattern") from None
+        ends, found = time.monotonic() + budget, None
+        for pattern in self.regexes:
+            try:
+                found = pattern.search(text, timeout=max(0.0, ends - time.monotonic()))
+            except TimeoutError:
+                raise PatternTimeout(f"metric.pattern {pattern.pattern!r} took over {budget:.3g} s on stdout line "
+                                     f"{number} ({len(text):,} characters) and was stopped: nested repeats such as "
+                                     f"(a+)+ try every split of a line; simplify the pattern") from None
+            if found is not None:
+                break
         if found is None:
             return None
-        self.matched += 1
         values: dict[str, Any] = {}
         for name, value in found.groupdict().items():
             if value is None:  # an optional group that did not take part
@@ -98,7 +112,8 @@ class OutputReader:
             except ValueError:
                 raise TrainerError(f"stdout line {number}: the group {name!r} of metric.pattern matched "
                                    f"{value[:60]!r}; expected a number") from None
-        values.setdefault("step", self.matched)
+        values.setdefault("step", self.step + 1)
+        self.step = values["step"]
         return values
 
     def never_matched(self, last_lines: list[str]) -> str:
@@ -117,6 +132,7 @@ class Evaluations:
         self.metric, self.on_eval, self.how, self.limit = metric, on_eval, how, limit
         self.last: dict[str, Any] | None = None
         self.count = 0
+        self.scored: tuple[int, dict[str, Any]] | None = None  # the last evaluation with the metric, and its count
 
     def accept(self, metrics: Any, where: str) -> None:
         if not isinstance(metrics, dict):
@@ -135,6 +151,8 @@ class Evaluations:
                 raise TrainerError(f"{where}: {key!r} is {repr(value)[:60]}; expected a finite number")
             values[str(key)] = number
         self.last, self.count = values, self.count + 1
+        if self.metric in values:
+            self.scored = (self.count, values)
         if self.count <= self.limit:
             self.on_eval(dict(values))
         elif self.count == self.limit + 1:
@@ -142,16 +160,19 @@ class Evaluations:
                   f"stored, but for the last", file=sys.stderr, flush=True)
 
     def finish(self) -> None:
-        """The run completed: its last evaluation, stored if it was past the limit, must carry
-        the metric."""
+        """The run completed: an evaluation must carry the metric (the last that does gives its
+        final value; a line printed after it, read by another pattern, may carry others only).
+        Past the limit, that one and the last are stored."""
         if self.last is None:
             raise TrainerError("no evaluation reported; " + (
                 f'print JSON lines such as {{"step": 100, "{self.metric}": 2.31}} (or call ablate.report_eval)'
                 if self.how == "command" else f"call report(100, {self.metric}=2.31), the function's second argument"))
-        if self.metric not in self.last:
+        if self.scored is None:
             keys = ", ".join(k for k in self.last if k != "step") or "none"
-            raise TrainerError(f"the last evaluation (step {self.last['step']}) has no {self.metric!r}, the "
-                               f"matrix's metric (it has: {keys})")
+            raise TrainerError(f"no evaluation has {self.metric!r}, the matrix's metric (the last, step "
+                               f"{self.last['step']}, has: {keys})")
+        if self.scored[0] > self.limit and self.scored[1] is not self.last:
+            self.on_eval(dict(self.scored[1]))
         if self.count > self.limit:
             self.on_eval(dict(self.last))
 

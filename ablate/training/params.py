@@ -77,7 +77,7 @@ class ParamsConfig:
     timeout_s: float | None = None  # a run longer than this fails
     metric: str = "val_loss"  # what every run must report
     max_evals: int = DEFAULT_MAX_EVALS  # evaluations stored per run
-    pattern: str | None = None  # a regular expression reading evaluations from stdout (else JSON lines)
+    pattern: str | tuple[str, ...] | None = None  # regular expressions reading evaluations from stdout (else JSON lines)
     args: str = DEFAULT_ARGS  # how {args} spells each parameter
     flag: str | None = None  # how {args} spells a true boolean (a false one: not at all); None: as args
     seed_env: bool = False  # the script reads ABLATE_SEED: a command without {seed} still gets its seed
@@ -125,7 +125,7 @@ class ParamsConfig:
         return {**self.values(), "trainer": {
             self.kind: self.spec, "workdir": self.workdir, "inputs": list(self.inputs),
             "timeout_s": self.timeout_s, "metric": self.metric, "max_evals": self.max_evals,
-            "pattern": self.pattern, "args": self.args, "flag": self.flag, "seed_env": self.seed_env}}
+            "pattern": list(self.pattern) if isinstance(self.pattern, tuple) else self.pattern, "args": self.args, "flag": self.flag, "seed_env": self.seed_env}}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "ParamsConfig":
@@ -134,7 +134,7 @@ class ParamsConfig:
         params = tuple((k, v) for k, v in d.items() if k not in RESERVED)
         return cls(kind, how.get(kind, ""), params, d.get("seed", DEFAULT_SEED), how.get("workdir", "."),
                    tuple(how.get("inputs", ())), how.get("timeout_s"), how.get("metric", "val_loss"),
-                   how.get("max_evals", DEFAULT_MAX_EVALS), how.get("pattern"), how.get("args", DEFAULT_ARGS),
+                   how.get("max_evals", DEFAULT_MAX_EVALS), _hashable(how.get("pattern")), how.get("args", DEFAULT_ARGS),
                    how.get("flag"), bool(how.get("seed_env", False)))
 
     def by_hand(self) -> str:
@@ -178,6 +178,11 @@ class ParamsConfig:
         d = {"trainer": how, "params": dict(self.params), "seed": self.seed, "inputs": fingerprint}
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _hashable(pattern: Any) -> Any:
+    """metric.pattern as a config holds it: a list of patterns as a tuple."""
+    return tuple(pattern) if isinstance(pattern, list) else pattern
 
 
 _RUN_DIR_MARK = "\0run_dir\0"  # no command word can hold a NUL: where {run_dir} went
