@@ -12,6 +12,7 @@ import typer
 from rich.text import Text
 
 from .cli_db import db_app
+from .cli_init import init_cmd
 from .cli_serve import serve_cmd
 from .extras import require
 from .results import outfile
@@ -23,6 +24,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Ablation matrices for small language models: which changes help?")
 app.add_typer(db_app, name="db")
 app.command("serve")(serve_cmd)
+app.command("init")(init_cmd)
 
 
 def _print_version(value: bool) -> None:
@@ -105,32 +107,27 @@ DataOption = Annotated[Optional[str], typer.Option(help="local data file in plac
 
 
 @app.command()
-def init(
-    script: Annotated[Path, typer.Argument(metavar="SCRIPT.py", help="your training script")],
-    line: Annotated[Optional[str], typer.Option(help="one line the script prints with its metric, to read it from")] = None,
-    out: Annotated[Optional[Path], typer.Option(help="the matrix to write (default: ablate-SCRIPT.yaml beside the script)")] = None,
-    force: Annotated[bool, typer.Option("--force", help="replace an existing file")] = False,
-) -> None:
-    """Write a starting matrix from a script's flags; never trains."""
-    from .execution.scaffold import write_starting_matrix
-
-    with user_errors():
-        path = outfile.checked(out or script.with_name(f"ablate-{script.stem}.yaml"), (".yaml", ".yml"), force=True)
-        summary = write_starting_matrix(script, path, line, force)
-    say("wrote", "green", f"{path}: {summary}. Next: ablate plan {path}")
-
-
-@app.command()
 def plan(matrix_path: Annotated[str, typer.Argument(metavar="MATRIX.yaml")],
-         data: DataOption = None, db: DbOption = None) -> None:
+         data: DataOption = None, db: DbOption = None,
+         check_pattern: Annotated[Optional[Path], typer.Option(help="read this saved output with the matrix's metric.pattern, as a run would; trains nothing")] = None) -> None:
     """Expand a matrix without running it: its runs and what is done. It lists each run's identity."""
     from rich.table import Table
 
     from .execution import runner
     from .storage.database import is_missing
     from .storage.store import open_store
+    from .training.output import TrainerError
+    from .training.transcript import check_pattern as read_output
 
     matrix, rows = _planned(matrix_path, data)
+    if check_pattern is not None:
+        config = rows[0].planned.config
+        try:
+            if not hasattr(config, "pattern"):
+                raise TrainerError("reads your own command's output; Mainrun's trainer prints none to read")
+            return typer.echo("\n".join(read_output(check_pattern, config.pattern, config.metric)))
+        except (TrainerError, OSError) as e:
+            fail(f"--check-pattern {check_pattern}: {e}")
     url = _matrix_db(db, matrix)
     known, estimate = {}, None
     if not is_missing(url):  # planning reads the database, never creates it
@@ -410,17 +407,21 @@ def show_cmd(
     experiment: ExperimentOption = None, db: DbOption = None, fmt: FormatOption = "table",
     seed: Annotated[Optional[int], typer.Option(help="the run of this seed, when the name has several")] = None,
     as_command: Annotated[bool, typer.Option("--as-command", help="print the `ablate train` line that reproduces the run (one per seed when the name has several)")] = False,
+    output: Annotated[bool, typer.Option("--output", help="your own command's output as it printed it, ▶ before each line its pattern read")] = False,
+    log_dir: Annotated[str, typer.Option(help="the --log-dir the run ran with (for --output)")] = "ablate-logs",
 ) -> None:
     """One run: config vs its baseline, evaluations and a sparkline. Its status or error too."""
     from .results.frames import find_run, find_runs, load_evals, load_runs
     from .results.render import FORMATS, as_command as command_for, render_run
-    from .results.detail import run_detail
+    from .results.detail import kept_output, run_detail
     from .storage.store import open_store
 
     _check(fmt, FORMATS, "--format")
     with user_errors(), open_store(db, read_only=True) as store:
         runs = load_runs(store, experiment)
         rows = [r for _, r in find_runs(runs, run, seed).iterrows()] if as_command else [find_run(runs, run, seed)]
+        if output:
+            return typer.echo(kept_output(store, rows[0], log_dir))
         details = [run_detail(runs, load_evals(store, row["experiment"], runs=[int(row["run_id"])]), row)
                    for row in rows]
     if as_command:

@@ -1,6 +1,8 @@
-"""Several patterns, several metrics (issue 37): a script that prints a line per epoch and one
-at the end of training (fairseq's style) is read by a list of patterns, each feeding its own
-groups; the first one decides, the others are stored and shown as the script printed them."""
+"""Several patterns, several metrics, and the script's own output kept (issue 37): a script that
+prints a line per epoch and one at the end of training (fairseq's style) is read by a list of
+patterns, each feeding its own groups; the first one decides, the others are stored and shown
+as the script printed them; its output, both streams, is kept beside the run's log, printed by
+`show --output` with the lines read marked, and `plan --check-pattern` reads a saved one."""
 
 from __future__ import annotations
 
@@ -17,10 +19,11 @@ from ablate.execution.matrix import MatrixError, parse_matrix
 from ablate.training.output import OutputReader, TrainerError
 
 SCRIPT = """\
-import argparse, random
+import argparse, random, sys
 ap = argparse.ArgumentParser()
 ap.add_argument("--lr", type=float, default=0.1); ap.add_argument("--seed", type=int, default=1)
 a = ap.parse_args()
+print("warming up", file=sys.stderr, flush=True)
 random.seed(a.seed * 1000 + round(a.lr * 100))
 for epoch in range(1, 4):
     loss = 7 + 1 / (epoch * a.lr) + 0.01 * random.random()
@@ -73,6 +76,18 @@ def test_two_patterns_feed_two_metrics_and_show_prints_them_as_printed(tmp_path)
     assert shown.returncode == 0, shown.stderr
     for value in (evals[2][1]["valid_ppl"], evals[3][1]["test_ppl"]):  # e.g. 2540.93, never "2,541"
         assert repr(value) in shown.stdout and f"{value:,.0f}" not in shown.stdout, (value, shown.stdout)
+    kept = ablate("show", "baseline", "--seed", "1", "--db", "r.db", "--output", cwd=tmp_path)
+    assert kept.returncode == 0, kept.stderr
+    assert kept.stdout.splitlines() == ["  warming up", *("▶ " + line for line in printed)]
+    saved = tmp_path / "saved.txt"
+    saved.write_text(kept.stdout)  # as show printed it, marks and all
+    checked = ablate("plan", "m.yaml", "--check-pattern", str(saved), cwd=tmp_path)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.splitlines()[-1].startswith("4 evaluation(s), 3 with 'valid_loss'")
+    assert checked.stdout.splitlines()[3].startswith("line 5: step 4, test_loss ")
+    saved.write_text(printed[-1] + "\n")  # the end line alone: no evaluation of the metric
+    checked = ablate("plan", "m.yaml", "--check-pattern", str(saved), cwd=tmp_path)
+    assert checked.returncode == 2 and "no line gives 'valid_loss'" in checked.stderr
     ranked = json.loads(ablate("report", "m.yaml", "--db", "r.db", "-f", "json", cwd=tmp_path).stdout)
     assert ranked["effects"][0]["effect"] == "higher" and ranked["effects"][0]["verdict"] == "better"
     secondary = json.loads(ablate("report", "m.yaml", "--db", "r.db", "-f", "json", "--metric", "test_loss",
@@ -100,3 +115,19 @@ def test_a_match_without_a_step_is_one_past_the_last_and_the_first_pattern_that_
     assert reader.read("nothing here", 3) is None
     with pytest.raises(TrainerError, match="expected a number"):
         OutputReader(("v (?P<v>\\S+)",)).read("v abc", 1)
+
+
+def test_the_output_kept_is_bounded_at_its_head_and_its_tail(tmp_path, monkeypatch):
+    from ablate.training import transcript
+
+    monkeypatch.setattr(transcript, "HEAD_BYTES", 100)
+    monkeypatch.setattr(transcript, "TAIL_BYTES", 100)
+    kept = transcript.Transcript(tmp_path / "run1-attempt1.output")
+    for i in range(1000):
+        kept.write(f"line {i:04d}")  # 10 bytes each, newline added
+    kept.close()
+    kept.write("after the end")  # a stream's thread may still hand a line: dropped, no error
+    lines = (tmp_path / "run1-attempt1.output").read_text().splitlines()
+    assert lines[:10] == [f"line {i:04d}" for i in range(10)]
+    assert lines[10] == "[ablate: 980 lines (9,800 bytes) not kept here: the first 100 bytes and the last 100 are]"
+    assert lines[11:] == [f"line {i:04d}" for i in range(990, 1000)]

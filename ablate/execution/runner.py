@@ -27,6 +27,7 @@ from ..storage.store import Store
 from ..training.config import DEFAULT_TRAINER
 from ..training.datasource import check_titles, fingerprint
 from ..training.params import CUSTOM_TRAINER
+from ..training.transcript import output_name
 from .executors import Executor
 from .job import Ended, Job
 from .seeds import VerdictPlan, verdict_plan
@@ -234,6 +235,7 @@ def run(store: Store, run_ids: list[int], executor: Executor, *, trainer: str = 
                         job_options["checkpoint_dir"] = str(checkpoint_root / claimed.hash)
                     if run_root is not None:
                         job_options["run_dir"] = str(run_root / f"run{claimed.id}-attempt{claimed.attempt}")
+                        job_options["output"] = str(run_root.parent / output_name(claimed.id, claimed.attempt))
                     job = Job(claimed.id, claimed.attempt, claimed.name, store.url, trainer, job_options)
                     tried.add(claimed.id)
                     executor.start(job, another_waits=bool(to_train - tried))

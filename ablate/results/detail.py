@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -12,7 +13,8 @@ import pandas as pd
 from ..training.params import ParamsConfig, is_custom
 from ..storage.schema import plain
 from ..training.config import TrainConfig
-from .frames import missing, per_frame
+from ..training.transcript import MARK, marked, output_name
+from .frames import ResultsError, missing, per_frame
 from .report import baseline_name, eval_column
 
 
@@ -91,6 +93,25 @@ def _baseline_by(baselines: pd.DataFrame) -> dict:
         found.setdefault((row["experiment"], row["seed"]), row)
         found.setdefault(row["experiment"], row)
     return found
+
+
+def kept_output(store: Any, row: Any, log_dir: str | Path) -> str:
+    """The output a run of your own command printed (its current attempt's, kept beside its log
+    under `log_dir` by `ablate run`), each line a pattern read marked (training.transcript)."""
+    from ..execution.workspace import database_label
+
+    name = output_name(int(row["run_id"]), int(row["attempt"]))
+    path = Path(log_dir) / str(row["experiment"]) / database_label(store) / name
+    config = {k[4:]: plain(v) for k, v in row.items() if k.startswith("cfg.") and not missing(v)}
+    if not is_custom(config) or "command" not in config["trainer"]:
+        raise ResultsError(f"run {row['run_id']} is not a run of your own command: its output is its log, "
+                           f"{path.with_suffix('.log')}")
+    if not path.is_file():
+        raise ResultsError(f"no output kept for run {row['run_id']} at {path}: pass the --log-dir it ran "
+                           f"with (ablate run's default: ablate-logs, beside where it ran)")
+    with open(path, encoding="utf-8", errors="replace") as text:
+        lines = list(marked(text, ParamsConfig.from_dict(config).pattern))
+    return "\n".join((MARK if read else " " * len(MARK)) + line for read, line in lines)
 
 
 RUN_RESULT_DETAILS = ("warmup_s", "step_time_s", "train_tokens_per_s", "peak_rss_bytes", "peak_rss_of",

@@ -46,6 +46,7 @@ from typing import Any
 
 from .config import ExecOptions
 from .output import Evaluations, OutputReader, PatternTimeout, TrainerError
+from .transcript import Transcript
 from .params import ParamsConfig
 
 STOP_GRACE_S = 5.0  # SIGTERM, then this long before SIGKILL
@@ -62,7 +63,7 @@ def train(config: dict, on_eval: Callable[[dict], None], options: ExecOptions | 
         options = options or ExecOptions()
         run_dir = _run_dir(options)
         try:
-            returned = _command(run, evals, run_dir)
+            returned = _command(run, evals, run_dir, options.output)
         finally:
             if options.run_dir is None:  # our own temporary one: gone unless the command left files in it
                 with contextlib.suppress(OSError):
@@ -92,10 +93,31 @@ def _run_dir(options: ExecOptions) -> str:
     return options.run_dir
 
 
-def _command(run: ParamsConfig, evals: Evaluations, run_dir: str) -> dict:
+def _command(run: ParamsConfig, evals: Evaluations, run_dir: str, output: str | None = None) -> dict:
     words = run.command(run_dir)
     env = {**os.environ, "ABLATE_SEED": str(run.seed), "ABLATE_RUN_DIR": run_dir}
     print(f"ablate: {shlex.join(words)}  (in {run.workdir}; run_dir {run_dir})", flush=True)
+    transcript = _transcript(output)
+    try:
+        return _watch(run, evals, words, env, transcript)
+    finally:
+        if transcript is not None:
+            transcript.close()
+
+
+def _transcript(output: str | None) -> Transcript | None:
+    """Where the command's output is kept as printed (`transcript`), if the job says where."""
+    if output is None:
+        return None
+    try:
+        return Transcript(output)
+    except OSError as e:  # a run is not lost for want of its transcript
+        print(f"ablate: cannot keep the output at {output}: {e.strerror or e}", file=sys.stderr, flush=True)
+        return None
+
+
+def _watch(run: ParamsConfig, evals: Evaluations, words: list[str], env: dict, transcript: Transcript | None) -> dict:
+    """Run the command, reading its evaluations from stdout as they come."""
     started = time.monotonic()
     try:
         child = subprocess.Popen(words, cwd=run.workdir, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -110,12 +132,14 @@ def _command(run: ParamsConfig, evals: Evaluations, run_dir: str) -> dict:
     errors: collections.deque[str] = collections.deque(maxlen=20)
     said: collections.deque[str] = collections.deque(maxlen=5)  # stdout's last lines, for a pattern that never matched
     reader = OutputReader(run.pattern)
+    keep = transcript.write if transcript is not None else lambda line: None
     pumps = [threading.Thread(target=_pump, args=(child.stdout, lines.put), daemon=True),
-             threading.Thread(target=_pump, args=(child.stderr, lambda t: _echo(t, errors)), daemon=True)]
+             threading.Thread(target=_pump, args=(child.stderr, lambda t: _echo(t, errors, keep)), daemon=True)]
     for pump in pumps:
         pump.start()
     try:
         for number, line in enumerate(_lines(lines, deadline, child, run), 1):
+            keep(line)
             try:
                 metrics = reader.read(line, number, deadline)
             except PatternTimeout:
@@ -150,9 +174,11 @@ def _pump(stream: Any, put: Callable[[Any], None]) -> None:
     put(None)
 
 
-def _echo(line: str | None, errors: collections.deque) -> None:
-    """A line of the trainer's stderr into the run's log (and the last few kept for the error)."""
+def _echo(line: str | None, errors: collections.deque, keep: Callable[[str], None]) -> None:
+    """A line of the trainer's stderr into the run's log and its transcript (and the last few
+    kept for the error)."""
     if line is not None:
+        keep(line)
         errors.append(line)
         sys.stderr.write(line)
         sys.stderr.flush()

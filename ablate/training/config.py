@@ -181,6 +181,7 @@ class ExecOptions:
     threads: int | None = None  # torch intra-op threads (CPU)
     step_metrics: bool = True  # report lr / grad norm / loss of every step at each evaluation
     run_dir: str | None = None  # a fresh directory for this run and attempt (your own trainer's {run_dir})
+    output: str | None = None  # where your own command's stdout and stderr are kept as printed (training.transcript)
     runs_sharing_device: int = 1  # runs the executor trains at once on this run's device: timings compare at 1
     timed_exclusively: bool = False  # execution.timing: exclusive (nothing else of ablate's on the device)
 
