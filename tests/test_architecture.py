@@ -22,6 +22,7 @@ MAX_LINES = 500
 # model or the loop (the CLI's `ablate train` calls the trainer itself).
 TRAINING_API = {"ablate.training.config", "ablate.training.catalog", "ablate.training.datasource",
                 "ablate.training.params", "ablate.training.output",  # your own trainer's config and output
+                "ablate.training.transcript",  # and that output as printed, kept beside a run's log
                 "ablate.training.peak_rss"}  # a process's peak memory, which every attempt measures
 TORCH_MODULES = {"ablate.training.data", "ablate.training.model", "ablate.training.train", "ablate.training.checkpoint",
                  "ablate.training.command",  # seeds torch, where installed, for your entry point
