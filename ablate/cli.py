@@ -49,6 +49,7 @@ def train(
     data: Annotated[Optional[str], typer.Option(help="local csv/parquet/jsonl with a 'title' column")] = None,
     max_steps: Annotated[Optional[int], typer.Option(help="stop after N optimizer steps (run marked truncated)")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | cuda:N")] = "auto",
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads (torch's intra-op): a CPU run's numbers depend on them")] = None,
     compile: Annotated[bool, typer.Option("--compile", help="torch.compile the model")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="one JSON object per evaluation on stdout")] = False,
 ) -> None:
@@ -61,7 +62,7 @@ def train(
         require("mainrun", "the built-in trainer (ablate train)")
     from .training.train import train as run_training  # torch import only for commands that train
 
-    options = ExecOptions(device=device, compile=compile, max_steps=max_steps)
+    options = ExecOptions(device=device, compile=compile, max_steps=max_steps, threads=threads)
 
     def on_eval(m: dict) -> None:
         if as_json:

@@ -9,11 +9,13 @@ import gzip
 import io
 import json
 import os
+import re
 import shlex
 import shutil
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from ablate.cli import app
@@ -142,6 +144,10 @@ def test_as_command_prints_the_fields_that_differ_and_an_absolute_path_for_each_
         assert config == expected
         assert {s.split("=")[0] for s in sets} == set(expected.diff()) - {"data"}
         assert len(line) < 400
+        # the thread count it ran with (a CPU's sums depend on it), in options `ablate train` takes
+        threads = re.fullmatch(r"cpu \((\d+) threads?\)", row["device"]).group(1)
+        assert words[words.index("--device") + 1:words.index("--device") + 4] == ["cpu", "--threads", threads]
+        typer.main.get_command(app).commands["train"].make_context("train", words[2:])
 
 
 # --------------------------------------------------------------- 5. did you mean, --version
@@ -362,3 +368,17 @@ def test_show_formats_each_evaluation_column_one_way(shipped):
     column = {name.strip("| "): [row[i].strip("| ") for row in cells] for i, name in enumerate(header)}
     assert all(v.isdigit() for v in column["epoch"])  # 1, not 1.0000
     assert all(v.endswith("s") for v in column["elapsed_s"]) and all("," in v for v in column["tokens_seen"][3:])
+
+
+def test_as_command_of_a_run_whose_data_is_not_here_says_what_to_pass(tmp_path):
+    """A database merged from another machine names a data file this one does not have: a
+    comment above the line says so and how to check a copy; the line itself still parses."""
+    from ablate.results.render import command_for
+
+    gone = str(tmp_path / "elsewhere" / "hn.csv")
+    comment, line = command_for(TrainConfig(data=gone), None, "cpu (4 threads)").splitlines()
+    assert comment.startswith(f"# {gone} is not on this machine") and "--data FILE" in comment
+    words = shlex.split(line)
+    assert words[:4] == ["ablate", "train", "--data", gone] and words[-4:] == ["--device", "cpu", "--threads", "4"]
+    typer.main.get_command(app).commands["train"].make_context("train", words[2:])
+    assert "\n" not in command_for(TrainConfig(data=str(HN_CSV)), None, None)  # here: the line alone

@@ -52,7 +52,7 @@ def run_detail(runs: pd.DataFrame, evals: pd.DataFrame, row: pd.Series,
     mine = evals[evals["run_id"] == row["run_id"]].drop(columns=["experiment", "run_id", "name", "seed"])
     info = {k: plain(row.get(k)) for k in ("run_id", "experiment", "name", "hash", "seed", "status", "error",
                                               "toggles", "final_val_loss", "best_val_loss", "best_step",
-                                              "wall_time_s", "tokens_per_s", "code_version")}
+                                              "wall_time_s", "tokens_per_s", "code_version", "device")}
     info.update({k: plain(row.get(f"res.{k}")) for k in RUN_RESULT_DETAILS})
     info = {k: (None if missing(v) else v) for k, v in info.items()}
     column = eval_column(config.metric if isinstance(config, ParamsConfig) else "val_loss")

@@ -252,9 +252,14 @@ def _configurations(runs: pd.DataFrame, ranked: pd.DataFrame) -> str:
         rows = [[field, "" if missing(v) else str(v), "" if missing(b) else str(b)] for field, v, b in diff]
         body = _rows_table(["field", "value", label], rows, "diff") if rows else "<p>Same config as the baseline.</p>"
         out.append(f"<details><summary>{_e(name)}</summary>{body}<p>Reproduce (seed "
-                   f"{_e(plain(first[name]['seed']))}):</p><pre>{_e(command_for(config, truncated_at(first[name])))}"
+                   f"{_e(plain(first[name]['seed']))}):</p><pre>{_e(command_for(config, truncated_at(first[name]), _device(first[name])))}"
                    f"</pre></details>")
     return "".join(out) or "<p>None completed yet.</p>"
+
+
+def _device(run: dict) -> str | None:
+    """The device a run of the load_runs() frame ran on, as stored ("cpu (2 threads)"), or None."""
+    return None if missing(run.get("device")) else str(run["device"])
 
 
 def _verdict_cells(effects: pd.DataFrame) -> dict[str, list[str]]:

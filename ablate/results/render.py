@@ -20,6 +20,7 @@ import pandas as pd
 
 from ..training.catalog import CATALOG
 from ..training.config import TrainConfig, format_value
+from ..training.datasource import BUILTIN_PREFIX, local_format
 from ..training.params import ParamsConfig
 from ..execution.designs import short_name
 from ..execution.provenance import describe
@@ -426,14 +427,16 @@ def _eval_cells(evals: pd.DataFrame, exact: bool = False) -> pd.DataFrame:
 
 def as_command(detail: RunDetail) -> str:
     """An `ablate train` command line that reproduces the run (see `command_for`)."""
-    return command_for(detail.config, detail.truncated_at)
+    return command_for(detail.config, detail.truncated_at, detail.run.get("device"))
 
 
-def command_for(config: TrainConfig | ParamsConfig, truncated_at: int | None = None) -> str:
+def command_for(config: TrainConfig | ParamsConfig, truncated_at: int | None = None, device: str | None = None) -> str:
     """An `ablate train` command line that reproduces a run of this config: --data as stored (an
     absolute path, so the line works from any directory), --set for each field that differs from
-    the default (the defaults are Mainrun's baseline), and --max-steps when the run was truncated.
-    A run of your own trainer: its command (or entry point), run in its directory."""
+    the default (the defaults are Mainrun's baseline), --max-steps when the run was truncated, and
+    the `device` it ran on ("cpu (2 threads)": --device cpu --threads 2, for a CPU's sums depend on
+    its thread count; a GPU's: --device cuda). A run of your own trainer: its command (or entry
+    point), run in its directory."""
     if isinstance(config, ParamsConfig):
         try:
             line = config.by_hand()
@@ -441,11 +444,20 @@ def command_for(config: TrainConfig | ParamsConfig, truncated_at: int | None = N
             return f"# its command cannot be shown: {e}"
         return f"cd {shlex.quote(os.path.abspath(config.workdir))} && {line}"
     words = ["ablate", "train", "--data", config.data]
+    missing_here = local_format(config.data) is not None and not config.data.startswith(BUILTIN_PREFIX) \
+        and not os.path.exists(config.data)
     for name, value in config.diff().items():
         if name != "data":
             words += ["--set", f"{name}={format_value(value)}"]
     if truncated_at is not None:
         words += ["--max-steps", str(truncated_at)]
+    if device and (cpu := re.fullmatch(r"cpu \((\d+) threads?\)", device)):
+        words += ["--device", "cpu", "--threads", cpu.group(1)]
+    elif device:
+        words += ["--device", "cuda"]
+    if missing_here:  # a database from another machine: say what to pass, above a line that still runs
+        return (f"# {config.data} is not on this machine: pass --data a copy of it (`ablate plan MATRIX "
+                f"--data FILE` lists this run completed when FILE holds the same titles)\n{shlex.join(words)}")
     return shlex.join(words)
 
 
