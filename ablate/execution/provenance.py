@@ -76,6 +76,12 @@ def _nvidia_driver() -> str | None:
     return out.splitlines()[0].strip() if out.strip() else None
 
 
+def machine(env: dict) -> str:
+    """What of an environment can move a run's numbers, the script's commit aside (that is in
+    the run's identity already): interpreter, libraries, devices, CPU and OS, in one line."""
+    return describe({k: v for k, v in env.items() if not k.startswith("script_")})
+
+
 def describe(env: dict) -> str:
     """One line for `show` and the HTML page."""
     parts = [f"Python {env['python']}" if env.get("python") else None,

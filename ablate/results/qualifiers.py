@@ -19,8 +19,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ..execution.provenance import machine
 from ..execution.seeds import VerdictPlan
 from .frames import per_frame
+from .lines import baseline_name
 from .stats import COARSE, FAILS, MIN_STEPS, resolution, ties
 
 LOST = ("failed", "interrupted")
@@ -115,7 +117,29 @@ def qualify(per_run: pd.DataFrame, effects: pd.DataFrame, ranking: pd.DataFrame,
     lost = ranking.loc[ranking["seeds_lost"].fillna(0) > 0, "name"].tolist()
     for configs in effects.loc[effects["verdict"] == FAILS, "configs"]:
         lost += [c for c in configs if c and (per_run.loc[per_run["name"] == c, "status"].isin(LOST)).any()][:1]
-    return line, (lost_note(per_run, list(dict.fromkeys(lost))),)
+    return line, (lost_note(per_run, list(dict.fromkeys(lost))), environments_note(per_run))
+
+
+def environments_note(per_run: pd.DataFrame) -> str:
+    """Completed runs from more than one environment (databases merged from several machines,
+    or a cluster of unlike nodes): which, and the configurations paired with a same-seed
+    baseline run of another, whose effects then hold the machines' difference too."""
+    if "res.environment" not in per_run:
+        return ""
+    done = per_run[per_run["status"] == "completed"]
+    machines = [machine(e) if isinstance(e, dict) else None for e in done["res.environment"]]
+    counts = pd.Series([m for m in machines if m], dtype=object).value_counts()
+    if len(counts) < 2:
+        return ""
+    base = baseline_name(per_run)
+    of_base = {seed: m for name, seed, m in zip(done["name"], done["seed"], machines) if name == base}
+    across = sorted({name for name, seed, m in zip(done["name"], done["seed"], machines)
+                     if name != base and m and of_base.get(seed) not in (None, m)})
+    listed = "; ".join(f"{m} ({n} run{'s' if n > 1 else ''})" for m, n in counts.items())
+    said = (f"{', '.join(across)} {'is' if len(across) == 1 else 'are'} paired with a baseline run of another, "
+            f"so {'its effect holds' if len(across) == 1 else 'their effects hold'} the machines' difference too"
+            if across else "every configuration is paired with baseline runs of its own environment")
+    return f"Runs from {len(counts)} environments: {listed}. {said}."
 
 
 def identical_seeds(per_run: pd.DataFrame) -> set[str]:
