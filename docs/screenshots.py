@@ -1,4 +1,4 @@
-"""Redraw the README's pictures, so they show what ablate draws now:
+"""Redraw the pictures of the docs pages, so they show what ablate draws now:
 
     python docs/screenshots.py        # from the repository root; needs Chromium (apt-get install chromium)
 

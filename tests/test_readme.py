@@ -1,5 +1,6 @@
-"""README.md is executable: its SQL and pandas examples run on real results, its YAML examples
-load, and every `ablate ...` command it shows names a real subcommand with real options.
+"""README.md and its reference pages under docs/ are executable: their SQL and pandas examples
+run on real results, their YAML examples load, every `ablate ...` command they show names a real
+subcommand with real options, and every link between them leads to a file that exists.
 
 The examples run as on a fresh clone with no `../shared` beside it: against a copy of the
 shipped `results.db` in a repository root of its own, with the smoke matrix's database (the
@@ -31,7 +32,9 @@ from ablate.storage.store import Store
 
 from .conftest import EXAMPLE, EXISTING, REPO
 
-README = (REPO / "README.md").read_text(encoding="utf-8")
+PAGES = [REPO / "README.md", *(REPO / "docs" / page for page in (
+    "running.md", "your-script.md", "results.md", "fairness.md", "database.md", "security.md", "scale.md"))]
+README = "\n".join(page.read_text(encoding="utf-8") for page in PAGES)  # the front page, then the reference
 COMMAND = typer.main.get_command(app)
 DB_SECTION = "The results database"
 READ_SECTION = "Reading the results"
@@ -87,6 +90,17 @@ def inline_commands() -> list[str]:
 def bash_commands() -> list[tuple[str, list[str]]]:
     return [(sec, argv) for sec, lng, code in fenced_blocks() if lng == "bash"
             for argv in shell_commands(code)]
+
+
+def test_the_front_page_is_short_and_links_every_page_and_every_link_leads_somewhere():
+    front = PAGES[0].read_text(encoding="utf-8")
+    assert len(front.splitlines()) < 150
+    assert {p.name for p in PAGES[1:]} == set(re.findall(r"\]\(docs/([\w-]+\.md)\)", front))
+    assert {p.name for p in (REPO / "docs").glob("*.md")} == {p.name for p in PAGES[1:]}  # none left out
+    for page in PAGES:
+        for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", page.read_text(encoding="utf-8")):
+            if not target.startswith(("http://", "https://")) and "shared/" not in target:
+                assert (page.parent / target).exists(), f"{page.name}: a link to {target}, which is not there"
 
 
 def test_the_readme_has_the_examples_this_file_runs():

@@ -137,7 +137,7 @@ class MatrixSpec(Strict):
     reference: float = MAINRUN_VAL_LOSS
     min_effect: float = Field(MIN_EFFECT, gt=0)  # nats/char: what the verdicts call a change that matters
     cost_min_effect: float = Field(COST_MIN_EFFECT, gt=0, lt=1)  # relative: a speed or memory change that matters
-    family: Literal["comparison", "experiment"] = "comparison"  # what one interval level covers (README: Verdicts)
+    family: Literal["comparison", "experiment"] = "comparison"  # what one interval level covers (docs/results.md: Verdicts)
     seeds: Seeds | None = None
     design: str
     toggles: list[Any] = []  # checked item by item below: three shapes, each with its own errors

@@ -95,8 +95,8 @@ def _snapshot(path: Path) -> dict:
 
 
 _VERDICTS_INTRO = (
-    "Each effect's verdict against the smallest effect of interest δ (see the README's "
-    "\"Verdicts\"): better or worse = its interval lies wholly beyond ∓δ, negligible = wholly "
+    "Each effect's verdict against the smallest effect of interest δ (see \"Verdicts\" in "
+    "docs/results.md): better or worse = its interval lies wholly beyond ∓δ, negligible = wholly "
     "inside ±δ, inconclusive = neither after the seeds the budget allowed (with the seeds it "
     "would take at the observed mean and paired sd). In a leave-one-out experiment an effect is "
     "what removing the item does, so \"worse\" there means the item helps inside the stack.")

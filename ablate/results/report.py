@@ -365,7 +365,7 @@ def _ranking(per_run: pd.DataFrame, factors: list[_Factor], reference: float, me
         columns=["_lost", "_unpaired", "_d", "_y"]).reset_index(drop=True)
     ranked.insert(0, "rank", np.arange(1, len(ranked) + 1, dtype=float))
     eligible = ranked[(ranked["breaks_rule"] == "") & (ranked["not_like_for_like"] == "")
-                      & (ranked["seeds_lost"] == 0)]  # ★ as the README defines it
+                      & (ranked["seeds_lost"] == 0)]  # ★ as docs/results.md defines it
     ranked["is_best"] = ranked.index == (eligible.index[0] if len(eligible) else -1)
     incomparable = every[~comparable].assign(
         rank=math.nan, is_best=False,

@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 HUB_DATASET = "julien040/hacker-news-posts"
 MAINRUN_VAL_LOSS = 1.754  # Mainrun's baseline result: the reference a matrix's Δref is measured against
-MIN_EFFECT = 0.005  # nats/char: the smallest effect a verdict calls better or worse (README: why)
+MIN_EFFECT = 0.005  # nats/char: the smallest effect a verdict calls better or worse (docs/results.md: why)
 COST_MIN_EFFECT = 0.05  # the smallest relative change in time per token or peak memory that matters (5 %)
 
 Attention = Literal["manual", "sdpa"]
