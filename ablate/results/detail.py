@@ -65,7 +65,7 @@ def against_baseline(runs: pd.DataFrame, row: Any, baselines: pd.DataFrame | Non
     it differs from its same-seed baseline's, as (field, value, baseline's value), and "baseline";
     a baseline of your own trainer's is compared with nothing (its parameters are no one's
     defaults), Mainrun's with the defaults, and then the label says "default"."""
-    config = {k[4:]: _typed(k[4:], v) for k, v in row.items() if k.startswith("cfg.")}
+    config = _config_of(row)
     stored = {k: plain(v) for k, v in config.items() if not missing(v)}
     own = is_custom(stored)
     found = _baseline_by(baseline_rows(runs) if baselines is None else baselines)
@@ -76,6 +76,11 @@ def against_baseline(runs: pd.DataFrame, row: Any, baselines: pd.DataFrame | Non
         against, label = (stored if own else TrainConfig().to_dict()), "default"
     diff = [(k, _value(v), _value(against.get(k))) for k, v in config.items() if _value(v) != _value(against.get(k))]
     return (ParamsConfig if own else TrainConfig).from_dict(stored), diff, label
+
+
+def _config_of(row: Any) -> dict:
+    """The run's config fields out of its load_runs() row (`cfg.*`), ints a frame made floats typed back."""
+    return {k[4:]: _typed(k[4:], v) for k, v in row.items() if k.startswith("cfg.")}
 
 
 def truncated_at(row: Any) -> int | None:
@@ -102,7 +107,7 @@ def kept_output(store: Any, row: Any, log_dir: str | Path) -> str:
 
     name = output_name(int(row["run_id"]), int(row["attempt"]))
     path = Path(log_dir) / str(row["experiment"]) / database_label(store) / name
-    config = {k[4:]: plain(v) for k, v in row.items() if k.startswith("cfg.") and not missing(v)}
+    config = {k: plain(v) for k, v in _config_of(row).items() if not missing(v)}
     if not is_custom(config) or "command" not in config["trainer"]:
         raise ResultsError(f"run {row['run_id']} is not a run of your own command: its output is its log, "
                            f"{path.with_suffix('.log')}")

@@ -252,8 +252,8 @@ def _configurations(runs: pd.DataFrame, ranked: pd.DataFrame) -> str:
         rows = [[field, "" if missing(v) else str(v), "" if missing(b) else str(b)] for field, v, b in diff]
         body = _rows_table(["field", "value", label], rows, "diff") if rows else "<p>Same config as the baseline.</p>"
         out.append(f"<details><summary>{_e(name)}</summary>{body}<p>Reproduce (seed "
-                   f"{_e(plain(first[name]['seed']))}):</p><pre>{_e(command_for(config, truncated_at(first[name]), _device(first[name])))}"
-                   f"</pre></details>")
+                   f"{_e(plain(first[name]['seed']))}):</p>"
+                   f"<pre>{_e(command_for(config, truncated_at(first[name]), _device(first[name])))}</pre></details>")
     return "".join(out) or "<p>None completed yet.</p>"
 
 

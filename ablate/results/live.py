@@ -131,11 +131,11 @@ def run_view(db: Any, run_id: int) -> dict:
 
 
 def report_view(db: Any, experiment: str) -> dict:
-    """The report as `ablate report --format json` prints it, the HTML page's section for the
-    experiment without its images (the page draws the curves itself) and its configurations'
-    details (a run's page has them: 10,000 of them took seconds to build each time), and the configurations'
-    colours by their rank, as the plots give them (before a report, `progress` gives them by
-    their place in the matrix)."""
+    """The report as `ablate report --format json` prints it; the HTML page's section for the
+    experiment without its images (the page draws the curves itself) and without each
+    configuration's details (its run's page has them; 10,000 took seconds to build each time);
+    and the configurations' colours by their rank, as the plots give them (before a report,
+    `progress` gives them by their place in the matrix)."""
     from .html import experiment_section
     from .render import render
     from .report import build_report

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import collections
 import os
+import sys
 import threading
 from pathlib import Path
 from typing import Iterator
 
-from .output import OutputReader, TrainerError
+from .output import Evaluations, OutputReader, TrainerError
 
 HEAD_BYTES = 2 * 2**20  # the output's start, kept whole
 TAIL_BYTES = 2 * 2**20  # and its end: a run's last lines say why it ended
@@ -87,17 +88,18 @@ def check_pattern(path: str | Path, pattern: str | tuple[str, ...] | None, metri
     show --output` prints without its marks, or the `.output` beside a run's log): a line per
     evaluation, then a summary. Raises TrainerError as the run would fail: a group that holds
     no number, steps that do not increase, or no evaluation of `metric`."""
-    reader, said, last, valued = OutputReader(pattern), [], None, 0
+    reader, said, valued = OutputReader(pattern), [], 0
+    checks = Evaluations(metric, lambda values: None, limit=sys.maxsize)  # a run's: steps increase, finite numbers
     with open(path, encoding="utf-8", errors="replace") as text:
         for number, line in enumerate(text, 1):
             values = reader.read(line.removeprefix(MARK), number)
             if values is None:
                 continue
-            if last is not None and values["step"] <= last:
-                raise TrainerError(f"line {number}: step {values['step']} after step {last}; steps must increase")
-            last, valued = values["step"], valued + (metric in values)
+            checks.accept(values, f"line {number}")
+            valued += metric in values
             said.append(f"line {number}: step {values['step']}" + "".join(
                 f", {k} {v!r}" for k, v in values.items() if k != "step"))
     if not valued:
         raise TrainerError(f"{path}: no line gives {metric!r}, the matrix's metric ({len(said)} evaluation(s) read)")
-    return [*said, f"{len(said)} evaluation(s), {valued} with {metric!r}: a run that prints these lines gives these evaluations"]
+    return [*said, f"{len(said)} evaluation(s), {valued} with {metric!r}: a run that prints these lines gives "
+                   f"these evaluations"]
